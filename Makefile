@@ -1,0 +1,33 @@
+# Two entry points (README Quickstart): `make run` starts the app, `make test` runs the tests.
+# Both create .venv with Python 3.11 and install the pinned requirements when needed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False MPLBACKEND=Agg
+
+.PHONY: run test test-fast lint bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-installed
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime-installed
+	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py
+
+test: $(VENV)/.dev-installed
+	$(TEST_ENV) $(BIN)/python -m pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

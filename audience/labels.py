@@ -1,0 +1,74 @@
+"""Class names and label parsing for Adience: the one place the bins are defined.
+
+Pure functions, no I/O. The eight age classes are named by the inclusive ranges of ages that the
+`bins` policy assigns to them (`AGE_RANGES`); an age in a gap between two ranges (7, 14, 21, 33,
+44, 54; none occurs in the real files) gets no class rather than a guessed one.
+"""
+
+from __future__ import annotations
+
+import re
+
+AGE_CLASSES: tuple[str, ...] = ("0-2", "3-6", "8-13", "15-20", "22-32", "34-43", "45-53", "55-100")
+GENDER_CLASSES: tuple[str, ...] = ("f", "m", "u")
+POLICIES: tuple[str, ...] = ("bins", "strict")
+NO_CLASS = -1  # the class index of a row without that label (also the loss ignore_index)
+
+# Inclusive integer ranges of the eight classes under the `bins` policy, the same as their names.
+AGE_RANGES: tuple[tuple[int, int], ...] = tuple(
+    (int(low), int(high)) for low, high in (name.split("-") for name in AGE_CLASSES)
+)
+
+# The eight age strings of the official Adience groups (the literature's protocol).
+CANONICAL_AGES: tuple[str, ...] = (
+    "(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)",
+)
+
+_INTERVAL = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+_SINGLE = re.compile(r"^\d+$")
+
+
+def age_class_of(age: int) -> int:
+    """Class index of one integer age under the `bins` ranges, or NO_CLASS if out of range."""
+    for index, (low, high) in enumerate(AGE_RANGES):
+        if low <= age <= high:
+            return index
+    return NO_CLASS
+
+
+def parse_age(raw: str | None, policy: str = "bins") -> int:
+    """Age class index of a raw Adience age string, or NO_CLASS.
+
+    `bins`: a single age or an interval (endpoints in any order) gets the class that contains
+    all of it; an interval spanning two classes, `None` or empty gets NO_CLASS.
+    `strict`: only the eight canonical strings get a class.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}")
+    text = "" if raw is None else str(raw).strip()
+    if policy == "strict":
+        return CANONICAL_AGES.index(text) if text in CANONICAL_AGES else NO_CLASS
+    if _SINGLE.match(text):
+        return age_class_of(int(text))
+    match = _INTERVAL.match(text)
+    if not match:
+        return NO_CLASS
+    low, high = sorted((int(match.group(1)), int(match.group(2))))
+    first, last = age_class_of(low), age_class_of(high)
+    return first if first == last else NO_CLASS
+
+
+def parse_gender(raw: str | None) -> int:
+    """Gender class index of a raw Adience gender string (f, m, u), or NO_CLASS when empty/unknown."""
+    text = "" if raw is None else str(raw).strip().lower()
+    return GENDER_CLASSES.index(text) if text in GENDER_CLASSES else NO_CLASS
+
+
+def age_label(index: int) -> str:
+    """Display name of an age class index ("dropped" for NO_CLASS)."""
+    return AGE_CLASSES[index] if 0 <= index < len(AGE_CLASSES) else "dropped"
+
+
+def gender_label(index: int) -> str:
+    """Display name of a gender class index ("dropped" for NO_CLASS)."""
+    return GENDER_CLASSES[index] if 0 <= index < len(GENDER_CLASSES) else "dropped"

@@ -1,0 +1,64 @@
+"""Paths and switches read from the environment, in one place.
+
+AUDIENCE_DATA        an Adience root (or the demo root) the app opens first; unset: the demo set
+AUDIENCE_DATA_DIRS   extra folders (os.pathsep-separated) under which the UI may open data roots
+AUDIENCE_HOME        where the app keeps its own files (demo data, image cache); default ~/.cache/audience
+AUDIENCE_RUNS        training runs folder; default ./runs
+AUDIENCE_CHECKPOINTS served checkpoints folder; default ./checkpoints
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _path_from_env(name: str, default: Path) -> Path:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser().resolve() if value else default
+
+
+def home_dir() -> Path:
+    """Folder for files the app makes itself (demo dataset, image cache)."""
+    return _path_from_env("AUDIENCE_HOME", Path.home() / ".cache" / "audience")
+
+
+def demo_root() -> Path:
+    """Where the built-in synthetic demo dataset lives (made on first use)."""
+    return home_dir() / "demo-data"
+
+
+def cache_dir() -> Path:
+    """Where decoded-image caches are kept."""
+    return home_dir() / "image-cache"
+
+
+def runs_dir() -> Path:
+    return _path_from_env("AUDIENCE_RUNS", PROJECT_ROOT / "runs")
+
+
+def checkpoints_dir() -> Path:
+    return _path_from_env("AUDIENCE_CHECKPOINTS", PROJECT_ROOT / "checkpoints")
+
+
+def configured_data_root() -> Path | None:
+    """The Adience root named by AUDIENCE_DATA, or None when the demo dataset should be used."""
+    value = os.environ.get("AUDIENCE_DATA", "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def allowed_data_dirs() -> list[Path]:
+    """Folders under which a data root typed into the UI may lie (no other path is opened)."""
+    dirs = [demo_root()]
+    configured = configured_data_root()
+    if configured is not None:
+        dirs.append(configured)
+    extra = os.environ.get("AUDIENCE_DATA_DIRS", "")
+    dirs += [Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p.strip()]
+    return dirs
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,47 @@
+"""Shared fixtures: a synthetic Adience root made once per session, and ../shared when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (real Adience fold files and 19 real images); tests using it skip where it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is not present beside the checkout (it holds the real Adience test data)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def adience_meta(shared_dir: Path) -> Path:
+    path = shared_dir / "adience-meta"
+    if not path.is_dir():
+        pytest.skip("../shared/adience-meta is not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def adience_sample(shared_dir: Path) -> Path:
+    path = shared_dir / "adience-sample"
+    if not path.is_dir():
+        pytest.skip("../shared/adience-sample is not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic demo dataset, made once per test session (read-only for tests: copy to change it)."""
+    from audience.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo-data", seed=0)
