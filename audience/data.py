@@ -83,6 +83,8 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise AudienceError(f"{path}: not a text file ({exc.reason} at byte {exc.start}).") from None
+    except OSError as exc:  # e.g. no read permission, or a folder named like the file
+        raise AudienceError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     lines = text.splitlines()
     if not lines:
         raise AudienceError(f"{path} line 1: the file is empty; expected a header line.")
@@ -157,7 +159,9 @@ def read_adience(root: str | Path, policy: str = "bins", images: str = "auto") -
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise AudienceError(f"{root}: data root not found (expected a folder with fold_0_data.txt ... fold_4_data.txt).")
+        raise AudienceError(
+            f"{root}: data root not found (expected a folder with fold_0_data.txt ... fold_4_data.txt)."
+        )
     if policy not in POLICIES:
         raise AudienceError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}.")
     root = root.resolve()
@@ -187,7 +191,7 @@ def read_adience(root: str | Path, policy: str = "bins", images: str = "auto") -
     else:
         listing: dict[str, set[str]] = {}
         paths = []
-        for user_id, face_id, original in zip(faces["user_id"], faces["face_id"], faces["original_image"]):
+        for user_id, face_id, original in zip(faces["user_id"], faces["face_id"], faces["original_image"], strict=True):
             if user_id not in listing:
                 listing[user_id] = _existing_files(root / used / user_id)
             path = image_path(root, used, user_id, face_id, original)

@@ -62,3 +62,13 @@ def allowed_data_dirs() -> list[Path]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def on_hf_space() -> bool:
+    """True when running as a Hugging Face Space (the platform sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID", "").strip())
+
+
+def default_tab() -> str:
+    """The tab the app opens on: Predict on a shared Space (what visitors come for), EDA locally."""
+    return "predict" if on_hf_space() else "eda"

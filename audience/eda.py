@@ -1,0 +1,212 @@
+"""Exploratory analysis of a face table: AdienceData in, a dict, DataFrames or plotly figures out.
+
+Pure functions of the table (no I/O). The charts that read images live in `eda_images`, the whole
+bundle, HTML report and label file in `eda_report`. Every figure title ends in "(synthetic demo
+data)" for the demo set, so its charts are never mistaken for Adience.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from audience.data import N_FOLDS, AdienceData
+from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS, age_label, gender_label, parse_age, parse_gender
+
+SYNTHETIC_MARK = "(synthetic demo data)"
+EMPTY_RAW = "(empty)"  # how an empty label cell is shown in the noise table
+
+
+def title_for(data: AdienceData, text: str) -> str:
+    """A figure title, marked when the data is the synthetic demo set."""
+    return f"{text} {SYNTHETIC_MARK}" if data.synthetic else text
+
+
+def empty_figure(title: str, message: str) -> go.Figure:
+    """A figure with no data that says why, so an empty chart is never mistaken for a broken one."""
+    figure = go.Figure()
+    figure.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 16})
+    figure.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
+    return figure
+
+
+def _class_counts(classes: pd.Series, n_classes: int) -> list[int]:
+    values = classes.to_numpy(dtype=np.int64)
+    return [int(c) for c in np.bincount(values[values != NO_CLASS], minlength=n_classes)]
+
+
+def _rows_per_fold(faces: pd.DataFrame) -> list[int]:
+    counts = faces["fold"].value_counts()
+    return [int(counts.get(fold, 0)) for fold in range(N_FOLDS)]
+
+
+def summarize(data: AdienceData) -> dict:
+    """The headline numbers of a dataset as a JSON-ready dict (what `scripts/eda.py --json` prints).
+
+    Class counts are in class order (labels.AGE_CLASSES, GENDER_CLASSES); `no_*_class` count the rows
+    without that label under the policy; `missing_images` the rows left out because their image is absent.
+    """
+    faces = data.faces
+    gender_counts = _class_counts(faces["gender_class"], len(GENDER_CLASSES))
+    return {
+        "dataset": data.name,
+        "synthetic": bool(data.synthetic),
+        "root": str(data.root),
+        "policy": data.policy,
+        "images": data.images,
+        "rows": int(len(faces)),
+        "users": int(faces["user_id"].nunique()),
+        "subjects": int(faces["subject"].nunique()),
+        "rows_per_fold": _rows_per_fold(faces),
+        "age_rows_per_fold": _rows_per_fold(faces[faces["age_class"] != NO_CLASS]),
+        "age_counts": _class_counts(faces["age_class"], len(AGE_CLASSES)),
+        "gender_counts": dict(zip(GENDER_CLASSES, gender_counts, strict=True)),
+        "missing_images": int(data.missing_images),
+        "no_age_class": int((faces["age_class"] == NO_CLASS).sum()),
+        "no_gender_class": int((faces["gender_class"] == NO_CLASS).sum()),
+        # rows that repeat an earlier row's image (the real fold files list 114 images more than once)
+        "duplicate_rows": int(faces.duplicated(["user_id", "face_id", "original_image"]).sum()),
+    }
+
+
+def _distribution(classes: pd.Series, names: tuple[str, ...]) -> pd.DataFrame:
+    counts = _class_counts(classes, len(names))
+    total = sum(counts)
+    shares = [count / total if total else 0.0 for count in counts]
+    return pd.DataFrame({"class": list(names), "rows": counts, "share": shares})
+
+
+def age_table(data: AdienceData) -> pd.DataFrame:
+    """Rows per age class (columns class, rows, share of the rows that have an age class)."""
+    return _distribution(data.faces["age_class"], AGE_CLASSES)
+
+
+def gender_table(data: AdienceData) -> pd.DataFrame:
+    """Rows per gender class (columns class, rows, share of the rows that have a gender class)."""
+    return _distribution(data.faces["gender_class"], GENDER_CLASSES)
+
+
+def age_gender_table(data: AdienceData) -> pd.DataFrame:
+    """Rows per age class (index) and gender (columns f, m, u, dropped), for rows with an age class."""
+    aged = data.faces[data.faces["age_class"] != NO_CLASS]
+    table = pd.crosstab(aged["age_class"].astype(int), aged["gender_class"].astype(int))
+    table = table.reindex(index=range(len(AGE_CLASSES)), columns=[*range(len(GENDER_CLASSES)), NO_CLASS])
+    table = table.fillna(0).astype(int)
+    table.index = list(AGE_CLASSES)
+    table.columns = [gender_label(c) for c in table.columns]
+    return table
+
+
+def fold_class_table(data: AdienceData) -> pd.DataFrame:
+    """Rows per fold (index 0..4) and age class (columns), for rows with an age class."""
+    aged = data.faces[data.faces["age_class"] != NO_CLASS]
+    table = pd.crosstab(aged["fold"].astype(int), aged["age_class"].astype(int))
+    table = table.reindex(index=range(N_FOLDS), columns=range(len(AGE_CLASSES))).fillna(0).astype(int)
+    table.columns = list(AGE_CLASSES)
+    table.index.name = "fold"
+    return table
+
+
+def subject_image_counts(data: AdienceData) -> pd.Series:
+    """Images (rows) per subject, one entry per user_id/face_id."""
+    return data.faces.groupby("subject").size().rename("images")
+
+
+def label_noise_table(data: AdienceData) -> pd.DataFrame:
+    """Each raw age and gender string, its row count and the class it gets under each policy.
+
+    Columns: field ("age" or "gender"), raw, rows, bins, strict (a class name or "dropped").
+    Computed with labels.parse_age / parse_gender, so it always shows what the loader does.
+    """
+    records = []
+    for field, column in (("age", "age_raw"), ("gender", "gender_raw")):
+        counts = data.faces[column].fillna("").value_counts(sort=False)
+        for raw, rows in counts.items():
+            if field == "age":
+                bins, strict = age_label(parse_age(raw, "bins")), age_label(parse_age(raw, "strict"))
+            else:
+                bins = strict = gender_label(parse_gender(raw))
+            records.append((field, raw if raw != "" else EMPTY_RAW, int(rows), bins, strict))
+    table = pd.DataFrame(records, columns=["field", "raw", "rows", "bins", "strict"])
+    return table.sort_values(["field", "rows", "raw"], ascending=[True, False, True], ignore_index=True)
+
+
+def plot_age(data: AdienceData) -> go.Figure:
+    table = age_table(data)
+    dropped = int((data.faces["age_class"] == NO_CLASS).sum())
+    figure = go.Figure(go.Bar(
+        x=table["class"], y=table["rows"], text=[f"{s:.1%}" for s in table["share"]], textposition="outside",
+    ))
+    figure.update_layout(
+        title=title_for(data, f"Age classes ({data.policy} policy; {dropped} rows without an age class)"),
+        xaxis_title="age class", yaxis_title="rows",
+    )
+    return figure
+
+
+def plot_gender(data: AdienceData) -> go.Figure:
+    table = gender_table(data)
+    dropped = int((data.faces["gender_class"] == NO_CLASS).sum())
+    figure = go.Figure(go.Bar(
+        x=table["class"], y=table["rows"], text=[f"{s:.1%}" for s in table["share"]], textposition="outside",
+    ))
+    figure.update_layout(
+        title=title_for(data, f"Gender ({dropped} rows without a gender)"), xaxis_title="gender", yaxis_title="rows",
+    )
+    return figure
+
+
+def plot_age_gender(data: AdienceData) -> go.Figure:
+    table = age_gender_table(data)
+    figure = go.Figure([go.Bar(name=column, x=list(table.index), y=table[column]) for column in table.columns])
+    figure.update_layout(
+        barmode="group", title=title_for(data, "Age class by gender"),
+        xaxis_title="age class", yaxis_title="rows", legend_title="gender",
+    )
+    return figure
+
+
+def plot_fold_classes(data: AdienceData) -> go.Figure:
+    """Share of each fold's labelled rows per age class: folds split by album, so their mixes differ."""
+    counts = fold_class_table(data)
+    totals = counts.sum(axis=1).replace(0, np.nan)
+    shares = counts.div(totals, axis=0).fillna(0.0)
+    figure = go.Figure([
+        go.Bar(name=f"fold {fold} ({int(counts.loc[fold].sum())} rows)", x=list(shares.columns), y=shares.loc[fold],
+               customdata=counts.loc[fold], hovertemplate="%{x}: %{y:.1%} (%{customdata} rows)<extra></extra>")
+        for fold in shares.index
+    ])
+    figure.update_layout(
+        barmode="group", title=title_for(data, "Age classes per fold (share of the fold's rows with an age class)"),
+        xaxis_title="age class", yaxis_title="share of fold", yaxis_tickformat=".0%", legend_title="fold",
+    )
+    return figure
+
+
+def plot_images_per_subject(data: AdienceData) -> go.Figure:
+    """Histogram of images per subject, with the share of images whose subject has more than one."""
+    counts = subject_image_counts(data)
+    title = title_for(data, "Images per subject")
+    if counts.empty:
+        return empty_figure(title, "No rows to count.")
+    shared = int(counts[counts > 1].sum())
+    figure = go.Figure(go.Histogram(x=counts, xbins={"start": 0.5, "size": 1}))
+    figure.update_layout(title=title, xaxis_title="images of the same subject", yaxis_title="subjects", bargap=0.05)
+    figure.add_annotation(
+        text=(f"{shared} of {int(counts.sum())} images ({shared / counts.sum():.0%}) share their subject with another "
+              "image: a random image split puts the same person in train and test."),
+        xref="paper", yref="paper", x=0, y=1.08, showarrow=False, xanchor="left",
+    )
+    return figure
+
+
+def build_table_figures(data: AdienceData) -> dict[str, go.Figure]:
+    """The charts computed from the table alone, by name."""
+    return {
+        "age": plot_age(data),
+        "gender": plot_gender(data),
+        "age_gender": plot_age_gender(data),
+        "fold_classes": plot_fold_classes(data),
+        "images_per_subject": plot_images_per_subject(data),
+    }

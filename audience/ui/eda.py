@@ -1,0 +1,122 @@
+"""The EDA tab: a data root, label policy and image folder in; summary, charts, noise table and faces out.
+
+A thin adapter over audience.eda / eda_report. Only roots under settings.allowed_data_dirs() are
+opened, so a visitor cannot make the server read arbitrary paths.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from audience import settings
+from audience.data import IMAGE_MODES, read_adience
+from audience.eda_report import FIGURE_NAMES, build_eda
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES, POLICIES
+
+SIZE_SAMPLE = 200  # image headers read for the size chart
+NOISE_COLUMNS = ["field", "raw", "rows", "bins", "strict"]
+FIGURE_LABELS = {
+    "age": "Age classes", "gender": "Gender", "age_gender": "Age class by gender",
+    "fold_classes": "Age classes per fold", "images_per_subject": "Images per subject", "image_sizes": "Image sizes",
+}
+SYNTHETIC_BANNER = (
+    "> **Synthetic demo data.** These numbers and charts describe generated faces, not Adience. "
+    "Point the data root at an Adience folder for the real analysis."
+)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+|!~])")
+
+
+def escape_markdown(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def resolve_allowed_root(root: str) -> Path:
+    """The resolved data root, if it lies under one of settings.allowed_data_dirs(); else AudienceError."""
+    text = (root or "").strip()
+    if not text:
+        raise AudienceError("enter a data root: a folder with fold_0_data.txt ... fold_4_data.txt.")
+    path = Path(text).expanduser().resolve()
+    allowed = [folder.resolve() for folder in settings.allowed_data_dirs()]
+    if not any(path.is_relative_to(folder) for folder in allowed):
+        names = ", ".join(str(folder) for folder in allowed)
+        raise AudienceError(f"{path} is outside the folders this app may open ({names}); "
+                            "add its folder to AUDIENCE_DATA_DIRS to allow it.")
+    return path
+
+
+def format_summary(summary: dict) -> str:
+    """The summary dict as Markdown, with a banner on top for synthetic data."""
+    per_class = ", ".join(f"{name}: {count}" for name, count in zip(AGE_CLASSES, summary["age_counts"], strict=True))
+    genders = ", ".join(f"{name}: {count}" for name, count in summary["gender_counts"].items())
+    rows = [
+        ("rows (faces)", summary["rows"]),
+        ("albums (user_id)", summary["users"]),
+        ("subjects (user_id + face_id)", summary["subjects"]),
+        ("rows per fold", " / ".join(map(str, summary["rows_per_fold"]))),
+        ("rows with an age class per fold", " / ".join(map(str, summary["age_rows_per_fold"]))),
+        ("age classes", per_class),
+        ("genders", genders),
+        ("rows without an age class", summary["no_age_class"]),
+        ("rows without a gender", summary["no_gender_class"]),
+        ("rows left out (image missing)", summary["missing_images"]),
+        ("rows repeating another row's image", summary.get("duplicate_rows", 0)),
+    ]
+    lines = [SYNTHETIC_BANNER, ""] if summary["synthetic"] else []
+    lines += [
+        f"**{escape_markdown(summary['dataset'])}** at `{summary['root'].replace('`', '')}`: "
+        f"policy **{summary['policy']}**, images **{summary['images']}**",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+    ]
+    return "\n".join(lines)
+
+
+def _empty_outputs(message: str) -> tuple:
+    return (f"**Could not load the data:** {escape_markdown(message)}", *([None] * len(FIGURE_NAMES)),
+            pd.DataFrame(columns=NOISE_COLUMNS), None)
+
+
+def run_eda(root: str, policy: str, images: str) -> tuple:
+    """(summary Markdown, one plotly figure per FIGURE_NAMES, noise table, sample montage) for a data root."""
+    try:
+        data = read_adience(resolve_allowed_root(root), policy=policy, images=images)
+        result = build_eda(data, sample=SIZE_SAMPLE)
+    except AudienceError as exc:
+        return _empty_outputs(str(exc))
+    except OSError as exc:  # e.g. a fold file without read permission
+        return _empty_outputs(f"{exc.filename or root}: cannot be read ({exc.strerror or exc}).")
+    return (format_summary(result.summary), *(result.figures[name] for name in FIGURE_NAMES),
+            result.noise, result.grid)
+
+
+def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
+    """Lay out the EDA tab inside the current gr.Tab; with `demo`, the tab also fills itself at page load."""
+    gr.Markdown("Explore an Adience root: label counts per class and fold, label noise, images per subject, "
+                "image sizes and sample faces.")
+    with gr.Row():
+        root = gr.Textbox(value=default_root, label="Data root", scale=3,
+                          info="A folder with fold_0_data.txt ... fold_4_data.txt (and aligned/ or faces/).")
+        policy = gr.Radio(list(POLICIES), value="bins", label="Age label policy",
+                          info="bins: every age inside one class; strict: the 8 canonical strings only.")
+        images = gr.Radio(list(IMAGE_MODES), value="auto", label="Image folder",
+                          info="none: labels only, no image is read.")
+    load = gr.Button("Load", variant="primary")
+    summary = gr.Markdown()
+    plots = []
+    for first in range(0, len(FIGURE_NAMES), 2):
+        with gr.Row():
+            plots += [gr.Plot(label=FIGURE_LABELS[name]) for name in FIGURE_NAMES[first:first + 2]]
+    noise = gr.Dataframe(value=pd.DataFrame(columns=NOISE_COLUMNS), interactive=False,
+                         label="Label noise: each raw string, its rows and the class it gets under each policy")
+    grid = gr.Image(label="Sample faces per age class", type="pil", format="png", interactive=False)
+    inputs, outputs = [root, policy, images], [summary, *plots, noise, grid]
+    load.click(run_eda, inputs, outputs, api_name="eda")
+    if demo is not None:
+        demo.load(run_eda, inputs, outputs, api_visibility="private")
