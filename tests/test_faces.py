@@ -1,0 +1,280 @@
+"""FaceDetector on real faces (skimage's astronaut, the 19 real Adience images), box math, lifecycle."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+import audience.faces as faces_module
+from audience.errors import AudienceError
+from audience.faces import (
+    CROP_MARGIN,
+    MODEL_FILES,
+    Face,
+    FaceDetector,
+    crop_faces,
+    expand_box,
+    merge_faces,
+    plan_views,
+)
+from audience.images import list_images, read_image
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASTRONAUT_BOX = (177, 82, 95, 95)  # the short-range BlazeFace box (ecosystem notes, verified)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with FaceDetector() as det:
+        yield det
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+def near(box, expected, tolerance: int = 8) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(box, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "sha256"),
+    [
+        ("short", 229_714, "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+        ("full", 676_746, "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1"),
+    ],
+)
+def test_vendored_model_checksum(name: str, size: int, sha256: str) -> None:
+    content = MODEL_FILES[name].read_bytes()
+    assert len(content) == size
+    assert hashlib.sha256(content).hexdigest() == sha256
+
+
+def test_vendored_haar_cascade_checksum() -> None:
+    # haarcascade_frontalface_default.xml from the opencv-python-headless 4.14.0.94 wheel, unchanged.
+    content = (faces_module.ASSETS / faces_module.HAAR_CASCADE).read_bytes()
+    assert len(content) == 930_127
+    assert hashlib.sha256(content).hexdigest() == "0f7d4527844eb514d4a4948e822da90fbb16a34a0bbbbc6adc6498747a5aafb0"
+
+
+def test_astronaut_has_exactly_one_face(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    found = detector.detect(astronaut)
+    assert len(found) == 1
+    face = found[0]
+    assert near(face.box, ASTRONAUT_BOX)
+    assert face.score > 0.8
+    assert len(face.keypoints) == 6
+    x, y, w, h = face.box
+    right_eye, left_eye = face.keypoints[0], face.keypoints[1]
+    assert x < right_eye[0] < left_eye[0] < x + w and y < right_eye[1] < y + h / 2
+
+
+def test_three_people_side_by_side_give_exactly_three_faces(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    # The whole 1536x512 image seen at 128 px hides all three faces from the short-range model;
+    # the tiles find them and the merge keeps one box each.
+    triple = np.concatenate([astronaut] * 3, axis=1)
+    assert FaceDetector(model="short").detect(triple) == []
+    found = sorted(detector.detect(triple), key=lambda f: f.box[0])
+    assert len(found) == 3
+    for copy, face in enumerate(found):
+        assert near(face.box, (ASTRONAUT_BOX[0] + 512 * copy, *ASTRONAUT_BOX[1:]))
+
+
+def test_tall_stack_and_two_by_two_grid(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    assert len(detector.detect(np.concatenate([astronaut] * 3, axis=0))) == 3
+    row = np.concatenate([astronaut] * 2, axis=1)
+    assert len(detector.detect(np.concatenate([row, row], axis=0))) == 4
+
+
+@pytest.mark.parametrize("fill", [0, 128, 255])
+def test_blank_image_has_no_face(detector: FaceDetector, fill: int) -> None:
+    assert detector.detect(np.full((480, 640, 3), fill, np.uint8)) == []
+
+
+def test_noise_has_no_confident_face() -> None:
+    # BlazeFace gives uniform noise scores up to ~0.6 (measured on 30 noise images), so noise
+    # is checked at a threshold a real face clears easily (astronaut: 0.92).
+    rng = np.random.default_rng(0)
+    with FaceDetector(min_score=0.75) as strict:
+        for shape in [(480, 640, 3), (512, 512, 3), (512, 1536, 3)]:
+            assert strict.detect(rng.integers(0, 256, shape, dtype=np.uint8)) == []
+
+
+def test_tiny_images_have_no_face_and_no_error(detector: FaceDetector) -> None:
+    for shape in [(1, 1, 3), (2, 2, 3), (1, 500, 3)]:
+        assert detector.detect(np.zeros(shape, np.uint8)) == []
+
+
+def test_every_real_adience_image_has_a_face(detector: FaceDetector, adience_sample: Path) -> None:
+    paths = list_images(adience_sample / "faces" / "30601258@N03")
+    assert len(paths) == 19
+    ratios = []
+    for path in paths:
+        image = read_image(path)
+        found = detector.detect(image)
+        assert found, f"no face found in {path.name}"
+        ratios.append(min(image.shape[:2]) / max(found[0].box[2:]))
+    # CROP_MARGIN is meant to make a detected crop look like these training crops.
+    assert abs(np.median(ratios) - (1 + 2 * CROP_MARGIN)) < 0.1
+
+
+def test_face_filling_the_frame_is_found_with_a_border(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    x, y, w, h = expand_box(ASTRONAUT_BOX, astronaut.shape, margin=-0.15)  # tighter than the face
+    tight = np.ascontiguousarray(astronaut[y : y + h, x : x + w])
+    assert FaceDetector(model="short").detect(tight) == []
+    found = detector.detect(tight)
+    assert len(found) == 1 and found[0].box[2] >= 0.8 * w
+
+
+def test_haar_backend_finds_the_astronaut(astronaut: np.ndarray) -> None:
+    with FaceDetector(backend="haar") as haar:
+        assert haar.backend == "haar"
+        found = haar.detect(astronaut)
+    assert len(found) == 1
+    assert near(found[0].box, (177, 67, 93, 93), tolerance=10)  # Haar boxes sit higher than BlazeFace's
+    assert 0.5 <= found[0].score < 1.0
+
+
+def test_falls_back_to_haar_when_mediapipe_cannot_start(monkeypatch, astronaut: np.ndarray) -> None:
+    monkeypatch.setitem(MODEL_FILES, "short", MODEL_FILES["short"].with_name("missing.tflite"))
+    with pytest.warns(RuntimeWarning, match="missing.tflite.*Haar cascade"):
+        fallback = FaceDetector()
+    with fallback:
+        assert fallback.backend == "haar"
+        assert len(fallback.detect(astronaut)) == 1
+
+
+def test_min_score_max_faces_and_order(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    pair = np.full((512, 512 + 384, 3), 255, np.uint8)
+    pair[:, :512] = astronaut
+    pair[:384, 512:] = faces_module.cv2.resize(astronaut, (384, 384), interpolation=faces_module.cv2.INTER_AREA)
+    found = detector.detect(pair)
+    assert len(found) == 2
+    assert found[0].box[0] < 512 <= found[1].box[0]  # largest first
+    with FaceDetector(max_faces=1) as one:
+        assert one.detect(pair) == found[:1]
+    with FaceDetector(min_score=0.99) as picky:
+        assert picky.detect(astronaut) == []
+
+
+def test_grey_and_float_input_is_converted(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    grey = astronaut.mean(axis=2).astype(np.uint8)
+    assert len(detector.detect(grey)) == 1
+    assert len(detector.detect(astronaut / 255.0)) == 1
+
+
+def test_close_and_context_manager(astronaut: np.ndarray) -> None:
+    with FaceDetector(model="short") as det:
+        assert len(det.detect(astronaut)) == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        det.detect(astronaut)
+    det.close()  # twice is fine
+
+
+def test_one_detector_shared_by_threads(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    triple = np.concatenate([astronaut] * 3, axis=1)
+    expected = detector.detect(triple)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(detector.detect, [triple] * 8))
+    assert all(result == expected for result in results)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(AudienceError, match="backend 'dlib'"):
+        FaceDetector(backend="dlib")
+    with pytest.raises(AudienceError, match="model 'medium'"):
+        FaceDetector(model="medium")
+
+
+def test_interpreter_exit_with_an_open_detector_is_silent() -> None:
+    # mediapipe's own __del__ at teardown prints "Exception ignored ... TypeError" unless the
+    # detector is closed first; LiteRT's INFO lines at load time are held back too.
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from skimage import data
+        from audience.faces import FaceDetector
+        detector = FaceDetector()
+        other = FaceDetector(model="full")
+        print(len(detector.detect(data.astronaut())), len(other.detect(np.zeros((90, 300, 3), np.uint8))))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 0"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("box", "shape", "margin", "expected"),
+    [
+        ((40, 40, 20, 20), (100, 100), 0.5, (30, 30, 40, 40)),  # centred, room on every side
+        ((10, 20, 30, 10), (100, 100), 0.0, (10, 10, 30, 30)),  # margin 0: square of the long side
+        ((10, 10, 40, 20), (100, 100), 0.25, (0, 0, 60, 50)),  # wide box: square, cut at the top
+        ((0, 0, 20, 20), (100, 100), 0.5, (0, 0, 30, 30)),  # top-left corner clips
+        ((80, 80, 20, 20), (100, 100), 0.5, (70, 70, 30, 30)),  # bottom-right corner clips
+        ((50, 50, 2, 2), (100, 100), 0.5, (49, 49, 4, 4)),  # tiny box
+        ((50, 50, 0, 0), (100, 100), 0.4, (50, 50, 1, 1)),  # empty box still gives a pixel
+        ((-50, -50, 300, 300), (100, 200), 0.4, (0, 0, 200, 100)),  # box bigger than the image
+        ((500, 500, 10, 10), (100, 100), 0.4, (91, 91, 9, 9)),  # box outside: nearest corner
+    ],
+)
+def test_expand_box(box, shape, margin, expected) -> None:
+    assert expand_box(box, shape, margin) == expected
+
+
+def test_crop_faces_default_margin(astronaut: np.ndarray) -> None:
+    faces = [Face(ASTRONAUT_BOX, 0.9), Face((0, 0, 10, 10), 0.8)]
+    crops = crop_faces(astronaut, faces)
+    side = round(95 * (1 + 2 * CROP_MARGIN))
+    assert crops[0].shape == (side, side, 3)
+    x, y, _, _ = expand_box(ASTRONAUT_BOX, astronaut.shape)
+    assert np.array_equal(crops[0], astronaut[y : y + side, x : x + side])
+    assert crops[1].shape == (14, 14, 3)  # 18 px square about (5, 5), cut at 0 and crops[1].flags["C_CONTIGUOUS"]
+
+
+def test_merge_faces_drops_duplicates_and_parts() -> None:
+    face = Face((100, 100, 50, 50), 0.9)
+    twin = Face((104, 102, 50, 50), 0.7)  # the same face from another view
+    part = Face((100, 100, 30, 25), 0.95)  # half a face seen at a tile edge
+    other = Face((300, 100, 50, 50), 0.6)
+    merged = merge_faces([twin, part, face, other])
+    assert set(merged) == {face, other} or set(merged) == {twin, other}
+    assert len(merged) == 2
+
+
+def test_plan_views_tiles_cover_the_image_with_overlap() -> None:
+    assert plan_views(512, 512) == [("short", (0, 0, 512, 512)), ("full", (0, 0, 512, 512))]
+    assert plan_views(512, 1536, "full") == [("full", (0, 0, 1536, 512))]
+    assert len(plan_views(1, 500)) == len(plan_views(100, 500)) == 2  # no slivers of tiles
+    tiles = [window for model, window in plan_views(512, 1536) if window != (0, 0, 1536, 512)]
+    assert all(w == h == 512 for _, _, w, h in tiles)
+    starts = sorted(x for x, _, _, _ in tiles)
+    assert starts[0] == 0 and starts[-1] + 512 == 1536
+    assert all(b - a <= 0.75 * 512 for a, b in zip(starts, starts[1:], strict=False))
+    big = [window for model, window in plan_views(3000, 4000) if model == "full" and window[2] == 1500]
+    covered = np.zeros((3000, 4000), bool)
+    for x, y, w, h in big:
+        covered[y : y + h, x : x + w] = True
+    assert covered.all()
+
+
+def test_dropping_a_detector_frees_it() -> None:
+    det = FaceDetector(model="short")
+    finalizer = det._finalizer
+    assert det in faces_module._open_detectors
+    del det
+    gc.collect()
+    assert not finalizer.alive
