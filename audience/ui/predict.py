@@ -1,0 +1,158 @@
+"""The Predict tab: pick a model, give an image (upload, webcam snapshot, clipboard) or stream the
+webcam, see every face boxed with its age group and gender, a table, a probability chart and JSON.
+
+API: `/predict` (image, model name, whole_image, tta) -> (annotated image, faces table, chart,
+JSON, status). Bad input never raises: the status says what is wrong in one sentence.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from audience.errors import AudienceError
+from audience.images import read_image
+from audience.predict import draw_predictions
+from audience.tracking import FaceTracker
+from audience.ui.predict_view import (
+    TABLE_COLUMNS,
+    default_model,
+    faces_table,
+    get_predictor,
+    model_banner,
+    model_choices,
+    probability_chart,
+    resolve_checkpoint,
+    source_of,
+    status_text,
+)
+
+STREAM_EVERY_S = 0.2  # 5 frames/s; one 640x480 frame takes ~25 ms (MobileNetV3) to ~140 ms (ResNet-50) on 2 CPU cores
+STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart
+EMPTY_TABLE = pd.DataFrame(columns=TABLE_COLUMNS)
+
+
+def predict_image(image, model_name: str | None, whole_image: bool = False, tta: bool = False):
+    """The /predict handler: (annotated image, table, chart, JSON, status markdown).
+
+    `image` is a gradio file payload (the event runs with preprocess=False so that our own decoder
+    validates uploads and reports bad files in the status), a path, bytes or an RGB array.
+    """
+    if image is None:
+        return None, EMPTY_TABLE, None, None, "Upload an image, paste one or take a webcam snapshot."
+    try:
+        rgb = read_image(source_of(image))
+        predictor = get_predictor(resolve_checkpoint(model_name))
+        predictions, timings = predictor.predict_timed(rgb, whole_image=bool(whole_image), tta_flip=bool(tta))
+    except AudienceError as error:
+        return None, EMPTY_TABLE, None, None, f"**Error:** {error}"
+    faces = [prediction.to_dict() for prediction in predictions]
+    result = {"model": None if predictor.detection_only else model_name, "note": predictor.note, "faces": faces}
+    return (
+        draw_predictions(rgb, predictions),
+        faces_table(predictions),
+        probability_chart(faces[0] if faces else None),
+        result,
+        status_text(predictions, timings, predictor, bool(whole_image)),
+    )
+
+
+def show_selected_face(result: dict | None, event: gr.SelectData):
+    """Chart of the face whose table row was clicked."""
+    faces = (result or {}).get("faces") or []
+    row = event.index[0] if isinstance(event.index, list | tuple) else event.index
+    if not isinstance(row, int) or not 0 <= row < len(faces):
+        return gr.skip()
+    return probability_chart(faces[row], row + 1)
+
+
+def stream_frame(frame, model_name: str | None, session: dict | None):
+    """One webcam frame -> (annotated frame, session state, status); probabilities smoothed per session."""
+    if frame is None:
+        return None, session, gr.skip()
+    session = session if session and session.get("model") == model_name else {"model": model_name, "tracker": None}
+    start = time.perf_counter()
+    try:
+        predictor = get_predictor(resolve_checkpoint(model_name))
+        predictions = predictor.predict(frame)
+    except AudienceError as error:
+        return frame, session, f"**Error:** {error}"
+    if session["tracker"] is None:
+        session["tracker"] = FaceTracker(uncertain_below=predictor.uncertain_below)
+    smoothed = session["tracker"].update(predictions)
+    elapsed = (time.perf_counter() - start) * 1000
+    note = f" **{predictor.note}**" if predictor.note else ""
+    status = f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame.{note}"
+    return draw_predictions(frame, smoothed), session, status
+
+
+def refresh_models(current: str | None):
+    """New dropdown choices (keeping the current pick when it still exists) and the banner."""
+    choices = model_choices()
+    values = [value for _, value in choices]
+    value = current if current in values else values[0]
+    return gr.Dropdown(choices=choices, value=value), model_banner(value)
+
+
+def build_predict_tab(demo: gr.Blocks) -> None:
+    """The tab's components and events; call inside `with gr.Tab("Predict", id="predict"):`."""
+    choices = model_choices()
+    with gr.Row():
+        model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=5,
+                            info="Checkpoints in the checkpoints folder, newest first.")
+        refresh = gr.Button("Refresh list", scale=1, size="sm")
+    banner = gr.Markdown(model_banner(choices[0][1]))
+    with gr.Tab("Image"):
+        with gr.Row():
+            with gr.Column():
+                image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image")
+                whole_image = gr.Checkbox(False, label="the image is already a face crop",
+                                          info="Skip face detection and classify the whole image.")
+                tta = gr.Checkbox(False, label="flip test-time augmentation",
+                                  info="Also classify the mirrored faces and average (twice the compute).")
+                run = gr.Button("Predict", variant="primary")
+            with gr.Column():
+                annotated = gr.Image(label="Faces", interactive=False, format="jpeg")
+                status = gr.Markdown()
+        table = gr.Dataframe(EMPTY_TABLE, label="Faces (click a row to chart it)", interactive=False)
+        with gr.Row():
+            chart = gr.Plot(label="Probabilities")
+            result = gr.JSON(label="JSON")
+    with gr.Tab("Live webcam"):
+        gr.Markdown("Streams the webcam (https or localhost only); labels are smoothed across frames.")
+        with gr.Row():
+            webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                              webcam_options=gr.WebcamOptions(mirror=True))
+            live = gr.Image(label="Live faces", interactive=False, format="jpeg")
+        live_status = gr.Markdown()
+        session = gr.State(None)
+
+    gr.on(
+        # .input fires on a user's change only, so refreshing the model list does not re-run a prediction
+        [run.click, image_in.change, model.input, whole_image.input, tta.input],
+        predict_image,
+        inputs=[image_in, model, whole_image, tta],
+        outputs=[annotated, table, chart, result, status],
+        api_name="predict",
+        preprocess=False,  # our read_image validates the upload, so a bad file becomes a status sentence
+        show_progress="minimal",
+    )
+    table.select(show_selected_face, inputs=[result], outputs=[chart], api_visibility="private")
+    webcam.stream(
+        stream_frame,
+        inputs=[webcam, model, session],
+        outputs=[live, session, live_status],
+        stream_every=STREAM_EVERY_S,
+        time_limit=STREAM_TIME_LIMIT_S,
+        concurrency_limit=2,
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    refresh.click(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
+    model.change(model_banner, inputs=[model], outputs=[banner], api_visibility="private")
+    demo.load(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
+
+
+__all__ = ["build_predict_tab", "default_model", "predict_image", "stream_frame"]

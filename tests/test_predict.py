@@ -1,0 +1,251 @@
+"""Predictor, draw_predictions and FaceTracker on real photos (skimage's astronaut) with a tiny checkpoint."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audience.checkpoint import save_checkpoint
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.models import build_model
+from audience.predict import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor, draw_predictions
+from audience.tracking import FaceTracker, box_iou
+
+data = pytest.importorskip("skimage.data")
+
+TEMPERATURE = {"age": 1.7, "gender": 0.6}
+
+
+def save_tiny(folder: Path, task: str = "age+gender", synthetic: bool = True, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = build_model("tiny", task=task, pretrained=False)
+    metadata = {"dataset": {"name": "demo", "synthetic": synthetic}}
+    if task == "age+gender":
+        metadata["temperature"] = TEMPERATURE
+    stem = folder / f"tiny-{task.replace('+', '-')}"
+    save_checkpoint(stem, model, metadata)
+    return stem.with_suffix(".json")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    with Predictor(checkpoint) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def two_faces(astronaut) -> np.ndarray:
+    """Two copies of the astronaut's head side by side: a two-face photo with different face sizes."""
+    head = astronaut[20:340, 90:380]
+    small = np.asarray(Image.fromarray(head).resize((200, 220)))
+    canvas = np.full((360, 560, 3), 128, dtype=np.uint8)
+    canvas[20:340, 10:300] = head
+    canvas[60:280, 340:540] = small
+    return canvas
+
+
+def test_one_face_on_astronaut_with_calibrated_probs(predictor, astronaut):
+    faces = predictor.predict(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert box_iou(face.box, (177, 82, 95, 95)) > 0.5  # where the ecosystem notes found the face
+    assert face.score is not None and face.score > 0.5
+    x, y, w, h = face.crop_box
+    assert x <= face.box[0] and y <= face.box[1] and w > face.box[2] and h > face.box[3]
+    assert len(face.age_probs) == 8 and len(face.gender_probs) == 3
+    assert sum(face.age_probs) == pytest.approx(1.0, abs=1e-5)
+    assert sum(face.gender_probs) == pytest.approx(1.0, abs=1e-5)
+    assert face.age_label in AGE_CLASSES and face.gender_label in GENDER_CLASSES
+    assert face.age_label == AGE_CLASSES[int(np.argmax(face.age_probs))]
+    crop = astronaut[y : y + h, x : x + w]
+    with torch.inference_mode():
+        logits = predictor.model(predictor.transform(crop)[None])
+    expected = torch.softmax(logits["age"] / TEMPERATURE["age"], dim=1)[0].numpy()
+    np.testing.assert_allclose(face.age_probs, expected, atol=1e-4)
+    assert predictor.note == SYNTHETIC_NOTE
+
+
+def test_to_dict_is_plain_json(predictor, astronaut):
+    record = predictor.predict(astronaut)[0].to_dict()
+    assert set(record) == {"box", "score", "age", "gender", "uncertain"}
+    assert isinstance(record["box"], list) and len(record["box"]) == 4
+    assert record["age"]["label"] in AGE_CLASSES and len(record["gender"]["probs"]) == 3
+
+
+def test_all_faces_in_one_batched_forward_equal_per_face_forwards(predictor, two_faces, monkeypatch):
+    calls = []
+    forward = predictor.model.forward
+    monkeypatch.setattr(predictor.model, "forward", lambda x: calls.append(x.shape[0]) or forward(x))
+    faces = predictor.predict(two_faces)
+    assert len(faces) == 2 and calls == [2]
+    assert faces[0].box[2] * faces[0].box[3] > faces[1].box[2] * faces[1].box[3]  # largest first
+    for face in faces:
+        x, y, w, h = face.crop_box
+        alone = predictor.classify_crops([two_faces[y : y + h, x : x + w]])
+        np.testing.assert_allclose(face.age_probs, alone["age"][0], atol=1e-4)
+        np.testing.assert_allclose(face.gender_probs, alone["gender"][0], atol=1e-4)
+
+
+def test_max_faces_caps_the_largest(checkpoint, predictor, two_faces):
+    with Predictor(checkpoint, max_faces=1) as capped:
+        faces = capped.predict(two_faces)
+    assert len(faces) == 1 and faces[0].box == predictor.predict(two_faces)[0].box
+
+
+def test_flip_tta_averages_the_mirrored_crop(predictor, astronaut):
+    plain = predictor.predict(astronaut)[0]
+    flipped = predictor.predict(astronaut, tta_flip=True)[0]
+    x, y, w, h = flipped.crop_box
+    crop = astronaut[y : y + h, x : x + w]
+    mirrored = predictor.classify_crops([crop[:, ::-1]])
+    expected = (np.asarray(plain.age_probs) + mirrored["age"][0]) / 2
+    np.testing.assert_allclose(flipped.age_probs, expected, atol=1e-4)
+    assert not np.allclose(flipped.age_probs, plain.age_probs, atol=1e-6)
+
+
+def test_whole_image_classifies_the_image_as_one_face(predictor, astronaut):
+    crop = astronaut[60:200, 160:290]
+    faces = predictor.predict(crop, whole_image=True)
+    assert len(faces) == 1
+    assert faces[0].box == (0, 0, 130, 140) and faces[0].crop_box == (0, 0, 130, 140) and faces[0].score is None
+    np.testing.assert_allclose(faces[0].age_probs, predictor.classify_crops([crop])["age"][0], atol=1e-5)
+
+
+def test_detection_only_mode_without_checkpoint(astronaut):
+    with Predictor(None) as detector_only:
+        faces = detector_only.predict(astronaut)
+        assert detector_only.detection_only and detector_only.note == DETECTION_ONLY_NOTE
+    assert len(faces) == 1 and faces[0].score > 0.5
+    assert faces[0].age_label is None and faces[0].gender_probs is None and not faces[0].uncertain
+    assert faces[0].to_dict()["age"] is None
+
+
+@pytest.mark.parametrize("task", ["age", "gender"])
+def test_single_task_checkpoint_fills_its_head_only(tmp_path, astronaut, task):
+    with Predictor(save_tiny(tmp_path, task=task, synthetic=False)) as single:
+        face = single.predict(astronaut)[0]
+        assert single.note is None
+    assert (face.age_probs is not None) == (task == "age")
+    assert (face.gender_probs is not None) == (task == "gender")
+
+
+def test_no_face_gives_an_empty_list(predictor):
+    gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
+    assert predictor.predict(np.dstack([gradient] * 3)) == []
+
+
+def test_uncertain_follows_the_threshold(checkpoint, astronaut):
+    with Predictor(checkpoint, uncertain_below=1.01) as strict, Predictor(checkpoint, uncertain_below=0.0) as lax:
+        assert strict.predict(astronaut)[0].uncertain
+        assert not lax.predict(astronaut)[0].uncertain
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height (valid CRC) but carries a 1x1 image: a decompression bomb's header."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    raw = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(raw[24:29])
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(raw)
+
+
+def test_bad_inputs_give_one_sentence(predictor, tmp_path, astronaut):
+    jpeg = io.BytesIO()
+    Image.fromarray(astronaut).save(jpeg, format="JPEG")
+    files = {
+        "empty.jpg": b"",
+        "notes.jpg": b"this is a text file, not a photo\n",
+        "truncated.jpg": jpeg.getvalue()[: len(jpeg.getvalue()) // 3],
+        "bomb.png": _png_header_claiming(100_000, 100_000),
+    }
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(AudienceError) as raised:
+            predictor.predict(path)
+        message = str(raised.value)
+        assert name in message and "\n" not in message and "Traceback" not in message
+    with pytest.raises(AudienceError):
+        predictor.predict(tmp_path / "missing.jpg")
+
+
+def test_concurrent_calls_agree(predictor, astronaut):
+    expected = predictor.predict(astronaut)[0].age_probs
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(predictor.predict(astronaut)[0].age_probs))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4
+    for probs in results:
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_draw_predictions_returns_an_annotated_copy_of_the_same_size(predictor, astronaut, two_faces):
+    faces = predictor.predict(two_faces)
+    annotated = draw_predictions(two_faces, faces)
+    assert annotated.shape == two_faces.shape and annotated.dtype == np.uint8
+    assert not np.array_equal(annotated, two_faces)
+    certain = FacePrediction((10, 10, 40, 40), 0.9, (0, 0, 60, 60), "22-32", [0.9] + [0.1 / 7] * 7, "m",
+                             [0.05, 0.9, 0.05], uncertain=False)
+    doubtful = FacePrediction(**{**certain.__dict__, "uncertain": True})
+    tiny = np.zeros((64, 64, 3), dtype=np.uint8)
+    assert draw_predictions(tiny, [certain]).shape == tiny.shape
+    assert not np.array_equal(draw_predictions(tiny, [certain]), draw_predictions(tiny, [doubtful]))
+    large = np.zeros((2400, 3200, 3), dtype=np.uint8)
+    assert draw_predictions(large, [FacePrediction((2000, 2000, 900, 390), 0.8, (0, 0, 1, 1))]).shape == large.shape
+
+
+def _face(box, age_probs, gender_probs=(0.5, 0.3, 0.2)) -> FacePrediction:
+    age = list(age_probs)
+    return FacePrediction(box, 0.9, box, AGE_CLASSES[int(np.argmax(age))], age, "f", list(gender_probs))
+
+
+def test_face_tracker_smooths_and_starts_new_faces_fresh():
+    young, old = np.eye(8)[1] * 0.9 + 0.1 / 8, np.eye(8)[6] * 0.9 + 0.1 / 8
+    tracker = FaceTracker(alpha=0.3, max_missed=2)
+    first = tracker.update([_face((100, 100, 80, 80), young)])[0]
+    np.testing.assert_allclose(first.age_probs, young)
+    history = [tracker.update([_face((102 + i, 101, 80, 80), old)])[0] for i in range(8)]
+    old_share = [h.age_probs[6] for h in history]
+    assert all(b > a for a, b in zip(old_share, old_share[1:], strict=False))  # moves gradually towards "old"
+    assert history[0].age_label == AGE_CLASSES[1]  # one frame does not flip the label
+    assert history[-1].age_label == AGE_CLASSES[6]
+    assert sum(history[-1].age_probs) == pytest.approx(1.0)
+    # A face elsewhere starts fresh; the first one keeps its track while it is seen.
+    pair = tracker.update([_face((110, 101, 80, 80), old), _face((400, 300, 60, 60), young)])
+    np.testing.assert_allclose(pair[1].age_probs, young)
+    assert len(tracker.tracks) == 2
+    for _ in range(3):  # both unseen for more than max_missed frames: dropped
+        tracker.update([])
+    assert tracker.tracks == []
+    np.testing.assert_allclose(tracker.update([_face((110, 101, 80, 80), young)])[0].age_probs, young)
+
+
+def test_face_tracker_passes_detection_only_faces_through():
+    tracker = FaceTracker()
+    face = FacePrediction((0, 0, 50, 50), 0.8, (0, 0, 70, 70))
+    assert tracker.update([face]) == [face]

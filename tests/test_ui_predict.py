@@ -1,0 +1,121 @@
+"""The Predict tab: its handlers directly, and `/predict` through gradio_client on a launched Blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audience.checkpoint import save_checkpoint
+from audience.errors import AudienceError
+from audience.models import build_model
+from audience.ui import predict_view
+from audience.ui.predict import predict_image, stream_frame
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture()
+def checkpoints(tmp_path, monkeypatch) -> Path:
+    """AUDIENCE_CHECKPOINTS pointed at a folder holding one tiny synthetic-data checkpoint."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(folder / "tiny", build_model("tiny"), {"dataset": {"name": "demo", "synthetic": True}})
+    monkeypatch.setenv("AUDIENCE_CHECKPOINTS", str(folder))
+    yield folder
+    predict_view.clear_predictor_cache()
+
+
+@pytest.fixture(scope="module")
+def astronaut_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(path, quality=92)
+    return path
+
+
+def test_model_choices_describe_checkpoints_and_refuse_paths(checkpoints):
+    choices = predict_view.model_choices()
+    assert choices[0][1] == "tiny.json" and "tiny, age+gender, demo (synthetic data)" in choices[0][0]
+    assert choices[-1][1] == predict_view.NO_MODEL
+    assert "synthetic demo data" in predict_view.model_banner("tiny.json")
+    assert "Detection only" in predict_view.model_banner(predict_view.NO_MODEL)
+    assert predict_view.resolve_checkpoint("tiny") == checkpoints / "tiny.json"
+    for bad in ("../tiny.json", "/etc/passwd", "missing.json"):
+        with pytest.raises(AudienceError):
+            predict_view.resolve_checkpoint(bad)
+
+
+def test_predictor_cache_keeps_two(checkpoints):
+    first = predict_view.get_predictor(checkpoints / "tiny.json")
+    assert predict_view.get_predictor(checkpoints / "tiny.json") is first
+    torch.manual_seed(1)
+    save_checkpoint(checkpoints / "other", build_model("tiny"), {})
+    predict_view.get_predictor(checkpoints / "other.json")
+    predict_view.get_predictor(None)
+    assert predict_view.get_predictor(checkpoints / "tiny.json") is not first  # evicted (least recently used)
+
+
+def test_predict_image_handler(checkpoints, astronaut_file):
+    annotated, table, chart, result, status = predict_image({"path": str(astronaut_file)}, "tiny.json", False, True)
+    assert annotated.shape == (512, 512, 3)
+    assert len(table) == 1 and table.iloc[0]["age"]
+    assert len(chart.data) == 2 and len(chart.data[0].y) == 8
+    assert result["model"] == "tiny.json" and len(result["faces"]) == 1
+    assert "1 face found" in status and "synthetic demo data" in status
+    _, table, chart, result, status = predict_image(np.full((200, 300, 3), 90, np.uint8), "tiny.json")
+    assert table.empty and chart is None and "already a face crop" in status
+    *_, status = predict_image(b"definitely not an image", "tiny.json")
+    assert status.startswith("**Error:**") and "Traceback" not in status
+    *_, status = predict_image({"path": str(astronaut_file)}, "../../etc/passwd")
+    assert status.startswith("**Error:**")
+    assert predict_image(None, "tiny.json")[-1].startswith("Upload")
+
+
+def test_stream_smooths_per_session(checkpoints):
+    frame = data.astronaut()
+    session = None
+    for _ in range(3):
+        annotated, session, status = stream_frame(frame, "tiny.json", session)
+    assert annotated.shape == frame.shape and "1 face" in status and "ms per frame" in status
+    assert session["tracker"].tracks[0].frames == 3
+    _, session, _ = stream_frame(frame, predict_view.NO_MODEL, session)  # another model: a fresh tracker
+    assert session["model"] == predict_view.NO_MODEL and session["tracker"].tracks[0].frames == 1
+
+
+@pytest.mark.slow
+def test_predict_api_through_gradio_client(checkpoints, astronaut_file, tmp_path, monkeypatch):
+    from audience.ui.predict import build_predict_tab
+
+    with gr.Blocks() as demo:
+        with gr.Tab("Predict", id="predict"):
+            build_predict_tab(demo)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        client = gradio_client.Client(url, verbose=False)
+        api = client.view_api(return_format="dict", print_info=False)
+        assert "/predict" in api["named_endpoints"]
+        image, table, chart, result, status = client.predict(
+            gradio_client.handle_file(str(astronaut_file)), "tiny.json", False, False, api_name="/predict"
+        )
+        assert Path(image).is_file() and Image.open(image).size == (512, 512)
+        assert len(table["data"]) == 1 and result["faces"][0]["age"]["label"]
+        assert chart is not None and "synthetic demo data" in status
+        broken = tmp_path / "broken.jpg"
+        broken.write_text("not an image")
+        *_, status = client.predict(gradio_client.handle_file(str(broken)), "tiny.json", False, False,
+                                    api_name="/predict")
+        assert status.startswith("**Error:**") and "broken.jpg" in status
+        monkeypatch.setenv("AUDIENCE_CHECKPOINTS", str(tmp_path / "empty"))  # no model at all
+        image, table, chart, result, status = client.predict(
+            gradio_client.handle_file(str(astronaut_file)), predict_view.NO_MODEL, False, False, api_name="/predict"
+        )
+        assert "No trained model" in status and result["faces"][0]["age"] is None and len(table["data"]) == 1
+    finally:
+        demo.close()
