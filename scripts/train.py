@@ -1,0 +1,108 @@
+"""Train and cross-validate an age/gender model into a run folder.
+
+    python scripts/train.py --data ROOT --arch mobilenetv3_large_100 --folds all --epochs 10
+    python scripts/train.py --data demo --arch tiny --folds 0 --epochs 3      # built-in synthetic data
+    python scripts/train.py --resume runs/20261126-101500-tiny-folds          # continue a stopped run
+
+Every setting of audience.train_config.TrainConfig is a flag (see --help). Ctrl-C stops after the
+current batch, keeping the files of the last completed epoch; a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from audience.errors import AudienceError  # noqa: E402
+from audience.train_config import add_config_arguments, config_from_args  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train an age/gender model with cross-validation over the Adience folds.",
+        epilog="Accuracies are reported as fractions of the held-out test fold(s).",
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run with its saved settings")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary lines")
+    add_config_arguments(parser)
+    return parser
+
+
+class _Progress:
+    """Turns training events into tqdm bars (one per epoch) and printed lines."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+
+        if event["type"] == "batch":
+            if self.quiet:
+                return
+            if self.bar is None or event["step"] == 1:
+                self._close()
+                self.bar = tqdm(total=event["steps"], desc=f"fold {event['fold']} epoch {event['epoch']}/"
+                                f"{event['epochs']}", unit="batch", leave=False, dynamic_ncols=True)
+            self.bar.update(event["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{event['loss']:.3f}", img_s=f"{event['images_per_s']:.0f}")
+            return
+        self._close()
+        # An error's sentence is printed once, by main(), from the exception.
+        if event.get("message") and event["type"] != "error":
+            tqdm.write(event["message"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
+    if args.resume and settings:
+        flags = ", ".join("--" + name.replace("_", "-") for name in settings)
+        parser.error(f"--resume uses the run's saved settings; drop {flags}")
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after the current batch (press Ctrl-C again to abort now)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    from audience.train import cross_validate, resume
+
+    progress = _Progress(args.quiet)
+    try:
+        if args.resume:
+            run_dir = resume(args.resume, on_event=progress, stop=stop)
+        else:
+            if "data" not in settings:
+                parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset)")
+            run_dir = cross_validate(config_from_args(args), on_event=progress, stop=stop)
+    except AudienceError as error:
+        progress._close()
+        message = str(error)
+        print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress._close()
+        print("error: aborted; the files of the last completed epoch are kept.", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"run folder: {run_dir}")
+    return 130 if stop.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The decoded-image cache: built once and reused, unreadable images listed (never a crash), the Dataset."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from audience import cache as cache_module
+from audience.cache import CachedFaces, build_image_cache, cache_size_for, decode_face
+from audience.data import read_adience
+from audience.errors import AudienceError
+from audience.models import model_data_config
+from audience.transforms import build_eval_transform, build_train_transform
+
+
+@pytest.fixture(scope="module")
+def demo_paths(demo_root):
+    return read_adience(demo_root).faces["path"].astype(str).tolist()[:40]
+
+
+def test_cache_is_built_once_and_reused(demo_paths, tmp_path, monkeypatch):
+    first = build_image_cache(demo_paths, 40, cache_dir=tmp_path)
+    assert first.decoded == len(set(demo_paths)) and not first.failed
+    images = first.open()
+    assert images.shape == (len(set(demo_paths)), 40, 40, 3) and images.dtype == np.uint8
+    assert np.array_equal(images[3], decode_face(demo_paths[3], 40))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the second build decoded an image")
+
+    monkeypatch.setattr(cache_module, "decode_face", no_decoding)
+    second = build_image_cache(demo_paths, 40, cache_dir=tmp_path)
+    assert second.decoded == 0 and second.array_path == first.array_path
+    assert np.array_equal(second.open()[7], images[7])
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name], "no temporary file is left behind"
+
+
+def test_a_changed_image_or_size_gives_a_new_cache(demo_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(demo_root / "aligned", root)
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))[:6]
+    first = build_image_cache(paths, 32, cache_dir=tmp_path / "cache")
+    assert build_image_cache(paths, 36, cache_dir=tmp_path / "cache").array_path != first.array_path
+    stat = os.stat(paths[0])
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    rebuilt = build_image_cache(paths, 32, cache_dir=tmp_path / "cache")
+    assert rebuilt.decoded == 6 and rebuilt.array_path != first.array_path
+
+
+def test_unreadable_images_are_skipped_and_listed(demo_paths, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG at all")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(open(demo_paths[0], "rb").read()[:200])
+    paths = [*demo_paths[:5], str(broken), str(truncated), str(tmp_path / "missing.jpg")]
+    cache = build_image_cache(paths, 32, cache_dir=tmp_path / "cache")
+    assert set(cache.failed) == {str(broken), str(truncated), str(tmp_path / "missing.jpg")}
+    assert all(str(broken) in problem or "not a readable image" in problem for problem in cache.failed.values())
+    rows = cache.rows_of(paths)
+    assert (rows[:5] >= 0).all() and (rows[5:] == -1).all()
+    with pytest.raises(AudienceError, match="not a readable image"):
+        decode_face(broken, 32)
+
+
+def test_decode_keeps_the_whole_face_centred_on_black(tmp_path):
+    wide = np.full((50, 100, 3), 200, dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), wide)
+    square = decode_face(path, 40)
+    assert square.shape == (40, 40, 3)
+    assert (square[:10] == 0).all() and (square[30:] == 0).all()  # 20 rows of image, padded above and below
+    assert (square[12:28] == 200).all()
+
+
+def test_cache_size_leaves_room_for_the_random_crop():
+    assert cache_size_for(224) == 256 and cache_size_for(64) > 64
+
+
+def test_dataset_reads_the_memmap_and_seeds_each_sample(demo_paths, tmp_path):
+    config = model_data_config("tiny")
+    cache = build_image_cache(demo_paths, cache_size_for(48), cache_dir=tmp_path)
+    rows = cache.rows_of(demo_paths)
+    age, gender = np.arange(len(rows)) % 8, np.arange(len(rows)) % 3
+    train = CachedFaces(cache, rows, age, gender, build_train_transform(48, config["mean"], config["std"]))
+    image, a, g = train[(5, 1234)]
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32 and (a, g) == (5, 2)
+    assert torch.equal(train[(5, 1234)][0], image), "the same sample seed gives the same augmentation"
+    assert any(not torch.equal(train[(5, seed)][0], image) for seed in range(1, 6))
+    evaluate = CachedFaces(cache, rows, age, gender, build_eval_transform(48, config["mean"], config["std"]))
+    assert torch.equal(evaluate[3][0], evaluate[3][0])
+    clone = pickle.loads(pickle.dumps(evaluate))
+    assert clone._array is None and torch.equal(clone[3][0], evaluate[3][0])  # workers open their own memmap

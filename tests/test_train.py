@@ -1,0 +1,278 @@
+"""Training: the config, the schedule and loss, a learnable demo run, run files, stop, resume, NaN."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from audience import loop
+from audience.cache import CachedFaces, build_image_cache, cache_size_for
+from audience.checkpoint import load_checkpoint
+from audience.data import read_adience
+from audience.errors import AudienceError
+from audience.models import model_data_config
+from audience.runs import METRICS_COLUMNS, read_run
+from audience.train import TrainConfig, cross_validate, resume
+from audience.train_config import add_config_arguments, config_from_args
+from audience.transforms import build_train_transform
+
+SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
+
+
+def tiny_config(root, tmp_path, **changes) -> TrainConfig:
+    """A quick run: tiny arch at 32 px, 3 batches per epoch, one loader worker (persistent workers are the
+    path where resuming must not disturb the random streams)."""
+    values = {"data": str(root), "arch": "tiny", "folds": "0", "epochs": 2, "batch_size": 16, "image_size": 32,
+              "workers": 1, "max_train_batches": 3, "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")}
+    return TrainConfig.from_dict({**values, **changes})
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_round_trips_and_converts_form_values():
+    config = TrainConfig.from_dict({"data": "demo", "epochs": "3", "batch_size": 32.0, "pretrained": "false",
+                                    "image_size": "", "folds": "0, 2"})
+    assert (config.epochs, config.batch_size, config.pretrained, config.image_size) == (3, 32, False, None)
+    assert config.fold_list() == [0, 2] and TrainConfig(data="x").fold_list() == [0, 1, 2, 3, 4]
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"epochs": 2.5}, "epochs must be int"),
+    ({"lr": "fast"}, "lr must be float"),
+    ({"arch": "vgg"}, "arch must be one of"),
+    ({"folds": "0,7"}, "folds must be"),
+    ({"folds": "1,1"}, "folds must be"),
+    ({"val_fraction": 0.6}, "val_fraction"),
+    ({"device": "tpu"}, "device must be"),
+    ({"colour": "red"}, "Unknown training setting 'colour'"),
+    ({"data": ""}, "data is required"),
+])
+def test_bad_settings_are_one_sentence(values, message):
+    with pytest.raises(AudienceError, match=message):
+        TrainConfig.from_dict({"data": "demo", **values})
+
+
+def test_every_field_is_a_flag_with_help():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    for item in dataclasses.fields(TrainConfig):
+        assert f"--{item.name.replace('_', '-')}" in flags and item.metadata["help"]
+    args = parser.parse_args(["--data", "demo", "--batch-size", "8", "--no-pretrained", "--weights", "w.pth"])
+    config = config_from_args(args)
+    assert (config.batch_size, config.pretrained, config.weights_file, config.epochs) == (8, False, "w.pth", 10)
+
+
+# ---------------------------------------------------------------- schedule and loss
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_schedules_run_exactly_the_planned_steps(schedule):
+    config = TrainConfig(data="x", schedule=schedule, lr=1e-2, div_factor=10, final_div_factor=100, warmup_pct=0.2)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = loop.build_scheduler(optimizer, config, total_steps=50)
+    rates = []
+    for _ in range(50):  # the seed's OneCycle crashed when stepped past its total
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-3, rel=1e-3)
+    assert max(rates) == pytest.approx(1e-2, rel=1e-2) and int(np.argmax(rates)) in range(8, 12)
+    assert rates[-1] < 1e-4
+
+
+def test_loss_ignores_missing_labels_and_never_returns_nan():
+    config = TrainConfig(data="x", label_smoothing=0.0, age_weight=1.0, gender_weight=2.0)
+    logits = {"age": torch.zeros(4, 8), "gender": torch.zeros(4, 3)}
+    missing = torch.full((4,), -1)
+    assert loop.task_loss(logits, missing, missing, config).item() == 0.0
+    age = torch.tensor([0, -1, -1, -1])
+    expected = np.log(8) + 2 * np.log(3)
+    assert loop.task_loss(logits, age, torch.tensor([1, 2, 0, 1]), config).item() == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_augmented_batches_do_not_depend_on_the_number_of_workers(demo_root, tmp_path):
+    faces = read_adience(demo_root).faces.head(24)
+    cache = build_image_cache(faces["path"].tolist(), cache_size_for(32), cache_dir=tmp_path)
+    config = model_data_config("tiny")
+    dataset = CachedFaces(cache, cache.rows_of(faces["path"].tolist()), faces["age_class"].to_numpy(),
+                          faces["gender_class"].to_numpy(), build_train_transform(32, config["mean"], config["std"]))
+    batches = []
+    for workers in (0, 2):
+        loader = loop.make_loader(dataset, 8, torch.device("cpu"), workers, train=True, persistent=False)
+        loader.sampler.set_seed(loop.epoch_seed(0, 0, 1))
+        batches.append([images for images, _, _ in loader])
+    assert len(batches[0]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+
+
+# ---------------------------------------------------------------- runs on the demo data
+
+
+@pytest.fixture(scope="module")
+def learned_run(demo_root, tmp_path_factory):
+    """A short tiny-arch run on fold 0 of the demo data (no batch limit)."""
+    tmp = tmp_path_factory.mktemp("learned")
+    config = tiny_config(demo_root, tmp, epochs=15, lr=3e-3, augment="none", drop_rate=0.0, max_train_batches=None,
+                         image_size=None)
+    events: list[dict] = []
+    return cross_validate(config, on_event=events.append), events
+
+
+@pytest.mark.slow
+def test_a_short_run_learns_the_demo_data(learned_run, demo_root):
+    run_dir, _ = learned_run
+    summary = json.loads((run_dir / "cv_summary.json").read_text())
+    faces = read_adience(demo_root).faces
+    test = faces[faces["fold"] == 0]
+    gender_majority = test["gender_class"][test["gender_class"] >= 0].value_counts(normalize=True).max()
+    fm = test["gender_class"][test["gender_class"].isin([0, 1])]
+    assert summary["age_exact"]["mean"] > 0.3  # chance 0.125
+    assert summary["age_one_off"]["mean"] > 0.6
+    assert summary["gender_acc"]["mean"] > gender_majority
+    assert summary["gender_acc_fm"]["mean"] > fm.value_counts(normalize=True).max()
+
+
+def test_a_run_folder_holds_every_documented_file(learned_run):
+    run_dir, events = learned_run
+    fold = run_dir / "fold0"
+    for name in ("config.json", "status.json", "train.log", "cv_summary.json"):
+        assert (run_dir / name).is_file(), name
+    for name in ("metrics.csv", "best.safetensors", "best.json", "last.safetensors", "last.json", "last_state.pt",
+                 "test_metrics.json"):
+        assert (fold / name).is_file(), name
+    epochs = pd.read_csv(fold / "metrics.csv")
+    assert tuple(epochs.columns) == METRICS_COLUMNS and epochs["epoch"].tolist() == list(range(1, 16))
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and status["device"].startswith("cpu")
+    summary = json.loads((run_dir / "cv_summary.json").read_text())
+    for key in SUMMARY_KEYS:
+        assert set(summary[key]) == {"mean", "std", "per_fold"} and 0 <= summary[key]["per_fold"]["0"] <= 1
+    assert summary["leaky"] is False and summary["synthetic"] is True and summary["folds_done"] == [0]
+    assert summary["params"] > 0 and summary["flops"] > 0 and summary["image_size"] == 64
+    model, _, best = load_checkpoint(fold / "best")
+    assert best["metrics_on"] == "test" and best["epoch"] == best["selected_epoch"]
+    assert best["metrics"]["age_exact"] == pytest.approx(summary["age_exact"]["mean"])
+    assert set(best["temperature"]) == {"age", "gender"} and best["dataset"]["synthetic"] is True
+    scores = epochs["val_age_exact"].tolist()
+    assert best["epoch"] == scores.index(max(scores)) + 1  # best validation age accuracy, ties to the earlier
+    test = json.loads((fold / "test_metrics.json").read_text())
+    assert set(test["calibration"]["age"]) >= {"temperature", "test_ece_before", "test_ece_after"}
+    assert len(test["metrics"]["age_confusion"]) == 8
+    log = (run_dir / "train.log").read_text()
+    messages = [e["message"] for e in events if e["type"] != "batch"]
+    assert log.splitlines() == [line for m in messages for line in m.splitlines()]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and kinds.count("epoch") == 15
+    batch = next(e for e in events if e["type"] == "batch")
+    assert {"fold", "epoch", "epochs", "step", "steps", "loss", "lr", "images_per_s", "eta_s"} <= set(batch)
+    assert read_run(run_dir).state == "finished"
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_to_the_same_result(demo_root, tmp_path):
+    config = tiny_config(demo_root, tmp_path, folds="0,1", epochs=2)
+    straight = cross_validate(config.replace(run_name="straight"))
+
+    stop = threading.Event()
+
+    def stop_in_fold_1_epoch_2(event):
+        if event["type"] == "batch" and (event["fold"], event["epoch"], event["step"]) == (1, 2, 2):
+            stop.set()
+
+    stopped = cross_validate(config.replace(run_name="stopped"), on_event=stop_in_fold_1_epoch_2, stop=stop)
+    status = json.loads((stopped / "status.json").read_text())
+    assert status["state"] == "stopped" and "fold 1 after epoch 1" in status["message"]
+    assert "--resume" in (stopped / "train.log").read_text().splitlines()[-1]
+    assert len(pd.read_csv(stopped / "fold1" / "metrics.csv")) == 1
+    assert load_checkpoint(stopped / "fold1" / "last")[2]["epoch"] == 1
+    assert not (stopped / "fold1" / "test_metrics.json").exists()
+    assert json.loads((stopped / "cv_summary.json").read_text())["folds_done"] == [0]
+
+    assert resume(stopped) == stopped
+    assert json.loads((stopped / "status.json").read_text())["state"] == "finished"
+    ours, theirs = (json.loads((run / "cv_summary.json").read_text()) for run in (stopped, straight))
+    for key in SUMMARY_KEYS:
+        for fold in ("0", "1"):
+            assert ours[key]["per_fold"][fold] == pytest.approx(theirs[key]["per_fold"][fold], abs=1e-6), key
+    for fold in ("fold0", "fold1"):
+        ours, theirs = (pd.read_csv(run / fold / "metrics.csv") for run in (stopped, straight))
+        columns = ["train_loss", "val_loss", "val_age_exact", "val_gender_acc", "lr"]
+        assert np.allclose(ours[columns].to_numpy(), theirs[columns].to_numpy(), atol=1e-6, rtol=0)
+
+
+def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(demo_root, tmp_path, monkeypatch):
+    real_loss, calls = loop.task_loss, []
+
+    def loss_that_explodes(outputs, age, gender, config):
+        value = real_loss(outputs, age, gender, config)
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) > 3:  # after the first epoch (3 batches)
+                return value * float("nan")
+        return value
+
+    monkeypatch.setattr(loop, "task_loss", loss_that_explodes)
+    events = []
+    with pytest.raises(AudienceError, match="loss became nan at batch 1.*lower --lr"):
+        cross_validate(tiny_config(demo_root, tmp_path), on_event=events.append)
+    run_dir = next((tmp_path / "runs").iterdir())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "nan" in status["message"]
+    assert events[-1]["type"] == "error"
+    assert load_checkpoint(run_dir / "fold0" / "last")[2]["epoch"] == 1
+    assert len(pd.read_csv(run_dir / "fold0" / "metrics.csv")) == 1
+
+
+def test_training_runs_on_data_with_an_unreadable_image(demo_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    faces = read_adience(root).faces
+    victim = faces[faces["fold"] == 0]["path"].iloc[0]
+    with open(victim, "wb") as file:
+        file.write(b"garbage, not a JPEG")
+    events = []
+    run_dir = cross_validate(tiny_config(root, tmp_path, epochs=1, max_train_batches=1), on_event=events.append)
+    assert any("skipped unreadable image" in e.get("message", "") and victim in e["message"] for e in events)
+    assert any("1 test image(s) could not be read" in e.get("message", "") for e in events)
+    test = json.loads((run_dir / "fold0" / "test_metrics.json").read_text())
+    assert test["sizes"]["test"] == len(faces[faces["fold"] == 0]) - 1 - (
+        (faces["fold"] == 0) & (faces["age_class"] < 0) & (faces["gender_class"] < 0)).sum()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
+    from audience.train import read_data, resolve_config
+
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    demo = read_data(TrainConfig(data="demo"))  # the built-in demo dataset, made on first use
+    assert demo.synthetic and len(demo.faces) and str(demo.root).startswith(str(tmp_path))
+    real = dataclasses.replace(demo, synthetic=False)
+    assert resolve_config(TrainConfig(data="x"), demo).pretrained is False
+    resolved = resolve_config(TrainConfig(data="x"), real)
+    assert resolved.pretrained is True and resolved.image_size == 224
+    assert resolve_config(TrainConfig(data="x", arch="tiny"), real).pretrained is False  # no ImageNet weights
+    assert resolve_config(TrainConfig(data="x", pretrained=False, image_size=96), real).image_size == 96
+
+
+def test_the_random_protocol_is_labelled_leaky_everywhere(demo_root, tmp_path):
+    events = []
+    run_dir = cross_validate(tiny_config(demo_root, tmp_path, protocol="random", epochs=1, max_train_batches=1),
+                             on_event=events.append)
+    assert any(e["type"] == "log" and "leaky" in e["message"] for e in events)
+    assert json.loads((run_dir / "cv_summary.json").read_text())["leaky"] is True
+    assert json.loads((run_dir / "fold0" / "test_metrics.json").read_text())["leaky"] is True
+    assert load_checkpoint(run_dir / "fold0" / "best")[2]["leaky"] is True
+    assert "LEAKY" in (run_dir / "train.log").read_text()

@@ -1,0 +1,147 @@
+"""The train / evaluate / benchmark command lines: end to end, Ctrl-C, and one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "scripts"))
+
+import benchmark as benchmark_cli  # noqa: E402
+import evaluate as evaluate_cli  # noqa: E402
+import train as train_cli  # noqa: E402
+
+
+def quick_flags(root, tmp_path) -> list[str]:
+    return ["--data", str(root), "--arch", "tiny", "--folds", "0", "--epochs", "1", "--batch-size", "16",
+            "--image-size", "32", "--max-train-batches", "2", "--out", str(tmp_path / "runs"),
+            "--cache-dir", str(tmp_path / "cache")]
+
+
+def _environment(tmp_path) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "AUDIENCE_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def cli_run(demo_root, tmp_path_factory):
+    """`python scripts/train.py ...` as a user runs it."""
+    tmp = tmp_path_factory.mktemp("cli")
+    done = subprocess.run([sys.executable, "scripts/train.py", *quick_flags(demo_root, tmp)], cwd=PROJECT,
+                          capture_output=True, text=True, env=_environment(tmp), timeout=300)
+    return done, tmp
+
+
+@pytest.mark.slow
+def test_train_cli_runs_end_to_end_and_prints_the_run_folder(cli_run):
+    done, tmp = cli_run
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("run folder: ")
+    run_dir = Path(last.removeprefix("run folder: "))
+    assert run_dir.parent == tmp / "runs" and (run_dir / "fold0" / "best.safetensors").is_file()
+    assert "fold 0 epoch 1/1: loss" in done.stdout and "finished" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert (run_dir / "train.log").read_text().splitlines()[0] in done.stdout
+
+
+def test_evaluate_cli_reproduces_the_test_metrics(cli_run, demo_root, capsys, monkeypatch):
+    done, tmp = cli_run
+    run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp / "home"))
+    assert evaluate_cli.main([str(run_dir / "fold0" / "best.safetensors"), "--data", str(demo_root), "--fold", "0",
+                              "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "fold0" / "test_metrics.json").read_text())
+    assert result["n"] == saved["sizes"]["test"] and result["warnings"] == []
+    for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece"):
+        assert result["metrics"][key] == pytest.approx(saved["metrics"][key], abs=1e-9), key
+    assert evaluate_cli.main([str(run_dir / "fold0" / "best.json"), "--data", str(demo_root), "--fold", "1"]) == 0
+    report = capsys.readouterr().out
+    assert "age: exact" in report and "fold 1 was training data" in report
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--data", "/no/such/root"], "data root not found"),
+    (["--data", "demo", "--epochs", "zero"], "epochs must be int"),
+    (["--data", "demo", "--folds", "9"], "folds must be"),
+    (["--data", "demo", "--arch", "vgg16"], "arch must be one of"),
+    (["--resume", "/no/such/run"], "not a run folder"),
+])
+def test_train_cli_errors_are_one_sentence(argv, message, capsys):
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_train_cli_rejects_bad_flags_the_argparse_way(capsys):
+    for argv in (["--data", "demo", "--no-such-flag"], ["--resume", "x", "--epochs", "3"], ["--epochs", "3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            train_cli.main(argv)
+        assert exit_info.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_a_fold_without_labels_is_a_sentence(demo_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    lines = (root / "fold_2_data.txt").read_text().splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    for row in rows:
+        row[3] = "None"
+    (root / "fold_2_data.txt").write_text("\n".join([lines[0], *("\t".join(r) for r in rows)]) + "\n")
+    assert train_cli.main([*quick_flags(root, tmp_path), "--task", "age", "--folds", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: Fold 2 has no face labelled for task age, so it cannot be tested."
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_evaluate_cli_errors_are_one_sentence(demo_root, tmp_path, capsys):
+    assert evaluate_cli.main([str(tmp_path / "none.safetensors"), "--data", str(demo_root), "--fold", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Checkpoint metadata") and "does not exist" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(demo_root, tmp_path):
+    flags = quick_flags(demo_root, tmp_path)
+    flags[flags.index("--epochs") + 1] = "50"
+    flags[flags.index("--max-train-batches") + 1] = "1000"
+    # Its own process group, so that the signal reaches the loader workers too, as a terminal's Ctrl-C does.
+    process = subprocess.Popen([sys.executable, "scripts/train.py", *flags, "--workers", "1"], cwd=PROJECT,
+                               env=_environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    logs = []
+    while time.time() < deadline and not logs:
+        logs = [p for p in (tmp_path / "runs").glob("*/fold0/metrics.csv")]
+        time.sleep(0.2)
+    assert logs, "training did not start"
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "stopping after the current batch" in err and "Traceback" not in err
+    assert "--resume" in out and out.strip().splitlines()[-1].startswith("run folder: ")
+    run_dir = logs[0].parent.parent
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
+
+
+@pytest.mark.slow
+def test_benchmark_cli_ends_with_a_json_line(demo_root, capsys):
+    code = benchmark_cli.main(["train", "--data", str(demo_root), "--arch", "tiny", "--batches", "1",
+                               "--batch-size", "4", "--full-size", "256", "--workers", "1", "--repeats", "1"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert {"loader_ratio", "step_ratio", "arch", "device", "batch_size", "cores"} <= set(report)
+    assert report["loader_ratio"] > 0 and set(report["variants"]) == {"given", "full_size"}
+    for variant in report["variants"].values():
+        assert variant["loader_images_per_s"] > 0 and variant["naive_step_images_per_s"] > 0
+    assert any("loader:" in line for line in lines[:-1])
