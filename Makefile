@@ -24,6 +24,7 @@ run: $(VENV)/.runtime-installed
 	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py
 
 test: $(VENV)/.dev-installed
+	-sh scripts/ensure_chromium.sh
 	$(TEST_ENV) $(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed

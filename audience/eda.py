@@ -23,6 +23,22 @@ def title_for(data: AdienceData, text: str) -> str:
     return f"{text} {SYNTHETIC_MARK}" if data.synthetic else text
 
 
+def set_title(figure: go.Figure, data: AdienceData, text: str, detail: str = "") -> go.Figure:
+    """A short title (marked for synthetic data) with the detail on a smaller second line.
+
+    Half-width charts are about 550 px wide: a one-line title with its detail was cut off there.
+    """
+    figure.update_layout(title={"text": title_for(data, text), "subtitle": {"text": detail}})
+    return figure
+
+
+def headroom(figure: go.Figure, top: float) -> go.Figure:
+    """Room above the tallest bar for its outside label, which plotly would otherwise clip."""
+    figure.update_traces(cliponaxis=False, selector={"type": "bar"})
+    figure.update_yaxes(range=[0, max(top, 1) * 1.15])
+    return figure
+
+
 def empty_figure(title: str, message: str) -> go.Figure:
     """A figure with no data that says why, so an empty chart is never mistaken for a broken one."""
     figure = go.Figure()
@@ -138,11 +154,9 @@ def plot_age(data: AdienceData) -> go.Figure:
     figure = go.Figure(go.Bar(
         x=table["class"], y=table["rows"], text=[f"{s:.1%}" for s in table["share"]], textposition="outside",
     ))
-    figure.update_layout(
-        title=title_for(data, f"Age classes ({data.policy} policy; {dropped} rows without an age class)"),
-        xaxis_title="age class", yaxis_title="rows",
-    )
-    return figure
+    figure.update_layout(xaxis_title="age class", yaxis_title="rows")
+    set_title(figure, data, "Age classes", f"{data.policy} policy; {dropped} rows without an age class")
+    return headroom(figure, table["rows"].max())
 
 
 def plot_gender(data: AdienceData) -> go.Figure:
@@ -151,20 +165,18 @@ def plot_gender(data: AdienceData) -> go.Figure:
     figure = go.Figure(go.Bar(
         x=table["class"], y=table["rows"], text=[f"{s:.1%}" for s in table["share"]], textposition="outside",
     ))
-    figure.update_layout(
-        title=title_for(data, f"Gender ({dropped} rows without a gender)"), xaxis_title="gender", yaxis_title="rows",
-    )
-    return figure
+    figure.update_layout(xaxis_title="gender", yaxis_title="rows")
+    set_title(figure, data, "Gender", f"{dropped} rows without a gender")
+    return headroom(figure, table["rows"].max())
 
 
 def plot_age_gender(data: AdienceData) -> go.Figure:
     table = age_gender_table(data)
     figure = go.Figure([go.Bar(name=column, x=list(table.index), y=table[column]) for column in table.columns])
     figure.update_layout(
-        barmode="group", title=title_for(data, "Age class by gender"),
-        xaxis_title="age class", yaxis_title="rows", legend_title="gender",
+        barmode="group", xaxis_title="age class", yaxis_title="rows", legend_title="gender",
     )
-    return figure
+    return set_title(figure, data, "Age class by gender", "rows with an age class; dropped = no gender")
 
 
 def plot_fold_classes(data: AdienceData) -> go.Figure:
@@ -178,10 +190,10 @@ def plot_fold_classes(data: AdienceData) -> go.Figure:
         for fold in shares.index
     ])
     figure.update_layout(
-        barmode="group", title=title_for(data, "Age classes per fold (share of the fold's rows with an age class)"),
-        xaxis_title="age class", yaxis_title="share of fold", yaxis_tickformat=".0%", legend_title="fold",
+        barmode="group", xaxis_title="age class", yaxis_title="share of fold", yaxis_tickformat=".0%",
+        legend_title="fold",
     )
-    return figure
+    return set_title(figure, data, "Age classes per fold", "share of each fold's rows with an age class")
 
 
 def plot_images_per_subject(data: AdienceData) -> go.Figure:
@@ -192,11 +204,14 @@ def plot_images_per_subject(data: AdienceData) -> go.Figure:
         return empty_figure(title, "No rows to count.")
     shared = int(counts[counts > 1].sum())
     figure = go.Figure(go.Histogram(x=counts, xbins={"start": 0.5, "size": 1}))
-    figure.update_layout(title=title, xaxis_title="images of the same subject", yaxis_title="subjects", bargap=0.05)
+    figure.update_layout(xaxis_title="images of the same subject", yaxis_title="subjects", bargap=0.05,
+                         margin={"b": 120})
+    set_title(figure, data, "Images per subject", "subject = user_id + face_id: one person in one album")
+    # a caption under the axis title, in two lines: one line did not fit a half-width chart
     figure.add_annotation(
-        text=(f"{shared} of {int(counts.sum())} images ({shared / counts.sum():.0%}) share their subject with another "
-              "image: a random image split puts the same person in train and test."),
-        xref="paper", yref="paper", x=0, y=1.08, showarrow=False, xanchor="left",
+        text=(f"{shared} of {int(counts.sum())} images ({shared / counts.sum():.0%}) share their subject with "
+              "another image:<br>a random image split puts the same person in train and test."),
+        xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, xanchor="left", yanchor="top", align="left",
     )
     return figure
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from audience.data import AdienceData
-from audience.eda import empty_figure, title_for
+from audience.eda import empty_figure, set_title, title_for
 from audience.labels import AGE_CLASSES, NO_CLASS, gender_label
 
 SIZE_COLUMNS: tuple[str, ...] = ("path", "width", "height", "format", "error")
@@ -66,12 +66,14 @@ def plot_image_sizes(data: AdienceData, sizes: pd.DataFrame) -> go.Figure:
         marker={"size": [8 + 32 * (n / largest) ** 0.5 for n in groups["images"]]},
         customdata=groups["images"], hovertemplate="%{x} x %{y}: %{customdata} images<extra></extra>",
     ))
+    # axes from 0 with headroom: one distinct size otherwise gets a +-1 px range around its marker
     figure.update_layout(
-        title=title_for(data, f"Image sizes ({len(sizes)} sampled images, {len(groups)} distinct sizes, "
-                              f"{unreadable} unreadable)"),
-        xaxis_title="width (px)", yaxis_title="height (px)",
+        xaxis={"title": "width (px)", "range": [0, int(groups["width"].max()) * 1.2]},
+        yaxis={"title": "height (px)", "range": [0, int(groups["height"].max()) * 1.2]},
     )
-    return figure
+    sizes_word = "size" if len(groups) == 1 else "sizes"
+    return set_title(figure, data, "Image sizes",
+                     f"{len(sizes)} sampled images, {len(groups)} distinct {sizes_word}, {unreadable} unreadable")
 
 
 def _read_tile(path: str, tile: int) -> Image.Image | None:

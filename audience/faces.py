@@ -2,7 +2,7 @@
 
 Backends behind one `FaceDetector`: "mediapipe" (BlazeFace through the mediapipe Tasks API, with
 the two models vendored in audience/assets) and "haar" (OpenCV's frontal-face cascade, the fallback
-when mediapipe cannot start).
+when mediapipe cannot start); the engines themselves are in `face_backends`.
 
 BlazeFace sees the whole image at 128 px (short-range model) or 192 px (full-range), so a face
 smaller than about 13 % (short) or 7 % (full) of the image's longest side is invisible to it.
@@ -12,24 +12,19 @@ found with non-maximum suppression.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import sys
-import tempfile
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from audience.errors import AudienceError
+from audience.face_backends import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
+from audience.face_backends import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
 from audience.images import rgb_from_array
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 MODEL_FILES: dict[str, Path] = {
     "short": ASSETS / "face_detection_short_range.tflite",
     "full": ASSETS / "face_detection_full_range_sparse.tflite",
@@ -49,17 +44,6 @@ MIN_TILE_SIDE = 128  # no smaller tiles: the short-range model's own input size
 SMALL_TILE_MIN_SIDE = 1024  # images whose short side reaches this also get tiles of half that side
 WORK_SHORT_SIDE = 768  # larger images are shrunk to at most this short side first: BlazeFace sees 192 px anyway
 TIGHT_CROP_PAD = 0.5  # an image with no face found is retried with this much border (a face filling it)
-HAAR_CASCADE = "haarcascade_frontalface_default.xml"
-HAAR_MIN_NEIGHBORS = 5
-
-
-@dataclass(frozen=True)
-class Face:
-    box: tuple[int, int, int, int]  # x, y, w, h in pixels, inside the image
-    score: float
-    # (x, y) in pixels, not clipped (an ear may lie just outside the image). BlazeFace gives six:
-    # right eye, left eye, nose tip, mouth centre, right ear, left ear (the person's right and left).
-    keypoints: tuple[tuple[float, float], ...] = ()
 
 
 def plan_views(height: int, width: int, model: str = "auto") -> list[tuple[str, tuple[int, int, int, int]]]:
@@ -151,9 +135,9 @@ class FaceDetector:
         if backend == "mediapipe":
             try:
                 for name in ("short", "full") if model == "auto" else (model,):
-                    self._engines[name] = _BlazeFace(MODEL_FILES[name], self.min_score)
+                    self._engines[name] = BlazeFace(MODEL_FILES[name], self.min_score, NMS_IOU)
             except Exception as exc:  # noqa: BLE001 - whatever stops mediapipe, the fallback still works
-                _close_engines(self._engines)
+                close_engines(self._engines)
                 warnings.warn(
                     f"mediapipe face detector unavailable ({type(exc).__name__}: {exc}); using OpenCV's Haar cascade",
                     RuntimeWarning,
@@ -161,10 +145,10 @@ class FaceDetector:
                 )
                 backend = "haar"
         if backend == "haar":
-            self._engines["haar"] = _Haar()
+            self._engines["haar"] = Haar()
         self.backend = backend
-        self._finalizer = weakref.finalize(self, _close_engines, self._engines)
-        _track_open_detector(self)
+        self._finalizer = weakref.finalize(self, close_engines, self._engines)
+        track_open_detector(self)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB image (uint8 HxWx3; other arrays are converted), largest first, at most max_faces."""
@@ -210,71 +194,6 @@ class FaceDetector:
         self.close()
 
 
-class _BlazeFace:
-    """One mediapipe Tasks FaceDetector (IMAGE mode) on one vendored model; boxes in view pixels."""
-
-    def __init__(self, model_path: Path, min_score: float):
-        import mediapipe as mp
-        from mediapipe.tasks.python import vision
-        from mediapipe.tasks.python.core.base_options import BaseOptions
-
-        self._mp = mp
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path)),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=min_score,
-            min_suppression_threshold=NMS_IOU,
-        )
-        with _native_stderr_filtered():
-            self._task = vision.FaceDetector.create_from_options(options)
-            # The first call logs a one-off LiteRT warning and pays one-off setup: do both now.
-            self.detect(np.zeros((64, 64, 3), np.uint8))
-
-    def detect(self, view: np.ndarray) -> list[Face]:
-        view = np.ascontiguousarray(view)
-        height, width = view.shape[:2]
-        result = self._task.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=view))
-        faces = []
-        for detection in result.detections:
-            b = detection.bounding_box
-            keypoints = tuple((k.x * width, k.y * height) for k in detection.keypoints or ())
-            faces.append(Face((b.origin_x, b.origin_y, b.width, b.height), detection.categories[0].score, keypoints))
-        return faces
-
-    def close(self) -> None:
-        with _native_stderr_filtered():  # LiteRT logs INFO lines as it frees the accelerators
-            self._task.close()
-
-
-class _Haar:
-    """OpenCV's frontal-face cascade. It has no confidence: `score` is the share of neighbour votes
-    n / (n + HAAR_MIN_NEIGHBORS), 0.5 at the acceptance threshold, not a probability."""
-
-    def __init__(self):
-        # OpenCV 5 wheels no longer ship cv2/data/*.xml, so the cascade is vendored (from the
-        # opencv-python 4.x wheel); an OpenCV that still ships it is used where ours is missing.
-        candidates = [ASSETS / HAAR_CASCADE, Path(cv2.data.haarcascades) / HAAR_CASCADE]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            raise AudienceError(f"OpenCV's face cascade {HAAR_CASCADE} is missing (looked in {ASSETS})")
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise AudienceError(f"{path}: OpenCV could not load this Haar face cascade")
-
-    def detect(self, view: np.ndarray) -> list[Face]:
-        gray = cv2.cvtColor(view, cv2.COLOR_RGB2GRAY)  # no equalizeHist: a flat border skews it (measured)
-        boxes, votes = self._cascade.detectMultiScale2(
-            gray, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(24, 24)
-        )
-        return [
-            Face(tuple(int(v) for v in box), float(n) / (float(n) + HAAR_MIN_NEIGHBORS))
-            for box, n in zip(boxes, np.asarray(votes).reshape(-1), strict=True)
-        ]
-
-    def close(self) -> None:
-        self._cascade = None
-
-
 def _shrink_by_integer_factor(image: np.ndarray) -> tuple[np.ndarray, int]:
     """The image shrunk by the smallest whole factor that brings its short side to <= WORK_SHORT_SIDE.
 
@@ -308,69 +227,3 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
     w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
     h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
     return max(w, 0) * max(h, 0)
-
-
-def _close_engines(engines: dict) -> None:
-    for engine in engines.values():
-        engine.close()
-    engines.clear()
-
-
-# LiteRT writes INFO lines (and, on the first call, a glog warning) straight to file descriptor 2
-# while a model loads. Those known lines are held back; anything else is passed on to stderr.
-_CHATTER = re.compile(
-    r"^(INFO: |WARNING: Logging before InitGoogle|WARNING: \[model_load\.cc:\d+\] Sparsity tensors"
-    r"|W\d{4} [\d:. ]+\d+ inference_runner_litert\.cc:\d+\] Input tensor memory is not aligned)"
-)
-_stderr_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _native_stderr_filtered():
-    with _stderr_lock, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all (e.g. a windowed app): nothing to filter
-            yield
-            return
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines = sink.read().decode("utf-8", "replace").splitlines()
-            kept = [line for line in lines if line.strip() and not _CHATTER.match(line)]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-
-
-# mediapipe's task objects close themselves in __del__, which at interpreter teardown runs after
-# their worker thread pool is shut down and prints "Exception ignored in ... TypeError" (it looks
-# like a crash). So detectors still open are closed while threads still work: in a threading exit
-# hook, registered after concurrent.futures' own (the hooks run last-registered first).
-_open_detectors: weakref.WeakSet[FaceDetector] = weakref.WeakSet()
-_exit_hook_registered = False
-
-
-def _close_open_detectors() -> None:
-    for detector in list(_open_detectors):
-        detector.close()
-
-
-def _track_open_detector(detector: FaceDetector) -> None:
-    global _exit_hook_registered
-    _open_detectors.add(detector)
-    if not _exit_hook_registered:
-        _exit_hook_registered = True
-        import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
-
-        register = getattr(threading, "_register_atexit", None)
-        if register is None:  # pragma: no cover - CPython 3.9+ has it
-            import atexit
-
-            atexit.register(_close_open_detectors)
-        else:
-            register(_close_open_detectors)

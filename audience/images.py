@@ -145,7 +145,10 @@ def _open_and_decode(handle, name: str, max_pixels: int, max_side: int) -> np.nd
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(handle)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise AudienceError(f"{name}: the image has too many pixels to decode safely ({exc})") from exc
+        # Pillow's limits (a warning above 89 M pixels, an error above 179 M) are above ours: quote ours
+        raise AudienceError(
+            f"{name}: the image has too many pixels to decode safely (more than the limit of {max_pixels:,} pixels)"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise AudienceError(f"{name}: not an image file (cannot identify image format)") from exc
     except (OSError, SyntaxError, ValueError) as exc:

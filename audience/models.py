@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import timm
 import torch
@@ -20,26 +17,26 @@ from huggingface_hub import constants as hub_constants
 from torch import nn
 
 from audience.errors import AudienceError
+from audience.hub_net import hub_offline, hub_reachable
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.settings import env_flag
 
 ARCHS: dict[str, dict] = {
     "mobilenetv3_large_100": {
         "timm_name": "mobilenetv3_large_100",
-        "label": "MobileNetV3-Large 1.0 (4.2 M params, fast)",
+        "label": "MobileNetV3 (4.2 M params)",
         "image_size": 224,
         "pretrained": True,
     },
     "resnet50": {
         "timm_name": "resnet50",
-        "label": "ResNet-50 (23.5 M params, accurate, slow on CPU)",
+        "label": "ResNet-50 (23.5 M params)",
         "image_size": 224,
         "pretrained": True,
     },
     # A real but tiny timm model, for tests and smoke runs on CPU; it has no pretrained weights.
     "tiny": {
         "timm_name": "test_efficientnet",
-        "label": "Tiny test network (tests and smoke runs only)",
+        "label": "Tiny test net (smoke runs)",
         "image_size": 64,
         "pretrained": False,
     },
@@ -48,10 +45,6 @@ ARCHS: dict[str, dict] = {
 TASKS: tuple[str, ...] = ("age+gender", "age", "gender")
 
 HEADS_OF_TASK: dict[str, tuple[str, ...]] = {"age+gender": ("age", "gender"), "age": ("age",), "gender": ("gender",)}
-
-# A fast probe before timm's download: huggingface_hub otherwise retries for about 46 s offline.
-_HUB_PROBE_TIMEOUT_S = 3.0
-
 
 def check_arch(arch: str) -> dict:
     """The ARCHS entry of `arch`, or AudienceError naming the allowed values."""
@@ -106,24 +99,6 @@ class AgeGenderNet(nn.Module):
         if self.gender is not None:
             logits["gender"] = self.gender(features)
         return logits
-
-
-def _hub_offline() -> bool:
-    return bool(hub_constants.HF_HUB_OFFLINE) or env_flag("HF_HUB_OFFLINE")
-
-
-def _hub_reachable() -> bool:
-    """Whether a TCP connection to the Hub (or the HTTPS proxy in use) opens within a few seconds."""
-    target = urlparse(hub_constants.ENDPOINT)
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    if proxy and target.scheme == "https":
-        target = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        with socket.create_connection((target.hostname, port), timeout=_HUB_PROBE_TIMEOUT_S):
-            return True
-    except (OSError, TypeError):
-        return False
 
 
 @contextlib.contextmanager
@@ -189,9 +164,9 @@ def _create_backbone(arch: str, pretrained: bool, weights_file: str | Path | Non
     if not spec.get("pretrained", True):
         raise AudienceError(f"Architecture {arch} has no pretrained weights: train it with --no-pretrained.")
     reason = None
-    if _hub_offline():
+    if hub_offline():
         reason = "HF_HUB_OFFLINE is set"
-    elif not _hub_reachable():
+    elif not hub_reachable():  # a fast probe: huggingface_hub would retry for about 46 s
         reason = "no connection to the Hugging Face Hub"
     try:
         if reason is None:

@@ -91,9 +91,11 @@ def test_user_in_two_folds_is_refused(tmp_path):
         (lambda root: (root / "fold_1_data.txt").write_text("user\tage\n"), r"fold_1_data.txt line 1: wrong header"),
         (lambda root: (root / "fold_4_data.txt").write_text(HEADER + "\nu4\timg.jpg\t1\t(0, 2)\n"),
          r"fold_4_data.txt line 2: expected 12 tab-separated fields, found 4"),
-        (lambda root: (root / "fold_0_data.txt").write_text(HEADER + "\n" + "\t".join(["u0", "a.jpg", "x"] + ["1"] * 9)),
+        (lambda root: (root / "fold_0_data.txt").write_text(
+            HEADER + "\n" + "\t".join(["u0", "a.jpg", "x"] + ["1"] * 9)),
          r"fold_0_data.txt line 2: face_id must be a whole number"),
-        (lambda root: (root / "fold_3_data.txt").write_bytes(b"\xff\xfe\x00binary"), r"fold_3_data.txt: not a text file"),
+        (lambda root: (root / "fold_3_data.txt").write_bytes(b"\xff\xfe\x00binary"),
+         r"fold_3_data.txt: not a text file"),
         (lambda root: (root / "fold_3_data.txt").write_text(""), r"fold_3_data.txt line 1: the file is empty"),
     ],
 )

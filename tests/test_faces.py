@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+import audience.face_backends as face_backends
 import audience.faces as faces_module
 from audience.errors import AudienceError
 from audience.faces import (
@@ -274,7 +275,7 @@ def test_plan_views_tiles_cover_the_image_with_overlap() -> None:
 def test_dropping_a_detector_frees_it() -> None:
     det = FaceDetector(model="short")
     finalizer = det._finalizer
-    assert det in faces_module._open_detectors
+    assert det in face_backends.open_detectors
     del det
     gc.collect()
     assert not finalizer.alive

@@ -86,4 +86,4 @@ def test_class_tables_agree():
     assert len(AGE_CLASSES) == len(AGE_RANGES) == len(CANONICAL_AGES) == 8
     assert GENDER_CLASSES == ("f", "m", "u")
     assert all(low <= high for low, high in AGE_RANGES)
-    assert all(a[1] < b[0] for a, b in zip(AGE_RANGES, AGE_RANGES[1:]))  # ordered, non-overlapping
+    assert all(a[1] < b[0] for a, b in zip(AGE_RANGES[:-1], AGE_RANGES[1:], strict=True))  # ordered, non-overlapping

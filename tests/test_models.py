@@ -78,7 +78,8 @@ def test_pretrained_offline_fails_fast_and_says_what_to_do(monkeypatch):
 
 
 def test_pretrained_without_a_connection_fails_fast(monkeypatch):
-    monkeypatch.setattr(models, "_hub_offline", lambda: False)
+    monkeypatch.setattr(models, "hub_offline", lambda: False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)  # the probe prefers it to the endpoint set below
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
     monkeypatch.delenv("https_proxy", raising=False)
     # Port 9 on localhost: nothing listens, so the probe is refused at once.

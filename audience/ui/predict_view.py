@@ -16,11 +16,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from audience import hub
 from audience.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.predict import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
-from audience.predict_files import list_checkpoints
 from audience.settings import checkpoints_dir
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,16 @@ def describe_checkpoint(metadata: dict) -> str:
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """(label, value) of every readable checkpoint in checkpoints_dir(), newest first, then detection-only."""
+    """(label, value) of every served checkpoint (hub.resolve_served_checkpoints: the Hub model, then the
+    checkpoints folder's newest first), then detection-only."""
     choices = []
-    for path in list_checkpoints():
+    for path in hub.resolve_served_checkpoints()[0]:
         try:
             metadata = read_checkpoint_metadata(path)
         except AudienceError as error:
             log.warning("skipping %s: %s", path, error)
             continue
-        choices.append((f"{path.stem} - {describe_checkpoint(metadata)}", path.name))
+        choices.append((f"{hub.served_label(path)} - {describe_checkpoint(metadata)}", hub.served_name(path)))
     return [*choices, (NO_MODEL_LABEL, NO_MODEL)]
 
 
@@ -65,6 +66,9 @@ def resolve_checkpoint(name: str | None) -> Path | None:
     if name is None or str(name).strip() in ("", NO_MODEL):
         return None
     name = str(name).strip()
+    hub_path = hub.find_hub_checkpoint(name)  # None unless `name` is the configured Hub model's value
+    if hub_path is not None:
+        return hub_path
     if not name.endswith(METADATA_SUFFIX):
         name += METADATA_SUFFIX
     folder = checkpoints_dir()
@@ -102,16 +106,18 @@ def clear_predictor_cache() -> None:
 
 def model_banner(name: str | None) -> str:
     """Markdown shown above the outputs: a warning for synthetic or missing models, else the model's description."""
+    hub_note = hub.served_hub_checkpoint()[1]
+    note = f"\n\n{hub_note}" if hub_note else ""
     try:
         path = resolve_checkpoint(name)
         if path is None:
-            return f"**Detection only.** {DETECTION_ONLY_NOTE}"
+            return f"**Detection only.** {DETECTION_ONLY_NOTE}{note}"
         metadata = read_checkpoint_metadata(path)
     except AudienceError as error:
-        return f"**Error:** {error}"
+        return f"**Error:** {error}{note}"
     if (metadata.get("dataset") or {}).get("synthetic"):
-        return "**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**"
-    return f"Model: {path.stem} ({describe_checkpoint(metadata)})."
+        return f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{note}"
+    return f"Model: {hub.served_label(path)} ({describe_checkpoint(metadata)}).{note}"
 
 
 def source_of(value):

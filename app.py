@@ -1,0 +1,64 @@
+"""Audience: the Gradio app. Four tabs over the `audience` package: EDA, Train, Compare, Predict.
+
+`demo` is built at import (Hugging Face Spaces and the tests import it); `launch()` runs only under
+`__main__`. With no AUDIENCE_DATA set, the EDA and Train tabs open the built-in synthetic demo
+dataset, made on first start.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from audience import settings
+from audience.demo import ensure_demo_dataset
+from audience.ui.compare import build_compare_tab
+from audience.ui.eda import build_eda_tab
+from audience.ui.gradio_cache import install_atomic_image_cache
+from audience.ui.predict import build_predict_tab
+from audience.ui.theme import THEME
+from audience.ui.train import build_train_tab
+
+UPLOAD_LIMIT = "20mb"  # per file; the image reader also refuses decompression bombs
+
+INTRO = """# Audience · age group and gender on Adience
+Explore the [Adience](https://talhassner.github.io/home/projects/Adience/Adience-data.html) benchmark,
+train ResNet50 or MobileNetV3 under the subject-exclusive 5-fold protocol, compare them honestly,
+and try a model on your own photos or webcam."""
+
+
+def default_data_root() -> str:
+    """AUDIENCE_DATA when set, else the synthetic demo dataset (made here on first start)."""
+    configured = settings.configured_data_root()
+    return str(configured if configured is not None else ensure_demo_dataset())
+
+
+def build_demo() -> gr.Blocks:
+    root = default_data_root()
+    with gr.Blocks(title="Audience") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs(selected=settings.default_tab()):
+            with gr.Tab("EDA", id="eda"):
+                build_eda_tab(root, demo)
+            with gr.Tab("Train", id="train"):
+                train_events = build_train_tab(demo)
+            with gr.Tab("Compare", id="compare"):
+                build_compare_tab(demo, train_events)
+            with gr.Tab("Predict", id="predict"):
+                build_predict_tab(demo)
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    return demo
+
+
+install_atomic_image_cache()
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size=UPLOAD_LIMIT,
+        theme=THEME,
+        allowed_paths=[],
+    )

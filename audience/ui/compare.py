@@ -1,0 +1,194 @@
+"""The Compare tab: every run of the runs folder in one table, charts of the chosen runs, the leakage
+view beside published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
+
+A thin adapter over audience.compare / compare_plots / promote / latency. API: `/compare`
+(chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
+accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
+leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from audience import compare, settings
+from audience import compare_plots as plots
+from audience.errors import AudienceError
+from audience.latency import measure_cpu_latency
+from audience.promote import checkpoints_table, promote_checkpoint
+
+ALL_FOLDS = "all folds"
+LATENCY_NOTE = ("CPU ms (per face): the trainer's number when the run stores one, else measured here once per arch and "
+                "image size with a random-init model (batch 1, median of 10 passes; weights do not change the time; "
+                "a busy machine inflates it, so press 'Measure CPU latency' again when it is idle).")
+# Pixel widths of compare.runs_table's columns, in its order (a test checks it): without them the
+# browser squeezed 19 columns until headers broke mid-word. The 1,200 px of a 1,400 px page show a run
+# through its cost; calibration, latency source and problems scroll into view. (pinned_columns would
+# keep the run id in sight, but Gradio 6.31 renders no sticky column for it.)
+RUN_COLUMN_WIDTHS = {
+    "run": 160, "arch": 100, "task": 104, "protocol": 84, "dataset": 92, "state": 84, "folds": 62,
+    "age exact %": 70, "age 1-off %": 70, "gender f/m/u %": 70, "gender f/m %": 70, "params (M)": 74,
+    "GFLOPs": 74, "CPU ms": 62, "train time": 62, "age ECE": 62, "gender ECE": 74, "latency source": 110,
+    "problems": 160,
+}
+# source, arch, protocol, dataset, age exact, age 1-off, gender, note: "50.7 ± 5.1" on one line
+LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 180]
+# promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, age exact, gender, metrics on,
+# from run, problem (11 columns, which overflowed the accordion without widths)
+SERVED_COLUMN_WIDTHS = [250, 100, 104, 84, 56, 92, 70, 70, 80, 160, 110]
+
+
+def _runs_table(runs: list) -> pd.DataFrame:
+    return compare.runs_table(runs) if runs else pd.DataFrame(columns=["run"])
+
+
+def _problems(runs: list) -> str:
+    damaged = [f"- **{run.run_id}**: {'; '.join(run.errors)}" for run in runs if run.errors]
+    if not damaged:
+        return ""
+    return "Some files could not be read (shown as far as they go):\n" + "\n".join(damaged)
+
+
+def _message(runs: list) -> str:
+    if not runs:
+        return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset "
+                "takes about a minute on a CPU) or run `python scripts/train.py --data demo --arch tiny --folds 0`; "
+                "it appears here when it ends.")
+    leaky = any(run.leaky for run in runs)
+    parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
+             "done, in percent. " + LATENCY_NOTE]
+    if leaky:
+        parts.append("Runs marked **random (leaky)** test on images of people seen in training: their numbers are "
+                     "inflated and not comparable with `folds` runs.")
+    if any(compare.dataset_of(run) == "synthetic demo" for run in runs):
+        parts.append("*Synthetic demo* runs are trained on generated faces, not Adience.")
+    problems = _problems(runs)
+    return "\n\n".join(parts + ([problems] if problems else []))
+
+
+def _run_by_id(runs: list, run_id: str | None):
+    return next((run for run in runs if run.run_id == run_id), None)
+
+
+def _fold_choices(run) -> list[str]:
+    return [ALL_FOLDS] + [str(fold) for fold in sorted(run.test_metrics)] if run is not None else [ALL_FOLDS]
+
+
+def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None, fold: str | None = None):
+    """The /compare handler: everything the tab shows, for the chosen runs (default: ResNet50 vs MobileNetV3)."""
+    runs = compare.read_runs(settings.runs_dir())
+    ids = [run.run_id for run in runs]
+    chosen = [run_id for run_id in (chosen or []) if run_id in ids] or compare.default_selection(runs)
+    selected = [run for run in runs if run.run_id in chosen]
+    detail = _run_by_id(runs, detail_run if detail_run in ids else (chosen[0] if chosen else None))
+    folds = _fold_choices(detail)
+    fold = fold if fold in folds else ALL_FOLDS
+    fold_number = None if fold == ALL_FOLDS else int(fold)
+    leakage = compare.leakage_frame(runs)
+    return (
+        _message(runs),
+        _runs_table(runs),
+        gr.Dropdown(choices=ids, value=chosen),
+        gr.Dropdown(choices=ids, value=detail.run_id if detail else None),
+        gr.Dropdown(choices=folds, value=fold),
+        plots.plot_fold_accuracy(selected),
+        plots.plot_learning_curves(selected),
+        plots.plot_per_class(selected, "age"),
+        plots.plot_confusion(detail, "age", fold_number),
+        plots.plot_confusion(detail, "gender", fold_number),
+        compare.leakage_table(runs),
+        plots.plot_leakage(leakage),
+        checkpoints_table(),
+    )
+
+
+def promote(run_id: str | None, fold: str | None, name: str | None = None):
+    """The /promote handler: copy the run's best checkpoint of `fold` into the checkpoints folder."""
+    try:
+        if not run_id:
+            raise AudienceError("Choose a run first.")
+        run = _run_by_id(compare.read_runs(settings.runs_dir()), run_id)
+        if run is None:
+            raise AudienceError(f"Run {run_id} is not in the runs folder.")
+        if fold in (None, "", ALL_FOLDS):
+            if not run.test_metrics:
+                raise AudienceError(f"Run {run_id} has no finished fold to serve yet.")
+            fold = str(min(run.test_metrics))
+        path = promote_checkpoint(run.path, int(fold), name=name or None)
+    except (AudienceError, ValueError) as error:
+        gr.Warning(str(error))
+        return f"**Not promoted:** {error}", checkpoints_table()
+    return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab "
+            "(press its Refresh list)."), checkpoints_table()
+
+
+def measure_latency():
+    """Measure (once per arch and image size, cached) the CPU latency of every arch in the runs folder."""
+    runs = compare.read_runs(settings.runs_dir())
+    wanted = sorted({(r.config["arch"], compare.image_size_of(r)) for r in runs
+                     if r.config and r.config.get("arch") and compare.image_size_of(r)})
+    lines = []
+    for arch, size in wanted:
+        try:
+            entry = measure_cpu_latency(arch, size, refresh=True)  # pressed on purpose: measure now
+        except AudienceError as error:
+            lines.append(f"{arch} at {size}px: {error}")
+            continue
+        lines.append(f"{arch} at {size}px: {entry['ms']:.1f} ms per face, median (fastest {entry['min_ms']:.1f} ms; "
+                     f"{entry['threads']} threads)")
+    text = "\n".join(f"- {line}" for line in lines) or "No run with a known arch and image size."
+    return f"CPU latency (random-init model, batch 1):\n{text}", _runs_table(runs) if runs else gr.skip()
+
+
+def build_compare_tab(demo: gr.Blocks, train_events=None) -> None:
+    """The tab's components and events; call inside `with gr.Tab("Compare", id="compare"):`.
+
+    `train_events` (what build_train_tab returns) refreshes the tab whenever a training run ends.
+    """
+    with gr.Row():
+        refresh = gr.Button("Refresh", size="sm", scale=1)
+        latency = gr.Button("Measure CPU latency", size="sm", scale=1)
+    latency_message = gr.Markdown()
+    message = gr.Markdown()
+    table = gr.Dataframe(label="Runs (newest first) · scroll right for cost, calibration and problems",
+                         interactive=False, wrap=True, column_widths=list(RUN_COLUMN_WIDTHS.values()))
+    # allow_custom_value on the choosers: the handlers check every id against the runs folder themselves.
+    chosen = gr.Dropdown(multiselect=True, label="Runs to chart (default: newest ResNet50 and MobileNetV3)",
+                         allow_custom_value=True)
+    with gr.Row():
+        fold_accuracy = gr.Plot(label="Accuracy per fold")
+        curves = gr.Plot(label="Learning curves")
+    per_class = gr.Plot(label="Age accuracy per class")
+    with gr.Row():
+        detail = gr.Dropdown(label="Run for the confusion matrices and 'Use this model'", scale=3,
+                             allow_custom_value=True)
+        fold = gr.Dropdown([ALL_FOLDS], value=ALL_FOLDS, label="Fold", scale=1, allow_custom_value=True)
+    with gr.Row():
+        age_confusion = gr.Plot(label="Age confusion (8 x 8)")
+        gender_confusion = gr.Plot(label="Gender confusion (3 x 3)")
+    with gr.Accordion("Use this model (serve it in the Predict tab)", open=False):
+        with gr.Row():
+            name = gr.Textbox(label="Name (optional)", placeholder="default: arch-task-protocol-fold-date", scale=3)
+            use = gr.Button("Use this model", variant="primary", scale=1)
+        use_message = gr.Markdown()
+        served = gr.Dataframe(label="Served checkpoints", interactive=False, wrap=True,
+                              column_widths=SERVED_COLUMN_WIDTHS)
+    with gr.Accordion("Leakage: random vs folds, and published numbers", open=True):
+        gr.Markdown("The seed's numbers come from a random image split (the same people in training and test): "
+                    "not comparable with subject-exclusive folds. Levi & Hassner 2015 is the literature's "
+                    "subject-exclusive 5-fold result. Synthetic demo runs are not Adience at all.")
+        leakage = gr.Dataframe(interactive=False, wrap=True, column_widths=LEAKAGE_COLUMN_WIDTHS)
+        leakage_plot = gr.Plot(label="Leakage")
+
+    outputs = [message, table, chosen, detail, fold, fold_accuracy, curves, per_class, age_confusion,
+               gender_confusion, leakage, leakage_plot, served]
+    inputs = [chosen, detail, fold]
+    refresh.click(compare_runs, inputs=inputs, outputs=outputs, api_name="compare")
+    for control in (chosen, detail, fold):
+        control.input(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
+    demo.load(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
+    use.click(promote, inputs=[detail, fold, name], outputs=[use_message, served], api_name="promote")
+    latency.click(measure_latency, outputs=[latency_message, table], api_name="measure_latency")
+    if train_events is not None:
+        train_events.run_ended.change(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")

@@ -1,0 +1,252 @@
+"""Broken inputs through the command lines and the running app: each gives one clear sentence, nothing
+crashes, no run or checkpoint is lost or overwritten, and no path reaches outside the allowed folders.
+
+The corpus (tests/fixtures/bad_inputs.py) is made in tmp: a truncated JPEG, a zero-byte file, a text
+file named .jpg, a PNG header claiming 10^10 pixels, a fold file without its age column, a root whose
+images are unreadable, and checkpoints whose JSON does not match their weights.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fixtures.app_server import PROJECT_ROOT, save_tiny_checkpoint, shared_app_server
+from fixtures.bad_inputs import (
+    random_bytes_file,
+    tree_digest,
+    write_broken_checkpoints,
+    write_broken_images,
+    write_root_missing_column,
+    write_root_unreadable_images,
+)
+from gradio_client import Client, handle_file
+from PIL import Image
+from skimage import data
+
+BROKEN_IMAGES = {
+    "truncated.jpg": "truncated.jpg: the image data is truncated or corrupt",
+    "empty.jpg": "empty.jpg: the file is empty (0 bytes)",
+    "text.jpg": "text.jpg: not an image file",
+    "huge.png": "huge.png: the image has too many pixels to decode safely",
+}
+WRONG_HEADER = "fold_2_data.txt line 1: wrong header"
+OUTSIDE = "is outside the folders this app may open"
+UPLOAD_LIMIT_BYTES = 20 * 1024 * 1024  # app.py's UPLOAD_LIMIT = "20mb"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, demo_root) -> dict:
+    base = tmp_path_factory.mktemp("bad-inputs")
+    return {
+        "images": write_broken_images(base / "images"),
+        "root_missing": write_root_missing_column(base / "root-missing-column", demo_root),
+        "root_unreadable": write_root_unreadable_images(base / "root-unreadable", demo_root),
+        "checkpoints": write_broken_checkpoints(base / "broken-checkpoints"),
+        "good": save_tiny_checkpoint(base / "good"),
+    }
+
+
+# --- command lines ----------------------------------------------------------------------------------
+
+
+def start_cli(script: str, *args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "scripts" / script), *map(str, args)],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_command_lines_give_one_sentence_and_keep_every_file(corpus, demo_root, tmp_path):
+    runs, checkpoints = tmp_path / "runs", tmp_path / "checkpoints"
+    save_tiny_checkpoint(checkpoints, "kept")
+    (runs / "20260101-000000-tiny-folds").mkdir(parents=True)
+    (runs / "20260101-000000-tiny-folds" / "config.json").write_text('{"arch": "tiny"}\n')
+    before = tree_digest(runs, checkpoints)
+    env = {**os.environ, "AUDIENCE_HOME": str(tmp_path / "home"), "AUDIENCE_RUNS": str(runs),
+           "AUDIENCE_CHECKPOINTS": str(checkpoints), "HF_HUB_OFFLINE": "1"}
+    images, broken = corpus["images"], corpus["checkpoints"]
+    # Started together: each pays the import of torch once, and two cores share them.
+    cases = {
+        "predict images": (start_cli("predict.py", *images.values(), "--checkpoint", corpus["good"], env=env), 1),
+        "eda": (start_cli("eda.py", "--data", corpus["root_missing"], "--json", env=env), 2),
+        "evaluate": (start_cli("evaluate.py", broken["mismatched"], "--data", demo_root, "--fold", "0", env=env), 2),
+        "train columns": (start_cli("train.py", "--data", corpus["root_missing"], "--arch", "tiny", "--folds", "0",
+                                    "--epochs", "1", "--quiet", env=env), 2),
+        "train images": (start_cli("train.py", "--data", corpus["root_unreadable"], "--arch", "tiny", "--folds", "0",
+                                   "--epochs", "1", "--quiet", "--out", tmp_path / "failed-runs", env=env), 2),
+    }
+    results = {}
+    for name, (process, expected_code) in cases.items():
+        out, err = process.communicate(timeout=180)
+        results[name] = (process.returncode, out, err)
+        assert "Traceback" not in out + err, f"{name}:\n{err}"
+        assert process.returncode == expected_code, f"{name}: exit {process.returncode}\n{err}"
+
+    _, out, err = results["predict images"]
+    errors = [line for line in out.splitlines() if ": error: " in line]
+    assert len(errors) == len(BROKEN_IMAGES)  # every file reported, none stopped the others
+    for name, sentence in BROKEN_IMAGES.items():
+        assert any(line.startswith(f"{images[name]}: error: {sentence}") for line in errors), name
+
+    def one_error_line(name: str) -> str:
+        lines = results[name][2].strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{name}: {lines}"
+        return lines[0]
+
+    assert WRONG_HEADER in one_error_line("eda")
+    assert "do not fit a mobilenetv3_large_100 model" in one_error_line("evaluate")
+    assert WRONG_HEADER in one_error_line("train columns")
+    assert "0 readable train image(s)" in one_error_line("train images")
+    assert tree_digest(runs, checkpoints) == before  # nothing added, lost or overwritten
+
+
+@pytest.mark.parametrize("case", ["invalid_json", "truncated_weights", "mismatched"])
+def test_predict_export_and_push_refuse_broken_checkpoints(corpus, tmp_path, capsys, case):
+    import importlib.util
+
+    checkpoint = str(corpus["checkpoints"][case])
+    for script, argv in (
+        ("predict", [str(corpus["images"]["text.jpg"]), "--checkpoint", checkpoint]),
+        ("export_onnx", [checkpoint, "--out", str(tmp_path / "m.onnx"), "--exporter", "legacy"]),
+        ("push_to_hub", [checkpoint, "--repo", "me/ages", "--dry-run", str(tmp_path / "out")]),
+    ):
+        spec = importlib.util.spec_from_file_location(script, PROJECT_ROOT / "scripts" / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: Checkpoint "), (script, lines)
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+# --- the running app --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory, demo_root):
+    return shared_app_server(request, tmp_path_factory, demo_root)
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.url, verbose=False)
+
+
+@pytest.fixture
+def unchanged_folders(server):
+    """Fails the test when the served checkpoints or the runs change (beyond what the test itself removes)."""
+    before = tree_digest(server.runs, server.checkpoints)
+    yield
+    assert tree_digest(server.runs, server.checkpoints) == before
+
+
+def predict_status(client: Client, image, model: str = "e2e-tiny.json") -> tuple:
+    annotated, _table, _chart, _json, status = client.predict(image, model, False, False, api_name="/predict")
+    return annotated, status
+
+
+@pytest.mark.slow
+def test_app_answers_broken_images_and_models_with_a_sentence(server, client, corpus, unchanged_folders):
+    for name, sentence in BROKEN_IMAGES.items():
+        annotated, status = predict_status(client, handle_file(str(corpus["images"][name])))
+        assert annotated is None and status.startswith(f"**Error:** {sentence}"), status
+    photo = corpus["good"].parent / "face.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    for model, sentence in (("../../etc/passwd", "must be a file name in"), ("absent.json", "is not in")):
+        _, status = predict_status(client, handle_file(str(photo)), model)
+        assert status.startswith("**Error:** Model ") and sentence in status, status
+    # A served checkpoint whose JSON names another architecture than its weights: loading it fails clearly.
+    served = [server.checkpoints / f"bad-arch{suffix}" for suffix in (".json", ".safetensors")]
+    bad_json = corpus["checkpoints"]["mismatched"]
+    served[0].write_bytes(bad_json.read_bytes())
+    served[1].write_bytes(bad_json.with_suffix(".safetensors").read_bytes())
+    try:
+        _, status = predict_status(client, handle_file(str(photo)), "bad-arch.json")
+        assert status.startswith("**Error:** Checkpoint weights ") and "do not fit a mobilenetv3_large_100" in status
+        _, status = predict_status(client, handle_file(str(photo)))  # the good model still serves
+        assert status.startswith("1 face found")
+    finally:
+        for path in served:
+            path.unlink()
+    assert server.alive()
+
+
+def test_upload_over_the_limit_is_refused(server, tmp_path):
+    big = random_bytes_file(tmp_path / "big.jpg", UPLOAD_LIMIT_BYTES + 1024)
+    with open(big, "rb") as file:
+        refused = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.jpg", file, "image/jpeg")},
+                             timeout=60)
+    assert refused.status_code == 413 and "maximum allowed size" in refused.text
+    accepted = httpx.post(server.url + "gradio_api/upload", files={"files": ("small.jpg", b"x" * 1024, "image/jpeg")},
+                          timeout=60)
+    assert accepted.status_code == 200
+
+
+def test_paths_typed_into_the_ui_stay_inside_the_allowed_folders(server, client, demo_root, unchanged_folders):
+    allowed = server.data_dirs
+    # A valid Adience root (labels only) outside, reachable only through a symlink placed in an allowed folder.
+    outside_root = server.outside / "adience"
+    outside_root.mkdir(exist_ok=True)
+    for fold_file in demo_root.glob("fold_*_data.txt"):
+        (outside_root / fold_file.name).write_bytes(fold_file.read_bytes())
+    links = {"link-out": outside_root, "link-etc": Path("/etc")}
+    for name, target in links.items():
+        if not (allowed / name).is_symlink():
+            (allowed / name).symlink_to(target, target_is_directory=True)
+    escapes = ["/etc", "../..", str(allowed / ".." / ".."), str(allowed / "link-out"), str(allowed / "link-etc")]
+    for root in escapes:
+        summary = client.predict(root, "bins", "none", api_name="/eda")[0]
+        assert summary.startswith("**Could not load the data:**") and OUTSIDE in summary.replace("\\", ""), root
+        assert "rows (faces)" not in summary
+        message = client.predict(data=root, arch="tiny", folds="0", epochs=1, api_name="/train_start")[0]
+        assert message.startswith("**Not started:**") and "not under a folder the app may open" in message, root
+    for run_id in ("../../etc", "/etc", ".."):
+        assert client.predict(run_id, "0", "", api_name="/promote")[0].startswith("**Not promoted:**")
+        assert client.predict(run_id, api_name="/train_resume")[0].startswith("**Not started:**")
+    for path in ("/etc/passwd", str(server.checkpoints / "e2e-tiny.json")):
+        assert httpx.get(server.url + f"gradio_api/file={path}", timeout=10).status_code == 403
+
+    # A broken root inside the allowed folder: its own sentence, in EDA and in the training job.
+    inside = allowed / "root-missing-column"
+    if not inside.exists():
+        write_root_missing_column(inside, demo_root)
+    summary = client.predict(str(inside), "bins", "none", api_name="/eda")[0]
+    assert summary.startswith("**Could not load the data:**") and WRONG_HEADER in summary.replace("\\", "")
+    started = client.predict(data=str(inside), arch="tiny", folds="0", epochs=1, api_name="/train_start")[0]
+    assert started.startswith("Started")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        progress = client.predict(api_name="/train_status")[0]
+        if not progress.startswith("**running"):
+            break
+        time.sleep(0.5)
+    assert progress.startswith("**failed**") and WRONG_HEADER in progress
+    assert server.alive()
+
+
+def call_raw(server, api_name: str, data: list) -> str:
+    """An API call over plain HTTP (gradio_client would upload a local file named in a payload itself)."""
+    started = httpx.post(server.url + f"gradio_api/call/{api_name}", json={"data": data}, timeout=30)
+    started.raise_for_status()
+    return httpx.get(server.url + f"gradio_api/call/{api_name}/{started.json()['event_id']}", timeout=60).text
+
+
+def test_predict_refuses_server_paths_outside_the_upload_folder(server):
+    """/predict runs with preprocess=False; gradio still checks that a file payload was uploaded, so a payload
+    naming a server path is refused, and alike whether the file exists or not (no oracle of the server's files)."""
+    secret = server.outside / "secret-face.png"
+    Image.fromarray(data.astronaut()).save(secret)
+    answers = {}
+    for payload in ({"path": str(secret), "meta": {"_type": "gradio.FileData"}},
+                    {"path": str(server.outside / "no-such-file.png"), "meta": {"_type": "gradio.FileData"}},
+                    {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, str(secret), "/etc/passwd"):
+        stream = call_raw(server, "predict", [payload, "e2e-tiny.json", False, False])
+        assert stream.startswith("event: error") and "face found" not in stream, f"{payload} was read: {stream}"
+        answers[str(payload)] = stream
+    assert len(set(answers.values())) == 1, f"the answers differ by payload: {answers}"
+    assert predict_status(Client(server.url, verbose=False), handle_file(str(secret)))[1].startswith("1 face found")

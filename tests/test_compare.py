@@ -1,0 +1,250 @@
+"""Compare: hand-made run folders (finished, half-written, corrupt) -> tables, figures, promotion, latency."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audience import compare
+from audience import compare_plots as plots
+from audience.checkpoint import load_checkpoint, save_checkpoint
+from audience.errors import AudienceError
+from audience.latency import cached_latency, measure_cpu_latency
+from audience.metrics import compute_metrics
+from audience.models import build_model
+from audience.promote import checkpoints_table, promote_checkpoint
+
+
+def _fold_metrics(age_correct: int, gender_correct: int, n: int = 16) -> dict:
+    """compute_metrics output where `age_correct` of n age rows (2 per class) and `gender_correct` are right."""
+    age_true = np.repeat(np.arange(8), n // 8)
+    age_pred = np.where(np.arange(n) < age_correct, age_true, (age_true + 1) % 8)
+    gender_true = np.arange(n) % 3
+    gender_pred = np.where(np.arange(n) < gender_correct, gender_true, (gender_true + 1) % 3)
+    return compute_metrics(age_true, np.eye(8)[age_pred], gender_true, np.eye(3)[gender_pred])
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def make_run(runs: Path, run_id: str, arch: str = "tiny", protocol: str = "folds", folds: dict | None = None,
+             state: str = "finished", synthetic: bool = True, summary: bool = True, planned: str = "all") -> Path:
+    """A run folder in the trainer's layout; `folds` maps fold -> (age_correct, gender_correct) of 16."""
+    run = runs / run_id
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": "demo", "arch": arch, "task": "age+gender",
+                                                 "protocol": protocol, "folds": planned, "image_size": 32}))
+    (run / "status.json").write_text(json.dumps({"state": state, "host": socket.gethostname(), "pid": os.getpid()}))
+    per_fold = {}
+    for fold, (age, gender) in (folds or {}).items():
+        folder = run / f"fold{fold}"
+        folder.mkdir()
+        pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.8], "val_age_exact": [0.2, 0.4],
+                      "val_gender_acc": [0.5, 0.7]}).to_csv(folder / "metrics.csv", index=False)
+        metrics = _fold_metrics(age, gender)
+        per_fold[fold] = _scalars(metrics)
+        (folder / "test_metrics.json").write_text(json.dumps({"fold": fold, "protocol": protocol, "metrics": metrics,
+                                                              "summary": per_fold[fold]}))
+    if summary and per_fold:
+        from audience.metrics import summarize_folds
+
+        (run / "cv_summary.json").write_text(json.dumps({
+            **summarize_folds(per_fold), "protocol": protocol, "leaky": protocol == "random", "dataset": "demo",
+            "synthetic": synthetic, "arch": arch, "params": 123_000, "flops": 4_500_000, "train_seconds": 75.0,
+            "folds_done": sorted(per_fold)}))
+    return run
+
+
+def test_an_empty_runs_folder_gives_empty_views(tmp_path):
+    runs = compare.read_runs(tmp_path / "absent")
+    assert runs == []
+    assert compare.runs_table(runs).empty
+    assert compare.default_selection(runs) == []
+    for figure in (plots.plot_fold_accuracy(runs), plots.plot_learning_curves(runs), plots.plot_per_class(runs),
+                   plots.plot_confusion(None)):
+        assert len(figure.data) == 0 and figure.layout.annotations  # says why it is empty
+    leakage = compare.leakage_frame(runs)
+    assert list(leakage["source"]).count("seed notebook, Step 2") == 3 and len(leakage) == 4
+
+
+def test_a_finished_run_is_one_row_with_mean_and_std(tmp_path):
+    make_run(tmp_path, "20260101-000000-tiny-folds", folds={0: (8, 12), 1: (12, 12)})
+    [run] = compare.read_runs(tmp_path)
+    row = compare.runs_table([run]).iloc[0]
+    assert row["run"] == "20260101-000000-tiny-folds" and row["state"] == "finished"
+    assert row["protocol"] == "folds" and row["dataset"] == "synthetic demo"
+    assert row["folds"] == "2/5"
+    assert row["age exact %"] == "62.5 ± 17.7"  # 8/16 and 12/16
+    assert row["gender f/m/u %"] == "75.0 ± 0.0"
+    assert row["params (M)"] == "0.12" and row["train time"] == "1m15s" and row["problems"] == ""
+    frame = compare.runs_frame([run]).iloc[0]
+    assert frame["age_exact_mean"] == pytest.approx(0.625)
+
+
+def test_a_random_protocol_run_is_marked_leaky(tmp_path):
+    make_run(tmp_path, "20260101-000000-resnet50-random", arch="resnet50", protocol="random", folds={0: (14, 15)})
+    make_run(tmp_path, "20260102-000000-resnet50-folds", arch="resnet50", protocol="folds", folds={0: (6, 12)})
+    runs = compare.read_runs(tmp_path)
+    table = compare.runs_table(runs).set_index("run")
+    assert table.loc["20260101-000000-resnet50-random", "protocol"] == compare.LEAKY_MARK
+    assert table.loc["20260102-000000-resnet50-folds", "protocol"] == "folds"
+    leakage = compare.leakage_frame(runs)
+    ours = leakage[leakage["source"].str.startswith("this app")]
+    assert sorted(ours["protocol"]) == ["folds (subject-exclusive)", compare.LEAKY_MARK]
+    assert set(ours["arch"]) == {"resnet50"}
+    seed = leakage[leakage["source"] == "seed notebook, Step 2"].set_index("arch")
+    assert seed.loc["resnet50", "gender_acc"] == 0.9266 and seed.loc["resnet50", "age_exact"] == 0.5745
+    assert seed.loc["resnet50 (one-cycle)", "age_exact"] == 0.6827 and seed.loc["mobilenetv3", "gender_acc"] == 0.9668
+    assert (seed["protocol"] == compare.SEED_PROTOCOL).all() and "not comparable" in compare.SEED_PROTOCOL
+    levi = compare.leakage_table(runs).set_index("source").loc["Levi & Hassner 2015"]
+    assert (levi["age exact %"], levi["age 1-off %"], levi["gender %"]) == ("50.7 ± 5.1", "84.7 ± 2.2", "86.8 ± 1.4")
+    assert len(plots.plot_leakage(leakage).data) == 2
+
+
+def test_a_half_written_run_shows_what_it_has(tmp_path):
+    run_dir = make_run(tmp_path, "20260101-000000-tiny-folds", folds={}, state="running")
+    (run_dir / "fold0").mkdir()
+    pd.DataFrame({"epoch": [1], "train_loss": [2.0], "val_loss": [2.2], "val_age_exact": [0.3],
+                  "val_gender_acc": [0.6]}).to_csv(run_dir / "fold0" / "metrics.csv", index=False)
+    [run] = compare.read_runs(tmp_path)
+    row = compare.runs_table([run]).iloc[0]
+    assert (row["state"], row["folds"], row["age exact %"], row["problems"]) == ("running", "0/5", "-", "")
+    assert len(plots.plot_learning_curves([run]).data) == 4  # its one epoch is already on the curves
+    assert compare.default_selection([run]) == [run.run_id]  # nothing better to show
+
+
+def test_corrupt_files_are_named_and_the_rest_is_shown(tmp_path):
+    run_dir = make_run(tmp_path, "20260101-000000-tiny-folds", folds={0: (8, 8), 1: (16, 16)})
+    (run_dir / "cv_summary.json").write_text("{truncated", encoding="utf-8")
+    (run_dir / "fold1" / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\x00")
+    broken = make_run(tmp_path, "20260102-000000-tiny-folds", folds={0: (4, 4)})
+    (broken / "config.json").unlink()
+    (broken / "fold0" / "test_metrics.json").write_text("[1, 2", encoding="utf-8")
+    runs = {run.run_id: run for run in compare.read_runs(tmp_path)}
+    table = compare.runs_table(list(runs.values())).set_index("run")
+    first = table.loc["20260101-000000-tiny-folds"]
+    assert "cv_summary.json: cannot be read" in first["problems"]
+    assert "fold1/metrics.csv: cannot be read" in first["problems"]
+    assert first["age exact %"] == "75.0 ± 35.4"  # rebuilt from the two test_metrics.json files
+    second = table.loc["20260102-000000-tiny-folds"]
+    assert "config.json: missing" in second["problems"] and "test_metrics.json: cannot be read" in second["problems"]
+    assert second["arch"] == "tiny"  # from cv_summary.json, which is intact
+    assert len(plots.plot_learning_curves([runs["20260101-000000-tiny-folds"]]).data) == 4  # fold 0 only
+
+
+def test_default_view_puts_resnet50_beside_mobilenetv3(tmp_path):
+    make_run(tmp_path, "20260101-000000-resnet50-folds", arch="resnet50", folds={0: (8, 8)})
+    make_run(tmp_path, "20260102-000000-resnet50-folds", arch="resnet50", folds={0: (9, 8)})
+    make_run(tmp_path, "20260103-000000-mobilenetv3_large_100-folds", arch="mobilenetv3_large_100", folds={0: (9, 8)})
+    make_run(tmp_path, "20260104-000000-resnet50-folds", arch="resnet50", folds={}, state="running")
+    make_run(tmp_path, "20260105-000000-tiny-folds", folds={0: (9, 8)})
+    runs = compare.read_runs(tmp_path)
+    assert compare.default_selection(runs) == ["20260102-000000-resnet50-folds",
+                                               "20260103-000000-mobilenetv3_large_100-folds"]
+    chosen = [r for r in runs if r.run_id in compare.default_selection(runs)]
+    figure = plots.plot_fold_accuracy(chosen)
+    assert {trace.name for trace in figure.data} == set(compare.default_selection(runs))
+
+
+def test_confusion_matrices_and_per_class_accuracy(tmp_path):
+    make_run(tmp_path, "20260101-000000-tiny-folds", folds={0: (16, 16), 1: (8, 4)})
+    [run] = compare.read_runs(tmp_path)
+    age = compare.summed_confusion(run, "age")
+    assert age.shape == (8, 8) and age.sum() == 32 and np.trace(age) == 24
+    assert np.trace(compare.summed_confusion(run, "age", fold=1)) == 8
+    assert compare.summed_confusion(run, "gender").shape == (3, 3)
+    per_class = compare.per_class_frame([run]).set_index("class")
+    # Fold 1 gets its first 8 rows right: classes 0-3 (2 rows each); fold 0 all 16.
+    assert per_class.loc["0-2", "recall"] == 1.0 and per_class.loc["55-100", "recall"] == 0.5
+    assert per_class.loc["55-100", "support"] == 4
+    heatmap = plots.plot_confusion(run, "age").data[0]
+    assert np.asarray(heatmap.z).shape == (8, 8) and np.asarray(heatmap.z)[0, 0] == 100
+    assert np.asarray(plots.plot_confusion(run, "gender", fold=0).data[0].z).shape == (3, 3)
+    assert len(plots.plot_per_class([run]).data) == 1
+
+
+def test_job_curves_one_colour_per_fold():
+    points = [{"fold": 0, "epoch": 1, "train_loss": 2.0, "val_loss": 2.2, "val_age_exact": 0.2, "val_gender_acc": 0.5},
+              {"fold": 0, "epoch": 2, "train_loss": 1.8, "val_loss": 2.0, "val_age_exact": 0.3, "val_gender_acc": 0.6},
+              {"fold": 1, "epoch": 1, "train_loss": 2.1, "val_loss": 2.3, "val_age_exact": 0.1, "val_gender_acc": 0.4}]
+    figure = plots.plot_job_curves(points)
+    assert len(figure.data) == 8
+    assert list(figure.data[2].y) == pytest.approx([20.0, 30.0])  # validation accuracy in percent
+    assert len(plots.plot_job_curves([]).data) == 0
+
+
+def _run_with_checkpoint(runs: Path) -> Path:
+    run = make_run(runs, "20260101-093128-tiny-folds", folds={0: (8, 8)})
+    save_checkpoint(run / "fold0" / "best", build_model("tiny"), {
+        "image_size": 32, "protocol": "folds", "fold": 0, "metrics": {"age_exact": 0.5},
+        "dataset": {"name": "demo", "synthetic": True}})
+    return run
+
+
+def test_promote_copies_the_best_checkpoint_under_a_readable_name(tmp_path):
+    run = _run_with_checkpoint(tmp_path / "runs")
+    served = tmp_path / "checkpoints"
+    path = promote_checkpoint(run, 0, checkpoints_dir=served)
+    assert path.name == "tiny-age-gender-folds-fold0-20260101-093128-demo.json"
+    model, _, meta = load_checkpoint(path)  # loads, checksum verified
+    assert meta["promoted_from"] == {"run": run.name, "fold": 0}
+    assert meta["weights"]["file"] == path.stem + ".safetensors"
+    assert promote_checkpoint(run, 0, checkpoints_dir=served) == path  # same weights: no second copy
+    assert sorted(p.name for p in served.iterdir()) == [path.name, path.stem + ".safetensors"]
+    table = checkpoints_table(served)
+    assert table.iloc[0]["checkpoint"] == path.stem and table.iloc[0]["from run"] == run.name
+
+
+def test_promote_never_overwrites_a_different_checkpoint(tmp_path):
+    run = _run_with_checkpoint(tmp_path / "runs")
+    served = tmp_path / "checkpoints"
+    served.mkdir()
+    (served / "mine.safetensors").write_bytes(b"someone else's weights")
+    (served / "mine.json").write_text("{}", encoding="utf-8")
+    path = promote_checkpoint(run, 0, name="mine", checkpoints_dir=served)
+    assert path.name == "mine-2.json"
+    assert (served / "mine.safetensors").read_bytes() == b"someone else's weights"
+    assert (served / "mine.json").read_text(encoding="utf-8") == "{}"
+    assert not [p for p in served.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_promote_refuses_damaged_or_missing_checkpoints(tmp_path):
+    run = _run_with_checkpoint(tmp_path / "runs")
+    served = tmp_path / "checkpoints"
+    with pytest.raises(AudienceError, match="no best checkpoint for fold 3"):
+        promote_checkpoint(run, 3, checkpoints_dir=served)
+    weights = run / "fold0" / "best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"XXXXXXXX")
+    with pytest.raises(AudienceError, match="does not match its recorded sha256"):
+        promote_checkpoint(run, 0, checkpoints_dir=served)
+    assert not served.exists() or not any(served.iterdir())
+
+
+def test_cpu_latency_is_measured_once_and_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    run_dir = make_run(tmp_path / "runs", "20260101-000000-tiny-folds", folds={0: (8, 8)})
+    [run] = compare.read_runs(tmp_path / "runs")
+    assert compare.latency_of(run) == (None, "not measured (press 'Measure CPU latency')")
+    assert compare.runs_table([run]).iloc[0]["latency source"] == "not measured"  # short: a narrow column
+    entry = measure_cpu_latency("tiny", 32, repeats=3)
+    assert entry["ms"] > 0 and entry["repeats"] == 3
+    assert cached_latency("tiny", 32) == entry
+    assert measure_cpu_latency("tiny", 32) == entry  # cached: not measured again
+    ms, source = compare.latency_of(run)
+    assert ms == entry["ms"] and source.startswith("measured here ") and "random-init tiny at 32px" in source
+    when = entry["measured"][:16].replace("T", " ")
+    assert compare.runs_table([run]).iloc[0][["CPU ms", "latency source"]].tolist() == [
+        f"{entry['ms']:.1f}", f"measured {when}"]
+    assert 0 < entry["min_ms"] <= entry["ms"]
+    summary = json.loads((run_dir / "cv_summary.json").read_text())
+    (run_dir / "cv_summary.json").write_text(json.dumps({**summary, "cpu_latency_ms": 4.5}))
+    [run] = compare.read_runs(tmp_path / "runs")
+    assert compare.latency_of(run) == (4.5, "stored by the trainer")
+    assert compare.runs_table([run]).iloc[0]["latency source"] == "trainer"

@@ -1,0 +1,27 @@
+"""The app theme declares only font files that Gradio ships whole (its SemiBold files are glyph subsets)."""
+
+from __future__ import annotations
+
+import re
+
+from gradio.themes.utils.fonts import LocalFont, font_file_path
+
+from audience.ui.theme import THEME
+
+FULL_FONT_BYTES = 20_000  # the complete Regular and Bold files are 35-105 KB; the broken subsets 4-5 KB
+
+
+def test_every_local_font_weight_is_a_complete_file():
+    local = [font for font in THEME._font + THEME._font_mono if isinstance(font, LocalFont)]
+    assert {font.name for font in local} == {"Source Sans Pro", "IBM Plex Mono"}
+    for font in local:
+        for weight in font.weights:
+            path = font_file_path(font.name, weight)
+            assert path.is_file() and path.stat().st_size > FULL_FONT_BYTES, (font.name, weight, path)
+
+
+def test_the_theme_fetches_nothing_from_the_network():
+    css = THEME._get_theme_css()
+    assert "static/fonts/SourceSansPro/SourceSansPro-Bold.woff2" in css
+    assert "SemiBold" not in css and "@import" not in css
+    assert not re.findall(r"url\(['\"]?(https?:)?//", css)  # every url() is local or inline data

@@ -1,0 +1,108 @@
+"""The Train and Compare tabs through gradio_client: a real tiny training run, refused second start,
+stop and resume, then the run in /compare and promoted with /promote."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from audience import jobs
+
+DEADLINE_S = 120
+
+
+@pytest.fixture
+def client(monkeypatch, tmp_path, demo_root):
+    import gradio as gr
+    from gradio_client import Client
+
+    from audience.ui.compare import build_compare_tab
+    from audience.ui.train import build_train_tab
+
+    monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("AUDIENCE_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    # AUDIENCE_HOME/demo-data is the session's demo root, so 'demo' reuses it; the image cache goes there too.
+    monkeypatch.setenv("AUDIENCE_HOME", str(demo_root.parent))
+    for name in ("SPACE_ID", "AUDIENCE_ALLOW_TRAINING", "GRADIO_SERVER_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(jobs, "_job", None)
+    with gr.Blocks() as demo:
+        with gr.Tab("Train", id="train"):
+            events = build_train_tab(demo)
+        with gr.Tab("Compare", id="compare"):
+            build_compare_tab(demo, events)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        jobs.stop_job()
+        jobs.wait_job(timeout=30)
+        demo.close()
+
+
+def _status(client) -> dict:
+    return client.predict(api_name="/train_status")[3]
+
+
+def _poll_until(client, done, what: str) -> dict:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        status = _status(client)
+        if done(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last status {status}")
+
+
+@pytest.mark.slow
+def test_train_stop_resume_and_compare(client, monkeypatch):
+    # On a public deployment (here: a Hugging Face Space) the start button refuses and says how to allow it.
+    monkeypatch.setenv("SPACE_ID", "someone/audience")
+    message, _ = client.predict(arch="tiny", api_name="/train_start")
+    assert message.startswith("**Not started:** Training is turned off") and "AUDIENCE_ALLOW_TRAINING=1" in message
+    assert _status(client)["state"] == "idle"
+    monkeypatch.delenv("SPACE_ID")
+
+    message, table, *_ = client.predict(api_name="/compare")
+    assert "No training runs yet" in message and table["data"] == []
+
+    # The form's API parameters are TrainConfig's fields; unnamed ones keep the demo preset.
+    form = {"data": "demo", "arch": "tiny", "folds": "0", "epochs": 2, "batch_size": 16, "image_size": 32,
+            "max_train_batches": 5, "workers": 0}
+    message, _ = client.predict(**form, api_name="/train_start")
+    assert message.startswith("Started a training run (tiny, folds 0, 2 epochs)")
+    refused, _ = client.predict(**form, api_name="/train_start")
+    assert "already in progress" in refused and "stop it or wait" in refused
+
+    # Stopped while it is still preparing (reading data, building the model), so the stop is never too late.
+    assert client.predict(api_name="/train_stop").startswith("Stopping after the current batch")
+    stopped = _poll_until(client, lambda s: not s["active"], "the stop")
+    assert stopped["state"] == "stopped" and stopped["epoch"] < 2, stopped
+    run_id = stopped["run_id"]
+    assert run_id and stopped["device_line"].startswith("Device: cpu")
+
+    message, _ = client.predict(run_id, api_name="/train_resume")
+    assert message == f"Resuming run {run_id}."
+    finished = _poll_until(client, lambda s: not s["active"], "the resumed run")
+    assert finished["state"] == "finished", finished
+    assert finished["run_id"] == run_id and finished["epoch"] == 2
+    progress, log, curves, _, _ = client.predict(api_name="/train_status")
+    assert "finished" in progress and f"run {run_id}" in progress
+    assert "fold 0 test" in log and curves is not None
+
+    message, table, chosen, detail, *figures = client.predict(api_name="/compare")
+    assert "1 run(s)" in message
+    row = dict(zip(table["headers"], table["data"][0], strict=True))
+    from audience.ui.compare import RUN_COLUMN_WIDTHS
+
+    assert table["headers"] == list(RUN_COLUMN_WIDTHS)  # the tab's column widths follow the columns
+    assert (row["run"], row["arch"], row["state"], row["folds"], row["dataset"]) == (
+        run_id, "tiny", "finished", "1/1", "synthetic demo")
+    assert row["age exact %"] != "-"
+    assert chosen["value"] == [run_id] and detail["value"] == run_id  # dropdown updates: choices and value
+    assert run_id in chosen["choices"][0]
+
+    message, served = client.predict(run_id, "0", "", api_name="/promote")
+    assert "is served as" in message and served["data"][0][0].startswith("tiny-age-gender-folds-fold0-")
