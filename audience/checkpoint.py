@@ -41,7 +41,8 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name + METADATA_SUFFIX)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -60,7 +61,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(target: Path, write: Callable[[Path], None]) -> Path:
+def write_temp_beside(target: Path, write: Callable[[Path], None]) -> Path:
     """Run write(temp_path) on a new temp file beside `target` and fsync it; the caller renames it."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -136,12 +137,13 @@ def save_checkpoint(stem: str | Path, model: AgeGenderNet, metadata: dict) -> Pa
     header = {"format": "pt", "arch": model.arch, "task": model.task, "audience_format_version": str(FORMAT_VERSION)}
     # Both files are complete on disk before either replaces an older checkpoint, weights first: a
     # failure (disk full, metadata that is not JSON) leaves the previous checkpoint as it was.
-    temps = [_write_temp(weights_path, lambda temp: safetensors.torch.save_file(tensors, str(temp), metadata=header))]
+    temps = [write_temp_beside(weights_path,
+                               lambda temp: safetensors.torch.save_file(tensors, str(temp), metadata=header))]
     try:
         full = _complete_metadata(model, metadata)
-        full["weights"] = {"file": weights_path.name, "bytes": temps[0].stat().st_size, "sha256": _sha256(temps[0])}
+        full["weights"] = {"file": weights_path.name, "bytes": temps[0].stat().st_size, "sha256": file_sha256(temps[0])}
         text = json.dumps(_plain(full), indent=2, allow_nan=False) + "\n"
-        temps.append(_write_temp(json_path, lambda temp: temp.write_text(text, encoding="utf-8")))
+        temps.append(write_temp_beside(json_path, lambda temp: temp.write_text(text, encoding="utf-8")))
         os.replace(temps[0], weights_path)
         os.replace(temps[1], json_path)
     finally:
@@ -190,7 +192,7 @@ def _check_weights_file(weights_path: Path, json_path: Path, metadata: dict) -> 
             f"Checkpoint weights {weights_path} have {size} bytes but {json_path} records {recorded['bytes']} "
             "(the file is truncated or was replaced)."
         )
-    if "sha256" in recorded and recorded["sha256"] != _sha256(weights_path):
+    if "sha256" in recorded and recorded["sha256"] != file_sha256(weights_path):
         raise AudienceError(
             f"Checkpoint weights {weights_path} do not match the sha256 recorded in {json_path} (the file was changed)."
         )

@@ -10,27 +10,24 @@ and promoting the same weights twice returns the existing copy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from audience import settings
-from audience.checkpoint import METADATA_SUFFIX, WEIGHTS_SUFFIX, checkpoint_paths, read_checkpoint_metadata
+from audience.checkpoint import (
+    METADATA_SUFFIX,
+    WEIGHTS_SUFFIX,
+    checkpoint_paths,
+    file_sha256,
+    read_checkpoint_metadata,
+    write_temp_beside,
+)
 from audience.errors import AudienceError
 
 MAX_NAME_TRIES = 1000
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:
@@ -54,20 +51,6 @@ def _link_new(source: Path, target: Path) -> bool:
         return False
 
 
-def _copy_into(folder: Path, write) -> Path:
-    handle, temp = tempfile.mkstemp(prefix=".promote.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    temp_path = Path(temp)
-    try:
-        write(temp_path)
-        with open(temp_path, "rb+") as file:
-            os.fsync(file.fileno())
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-    return temp_path
-
-
 def _same_checkpoint(stem: Path, sha256: str) -> bool:
     weights, meta = checkpoint_paths(stem)
     if not (weights.is_file() and meta.is_file()):
@@ -76,7 +59,7 @@ def _same_checkpoint(stem: Path, sha256: str) -> bool:
         recorded = (json.loads(meta.read_text(encoding="utf-8")).get("weights") or {}).get("sha256")
     except (OSError, ValueError, AttributeError):
         return False
-    return recorded == sha256 and _sha256(weights) == sha256
+    return recorded == sha256 and file_sha256(weights) == sha256
 
 
 def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
@@ -92,7 +75,7 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
     metadata = read_checkpoint_metadata(source_meta)
     if not source_weights.is_file():
         raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} is missing.")
-    sha256 = _sha256(source_weights)
+    sha256 = file_sha256(source_weights)
     recorded = (metadata.get("weights") or {}).get("sha256")
     if recorded and recorded != sha256:
         raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} does not match its recorded "
@@ -103,7 +86,7 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
     except OSError as error:
         raise AudienceError(f"Cannot create the checkpoints folder {folder} ({error.strerror}).") from None
     base = _slug(name) if name and _slug(name) else readable_name(metadata, run_dir.name, int(fold))
-    weights_temp = _copy_into(folder, lambda temp: shutil.copyfile(source_weights, temp))
+    weights_temp = write_temp_beside(folder / ".promote", lambda temp: shutil.copyfile(source_weights, temp))
     try:
         for attempt in range(1, MAX_NAME_TRIES):
             stem = folder / (base if attempt == 1 else f"{base}-{attempt}")
@@ -116,7 +99,8 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
             promoted = {**metadata, "weights": {**(metadata.get("weights") or {}), "file": weights_path.name},
                         "promoted_from": {"run": run_dir.name, "fold": int(fold)}}
             text = json.dumps(promoted, indent=2) + "\n"
-            meta_temp = _copy_into(folder, lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
+            meta_temp = write_temp_beside(folder / ".promote",
+                                              lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
             try:
                 if _link_new(meta_temp, meta_path):
                     return meta_path
