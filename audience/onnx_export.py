@@ -142,6 +142,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     The file is written to a temporary name and renamed into place only after the metadata is
     embedded and the model passes onnx.checker; parity is measured, not enforced (see ExportResult.passed).
     """
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which the app does not install: "
+                            "pip install -r requirements-dev.txt (or make test, which does).")
     exporter = choose_exporter(exporter)
     _, json_path = checkpoint_paths(checkpoint)
     model, _, metadata = load_checkpoint(json_path)
