@@ -35,14 +35,14 @@ from torch.utils.data import Dataset
 from audience import settings
 from audience.errors import AudienceError
 from audience.runs import write_json_atomic
-from audience.transforms import _TRAIN_MARGIN
+from audience.transforms import TRAIN_MARGIN
 
 CACHE_FORMAT = 1
 
 
 def cache_size_for(image_size: int) -> int:
     """Side of the cached square for a model input of `image_size`: the train transform's source square."""
-    return round(image_size * _TRAIN_MARGIN)
+    return round(image_size * TRAIN_MARGIN)
 
 
 def decode_face(path: str | Path, size: int) -> np.ndarray:
@@ -57,7 +57,11 @@ def decode_face(path: str | Path, size: int) -> np.ndarray:
             image.draft("RGB", (size, size))
             image = ImageOps.exif_transpose(image).convert("RGB")
             pixels = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
+    except FileNotFoundError:
+        raise AudienceError(f"{path}: not a readable image (the file does not exist).") from None
+    except UnidentifiedImageError:  # PIL's own message repeats the path
+        raise AudienceError(f"{path}: not a readable image (not an image format PIL can decode).") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise AudienceError(f"{path}: not a readable image ({type(error).__name__}: {error}).") from None
     height, width = pixels.shape[:2]
     if min(height, width) < 1:
@@ -185,6 +189,21 @@ def build_image_cache(
     write_json_atomic(index_path, {"format": CACHE_FORMAT, "size": size, "paths": unique, "failed": failed})
     return ImageCache(array_path, unique, size, failed=failed, decoded=len(unique),
                       seconds=time.perf_counter() - started)
+
+
+def describe_unreadable(cache: ImageCache, examples: int = 3) -> str | None:
+    """One sentence on the images that could not be read (a count and a few examples), or None.
+
+    A root of unreadable images would otherwise give one line per image; the full list is in the
+    cache's index file.
+    """
+    if not cache.failed:
+        return None
+    problems = list(cache.failed.values())
+    shown = "; ".join(problem.rstrip(".") for problem in problems[:examples])
+    more = f"; and {len(problems) - examples} more" if len(problems) > examples else ""
+    return (f"{len(problems)} of {len(cache.paths)} images could not be read and are left out: {shown}{more} "
+            f"(all are listed under 'failed' in {cache.array_path.with_suffix('.json')})")
 
 
 class CachedFaces(Dataset):

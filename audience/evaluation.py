@@ -1,4 +1,5 @@
-"""Evaluate a saved checkpoint on one official fold, with the same pipeline the trainer's test used."""
+"""Evaluation with calibration: the trainer's end-of-fold test (`calibrate_heads`) and a saved
+checkpoint on one official fold (`evaluate_checkpoint`, the same pipeline the trainer's test used)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,57 @@ from audience.checkpoint import load_checkpoint, read_checkpoint_metadata
 from audience.data import read_adience
 from audience.errors import AudienceError
 from audience.loop import make_loader, predict_logits, resolve_device
-from audience.metrics import compute_metrics, expected_calibration_error, softmax_with_temperature
+from audience.metrics import (
+    choose_temperature,
+    compute_metrics,
+    expected_calibration_error,
+    negative_log_likelihood,
+    softmax_with_temperature,
+)
 from audience.models import HEADS_OF_TASK
 from audience.splits import fold_rows
 from audience.train_config import DEMO_DATA
+
+
+def calibrate_heads(val: dict, test: dict, heads: tuple[str, ...], calibrate: bool = True) -> tuple[dict, dict, dict]:
+    """Temperatures chosen on the validation logits (metrics.choose_temperature), the calibrated test
+    metrics, and per head what was done with the ECE before and after.
+
+    `val` and `test` are loop.predict_logits results. Returns (temperature {head: T}, compute_metrics of
+    the test set, calibration {head: choose_temperature's dict + test/val ECE before and after}).
+    """
+    temperature, calibration, probabilities = {}, {}, {}
+    for head in heads:
+        true_val, true_test = val[f"{head}_true"], test[f"{head}_true"]
+        if calibrate:
+            choice = choose_temperature(val[head], true_val)
+        else:
+            nll = negative_log_likelihood(val[head], true_val)
+            choice = {"temperature": 1.0, "applied": False, "reason": "off (calibrate is false)",
+                      "val_rows": int((np.asarray(true_val) >= 0).sum()), "val_nll_before": nll, "val_nll_after": nll}
+        t = choice["temperature"]
+        temperature[head] = t
+        probabilities[head] = softmax_with_temperature(test[head], t)
+        calibration[head] = {
+            **choice,
+            "test_ece_before": expected_calibration_error(softmax_with_temperature(test[head], 1.0), true_test),
+            "test_ece_after": expected_calibration_error(probabilities[head], true_test),
+            "val_ece_before": expected_calibration_error(softmax_with_temperature(val[head], 1.0), true_val),
+            "val_ece_after": expected_calibration_error(softmax_with_temperature(val[head], t), true_val),
+        }
+    metrics = compute_metrics(test["age_true"], probabilities.get("age"), test["gender_true"],
+                              probabilities.get("gender"))
+    return temperature, metrics, calibration
+
+
+def calibration_line(calibration: dict) -> str:
+    """'age T 1.00 (skipped: ..., test ECE 0.044 -> 0.044); gender T ...' for logs."""
+    parts = []
+    for head, c in calibration.items():
+        ece = "" if c["test_ece_before"] is None else \
+            f", test ECE {c['test_ece_before']:.3f} -> {c['test_ece_after']:.3f}"
+        parts.append(f"{head} T {c['temperature']:.2f} ({c['reason']}{ece})")
+    return "; ".join(parts)
 
 
 def _warnings(metadata: dict, fold: int, data) -> list[str]:

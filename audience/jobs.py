@@ -6,6 +6,11 @@ reports through `on_event`; this module turns the events into a progress line, a
 per-epoch curve points. Stopping sets the trainer's stop Event, so the run ends after the current
 batch with valid files. No gradio here: the Train tab polls `job_status()`.
 
+Threads: the job trains in a thread of the server process, and torch's intra-op thread count is
+per process. On the CPU, cross_validate sets it to (cores - loader workers) for the run and puts
+the previous value back when the run ends, however it ends; predictions served meanwhile run on
+those same threads next to the training and are slower until it ends, then back to normal.
+
 A job is refused (AudienceError, nothing started) on a public deployment without
 AUDIENCE_ALLOW_TRAINING=1 (`training_allowed`), for a data root outside settings.allowed_data_dirs(),
 and while another job runs.

@@ -21,6 +21,8 @@ import os
 import re
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -219,3 +221,59 @@ def list_runs(runs_dir: str | Path, details: bool = False) -> list[RunInfo]:
             except (OSError, AudienceError) as error:  # e.g. a folder removed while listing
                 runs.append(RunInfo(path=child, run_id=child.name, errors=[f"cannot be read ({error})"]))
     return sorted(runs, key=lambda run: run.run_id, reverse=True)
+
+
+class RunEmitter:
+    """Stamps training events, writes their message to train.log, keeps status.json current, forwards them.
+
+    It can start before the run folder exists (data checks and the image cache come first, so that a
+    run that cannot start leaves no folder): messages wait in `pending` until `attach(run_dir)`
+    writes them to train.log, so train.log still holds every message in order.
+    """
+
+    def __init__(self, on_event: Callable[[dict], None] | None, folds: list[int], device: str):
+        self.run_dir: Path | None = None
+        self.on_event, self.folds, self.device = on_event, folds, device
+        self.fold_index = 0
+        self.pending: list[str] = []
+        self.status = {"state": "running", "run_id": None, "folds": folds, "fold": None, "epoch": 0,
+                       "device": device, "started": now_iso(), "ended": None, "message": "", **host_and_pid()}
+
+    def attach(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.status["run_id"] = self.run_dir.name
+        lines, self.pending = self.pending, []
+        for line in lines:
+            self.write_log(line)
+        self.set_status()
+
+    def write_log(self, text: str) -> None:
+        if self.run_dir is None:
+            self.pending.append(text)
+            return
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
+            log.write(text.rstrip("\n") + "\n")
+
+    def set_status(self, **changes) -> None:
+        self.status.update(changes, updated=now_iso())
+        if self.run_dir is not None:
+            write_json_atomic(self.run_dir / "status.json", self.status)
+
+    def __call__(self, event: dict) -> None:
+        event = {**event, "time": time.time()}
+        kind = event["type"]
+        if "fold_eta_s" in event:
+            remaining_folds = len(self.folds) - self.fold_index - 1
+            per_step = event.get("seconds_per_step")
+            steps = self.status.get("steps") or 0
+            event["eta_s"] = (event["fold_eta_s"] + remaining_folds * per_step * steps * self.status.get("epochs", 0)
+                              if per_step else None)
+        if kind == "fold_start":
+            self.fold_index = self.folds.index(event["fold"])
+            self.set_status(fold=event["fold"], epoch=event["epoch"], epochs=event["epochs"], steps=event["steps"])
+        elif kind == "epoch":
+            self.set_status(epoch=event["epoch"], message=event["message"])
+        if kind != "batch" and event.get("message"):
+            self.write_log(event["message"])
+        if self.on_event is not None:
+            self.on_event(event)

@@ -7,8 +7,11 @@ Event schema (plain dicts; every event has "type"; every event except "batch" ha
 human line that the CLI prints and train.log records; cross_validate adds "time" (epoch seconds)
 to all and "eta_s" (seconds left in the whole run, None until measurable) to batch and epoch):
 
+    log         a free line: cache progress, warnings (unreadable images: one line with a count and a
+                few examples; CPU; leaky protocol). Cache lines come before run_start: the data are
+                checked and cached before the run folder is made, so a run that cannot start (bad
+                split, no readable image) raises AudienceError and leaves no folder.
     run_start   run_dir, run_id, folds (list of test folds), epochs, device, resumed (bool), leaky (bool)
-    log         a free line: warnings (CPU, leaky protocol, unreadable images), cache progress
     fold_start  fold, epoch (epochs already done: >0 when resuming), epochs, steps (batches per epoch),
                 sizes {"train","val","test"}
     batch       fold, epoch, epochs, step, steps, loss, lr, images_per_s, seconds_per_step,
@@ -16,11 +19,15 @@ to all and "eta_s" (seconds left in the whole run, None until measurable) to bat
     epoch       fold, epoch, epochs, loss (train), lr, images_per_s, best (bool), eta_s, fold_eta_s,
                 metrics {epoch, train_loss, val_loss, val_age_exact, val_age_one_off, val_gender_acc,
                          val_gender_acc_fm, lr, images_per_s, seconds} (the metrics.csv row)
-    fold_end    fold, best_epoch, temperature {head: T}, metrics {age_exact, age_one_off, age_f1,
-                age_ece, gender_acc, gender_acc_fm, gender_f1, gender_ece, *_ece_uncalibrated} (test)
+    fold_end    fold, best_epoch, temperature {head: T}, calibration {head: {temperature, applied, reason}}
+                (metrics.choose_temperature: T = 1 when validation is too small or the fit does not
+                help), metrics {age_exact, age_one_off, age_f1, age_ece, gender_acc, gender_acc_fm,
+                gender_f1, gender_ece, *_ece_uncalibrated} (test)
     stopped     run_dir, fold, epoch (last completed), resume (the command that continues it)
     run_end     run_dir, summary (the cv_summary.json content)
-    error       run_dir, message (the run is marked failed; cross_validate then raises AudienceError)
+    error       run_dir, message (the run is marked failed; cross_validate then raises AudienceError).
+                Any other exception (a bug) marks the run failed, appends its traceback to train.log
+                and propagates.
 
 Accuracies are fractions (0-1). A stop Event set by the caller ends the run after the current
 batch; `resume(run_dir)` (or cross_validate(..., resume=run_dir)) continues at the fold and epoch
@@ -32,21 +39,21 @@ from __future__ import annotations
 
 import os
 import threading
-import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from audience import settings
-from audience.cache import ImageCache, build_image_cache, cache_size_for
+from audience.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
 from audience.data import AdienceData, read_adience
 from audience.errors import AudienceError
 from audience.fit import FoldResult, fit, read_resume_state
 from audience.loop import LossNotFinite, describe_device, resolve_device
 from audience.metrics import summarize_folds
 from audience.models import ARCHS, build_model, count_flops, count_params, model_data_config
-from audience.runs import create_run_dir, fold_dir, host_and_pid, now_iso, write_json_atomic
+from audience.runs import RunEmitter, create_run_dir, fold_dir, now_iso, write_json_atomic
 from audience.splits import make_split
 from audience.train_config import DEMO_DATA, TrainConfig
 
@@ -87,43 +94,28 @@ def build_cache_for(config: TrainConfig, data: AdienceData, emit: Callable[[dict
     if cache.decoded:
         emit({"type": "log", "message": f"image cache built: {cache.decoded} images in {cache.seconds:.1f} s "
                                         f"({cache.array_path})"})
-    for path, problem in cache.failed.items():
-        emit({"type": "log", "message": f"warning: skipped unreadable image {problem or path}"})
+    warning = describe_unreadable(cache)
+    if warning:
+        emit({"type": "log", "message": f"warning: {warning}"})
     return cache
 
 
-class _RunEmitter:
-    """Stamps events, writes their message to train.log, keeps status.json current, forwards them."""
-
-    def __init__(self, run_dir: Path, on_event: Callable[[dict], None] | None, folds: list[int], device: str):
-        self.run_dir, self.on_event, self.folds, self.device = run_dir, on_event, folds, device
-        self.fold_index = 0
-        self.status = {"state": "running", "run_id": run_dir.name, "folds": folds, "fold": None, "epoch": 0,
-                       "device": device, "started": now_iso(), "ended": None, "message": "", **host_and_pid()}
-
-    def set_status(self, **changes) -> None:
-        self.status.update(changes, updated=now_iso())
-        write_json_atomic(self.run_dir / "status.json", self.status)
-
-    def __call__(self, event: dict) -> None:
-        event = {**event, "time": time.time()}
-        kind = event["type"]
-        if "fold_eta_s" in event:
-            remaining_folds = len(self.folds) - self.fold_index - 1
-            per_step = event.get("seconds_per_step")
-            steps = self.status.get("steps") or 0
-            event["eta_s"] = (event["fold_eta_s"] + remaining_folds * per_step * steps * self.status.get("epochs", 0)
-                              if per_step else None)
-        if kind == "fold_start":
-            self.fold_index = self.folds.index(event["fold"])
-            self.set_status(fold=event["fold"], epoch=event["epoch"], epochs=event["epochs"], steps=event["steps"])
-        elif kind == "epoch":
-            self.set_status(epoch=event["epoch"], message=event["message"])
-        if kind != "batch" and event.get("message"):
-            with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
-                log.write(event["message"].rstrip("\n") + "\n")
-        if self.on_event is not None:
-            self.on_event(event)
+def check_readable(data: AdienceData, splits: dict, cache: ImageCache) -> None:
+    """AudienceError when a fold has too few readable images to train and test on."""
+    rows = cache.rows_of(data.faces["path"].astype(str).tolist())
+    for fold, split in splits.items():
+        for name in ("train", "val", "test"):
+            index = getattr(split, name)
+            kept = int((rows[index] >= 0).sum())
+            if kept >= (2 if name == "train" else 1):
+                continue
+            if not (rows >= 0).any():
+                why = (f"none of the {len(cache.paths)} images of {data.root} could be read, e.g. "
+                       f"{next(iter(cache.failed.values()), 'no image').rstrip('.')}; check the image folder")
+            else:
+                why = f"{len(index) - kept} of its {len(index)} {name} images could not be read"
+            raise AudienceError(f"Fold {fold} has {kept} readable {name} image(s), too few to train and test: "
+                                f"{why}.")
 
 
 def _write_summary(run_dir: Path, config: TrainConfig, data: AdienceData, results: dict[int, dict],
@@ -146,7 +138,7 @@ def _model_size(config: TrainConfig) -> dict:
     return {"params": count_params(model), "flops": count_flops(model, config.image_size)}
 
 
-def _announce(emit: _RunEmitter, config: TrainConfig, data: AdienceData, device, resumed: bool) -> None:
+def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, resumed: bool) -> None:
     leaky = config.protocol == "random"
     folds = emit.folds
     emit({"type": "run_start", "run_dir": str(emit.run_dir), "run_id": emit.run_dir.name, "folds": folds,
@@ -162,10 +154,10 @@ def _announce(emit: _RunEmitter, config: TrainConfig, data: AdienceData, device,
                                         "in training and test, so its accuracies are inflated (leaky)"})
 
 
-def _train_folds(config: TrainConfig, data: AdienceData, emit: _RunEmitter, stop, model_size: dict) -> dict | None:
+def _train_folds(config: TrainConfig, data: AdienceData, emit: RunEmitter, stop, model_size: dict,
+                 cache: ImageCache) -> dict | None:
     """Train every fold not finished yet; the summary, or None when stopped."""
     run_dir = emit.run_dir
-    cache = build_cache_for(config, data, emit)
     extra = {**model_size, "device": emit.device, "run_id": run_dir.name}
     results: dict[int, dict] = {}
     for fold in emit.folds:
@@ -191,9 +183,11 @@ def cross_validate(
 ) -> Path:
     """Train config.folds into a new run folder (or continue the run folder `resume`); return its path.
 
-    With `resume`, the run's saved config.json is used (the `config` argument is ignored). A stop
-    leaves status "stopped" and returns normally; a NaN/inf loss or bad input marks the run failed
-    and raises AudienceError.
+    With `resume`, the run's saved config.json is used (the `config` argument is ignored). A run
+    that cannot start (bad settings, a fold that cannot be split, too few readable images) raises
+    AudienceError before its folder is made. A stop leaves status "stopped" and returns normally; a
+    NaN/inf loss or bad input met while training marks the run failed and raises AudienceError; any
+    other exception marks it failed, appends its traceback to train.log and propagates.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -202,22 +196,27 @@ def cross_validate(
     data = read_data(config)
     config = resolve_config(config, data)
     folds = config.fold_list()
-    for fold in folds:  # fail before any training when a fold cannot be split
-        make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
+    # Everything that can refuse the run comes before its folder exists: a run that cannot start leaves none.
+    splits = {fold: make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
+              for fold in folds}
     device = resolve_device(config.device)
     model_size = _model_size(config)
+    emit = RunEmitter(on_event, folds, describe_device(device))
+    cache = build_cache_for(config, data, emit)
+    check_readable(data, splits, cache)
     if resume is None:
         run_dir = create_run_dir(config.out or settings.runs_dir(), config)
         write_json_atomic(run_dir / "config.json", config.to_dict())
-    emit = _RunEmitter(run_dir, on_event, folds, describe_device(device))
-    emit.set_status()
+    emit.attach(run_dir)
     _announce(emit, config, data, device, resume is not None)
+    # torch's thread count belongs to the whole process (in the app, predictions share it): set for the
+    # run, restored after it whatever happens.
     threads = torch.get_num_threads()
-    if device.type == "cpu":
-        # The loader's worker processes need cores too; more compute threads than free cores thrash.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.default_workers(device.type)))
     try:
-        summary = _train_folds(config, data, emit, stop, model_size)
+        if device.type == "cpu":
+            # The loader's worker processes need cores too; more compute threads than free cores thrash.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.default_workers(device.type)))
+        summary = _train_folds(config, data, emit, stop, model_size, cache)
     except (AudienceError, LossNotFinite) as error:
         message = str(error)
         if isinstance(error, LossNotFinite):
@@ -228,6 +227,8 @@ def cross_validate(
         raise AudienceError(message) from None
     except BaseException as error:
         emit.set_status(state="failed", ended=now_iso(), message=f"{type(error).__name__}: {error}")
+        if not isinstance(error, KeyboardInterrupt):  # a bug: its traceback is for whoever reports it
+            emit.write_log("internal error:\n" + traceback.format_exc())
         raise
     finally:
         torch.set_num_threads(threads)

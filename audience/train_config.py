@@ -23,6 +23,12 @@ from audience.transforms import AUGMENT_STRENGTHS
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
 DEMO_DATA = "demo"
+# The demo recipe (the Train tab's demo preset and the learnability test): on the default demo data it
+# clearly learns fold 0 (test age exact 0.53-0.68, 1-off 0.91-0.96, gender f/m 0.89-0.94 over seeds
+# 0-5) in about 20 s of training on an idle 2-core CPU. The tiny net from scratch takes the high peak
+# rate (at 3e-3: age 0.53-0.56, 1-off 0.87); light augmentation lowered accuracy within 15 epochs.
+DEMO_RECIPE: dict = {"data": DEMO_DATA, "arch": "tiny", "folds": "0", "epochs": 15, "batch_size": 16, "lr": 1e-2,
+                     "image_size": 64, "augment": "none", "drop_rate": 0.0, "workers": 0}
 
 
 def _setting(default, help: str, choices: tuple | None = None, flags: tuple[str, ...] = (), minimum=None):

@@ -28,7 +28,7 @@ from audience.errors import AudienceError
 AUGMENT_STRENGTHS: tuple[str, ...] = ("none", "light", "default")
 
 # Train crops come from a square slightly larger than the input, as ImageNet-style training does (224 of 256).
-_TRAIN_MARGIN = 256 / 224
+TRAIN_MARGIN = 256 / 224
 
 
 class ImageTransform:
@@ -104,9 +104,9 @@ def _augmentations(size: int, strength: str) -> list:
     crop = A.RandomResizedCrop(size=(size, size), scale=(0.7, 1.0), ratio=(0.9, 1.1), area_for_downscale="image")
     flip = A.HorizontalFlip(p=0.5)  # never vertical: faces are upright
     if strength == "light":
-        return [*_square(round(size * _TRAIN_MARGIN)), crop, flip]
+        return [*_square(round(size * TRAIN_MARGIN)), crop, flip]
     return [
-        *_square(round(size * _TRAIN_MARGIN)),
+        *_square(round(size * TRAIN_MARGIN)),
         crop,
         flip,
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15), fill=0, p=0.5),

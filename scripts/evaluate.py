@@ -4,13 +4,17 @@
     python scripts/evaluate.py checkpoints/model.json --data demo --fold 0 --json
 
 The label policy and image folder default to the ones the checkpoint was trained with.
+Exit status: 0 done, 2 a problem with the input (one `error:` sentence), 1 an internal error (one
+line; the traceback on stderr with --debug or AUDIENCE_DEBUG=1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an internal error to stderr (also AUDIENCE_DEBUG=1)")
     return parser
 
 
@@ -77,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except AudienceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 - a bug: one line for the user, the traceback with --debug
+        if args.debug or os.environ.get("AUDIENCE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+            traceback.print_exc(file=sys.stderr)
+        text = " ".join(str(error).split())[:200]
+        print(f"error: internal error ({type(error).__name__}: {text}); run again with --debug to see the traceback",
+              file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
 

@@ -1,6 +1,6 @@
 """Write the synthetic demo dataset (procedurally drawn faces in the Adience layout) to a folder.
 
-    python scripts/make_demo_data.py --out data/demo [--seed 0] [--subjects 120] [--overwrite]
+    python scripts/make_demo_data.py --out data/demo [--seed 0] [--subjects 250] [--overwrite]
 """
 
 from __future__ import annotations

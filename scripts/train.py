@@ -6,14 +6,20 @@
 
 Every setting of audience.train_config.TrainConfig is a flag (see --help). Ctrl-C stops after the
 current batch, keeping the files of the last completed epoch; a second Ctrl-C aborts.
+
+Exit status: 0 done, 130 stopped or aborted, 2 a problem with the input (one `error:` sentence),
+1 an internal error (one line; the traceback is in the run's train.log, and on stderr with --debug
+or AUDIENCE_DEBUG=1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run with its saved settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary lines")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an internal error to stderr (also AUDIENCE_DEBUG=1)")
     add_config_arguments(parser)
     return parser
 
@@ -38,6 +46,7 @@ class _Progress:
 
     def __init__(self, quiet: bool):
         self.quiet, self.bar = quiet, None
+        self.run_dir: str | None = None  # known from run_start on, for pointing at its train.log
 
     def _close(self) -> None:
         if self.bar is not None:
@@ -47,6 +56,7 @@ class _Progress:
     def __call__(self, event: dict) -> None:
         from tqdm import tqdm
 
+        self.run_dir = event.get("run_dir") or self.run_dir
         if event["type"] == "batch":
             if self.quiet:
                 return
@@ -63,10 +73,21 @@ class _Progress:
             tqdm.write(event["message"])
 
 
+def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> str:
+    """The one line printed for an unexpected exception (the traceback goes to stderr first when debugging)."""
+    debug = debug or os.environ.get("AUDIENCE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    text = " ".join(str(error).split())[:200]
+    where = f"details in {Path(run_dir) / 'train.log'}" if run_dir and (Path(run_dir) / "train.log").is_file() \
+        else "run again with --debug to see the traceback"
+    return f"error: internal error ({type(error).__name__}: {text}); {where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug")}
     if args.resume and settings:
         flags = ", ".join("--" + name.replace("_", "-") for name in settings)
         parser.error(f"--resume uses the run's saved settings; drop {flags}")
@@ -98,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         progress._close()
         print("error: aborted; the files of the last completed epoch are kept.", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - a bug: one line for the user, the traceback for a report
+        progress._close()
+        run_dir = progress.run_dir or args.resume
+        print(internal_error_line(error, args.debug, run_dir), file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, previous)
     print(f"run folder: {run_dir}")

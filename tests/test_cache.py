@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from audience import cache as cache_module
-from audience.cache import CachedFaces, build_image_cache, cache_size_for, decode_face
+from audience.cache import CachedFaces, build_image_cache, cache_size_for, decode_face, describe_unreadable
 from audience.data import read_adience
 from audience.errors import AudienceError
 from audience.models import model_data_config
@@ -64,6 +64,11 @@ def test_unreadable_images_are_skipped_and_listed(demo_paths, tmp_path):
     assert all(str(broken) in problem or "not a readable image" in problem for problem in cache.failed.values())
     rows = cache.rows_of(paths)
     assert (rows[:5] >= 0).all() and (rows[5:] == -1).all()
+    sentence = describe_unreadable(cache, examples=2)  # a count and a few examples, not a line per image
+    assert sentence.startswith("3 of 8 images could not be read and are left out: ") and "; and 1 more" in sentence
+    assert sum(path in sentence for path in map(str, (broken, truncated, tmp_path / "missing.jpg"))) == 2
+    assert str(cache.array_path.with_suffix(".json")) in sentence and "\n" not in sentence
+    assert describe_unreadable(build_image_cache(paths[:5], 32, cache_dir=tmp_path / "cache")) is None
     with pytest.raises(AudienceError, match="not a readable image"):
         decode_face(broken, 32)
 

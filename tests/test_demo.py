@@ -13,7 +13,7 @@ from PIL import Image
 
 from audience import settings
 from audience.data import DEMO_MARKER, FOLD_COLUMNS, N_FOLDS, fold_file, read_adience
-from audience.demo import DEMO_VERSION, GENERATOR, ensure_demo_dataset, make_demo_dataset
+from audience.demo import DEFAULT_SUBJECTS, DEMO_VERSION, GENERATOR, ensure_demo_dataset, make_demo_dataset
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, CANONICAL_AGES, NO_CLASS
 
@@ -40,10 +40,10 @@ def test_reads_as_a_synthetic_adience_root(demo):
     assert sorted(demo.faces["fold"].unique()) == list(range(N_FOLDS))
 
 
-def test_size_is_a_few_hundred_images_of_100_to_150_subjects(demo):
+def test_size_is_about_a_thousand_images_of_250_subjects(demo):
     faces = demo.faces
-    assert 400 <= len(faces) <= 600
-    assert 100 <= faces["subject"].nunique() <= 150
+    assert 800 <= len(faces) <= 1200
+    assert faces["subject"].nunique() == DEFAULT_SUBJECTS == 250
     per_subject = faces.groupby("subject").size()
     assert per_subject.min() >= 2 and per_subject.max() <= 6
     per_album = faces.groupby("user_id")["face_id"].nunique()

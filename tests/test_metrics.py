@@ -10,9 +10,13 @@ import torch
 from scipy.special import log_softmax
 
 from audience.metrics import (
+    MIN_CALIBRATION_ROWS,
+    TEMPERATURE_RANGE,
+    choose_temperature,
     compute_metrics,
     expected_calibration_error,
     fit_temperature,
+    negative_log_likelihood,
     softmax_with_temperature,
     summarize_folds,
 )
@@ -145,6 +149,37 @@ def test_fit_temperature_ignores_unlabelled_rows_and_defaults_to_one():
     assert fit_temperature(logits[:3], np.full(3, -1)) == 1.0
     temperature = fit_temperature(torch.tensor(logits * 2), torch.tensor(true))
     assert 1.7 < temperature < 2.3
+
+
+def test_fit_temperature_stays_within_the_allowed_range():
+    logits, true = calibrated_logits(n=2000, seed=2)
+    assert fit_temperature(logits * 20, true) == pytest.approx(TEMPERATURE_RANGE[1], rel=1e-3)  # unbounded: 20
+    assert fit_temperature(logits / 10, true) == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-3)  # unbounded: 0.1
+
+
+def test_choose_temperature_skips_a_small_validation_set():
+    # The bug: 40 validation rows of a barely trained model gave T = 0.11 and a worse test ECE.
+    logits, true = calibrated_logits(n=4000, seed=3)
+    small = choose_temperature(logits[:40] / 5, true[:40])
+    assert small["temperature"] == 1.0 and small["applied"] is False and small["val_rows"] == 40
+    assert small["reason"] == f"skipped: 40 labelled validation rows, fewer than {MIN_CALIBRATION_ROWS}"
+    unlabelled = np.concatenate([true[:60], np.full(100, -1)])
+    assert choose_temperature(logits[:160], unlabelled)["val_rows"] == 60  # only labelled rows count
+
+
+def test_choose_temperature_fits_a_large_validation_set_and_never_raises_its_nll():
+    logits, true = calibrated_logits(n=4000, seed=4)
+    val, test = slice(0, 1000), slice(1000, None)
+    choice = choose_temperature(logits[val] * 2, true[val])  # overconfident by 2
+    assert choice["applied"] is True and choice["temperature"] == pytest.approx(2.0, rel=0.15)
+    assert choice["val_nll_after"] < choice["val_nll_before"]
+    assert choice["val_nll_before"] == pytest.approx(negative_log_likelihood(logits[val] * 2, true[val]))
+    before = expected_calibration_error(softmax_with_temperature(logits[test] * 2, 1.0), true[test])
+    after = expected_calibration_error(softmax_with_temperature(logits[test] * 2, choice["temperature"]), true[test])
+    assert after < before  # it helps held-out rows too
+    # Already calibrated: the fit cannot lower the NLL (enough), and T stays 1.
+    flat = choose_temperature(np.zeros((200, 8)), np.arange(200) % 8)
+    assert flat["temperature"] == 1.0 and flat["applied"] is False and "did not lower" in flat["reason"]
 
 
 def test_softmax_with_temperature_keeps_the_type_and_flattens():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from audience.errors import AudienceError
-from audience.runs import METRICS_COLUMNS, create_run_dir, list_runs, read_run, write_json_atomic
+from audience.runs import METRICS_COLUMNS, RunEmitter, create_run_dir, list_runs, read_run, write_json_atomic
 from audience.train import TrainConfig
 
 
@@ -85,3 +85,19 @@ def test_a_running_run_whose_process_is_gone_reads_as_interrupted(tmp_path):
     dead_pid = int(finished.stdout)
     assert read_run(_fake_run(tmp_path / "gone", state="running", pid=dead_pid)).state == "interrupted"
     assert read_run(_fake_run(tmp_path / "alive", state="running")).state == "running"
+
+
+def test_the_emitter_keeps_early_messages_until_the_run_folder_exists(tmp_path):
+    seen = []
+    emit = RunEmitter(seen.append, folds=[0], device="cpu")
+    emit({"type": "log", "message": "caching images: 10/10"})
+    assert seen[0]["message"] == "caching images: 10/10" and "time" in seen[0]  # forwarded at once
+    run_dir = tmp_path / "20260101-000000-tiny-folds"
+    run_dir.mkdir()
+    assert not any(run_dir.iterdir())  # nothing is written before the folder is attached
+    emit.attach(run_dir)
+    emit({"type": "run_start", "message": "starting run"})
+    emit({"type": "batch", "fold": 0, "step": 1})  # batches have no line
+    assert (run_dir / "train.log").read_text().splitlines() == ["caching images: 10/10", "starting run"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "running" and status["run_id"] == run_dir.name

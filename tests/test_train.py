@@ -1,10 +1,15 @@
-"""Training: the config, the schedule and loss, a learnable demo run, run files, stop, resume, NaN."""
+"""Training: the config, the schedule and loss, a learnable demo run, run files, stop, resume, NaN.
+
+The mechanics run on a 60-subject demo (about a quarter of the default) at 32 px with a few batches;
+only the learnability test trains the app's demo preset (DEMO_RECIPE) on the default demo data.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import threading
 
@@ -17,21 +22,27 @@ from audience import loop
 from audience.cache import CachedFaces, build_image_cache, cache_size_for
 from audience.checkpoint import load_checkpoint
 from audience.data import read_adience
+from audience.demo import make_demo_dataset
 from audience.errors import AudienceError
 from audience.models import model_data_config
 from audience.runs import METRICS_COLUMNS, read_run
 from audience.train import TrainConfig, cross_validate, resume
-from audience.train_config import add_config_arguments, config_from_args
+from audience.train_config import DEMO_RECIPE, add_config_arguments, config_from_args
 from audience.transforms import build_train_transform
 
 SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
 
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    """A 60-subject demo dataset (the smallest allowed): every fold, class and kind of label noise, few images."""
+    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
+
+
 def tiny_config(root, tmp_path, **changes) -> TrainConfig:
-    """A quick run: tiny arch at 32 px, 3 batches per epoch, one loader worker (persistent workers are the
-    path where resuming must not disturb the random streams)."""
+    """A quick run: tiny arch at 32 px, 3 batches per epoch, no loader worker."""
     values = {"data": str(root), "arch": "tiny", "folds": "0", "epochs": 2, "batch_size": 16, "image_size": 32,
-              "workers": 1, "max_train_batches": 3, "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")}
+              "workers": 0, "max_train_batches": 3, "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")}
     return TrainConfig.from_dict({**values, **changes})
 
 
@@ -102,15 +113,14 @@ def test_loss_ignores_missing_labels_and_never_returns_nan():
     assert loop.task_loss(logits, age, torch.tensor([1, 2, 0, 1]), config).item() == pytest.approx(expected)
 
 
-@pytest.mark.slow
-def test_augmented_batches_do_not_depend_on_the_number_of_workers(demo_root, tmp_path):
-    faces = read_adience(demo_root).faces.head(24)
+def test_augmented_batches_do_not_depend_on_the_number_of_workers(small_root, tmp_path):
+    faces = read_adience(small_root).faces.head(24)
     cache = build_image_cache(faces["path"].tolist(), cache_size_for(32), cache_dir=tmp_path)
     config = model_data_config("tiny")
     dataset = CachedFaces(cache, cache.rows_of(faces["path"].tolist()), faces["age_class"].to_numpy(),
                           faces["gender_class"].to_numpy(), build_train_transform(32, config["mean"], config["std"]))
     batches = []
-    for workers in (0, 2):
+    for workers in (0, 1):  # one worker already takes the other path (a forked process, its own memmap)
         loader = loop.make_loader(dataset, 8, torch.device("cpu"), workers, train=True, persistent=False)
         loader.sampler.set_seed(loop.epoch_seed(0, 0, 1))
         batches.append([images for images, _, _ in loader])
@@ -123,30 +133,49 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers(demo_root, tmp
 
 @pytest.fixture(scope="module")
 def learned_run(demo_root, tmp_path_factory):
-    """A short tiny-arch run on fold 0 of the demo data (no batch limit)."""
+    """The Train tab's demo preset (DEMO_RECIPE) on fold 0 of the default demo data, as a user runs it.
+
+    torch's thread count is set to 1 before and recorded at the first batch and after the run.
+    """
     tmp = tmp_path_factory.mktemp("learned")
-    config = tiny_config(demo_root, tmp, epochs=15, lr=3e-3, augment="none", drop_rate=0.0, max_train_batches=None,
-                         image_size=None)
+    config = TrainConfig.from_dict({**DEMO_RECIPE, "data": str(demo_root), "out": str(tmp / "runs"),
+                                    "cache_dir": str(tmp / "cache")})
     events: list[dict] = []
-    return cross_validate(config, on_event=events.append), events
+    threads = {}
+
+    def record(event):
+        events.append(event)
+        if event["type"] == "batch":
+            threads.setdefault("during", torch.get_num_threads())
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = cross_validate(config, on_event=record)
+        threads["after"] = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(original)
+    return run_dir, events, config, threads
 
 
 @pytest.mark.slow
-def test_a_short_run_learns_the_demo_data(learned_run, demo_root):
-    run_dir, _ = learned_run
+def test_the_demo_preset_clearly_learns_the_demo_data(learned_run, demo_root):
+    run_dir, _, _, _ = learned_run
     summary = json.loads((run_dir / "cv_summary.json").read_text())
     faces = read_adience(demo_root).faces
     test = faces[faces["fold"] == 0]
-    gender_majority = test["gender_class"][test["gender_class"] >= 0].value_counts(normalize=True).max()
     fm = test["gender_class"][test["gender_class"].isin([0, 1])]
-    assert summary["age_exact"]["mean"] > 0.3  # chance 0.125
-    assert summary["age_one_off"]["mean"] > 0.6
-    assert summary["gender_acc"]["mean"] > gender_majority
-    assert summary["gender_acc_fm"]["mean"] > fm.value_counts(normalize=True).max()
+    assert fm.value_counts(normalize=True).max() < 0.65  # so that 0.75 f/m is well above the majority
+    # Seeds 0-5 of this recipe reached age 0.53-0.68 (chance 0.125), 1-off 0.91+, f/m 0.89+: wide margins.
+    assert summary["age_exact"]["mean"] >= 0.35
+    assert summary["age_one_off"]["mean"] >= 0.7
+    assert summary["gender_acc_fm"]["mean"] >= 0.75
+    assert summary["train_seconds"] > 0  # about 20 s on an idle 2-core CPU (not asserted: load varies)
 
 
 def test_a_run_folder_holds_every_documented_file(learned_run):
-    run_dir, events = learned_run
+    run_dir, events, config, _ = learned_run
+    epochs_run = config.epochs
     fold = run_dir / "fold0"
     for name in ("config.json", "status.json", "train.log", "cv_summary.json"):
         assert (run_dir / name).is_file(), name
@@ -154,36 +183,54 @@ def test_a_run_folder_holds_every_documented_file(learned_run):
                  "test_metrics.json"):
         assert (fold / name).is_file(), name
     epochs = pd.read_csv(fold / "metrics.csv")
-    assert tuple(epochs.columns) == METRICS_COLUMNS and epochs["epoch"].tolist() == list(range(1, 16))
+    assert tuple(epochs.columns) == METRICS_COLUMNS and epochs["epoch"].tolist() == list(range(1, epochs_run + 1))
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "finished" and status["device"].startswith("cpu")
     summary = json.loads((run_dir / "cv_summary.json").read_text())
     for key in SUMMARY_KEYS:
         assert set(summary[key]) == {"mean", "std", "per_fold"} and 0 <= summary[key]["per_fold"]["0"] <= 1
     assert summary["leaky"] is False and summary["synthetic"] is True and summary["folds_done"] == [0]
-    assert summary["params"] > 0 and summary["flops"] > 0 and summary["image_size"] == 64
+    assert summary["params"] > 0 and summary["flops"] > 0 and summary["image_size"] == config.image_size
     model, _, best = load_checkpoint(fold / "best")
     assert best["metrics_on"] == "test" and best["epoch"] == best["selected_epoch"]
     assert best["metrics"]["age_exact"] == pytest.approx(summary["age_exact"]["mean"])
     assert set(best["temperature"]) == {"age", "gender"} and best["dataset"]["synthetic"] is True
-    scores = epochs["val_age_exact"].tolist()
-    assert best["epoch"] == scores.index(max(scores)) + 1  # best validation age accuracy, ties to the earlier
+    scores = (epochs["val_age_exact"] + epochs["val_gender_acc"]).tolist()
+    assert best["epoch"] == scores.index(max(scores)) + 1  # best validation age + gender accuracy, ties to the earlier
     test = json.loads((fold / "test_metrics.json").read_text())
-    assert set(test["calibration"]["age"]) >= {"temperature", "test_ece_before", "test_ece_after"}
+    for head in ("age", "gender"):
+        calibration = test["calibration"][head]
+        assert set(calibration) >= {"temperature", "applied", "reason", "val_rows", "test_ece_before",
+                                    "test_ece_after"}
+        assert calibration["temperature"] == best["temperature"][head]
+        if not calibration["applied"]:  # the demo's validation set is below MIN_CALIBRATION_ROWS
+            assert calibration["temperature"] == 1.0 and calibration["reason"].startswith("skipped")
+            assert calibration["test_ece_after"] == pytest.approx(calibration["test_ece_before"])
     assert len(test["metrics"]["age_confusion"]) == 8
     log = (run_dir / "train.log").read_text()
     messages = [e["message"] for e in events if e["type"] != "batch"]
     assert log.splitlines() == [line for m in messages for line in m.splitlines()]
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and kinds.count("epoch") == 15
+    # the data are cached (log lines) before the run folder exists; then run_start
+    assert set(kinds[:kinds.index("run_start")]) <= {"log"} and kinds[-1] == "run_end"
+    assert kinds.count("epoch") == epochs_run
+    fold_end = next(e for e in events if e["type"] == "fold_end")
+    assert "calibration: age T" in fold_end["message"] and set(fold_end["calibration"]) == {"age", "gender"}
     batch = next(e for e in events if e["type"] == "batch")
     assert {"fold", "epoch", "epochs", "step", "steps", "loss", "lr", "images_per_s", "eta_s"} <= set(batch)
     assert read_run(run_dir).state == "finished"
 
 
+def test_the_run_restores_the_torch_thread_count(learned_run):
+    _, _, config, threads = learned_run
+    assert threads["during"] == max(1, (os.cpu_count() or 1) - config.default_workers("cpu"))
+    assert threads["after"] == 1  # what it was before the run, not the run's own count
+
+
 @pytest.mark.slow
-def test_a_stopped_run_resumes_to_the_same_result(demo_root, tmp_path):
-    config = tiny_config(demo_root, tmp_path, folds="0,1", epochs=2)
+def test_a_stopped_run_resumes_to_the_same_result(small_root, tmp_path):
+    # One persistent loader worker: the path where resuming must not disturb the random streams.
+    config = tiny_config(small_root, tmp_path, folds="0,1", epochs=2, workers=1)
     straight = cross_validate(config.replace(run_name="straight"))
 
     stop = threading.Event()
@@ -213,7 +260,7 @@ def test_a_stopped_run_resumes_to_the_same_result(demo_root, tmp_path):
         assert np.allclose(ours[columns].to_numpy(), theirs[columns].to_numpy(), atol=1e-6, rtol=0)
 
 
-def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(demo_root, tmp_path, monkeypatch):
+def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(small_root, tmp_path, monkeypatch):
     real_loss, calls = loop.task_loss, []
 
     def loss_that_explodes(outputs, age, gender, config):
@@ -227,7 +274,7 @@ def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(demo_root,
     monkeypatch.setattr(loop, "task_loss", loss_that_explodes)
     events = []
     with pytest.raises(AudienceError, match="loss became nan at batch 1.*lower --lr"):
-        cross_validate(tiny_config(demo_root, tmp_path), on_event=events.append)
+        cross_validate(tiny_config(small_root, tmp_path), on_event=events.append)
     run_dir = next((tmp_path / "runs").iterdir())
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "nan" in status["message"]
@@ -236,16 +283,18 @@ def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(demo_root,
     assert len(pd.read_csv(run_dir / "fold0" / "metrics.csv")) == 1
 
 
-def test_training_runs_on_data_with_an_unreadable_image(demo_root, tmp_path):
+def test_training_runs_on_data_with_an_unreadable_image(small_root, tmp_path):
     root = tmp_path / "data"
-    shutil.copytree(demo_root, root)
+    shutil.copytree(small_root, root)
     faces = read_adience(root).faces
     victim = faces[faces["fold"] == 0]["path"].iloc[0]
     with open(victim, "wb") as file:
         file.write(b"garbage, not a JPEG")
     events = []
     run_dir = cross_validate(tiny_config(root, tmp_path, epochs=1, max_train_batches=1), on_event=events.append)
-    assert any("skipped unreadable image" in e.get("message", "") and victim in e["message"] for e in events)
+    warnings = [e["message"] for e in events if e["type"] == "log" and e["message"].startswith("warning: 1 of")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: 1 of {len(faces)} images could not be read")
+    assert victim in warnings[0]
     assert any("1 test image(s) could not be read" in e.get("message", "") for e in events)
     test = json.loads((run_dir / "fold0" / "test_metrics.json").read_text())
     assert test["sizes"]["test"] == len(faces[faces["fold"] == 0]) - 1 - (
@@ -253,11 +302,49 @@ def test_training_runs_on_data_with_an_unreadable_image(demo_root, tmp_path):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
 
+def test_a_root_of_unreadable_images_is_one_sentence_and_leaves_no_run_folder(small_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(small_root, root)
+    images = sorted((root / "aligned").rglob("*.jpg"))
+    for image in images:
+        image.write_bytes(b"not a picture")
+    events = []
+    with pytest.raises(AudienceError) as raised:
+        cross_validate(tiny_config(root, tmp_path), on_event=events.append)
+    message = str(raised.value)
+    assert message.startswith("Fold 0 has 0 readable train image(s)") and f"none of the {len(images)} images" in message
+    assert "\n" not in message
+    lines = [e["message"] for e in events if e["type"] == "log" and "not a readable image" in e["message"]]
+    assert len(lines) == 1 and f"{len(images)} of {len(images)} images could not be read" in lines[0]
+    assert sum(str(image) in lines[0] for image in images) == 3  # three examples, not hundreds
+    assert not any(e["type"] == "run_start" for e in events)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_internal_error_fails_the_run_with_its_traceback_in_train_log(small_root, tmp_path, monkeypatch):
+    import audience.train
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("a bug in fit")
+
+    monkeypatch.setattr(audience.train, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="a bug in fit"):
+        cross_validate(tiny_config(small_root, tmp_path))
+    run_dir = next((tmp_path / "runs").iterdir())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and status["message"] == "RuntimeError: a bug in fit"
+    log = (run_dir / "train.log").read_text()
+    assert "internal error:" in log and "Traceback (most recent call last)" in log and "broken_fit" in log
+
+
 def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
+    from audience import settings
     from audience.train import read_data, resolve_config
 
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
-    demo = read_data(TrainConfig(data="demo"))  # the built-in demo dataset, made on first use
+    # The session's demo root is the built-in one (same settings), so 'demo' finds it instead of making it again.
+    shutil.copytree(demo_root, settings.demo_root())
+    demo = read_data(TrainConfig(data="demo"))
     assert demo.synthetic and len(demo.faces) and str(demo.root).startswith(str(tmp_path))
     real = dataclasses.replace(demo, synthetic=False)
     assert resolve_config(TrainConfig(data="x"), demo).pretrained is False
@@ -267,9 +354,9 @@ def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
     assert resolve_config(TrainConfig(data="x", pretrained=False, image_size=96), real).image_size == 96
 
 
-def test_the_random_protocol_is_labelled_leaky_everywhere(demo_root, tmp_path):
+def test_the_random_protocol_is_labelled_leaky_everywhere(small_root, tmp_path):
     events = []
-    run_dir = cross_validate(tiny_config(demo_root, tmp_path, protocol="random", epochs=1, max_train_batches=1),
+    run_dir = cross_validate(tiny_config(small_root, tmp_path, protocol="random", epochs=1, max_train_batches=1),
                              on_event=events.append)
     assert any(e["type"] == "log" and "leaky" in e["message"] for e in events)
     assert json.loads((run_dir / "cv_summary.json").read_text())["leaky"] is True

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from audience.demo import make_demo_dataset
+
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "scripts"))
 
@@ -27,15 +29,21 @@ def quick_flags(root, tmp_path) -> list[str]:
             "--cache-dir", str(tmp_path / "cache")]
 
 
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    """A 60-subject demo dataset: what the command lines are tested on (a quarter of the default's images)."""
+    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
+
+
 def _environment(tmp_path) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "AUDIENCE_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
-def cli_run(demo_root, tmp_path_factory):
+def cli_run(small_root, tmp_path_factory):
     """`python scripts/train.py ...` as a user runs it."""
     tmp = tmp_path_factory.mktemp("cli")
-    done = subprocess.run([sys.executable, "scripts/train.py", *quick_flags(demo_root, tmp)], cwd=PROJECT,
+    done = subprocess.run([sys.executable, "scripts/train.py", *quick_flags(small_root, tmp)], cwd=PROJECT,
                           capture_output=True, text=True, env=_environment(tmp), timeout=300)
     return done, tmp
 
@@ -53,18 +61,18 @@ def test_train_cli_runs_end_to_end_and_prints_the_run_folder(cli_run):
     assert (run_dir / "train.log").read_text().splitlines()[0] in done.stdout
 
 
-def test_evaluate_cli_reproduces_the_test_metrics(cli_run, demo_root, capsys, monkeypatch):
+def test_evaluate_cli_reproduces_the_test_metrics(cli_run, small_root, capsys, monkeypatch):
     done, tmp = cli_run
     run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp / "home"))
-    assert evaluate_cli.main([str(run_dir / "fold0" / "best.safetensors"), "--data", str(demo_root), "--fold", "0",
+    assert evaluate_cli.main([str(run_dir / "fold0" / "best.safetensors"), "--data", str(small_root), "--fold", "0",
                               "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     saved = json.loads((run_dir / "fold0" / "test_metrics.json").read_text())
     assert result["n"] == saved["sizes"]["test"] and result["warnings"] == []
     for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece"):
         assert result["metrics"][key] == pytest.approx(saved["metrics"][key], abs=1e-9), key
-    assert evaluate_cli.main([str(run_dir / "fold0" / "best.json"), "--data", str(demo_root), "--fold", "1"]) == 0
+    assert evaluate_cli.main([str(run_dir / "fold0" / "best.json"), "--data", str(small_root), "--fold", "1"]) == 0
     report = capsys.readouterr().out
     assert "age: exact" in report and "fold 1 was training data" in report
 
@@ -90,9 +98,9 @@ def test_train_cli_rejects_bad_flags_the_argparse_way(capsys):
         assert "error:" in capsys.readouterr().err
 
 
-def test_a_fold_without_labels_is_a_sentence(demo_root, tmp_path, capsys):
+def test_a_fold_without_labels_is_a_sentence(small_root, tmp_path, capsys):
     root = tmp_path / "data"
-    shutil.copytree(demo_root, root)
+    shutil.copytree(small_root, root)
     lines = (root / "fold_2_data.txt").read_text().splitlines()
     rows = [line.split("\t") for line in lines[1:]]
     for row in rows:
@@ -103,15 +111,71 @@ def test_a_fold_without_labels_is_a_sentence(demo_root, tmp_path, capsys):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_evaluate_cli_errors_are_one_sentence(demo_root, tmp_path, capsys):
-    assert evaluate_cli.main([str(tmp_path / "none.safetensors"), "--data", str(demo_root), "--fold", "0"]) == 2
+def _raise_a_bug(run_dir: Path | None):
+    """A stand-in for cross_validate that fails like a bug would (after making its run folder, when given)."""
+
+    def cross_validate(config, on_event=None, stop=None, resume=None):
+        if run_dir is not None:
+            run_dir.mkdir(parents=True)
+            (run_dir / "train.log").write_text("internal error:\nTraceback (most recent call last): ...\n")
+            on_event({"type": "run_start", "run_dir": str(run_dir), "message": "starting run"})
+        raise RuntimeError("a\nbug")  # a two-line message still gives one line
+
+    return cross_validate
+
+
+@pytest.mark.parametrize("has_run_folder", [True, False])
+def test_an_internal_error_is_one_line_and_exit_1(has_run_folder, tmp_path, capsys, monkeypatch):
+    import audience.train
+
+    run_dir = tmp_path / "runs" / "20260101-000000-tiny-folds" if has_run_folder else None
+    monkeypatch.setattr(audience.train, "cross_validate", _raise_a_bug(run_dir))
+    monkeypatch.delenv("AUDIENCE_DEBUG", raising=False)
+    assert train_cli.main(["--data", "demo", "--arch", "tiny", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: internal error (RuntimeError: a bug); ")
+    if has_run_folder:
+        assert err[0].endswith(f"details in {run_dir / 'train.log'}")
+    else:
+        assert err[0].endswith("run again with --debug to see the traceback")
+
+
+def test_debug_prints_the_traceback_of_an_internal_error(capsys, monkeypatch):
+    import audience.train
+
+    monkeypatch.setattr(audience.train, "cross_validate", _raise_a_bug(None))
+    assert train_cli.main(["--data", "demo", "--arch", "tiny", "--quiet", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("error: internal error (RuntimeError: a bug)")
+
+
+def test_evaluate_cli_internal_error_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    import audience.evaluation
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(audience.evaluation, "evaluate_checkpoint", broken)
+    monkeypatch.setenv("AUDIENCE_DEBUG", "0")
+    assert evaluate_cli.main(["x.safetensors", "--data", "demo", "--fold", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: internal error (ZeroDivisionError: division by zero); run again with --debug to see the "
+                   "traceback"]
+    monkeypatch.setenv("AUDIENCE_DEBUG", "1")
+    assert evaluate_cli.main(["x.safetensors", "--data", "demo", "--fold", "0"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_evaluate_cli_errors_are_one_sentence(small_root, tmp_path, capsys):
+    assert evaluate_cli.main([str(tmp_path / "none.safetensors"), "--data", str(small_root), "--fold", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: Checkpoint metadata") and "does not exist" in err
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(demo_root, tmp_path):
-    flags = quick_flags(demo_root, tmp_path)
+def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(small_root, tmp_path):
+    flags = quick_flags(small_root, tmp_path)
     flags[flags.index("--epochs") + 1] = "50"
     flags[flags.index("--max-train-batches") + 1] = "1000"
     # Its own process group, so that the signal reaches the loader workers too, as a terminal's Ctrl-C does.
@@ -133,10 +197,10 @@ def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(demo_root, tmp_path
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
 
 
-@pytest.mark.slow
-def test_benchmark_cli_ends_with_a_json_line(demo_root, capsys):
-    code = benchmark_cli.main(["train", "--data", str(demo_root), "--arch", "tiny", "--batches", "1",
-                               "--batch-size", "4", "--full-size", "256", "--workers", "1", "--repeats", "1"])
+def test_benchmark_cli_ends_with_a_json_line(small_root, capsys):
+    code = benchmark_cli.main(["train", "--data", str(small_root), "--arch", "tiny", "--batches", "1",
+                               "--batch-size", "4", "--image-size", "32", "--full-size", "192", "--workers", "1",
+                               "--repeats", "1"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])

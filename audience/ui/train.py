@@ -25,7 +25,7 @@ from audience.compare_plots import plot_job_curves
 from audience.errors import AudienceError
 from audience.models import ARCHS
 from audience.settings import allowed_data_dirs
-from audience.train_config import TrainConfig
+from audience.train_config import DEMO_RECIPE, TrainConfig
 
 POLL_S = 1.0
 LOG_LINES_SHOWN = 200
@@ -41,13 +41,9 @@ TEXT_FIELDS = tuple(name for name, hint in typing.get_type_hints(TrainConfig).it
 TRISTATE = {"auto": None, "yes": True, "no": False}
 ARCH_TRADE_OFF = "MobileNetV3 is fast; ResNet-50 more accurate but slow on a CPU; tiny is for smoke runs"
 
-# Overrides of TrainConfig's defaults for a first run on a CPU; the rest stays TrainConfig's. Measured
-# on the 2-core dev machine (Nov 2026): one fold of the demo set in 44 s wall while other jobs shared
-# the CPU (load 3-5; 135-145 s at load 6-7), about 1 s per epoch once the CPU was free; test age
-# exact 39% (1-off 81%) and gender f/m 75%, against 12.5% and ~55% by chance. Augmentation and
-# dropout are off because 336 training images at 64 px learn faster without them in 15 epochs.
-DEMO_PRESET: dict = {"data": "demo", "arch": "tiny", "folds": "0", "epochs": 15, "batch_size": 16, "lr": 3e-3,
-                     "image_size": 64, "augment": "none", "drop_rate": 0.0, "workers": 0}
+# The demo preset is the training recipe measured to learn the demo set in about 20 s on an idle
+# 2-core CPU (train_config.DEMO_RECIPE documents the numbers); the form starts from it.
+DEMO_PRESET: dict = dict(DEMO_RECIPE)
 
 
 def preset_values(preset: dict | None = None) -> dict:
