@@ -148,26 +148,25 @@ def label_noise_table(data: AdienceData) -> pd.DataFrame:
     return table.sort_values(["field", "rows", "raw"], ascending=[True, False, True], ignore_index=True)
 
 
-def plot_age(data: AdienceData) -> go.Figure:
-    table = age_table(data)
-    dropped = int((data.faces["age_class"] == NO_CLASS).sum())
+def _share_bars(data: AdienceData, table: pd.DataFrame, axis: str, title: str, detail: str) -> go.Figure:
+    """Bars of rows per class, each labelled with its share (the age and gender distributions)."""
     figure = go.Figure(go.Bar(
         x=table["class"], y=table["rows"], text=[f"{s:.1%}" for s in table["share"]], textposition="outside",
     ))
-    figure.update_layout(xaxis_title="age class", yaxis_title="rows")
-    set_title(figure, data, "Age classes", f"{data.policy} policy; {dropped} rows without an age class")
+    figure.update_layout(xaxis_title=axis, yaxis_title="rows")
+    set_title(figure, data, title, detail)
     return headroom(figure, table["rows"].max())
+
+
+def plot_age(data: AdienceData) -> go.Figure:
+    dropped = int((data.faces["age_class"] == NO_CLASS).sum())
+    return _share_bars(data, age_table(data), "age class", "Age classes",
+                       f"{data.policy} policy; {dropped} rows without an age class")
 
 
 def plot_gender(data: AdienceData) -> go.Figure:
-    table = gender_table(data)
     dropped = int((data.faces["gender_class"] == NO_CLASS).sum())
-    figure = go.Figure(go.Bar(
-        x=table["class"], y=table["rows"], text=[f"{s:.1%}" for s in table["share"]], textposition="outside",
-    ))
-    figure.update_layout(xaxis_title="gender", yaxis_title="rows")
-    set_title(figure, data, "Gender", f"{dropped} rows without a gender")
-    return headroom(figure, table["rows"].max())
+    return _share_bars(data, gender_table(data), "gender", "Gender", f"{dropped} rows without a gender")
 
 
 def plot_age_gender(data: AdienceData) -> go.Figure:
