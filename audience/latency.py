@@ -10,8 +10,6 @@ the Compare tab measures an architecture once, not on every refresh.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from datetime import datetime
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from audience import settings
+from audience.runs import write_json_atomic
 
 CACHE_NAME = "cpu_latency.json"
 _lock = threading.Lock()
@@ -40,19 +39,6 @@ def _read_cache() -> dict:
     except (OSError, ValueError):
         return {}  # absent or damaged: measure again
     return value if isinstance(value, dict) else {}
-
-
-def _write_cache(cache: dict) -> None:
-    path = _cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(cache, file, indent=2)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def cached_latency(arch: str, image_size: int) -> dict | None:
@@ -84,5 +70,5 @@ def measure_cpu_latency(arch: str, image_size: int, repeats: int = 10, refresh: 
         }
         cache = _read_cache()
         cache[_key(arch, image_size)] = entry
-        _write_cache(cache)
+        write_json_atomic(_cache_path(), cache)
     return entry
