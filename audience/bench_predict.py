@@ -95,8 +95,13 @@ def time_calls(images: list[Path], predict_one: Callable[[Path], int], repeat: i
 def bench_audience(images: list[Path], arch: str, folder: Path, repeat: int) -> dict:
     stem = folder / f"random-{arch}"
     save_checkpoint(stem, build_model(arch, pretrained=False), {"dataset": {"name": "random init", "synthetic": True}})
+    return bench_checkpoint(images, stem.with_suffix(".json"), repeat)
+
+
+def bench_checkpoint(images: list[Path], checkpoint: Path, repeat: int) -> dict:
+    """Latency of the whole Predict path with one checkpoint (the shipped model, say) on the images."""
     stages: dict[str, list[float]] = {"detect": [], "classify": []}
-    with Predictor(stem.with_suffix(".json")) as predictor:
+    with Predictor(checkpoint) as predictor:
 
         def predict_one(path: Path) -> int:
             predictions, timings = predictor.predict_timed(path)
@@ -144,8 +149,10 @@ def run_predict_benchmark(
     archs=ARCHS_TIMED,
     threads: int | None = None,
     log: Callable[[str], None] = print,
+    checkpoint: str | Path | None = None,
 ) -> dict:
-    """Time every arch and the peer on the same images; log a table, return the summary dict.
+    """Time every arch (and `checkpoint`, a trained model, when given) and the peer on the same images; log a
+    table, return the summary dict.
 
     threads: torch intra-op threads; default half the cores this process may use (at least 1). A
     batch of 1-6 face crops gains little from more threads (MobileNetV3 batch 1 on 2 cores: 12.6 ms
@@ -164,6 +171,9 @@ def run_predict_benchmark(
         log(f"{len(images)} images, {repeat} timed passes each after one warm-up pass; "
             f"Audience models are random-init (timing only); torch threads {torch.get_num_threads()}")
         result: dict = {}
+        if checkpoint is not None:
+            result["checkpoint"] = {"path": str(checkpoint), **bench_checkpoint(images, Path(checkpoint), repeat)}
+            log(f"{Path(checkpoint).stem[:24]:24s} {_row(result['checkpoint'])}")
         for arch in archs:
             result[arch] = bench_audience(images, arch, folder, repeat)
             log(f"{arch:24s} {_row(result[arch])}")

@@ -29,7 +29,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from audience.cache import CachedFaces, build_image_cache, cache_size_for
-from audience.data import read_adience
+from audience.data import read_dataset
 from audience.errors import AudienceError
 from audience.loop import describe_device, make_loader, resolve_device, task_loss
 from audience.models import build_model, model_data_config
@@ -216,7 +216,7 @@ def benchmark_train(
         from audience.demo import ensure_demo_dataset
 
         data = ensure_demo_dataset()
-    table = read_adience(data, images="auto")
+    table = read_dataset(data, images="auto")
     faces = table.faces[labelled_mask(table.faces, "age+gender")]
     if faces.empty:
         raise AudienceError(f"{table.root}: no labelled face with an image to benchmark on.")

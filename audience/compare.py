@@ -23,6 +23,7 @@ METRICS: tuple[tuple[str, str], ...] = (
 ECE_METRICS: tuple[tuple[str, str], ...] = (("age_ece", "age ECE"), ("gender_ece", "gender ECE"))
 FEATURED_ARCHS: tuple[str, ...] = ("resnet50", "mobilenetv3_large_100")
 LEAKY_MARK = "random (leaky)"
+IMAGE_SPLIT_MARK = " (image-level)"  # folds of a dataset without identities (UTKFace): not subject-exclusive
 
 # Published numbers for context, never comparable with a run of this app: the seed's random 90/10
 # image split (same people in train and val) and the literature's subject-exclusive 5-fold protocol.
@@ -150,6 +151,7 @@ def runs_frame(runs: list) -> pd.DataFrame:
             "task": config.get("task") or summary.get("task"),
             "protocol": config.get("protocol") or summary.get("protocol"),
             "leaky": run.leaky,
+            "split_level": summary.get("split_level") or "subject",
             "dataset": dataset_of(run),
             "state": run.state,
             "folds_done": folds_done(run),
@@ -206,8 +208,8 @@ def runs_table(runs: list) -> pd.DataFrame:
         "run": frame["run"],
         "arch": frame["arch"].fillna("?"),
         "task": frame["task"].fillna("?"),
-        "protocol": [LEAKY_MARK if leaky else (p or "?") for p, leaky in zip(frame["protocol"], frame["leaky"],
-                                                                              strict=True)],
+        "protocol": [LEAKY_MARK if leaky else f"{p or '?'}{IMAGE_SPLIT_MARK if level == 'image' else ''}"
+                     for p, leaky, level in zip(frame["protocol"], frame["leaky"], frame["split_level"], strict=True)],
         "dataset": frame["dataset"],
         "state": frame["state"],
         "folds": [f"{d}/{p}" if p else str(d) for d, p in zip(frame["folds_done"], frame["folds_planned"],

@@ -50,6 +50,19 @@ class AdienceData:
     synthetic: bool = False
     name: str = "adience"
     missing_examples: list[str] = field(default_factory=list)
+    format: str = "adience"  # "adience" (the demo set too) or "utkface"
+    split_level: str = "subject"  # "subject": folds keep people apart; "image": no identities (UTKFace)
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> names of rows left out (UTKFace)
+    between_groups: int = 0  # rows whose exact age lies in no age group of the policy (UTKFace)
+    licence: str | None = None
+    crop: dict | None = None  # where faces sit in the images (measured for training, see audience.crop_geometry)
+
+    def describe(self) -> dict:
+        """What a run, checkpoint or card records about the data: name, format, split level, counts, licence."""
+        return {"name": self.name, "synthetic": self.synthetic, "policy": self.policy, "images": self.images,
+                "format": self.format, "split_level": self.split_level, "faces": len(self.faces),
+                "dropped": {reason: len(names) for reason, names in self.dropped.items()},
+                "between_groups": self.between_groups, "licence": self.licence}
 
     @property
     def labelled_age(self) -> pd.DataFrame:
@@ -147,6 +160,45 @@ def read_demo_marker(root: Path) -> dict | None:
         return json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"synthetic": True}
+
+
+DATA_FORMATS: dict[str, str] = {"adience": "Adience layout", "utkface": "UTKFace folder"}  # format -> shown as
+
+
+def detect_format(root: str | Path) -> str:
+    """"adience" (fold files), "utkface" (a folder of *.chip.jpg, or its parent), or AudienceError."""
+    from audience.utkface import utkface_folder
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise AudienceError(f"{root}: data root not found (expected an Adience root with fold_0_data.txt ... "
+                            "fold_4_data.txt, or a UTKFace folder).")
+    if fold_file(root, 0).is_file():
+        return "adience"
+    if utkface_folder(root) is not None:
+        return "utkface"
+    raise AudienceError(f"{root}: neither an Adience root (no fold_0_data.txt) nor a UTKFace folder "
+                        "(no *.jpg.chip.jpg images in it or in UTKFace/).")
+
+
+def read_dataset(root: str | Path, policy: str = "bins", images: str = "auto") -> AdienceData:
+    """The face table of an Adience root or a UTKFace folder, whichever `root` is (see detect_format)."""
+    if detect_format(root) == "utkface":
+        return read_utkface(root, policy, images)
+    return read_adience(root, policy, images)
+
+
+def read_utkface(root: str | Path, policy: str = "bins", images: str = "auto") -> AdienceData:
+    """A UTKFace folder as a face table with image-level folds (see audience.utkface)."""
+    from audience.utkface import UTKFACE_LICENCE, read_utkface_table
+
+    if images not in IMAGE_MODES:
+        raise AudienceError(f"unknown image folder {images!r}: use one of {', '.join(IMAGE_MODES)}.")
+    faces, folder, dropped, between = read_utkface_table(root, policy, images=images != "none")
+    return AdienceData(faces=faces, root=folder.resolve(), policy=policy,
+                       images="none" if images == "none" else "chips", name="UTKFace", format="utkface",
+                       split_level="image", dropped=dropped,
+                       between_groups=between, licence=UTKFACE_LICENCE)
 
 
 def read_adience(root: str | Path, policy: str = "bins", images: str = "auto") -> AdienceData:

@@ -12,7 +12,17 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from audience.data import N_FOLDS, AdienceData
-from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS, age_label, gender_label, parse_age, parse_gender
+from audience.labels import (
+    AGE_CLASSES,
+    AGE_RANGES,
+    GENDER_CLASSES,
+    NO_CLASS,
+    age_class_of,
+    age_label,
+    gender_label,
+    parse_age,
+    parse_gender,
+)
 
 SYNTHETIC_MARK = "(synthetic demo data)"
 EMPTY_RAW = "(empty)"  # how an empty label cell is shown in the noise table
@@ -83,6 +93,15 @@ def summarize(data: AdienceData) -> dict:
         "no_gender_class": int((faces["gender_class"] == NO_CLASS).sum()),
         # rows that repeat an earlier row's image (the real fold files list 114 images more than once)
         "duplicate_rows": int(faces.duplicated(["user_id", "face_id", "original_image"]).sum()),
+        "format": data.format,
+        "split_level": data.split_level,
+        # images left out because their name or labels could not be read (UTKFace), with a few names each
+        "dropped": {reason: len(names) for reason, names in data.dropped.items()},
+        "dropped_examples": {reason: names[:3] for reason, names in data.dropped.items()},
+        # exact ages in no age group of the policy (UTKFace: 7, 14, 21, 33, 44, 54, over 100): kept, no age class
+        "between_groups": int(data.between_groups),
+        **({"race_counts": {str(k): int(v) for k, v in faces["race"].fillna("unknown").value_counts().items()}}
+           if "race" in faces else {}),
     }
 
 
@@ -136,10 +155,13 @@ def label_noise_table(data: AdienceData) -> pd.DataFrame:
     Computed with labels.parse_age / parse_gender, so it always shows what the loader does.
     """
     records = []
+    exact = data.format == "utkface"  # exact ages: the policy's ranges decide (labels.age_class_of)
     for field, column in (("age", "age_raw"), ("gender", "gender_raw")):
         counts = data.faces[column].fillna("").value_counts(sort=False)
         for raw, rows in counts.items():
-            if field == "age":
+            if field == "age" and exact:
+                bins, strict = age_label(age_class_of(int(raw), "bins")), age_label(age_class_of(int(raw), "strict"))
+            elif field == "age":
                 bins, strict = age_label(parse_age(raw, "bins")), age_label(parse_age(raw, "strict"))
             else:
                 bins = strict = gender_label(parse_gender(raw))
@@ -201,6 +223,9 @@ def plot_images_per_subject(data: AdienceData) -> go.Figure:
     title = title_for(data, "Images per subject")
     if counts.empty:
         return empty_figure(title, "No rows to count.")
+    if data.split_level == "image":
+        return empty_figure(title, f"{data.name} lists no identities: each image is its own subject, so its "
+                                   "folds are image-level (one person may be in two).")
     shared = int(counts[counts > 1].sum())
     figure = go.Figure(go.Histogram(x=counts, xbins={"start": 0.5, "size": 1}))
     figure.update_layout(xaxis_title="images of the same subject", yaxis_title="subjects", bargap=0.05,
@@ -215,6 +240,33 @@ def plot_images_per_subject(data: AdienceData) -> go.Figure:
     return figure
 
 
+def plot_age_years(data: AdienceData) -> go.Figure:
+    """Histogram of exact ages (UTKFace) with the eight age groups shaded; gap ages fall between the bands."""
+    title = title_for(data, "Exact ages")
+    if "age_years" not in data.faces:
+        return empty_figure(title, "Adience labels are age ranges, not exact ages (see the label noise table).")
+    ages = data.faces["age_years"].astype(int)
+    figure = go.Figure(go.Histogram(x=ages, xbins={"start": 0.5, "end": int(ages.max()) + 0.5, "size": 1},
+                                    name="images", marker_color="#4c6ef5"))
+    for index, (low, high) in enumerate(AGE_RANGES):
+        figure.add_vrect(x0=low - 0.5, x1=high + 0.5, fillcolor="#fab005" if index % 2 else "#82c91e", opacity=0.15,
+                         line_width=0, annotation_text=AGE_CLASSES[index], annotation_position="top left",
+                         annotation_font_size=10)
+    figure.update_layout(xaxis_title="age in years", yaxis_title="images", bargap=0.05, showlegend=False)
+    return set_title(figure, data, "Exact ages and the eight age groups",
+                     f"{data.between_groups} images between groups (no age class under {data.policy})")
+
+
+def plot_race(data: AdienceData) -> go.Figure:
+    """Images per race label (UTKFace's third name field)."""
+    title = title_for(data, "Race")
+    if "race" not in data.faces:
+        return empty_figure(title, "This dataset has no race labels.")
+    counts = data.faces["race"].fillna("unknown").value_counts()
+    table = pd.DataFrame({"class": counts.index, "rows": counts.to_numpy(), "share": counts.to_numpy() / counts.sum()})
+    return _share_bars(data, table, "race", "Race", "as labelled in the file names; unknown: the field is missing")
+
+
 def build_table_figures(data: AdienceData) -> dict[str, go.Figure]:
     """The charts computed from the table alone, by name."""
     return {
@@ -223,4 +275,7 @@ def build_table_figures(data: AdienceData) -> dict[str, go.Figure]:
         "age_gender": plot_age_gender(data),
         "fold_classes": plot_fold_classes(data),
         "images_per_subject": plot_images_per_subject(data),
+        # exact ages and race exist in UTKFace only; an Adience table has neither chart
+        **({"age_years": plot_age_years(data)} if "age_years" in data.faces else {}),
+        **({"race": plot_race(data)} if "race" in data.faces else {}),
     }

@@ -26,7 +26,9 @@ from audience.eda_images import build_sample_grid, image_size_table, plot_image_
 from audience.errors import AudienceError
 from audience.labels import NO_CLASS
 
-FIGURE_NAMES: tuple[str, ...] = ("age", "gender", "age_gender", "fold_classes", "images_per_subject", "image_sizes")
+UTKFACE_FIGURES: tuple[str, ...] = ("age_years", "race")  # exact ages and race: UTKFace has them, Adience not
+FIGURE_NAMES: tuple[str, ...] = ("age", "gender", "age_gender", "fold_classes", "images_per_subject", "image_sizes",
+                                 *UTKFACE_FIGURES)
 
 
 @dataclass
@@ -34,7 +36,7 @@ class EdaResult:
     """Everything the EDA tab and the report show for one dataset."""
 
     summary: dict
-    figures: dict[str, go.Figure]  # keyed and ordered by FIGURE_NAMES
+    figures: dict[str, go.Figure]  # keyed and ordered by FIGURE_NAMES; only the charts the data has
     noise: pd.DataFrame
     sizes: pd.DataFrame
     grid: Image.Image
@@ -46,7 +48,7 @@ def build_eda(data: AdienceData, sample: int = 200, per_class: int = 4, seed: in
     figures = {**build_table_figures(data), "image_sizes": plot_image_sizes(data, sizes)}
     return EdaResult(
         summary=summarize(data),
-        figures={name: figures[name] for name in FIGURE_NAMES},
+        figures={name: figures[name] for name in FIGURE_NAMES if name in figures},
         noise=label_noise_table(data),
         sizes=sizes,
         grid=build_sample_grid(data, per_class=per_class, seed=seed),

@@ -1,5 +1,6 @@
 """Evaluation with calibration: the trainer's end-of-fold test (`calibrate_heads`) and a saved
-checkpoint on one official fold (`evaluate_checkpoint`, the same pipeline the trainer's test used)."""
+checkpoint on one fold or on every labelled image of a data root (`evaluate_checkpoint`, the same
+pipeline the trainer's test used)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from audience.cache import CachedFaces, build_image_cache, cache_size_for
 from audience.checkpoint import load_checkpoint, read_checkpoint_metadata
-from audience.data import read_adience
+from audience.data import read_dataset
 from audience.errors import AudienceError
 from audience.loop import make_loader, predict_logits, resolve_device
 from audience.metrics import (
@@ -20,7 +21,7 @@ from audience.metrics import (
     softmax_with_temperature,
 )
 from audience.models import HEADS_OF_TASK
-from audience.splits import fold_rows
+from audience.splits import fold_rows, labelled_mask
 from audience.train_config import DEMO_DATA
 
 
@@ -71,7 +72,11 @@ def _warnings(metadata: dict, fold: int, data) -> list[str]:
     if metadata.get("protocol") == "random" or metadata.get("leaky"):
         notes.append("this checkpoint was trained with the leaky random split: every fold holds people it saw "
                      "in training, so these numbers are inflated")
-    elif metadata.get("protocol") == "folds" and metadata.get("fold") is not None and metadata["fold"] != fold:
+    elif fold is None and (dataset.get("name") == data.name or dataset.get("format") == data.format):
+        notes.append(f"split 'all' includes the images this checkpoint was trained on ({data.name}): "
+                     "these numbers are not a held-out estimate")
+    elif (fold is not None and metadata.get("protocol") == "folds" and metadata.get("fold") is not None
+          and metadata["fold"] != fold):
         notes.append(f"this checkpoint was tested on fold {metadata['fold']} and trained on the other folds, "
                      f"so fold {fold} was training data and these numbers are not a held-out estimate")
     if dataset.get("synthetic") is not None and bool(dataset["synthetic"]) != data.synthetic:
@@ -81,33 +86,54 @@ def _warnings(metadata: dict, fold: int, data) -> list[str]:
     return notes
 
 
+SPLITS: tuple[str, ...] = ("fold", "all")
+
+
+def evaluation_rows(data, split: str, fold: int | None, task: str) -> np.ndarray:
+    """Indices of the faces to evaluate: fold `fold` (split "fold") or every labelled face (split "all")."""
+    if split not in SPLITS:
+        raise AudienceError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+    if split == "all":
+        rows = np.flatnonzero(labelled_mask(data.faces, task))
+        if not len(rows):
+            raise AudienceError(f"{data.root}: no face is labelled for task {task}.")
+        return rows
+    if fold is None:
+        raise AudienceError("give --fold N, or --split all to evaluate on every labelled image.")
+    return fold_rows(data, fold, task)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data_root: str | Path,
-    fold: int,
+    fold: int | None,
     policy: str | None = None,
     images: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
     workers: int = 0,
     cache_dir: str | Path | None = None,
+    split: str = "fold",
 ) -> dict:
-    """Metrics of `checkpoint` on the labelled faces of fold `fold` of `data_root` ('demo' allowed).
+    """Metrics of `checkpoint` on the labelled faces of fold `fold` of `data_root` ('demo' allowed), or on
+    every labelled face with split="all" (an Adience root or a UTKFace folder: cross-dataset works).
 
-    The label policy and image folder default to those the checkpoint was trained with; its stored
-    temperatures calibrate the probabilities. Returns {"checkpoint", "data", "fold", "n", "policy",
-    "images", "temperature", "metrics" (compute_metrics), "ece_uncalibrated", "warnings"}.
+    The label policy defaults to the checkpoint's; the image folder is `auto` (the data root decides)
+    unless given. Its stored temperatures calibrate the probabilities. Returns {"checkpoint", "data",
+    "fold", "split", "n", "policy", "images", "temperature", "metrics" (compute_metrics),
+    "ece_uncalibrated", "warnings", and the headline fractions age_exact, age_one_off, gender_acc with
+    the counts they are over, n_age and n_gender}.
     """
     metadata = read_checkpoint_metadata(checkpoint)
     dataset = metadata.get("dataset") or {}
     policy = policy or dataset.get("policy") or "bins"
-    images = images or dataset.get("images") or "auto"
+    images = images or "auto"
     if str(data_root).strip().lower() == DEMO_DATA:
         from audience.demo import ensure_demo_dataset
 
         data_root = ensure_demo_dataset()
-    data = read_adience(data_root, policy=policy, images="auto" if images == "none" else images)
-    rows = fold_rows(data, fold, metadata["task"])
+    data = read_dataset(data_root, policy=policy, images="auto" if images == "none" else images)
+    rows = evaluation_rows(data, split, fold, metadata["task"])
     target = resolve_device(device)
     model, transform, metadata = load_checkpoint(checkpoint, device=target)
     paths = data.faces["path"].astype(str).tolist()
@@ -115,7 +141,8 @@ def evaluate_checkpoint(
     cache_rows = cache.rows_of(paths)[rows]
     readable = cache_rows >= 0
     if not readable.any():
-        raise AudienceError(f"No image of fold {fold} in {data.root} could be read.")
+        raise AudienceError(f"No image of {'fold ' + str(fold) if split == 'fold' else 'the data'} in "
+                            f"{data.root} could be read.")
     rows, cache_rows = rows[readable], cache_rows[readable]
     heads = HEADS_OF_TASK[metadata["task"]]
     age = data.faces["age_class"].to_numpy()[rows] if "age" in heads else np.full(len(rows), -1)
@@ -129,10 +156,14 @@ def evaluate_checkpoint(
                               probabilities.get("gender"))
     uncalibrated = {head: expected_calibration_error(softmax_with_temperature(predicted[head], 1.0),
                                                      predicted[f"{head}_true"]) for head in heads}
-    notes = _warnings(metadata, fold, data)
+    notes = _warnings(metadata, fold if split == "fold" else None, data)
     if (~readable).any():
-        notes.append(f"{int((~readable).sum())} image(s) of fold {fold} could not be read and were left out")
+        notes.append(f"{int((~readable).sum())} image(s) could not be read and were left out")
+    labelled = {head: int((predicted[f"{head}_true"] >= 0).sum()) if head in heads else 0
+                for head in ("age", "gender")}
     return {
+        "age_exact": metrics["age_exact"], "age_one_off": metrics["age_one_off"], "gender_acc": metrics["gender_acc"],
+        "n_age": labelled["age"], "n_gender": labelled["gender"], "split": split,
         "checkpoint": str(checkpoint), "data": str(data.root), "dataset": data.name, "fold": fold,
         "n": int(len(rows)), "policy": policy, "images": data.images, "arch": metadata["arch"],
         "task": metadata["task"], "temperature": temperature, "metrics": metrics,

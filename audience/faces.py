@@ -90,18 +90,22 @@ def merge_faces(faces: list[Face], iou: float = NMS_IOU, contained: float = CONT
 
 
 def expand_box(
-    box: tuple[int, int, int, int], image_shape: tuple[int, ...], margin: float = CROP_MARGIN
+    box: tuple[int, int, int, int], image_shape: tuple[int, ...], margin: float = CROP_MARGIN,
+    shift: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[int, int, int, int]:
     """Grow `box` by `margin` x its size on each side, make it square about its centre, clip to the image.
 
-    Near an edge the square is cut, not shifted inwards, so the face stays where the training crops
-    have it (in the middle) as far as the image allows. Always at least 1x1 pixel inside the image.
+    `shift` moves the square's centre by (x, y) box sizes from the box centre (the training crops'
+    framing, see audience.crop_geometry). Near an edge the square is cut, not shifted inwards, so the
+    face stays where the training crops have it as far as the image allows. Always at least 1x1
+    pixel inside the image.
     """
     x, y, w, h = box
     height, width = image_shape[:2]
-    side = max(1, round(max(w, h) * (1.0 + 2.0 * margin)))
-    left = round(min(max(x + w / 2.0, 0.0), float(width)) - side / 2)
-    top = round(min(max(y + h / 2.0, 0.0), float(height)) - side / 2)
+    size = max(w, h)
+    side = max(1, round(size * (1.0 + 2.0 * margin)))
+    left = round(min(max(x + w / 2.0 + shift[0] * size, 0.0), float(width)) - side / 2)
+    top = round(min(max(y + h / 2.0 + shift[1] * size, 0.0), float(height)) - side / 2)
     x0, y0 = min(max(left, 0), width - 1), min(max(top, 0), height - 1)
     x1, y1 = min(left + side, width), min(top + side, height)
     return (x0, y0, max(x1 - x0, 1), max(y1 - y0, 1))

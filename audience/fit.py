@@ -138,9 +138,7 @@ class _FoldTrainer:
         self.model = build_model(config.arch, config.task, pretrained=bool(config.pretrained),
                                  weights_file=config.weights_file, drop_rate=config.drop_rate)
         self.flops = count_flops(self.model, size)
-        self.model.to(self.device)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps * config.epochs)
 
@@ -160,7 +158,7 @@ class _FoldTrainer:
         return {
             "image_size": self.config.image_size, "mean": self.mean, "std": self.std,
             "temperature": temperature or dict.fromkeys(self.heads, 1.0),
-            "dataset": {"name": data.name, "synthetic": data.synthetic, "policy": data.policy, "images": data.images},
+            "dataset": data.describe(), "split_level": data.split_level, **({"crop": data.crop} if data.crop else {}),
             "protocol": self.split.protocol, "leaky": self.split.leaky, "fold": self.fold, "epoch": epoch,
             "metrics": metrics, "flops": self.flops, "train_config": self.config.to_dict(), **extra,
         }

@@ -42,9 +42,10 @@ LOOPBACK_NAMES = ("localhost", "")
 class _Job:
     """The live job: the status the events update, the stop Event, the thread."""
 
-    def __init__(self, config, resume: Path | None):
+    def __init__(self, config, resume: Path | None, measure_crop=None):
         self.config = config
         self.resume = resume
+        self.measure_crop = measure_crop  # the predict stage's crop measurement, handed in by the UI
         self.stop = threading.Event()
         self.status = JobStatus(state="running", started_at=time.time(), arch=getattr(config, "arch", None))
         self.log: deque[str] = deque(maxlen=LOG_LINES)
@@ -146,7 +147,8 @@ def _run(job: _Job) -> None:
 
     run_dir, error = None, None
     try:
-        run_dir = cross_validate(job.config, on_event=lambda e: _on_event(job, e), stop=job.stop, resume=job.resume)
+        run_dir = cross_validate(job.config, on_event=lambda e: _on_event(job, e), stop=job.stop, resume=job.resume,
+                                 measure_crop=job.measure_crop)
         outcome = "stopped" if job.stop.is_set() else "finished"
     except AudienceError as exc:
         outcome, error = "failed", str(exc)
@@ -187,7 +189,7 @@ def _checked_data(config):
     return config.replace(data=str(resolve_data_root(config.data)))
 
 
-def _launch(config, resume: Path | None, server_name: str | None, share: bool) -> JobStatus:
+def _launch(config, resume: Path | None, server_name: str | None, share: bool, measure_crop=None) -> JobStatus:
     global _job
     allowed, reason = training_allowed(server_name, share)
     if not allowed:
@@ -196,7 +198,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool) -
     with _lock:
         if _job is not None and _job.status.active:
             raise _refusal(_job.status)
-        job = _Job(config, resume)
+        job = _Job(config, resume, measure_crop)
         if resume is not None:
             job.status.run_dir, job.status.run_id = str(resume), resume.name
         job.add_log(f"resuming run {resume.name}" if resume is not None else "starting a training run")
@@ -206,13 +208,14 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool) -
         return _snapshot(job)
 
 
-def start_job(config, *, server_name: str | None = None, share: bool = False) -> JobStatus:
+def start_job(config, *, server_name: str | None = None, share: bool = False, measure_crop=None) -> JobStatus:
     """Start cross_validate(config) in the background; AudienceError (nothing started) when training is
-    not allowed here or a run is already in progress."""
-    return _launch(config, None, server_name, share)
+    not allowed here or a run is already in progress. `measure_crop`: see cross_validate."""
+    return _launch(config, None, server_name, share, measure_crop)
 
 
-def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False) -> JobStatus:
+def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False,
+               measure_crop=None) -> JobStatus:
     """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state."""
     from audience.train import TrainConfig
 
@@ -221,7 +224,7 @@ def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bo
         config = TrainConfig.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8")))
     except (OSError, ValueError) as error:
         raise AudienceError(f"Run {path.name}: config.json cannot be read ({error}).") from error
-    return _launch(config, path, server_name, share)
+    return _launch(config, path, server_name, share, measure_crop)
 
 
 def stop_job() -> JobStatus:

@@ -28,9 +28,20 @@ _INTERVAL = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _SINGLE = re.compile(r"^\d+$")
 
 
-def age_class_of(age: int) -> int:
-    """Class index of one integer age under the `bins` ranges, or NO_CLASS if out of range."""
-    for index, (low, high) in enumerate(AGE_RANGES):
+# Inclusive ranges of the eight canonical strings: what `strict` accepts of an exact age (UTKFace).
+CANONICAL_RANGES: tuple[tuple[int, int], ...] = tuple(
+    (int(low), int(high)) for low, high in (text.strip("()").split(",") for text in CANONICAL_AGES)
+)
+
+
+def age_class_of(age: int, policy: str = "bins") -> int:
+    """Class index of one exact integer age, or NO_CLASS when it lies in no range of the policy.
+
+    `bins` uses AGE_RANGES (gaps: 7, 14, 21, 33, 44, 54, over 100); `strict` only the canonical
+    Adience intervals (0-2, 4-6, 8-12, 15-20, 25-32, 38-43, 48-53, 60-100).
+    """
+    ranges = CANONICAL_RANGES if policy == "strict" else AGE_RANGES
+    for index, (low, high) in enumerate(ranges):
         if low <= age <= high:
             return index
     return NO_CLASS

@@ -139,9 +139,9 @@ def task_loss(outputs: dict, age: torch.Tensor, gender: torch.Tensor, config) ->
 
 
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images
+    # channels_last on the CPU too: oneDNN's depthwise convolutions (MobileNetV3) train about 7x
+    # faster in it than in NCHW (docs/benchmarks.md).
+    return images.to(device, non_blocking=device.type == "cuda", memory_format=torch.channels_last)
 
 
 def _autocast(device: torch.device):

@@ -33,7 +33,15 @@ METRIC_NAMES = {
     "gender_acc_fm": "gender accuracy (f/m only)", "gender_f1": "gender macro F1",
     "gender_ece": "gender ECE (calibrated)",
 }
+IMAGE_LEVEL_FOLDS = ("image-level 5 folds by file name (the dataset lists no identities): test on fold k, train on "
+                     "the other four, validate on images held out of them; one person may be on both sides, so this "
+                     "is **not** subject-exclusive and not comparable with the Adience protocol")
 PERCENT = {"age_exact", "age_one_off", "gender_acc", "gender_acc_fm"}
+DATA_LIMITS = {
+    "utkface": "- UTKFace is about 23,700 web face crops (ages 1-116) with ages, genders and races labelled from "
+               "appearance\n  and metadata, not a balanced sample of the world's population; accuracy on other "
+               "populations,\n  lighting or cameras is unknown and likely lower.",
+}
 LIMITS = """- Adience is 26,580 Flickr photos of 2,284 people, not a balanced sample of the world's population;
   accuracy on other populations, ages, lighting or cameras is unknown and likely lower.
 - Age is one of 8 *apparent*-age groups annotated by people; gender is the annotators' f/m/u label from
@@ -73,9 +81,9 @@ def _yaml_list(values: list[str]) -> str:
     return "\n".join(f"  - {v}" for v in values)
 
 
-def _front_matter(synthetic: bool | None) -> str:
+def _front_matter(synthetic: bool | None, data_format: str | None = None) -> str:
     tags = ["audience", "age-estimation", "gender-classification", "image-classification", "pytorch", "timm"]
-    tags.append("synthetic-data" if synthetic else "adience")
+    tags.append("synthetic-data" if synthetic else (data_format or "adience"))
     head = "---\nlicense: mit\nlibrary_name: pytorch\npipeline_tag: image-classification\n"
     return f"{head}tags:\n{_yaml_list(tags)}\n---\n"
 
@@ -148,6 +156,56 @@ def _model_facts(metadata: dict, summary: dict | None) -> list[str]:
     ]
 
 
+def _limits(data_format: str | None) -> str:
+    """The limits section, its first point about the dataset the model was trained on."""
+    if data_format not in DATA_LIMITS:
+        return LIMITS
+    return DATA_LIMITS[data_format] + "\n" + LIMITS.split("\n", 2)[2]
+
+
+def _data_lines(metadata: dict, summary: dict | None, kind: str, protocol: str | None) -> list[str]:
+    dataset = metadata.get("dataset") or {}
+    image_level = (metadata.get("split_level") or dataset.get("split_level")) == "image"
+    dropped = dataset.get("dropped") or {}
+    lines = [
+        f"- dataset: **{dataset.get('name') or (summary or {}).get('dataset') or '?'}** ({kind}"
+        + (f", {dataset['faces']:,} images" if isinstance(dataset.get("faces"), int) else "") + ")",
+        f"- label policy: `{dataset.get('policy') or (summary or {}).get('policy')}` "
+        "(bins: any age inside one of the 8 groups; strict: only the 8 canonical Adience groups)",
+        f"- images: `{dataset.get('images') or (summary or {}).get('images')}`",
+        f"- protocol: `{protocol}`: {IMAGE_LEVEL_FOLDS if image_level else PROTOCOLS.get(protocol, 'unknown')}",
+        f"- test fold of this checkpoint: {metadata.get('fold')}",
+    ]
+    if dataset.get("between_groups"):
+        lines.append(f"- {dataset['between_groups']:,} images whose exact age lies between two groups (7, 14, 21, 33, "
+                     "44, 54, over 100) kept for gender, with no age label")
+    if dropped:
+        lines.append("- images dropped: " + ", ".join(f"{count} ({reason})" for reason, count in dropped.items()))
+    if dataset.get("licence"):
+        lines.append(f"- data licence: {dataset['licence']}. The images are not redistributed with this model.")
+    return lines
+
+
+def _training_lines(metadata: dict) -> list[str]:
+    training = metadata.get("training") or {}
+    crop = metadata.get("crop")
+    lines = []
+    for command in training.get("commands") or []:
+        lines += ["```bash", command, "```"]
+    seconds = training.get("train_seconds")
+    if isinstance(seconds, int | float):
+        lines.append(f"- training time: {seconds / 60:.0f} min of epochs on {training.get('device', '?')}"
+                     + (f" ({training['machine']})" if training.get("machine") else ""))
+    if isinstance(crop, dict):
+        lines.append(f"- face crop: each side of the detector's box pushed out by {crop.get('margin')} box sizes, "
+                     f"centre shifted by ({crop.get('shift_x')}, {crop.get('shift_y')}) box sizes: measured on "
+                     f"{crop.get('measured_on')} of {crop.get('sampled')} training images, used by the app's "
+                     "Predict path")
+    else:
+        lines.append("- face crop: not recorded; the app uses its Adience default (margin 0.4)")
+    return lines or ["Not recorded."]
+
+
 def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
     """The README.md of a Hub model repo for a checkpoint (`summary`: its run's cv_summary.json, or None)."""
     dataset = metadata.get("dataset") or {}
@@ -159,7 +217,7 @@ def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
     kind = "synthetic demo data" if synthetic else "real data" if synthetic is False else "unknown data"
     warnings = [w for w, on in ((LEAK_WARNING, leaky), (SYNTHETIC_WARNING, synthetic)) if on]
     sections = [
-        _front_matter(synthetic),
+        _front_matter(synthetic, dataset.get("format")),
         f"# Audience: age group and gender from faces ({metadata.get('arch')}, {metadata.get('task')})",
         "",
         *[line for w in warnings for line in (w, "")],
@@ -167,12 +225,10 @@ def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
         "(a timm backbone with two linear heads).",
         "",
         "## Data",
-        f"- dataset: **{dataset.get('name') or (summary or {}).get('dataset') or '?'}** ({kind})",
-        f"- label policy: `{dataset.get('policy') or (summary or {}).get('policy')}` "
-        "(bins: any age inside one of the 8 groups; strict: only the 8 canonical strings)",
-        f"- images: `{dataset.get('images') or (summary or {}).get('images')}`",
-        f"- protocol: `{protocol}`: {PROTOCOLS.get(protocol, 'unknown')}",
-        f"- test fold of this checkpoint: {metadata.get('fold')}",
+        *_data_lines(metadata, summary, kind, protocol),
+        "",
+        "## Training",
+        *_training_lines(metadata),
         "",
         "## Results",
         *_metrics_table(metadata),
@@ -203,7 +259,7 @@ def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
         "Research and teaching: exploring how well apparent age group and gender can be read from face photos "
         "under an honest protocol, and where it fails.",
         "",
-        LIMITS,
+        _limits(dataset.get("format")),
         "",
     ]
     return "\n".join(sections)

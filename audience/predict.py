@@ -1,7 +1,7 @@
 """The Predictor: image -> detected faces -> calibrated age and gender probabilities per face.
 
 Upload, webcam frames and scripts/predict.py all take this one path: read_image (validate,
-decode) -> FaceDetector -> expand_box (the training crop margin) -> one batched forward for all
+decode) -> FaceDetector -> expand_box (the checkpoint's training crop geometry) -> one batched forward for all
 faces of the image -> softmax(logits / T) per head. Without a checkpoint it still detects faces
 (detection-only mode) so the app is useful before anything is trained.
 """
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from audience.checkpoint import load_checkpoint
+from audience.crop_geometry import crop_geometry_of
 from audience.draw import draw_predictions
-from audience.faces import CROP_MARGIN, Face, FaceDetector, expand_box
+from audience.faces import Face, FaceDetector, expand_box
 from audience.images import read_image
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 
@@ -107,7 +108,7 @@ class Predictor:
 
     checkpoint: a checkpoint (.json, .safetensors or stem) or None for detection-only mode.
     detector: a FaceDetector to use (default: a MediaPipe one made here, closed by close()).
-    margin: the crop margin around a detected box (the one training crops used).
+    margin: the crop margin around a detected box (default: the checkpoint's measured `crop`, else CROP_MARGIN).
     tta_flip: also classify the mirrored crops and average the probabilities.
     uncertain_below: a face is `uncertain` when either head's top probability is below this.
     max_faces: at most this many faces per image, the largest first.
@@ -122,13 +123,12 @@ class Predictor:
         self,
         checkpoint: str | Path | None,
         detector: FaceDetector | None = None,
-        margin: float = CROP_MARGIN,
+        margin: float | None = None,
         tta_flip: bool = False,
         uncertain_below: float = 0.5,
         max_faces: int = 20,
     ):
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.margin = margin
         self.tta_flip = tta_flip
         self.uncertain_below = uncertain_below
         self.max_faces = max_faces
@@ -137,6 +137,9 @@ class Predictor:
             self.model, self.transform, self.metadata = load_checkpoint(self.checkpoint)
             # channels_last suits the CPU convolution kernels (oneDNN) better than NCHW.
             self.model = self.model.to(memory_format=torch.channels_last)
+        # The framing the model was trained on (checkpoint "crop"); an explicit margin overrides its margin.
+        geometry = crop_geometry_of(self.metadata)
+        self.geometry = geometry if margin is None else replace(geometry, margin=float(margin))
         self.temperature: dict[str, float] = self._read_temperature() if self.model is not None else {}
         self.heads: tuple[str, ...] = tuple(self.temperature)
         self._owns_detector = detector is None
@@ -200,7 +203,8 @@ class Predictor:
             timings.detect_ms = (time.perf_counter() - start) * 1000
             predictions, crops = [], []
             for face in faces:
-                crop_box = face.box if whole_image else expand_box(face.box, image.shape, self.margin)
+                crop_box = face.box if whole_image else expand_box(face.box, image.shape, self.geometry.margin,
+                                                                 (self.geometry.shift_x, self.geometry.shift_y))
                 crop_box = tuple(int(v) for v in crop_box)
                 x, y, w, h = crop_box
                 crops.append(image[y : y + h, x : x + w])

@@ -26,8 +26,13 @@ from audience.checkpoint import (
     write_temp_beside,
 )
 from audience.errors import AudienceError
+from audience.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
+MAX_COMMANDS = 20  # command.txt lines kept (a run resumed many times)
+# A Hugging Face Space refuses files over 10 MB without Git LFS: a larger checkpoint is stored in float16
+# (half the bytes; load_checkpoint reads it back as float32, test_checkpoint checks the predictions agree).
+HALF_ABOVE_BYTES = 10 * 1000 * 1000
 
 
 def _slug(text: str) -> str:
@@ -51,22 +56,60 @@ def _link_new(source: Path, target: Path) -> bool:
         return False
 
 
-def _same_checkpoint(stem: Path, sha256: str) -> bool:
+def _same_checkpoint(stem: Path, source_sha256: str) -> bool:
+    """Whether `stem` is an intact promoted copy of the weights whose sha256 is `source_sha256`."""
     weights, meta = checkpoint_paths(stem)
     if not (weights.is_file() and meta.is_file()):
         return False
     try:
-        recorded = (json.loads(meta.read_text(encoding="utf-8")).get("weights") or {}).get("sha256")
-    except (OSError, ValueError, AttributeError):
+        metadata = json.loads(meta.read_text(encoding="utf-8"))
+        recorded = metadata["weights"]["sha256"]
+        source = (metadata.get("promoted_from") or {}).get("sha256", recorded)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return False
-    return recorded == sha256 and file_sha256(weights) == sha256
+    return source == source_sha256 and file_sha256(weights) == recorded
+
+
+def _write_weights(source: Path, temp: Path, half: bool) -> None:
+    if not half:
+        shutil.copyfile(source, temp)
+        return
+    import safetensors.torch
+    import torch
+
+    with safetensors.safe_open(str(source), framework="pt") as file:
+        header = file.metadata() or {}
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - safe_open has no iterator
+    tensors = {key: t.half() if t.is_floating_point() else t for key, t in tensors.items()}
+    safetensors.torch.save_file(tensors, str(temp), metadata={**header, "dtype": str(torch.float16)})
+
+
+def training_record(run_dir: Path) -> dict:
+    """How the run was made, for the model card: its command lines, training seconds and device."""
+    record: dict = {}
+    try:
+        lines = (run_dir / COMMAND_FILE).read_text(encoding="utf-8").splitlines()
+        record["commands"] = [line for line in lines if line.strip()][:MAX_COMMANDS]
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        summary = json.loads((run_dir / "cv_summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if isinstance(summary, dict):
+        record.update({key: summary[key] for key in ("train_seconds", "device", "machine") if key in summary})
+    return record
 
 
 def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
-                       checkpoints_dir: str | Path | None = None) -> Path:
+                       checkpoints_dir: str | Path | None = None, half: bool | None = None,
+                       shipped: bool = False) -> Path:
     """Copy fold `fold`'s best checkpoint of `run_dir` into the checkpoints folder; return the new .json.
 
-    `name` (optional) replaces the readable default name; a taken name gets a numbered suffix.
+    `name` (optional) replaces the readable default name; a taken name gets a numbered suffix. `half`
+    stores the weights in float16; None (default) does so when they exceed HALF_ABOVE_BYTES. The copy's
+    JSON records `promoted_from` and `training` (command, time, device); `shipped` marks a model that is
+    committed with the app (the Compare tab shows it so).
     """
     run_dir = Path(run_dir)
     source_weights, source_meta = checkpoint_paths(run_dir / f"fold{int(fold)}" / "best")
@@ -86,7 +129,9 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
     except OSError as error:
         raise AudienceError(f"Cannot create the checkpoints folder {folder} ({error.strerror}).") from None
     base = _slug(name) if name and _slug(name) else readable_name(metadata, run_dir.name, int(fold))
-    weights_temp = write_temp_beside(folder / ".promote", lambda temp: shutil.copyfile(source_weights, temp))
+    half = source_weights.stat().st_size > HALF_ABOVE_BYTES if half is None else bool(half)
+    weights_temp = write_temp_beside(folder / ".promote", lambda temp: _write_weights(source_weights, temp, half))
+    stored_sha256 = file_sha256(weights_temp) if half else sha256  # float16 bytes differ from the source's
     try:
         for attempt in range(1, MAX_NAME_TRIES):
             stem = folder / (base if attempt == 1 else f"{base}-{attempt}")
@@ -96,8 +141,11 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
                                                                                                    METADATA_SUFFIX)
             if meta_path.exists() or not _link_new(weights_temp, weights_path):
                 continue
-            promoted = {**metadata, "weights": {**(metadata.get("weights") or {}), "file": weights_path.name},
-                        "promoted_from": {"run": run_dir.name, "fold": int(fold)}}
+            stored = {"file": weights_path.name, "bytes": weights_temp.stat().st_size, "sha256": stored_sha256,
+                      "dtype": "float16" if half else "float32"}
+            promoted = {**metadata, "weights": {**(metadata.get("weights") or {}), **stored},
+                        "promoted_from": {"run": run_dir.name, "fold": int(fold), "sha256": sha256},
+                        "training": training_record(run_dir), **({"shipped": True} if shipped else {})}
             text = json.dumps(promoted, indent=2) + "\n"
             meta_temp = write_temp_beside(folder / ".promote",
                                               lambda temp, text=text: temp.write_text(text, encoding="utf-8"))

@@ -6,6 +6,7 @@ Layout of `runs/<run-id>/` (run-id: `YYYYMMDD-HHMMSS-<arch>-<protocol>[-<run_nam
     status.json        state running|stopped|finished|failed, fold, epoch, started, ended, device, message
     train.log          the lines the CLI printed
     cv_summary.json    per-metric mean/std/per_fold over the folds done so far, plus what was run
+    command.txt        the command line(s) of scripts/train.py that started (and resumed) the run
     fold<k>/metrics.csv        one row per epoch (METRICS_COLUMNS)
     fold<k>/best.safetensors + best.json   best epoch by validation, with test metrics and temperature
     fold<k>/last.safetensors + last.json + last_state.pt   the last completed epoch (resume)
@@ -36,6 +37,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "lr", "images_per_s", "seconds",
 )
 STATES: tuple[str, ...] = ("running", "stopped", "finished", "failed")
+COMMAND_FILE = "command.txt"
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 

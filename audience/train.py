@@ -47,7 +47,7 @@ import torch
 
 from audience import settings
 from audience.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
-from audience.data import AdienceData, read_adience
+from audience.data import DATA_FORMATS, AdienceData, read_dataset
 from audience.errors import AudienceError
 from audience.fit import FoldResult, fit, read_resume_state
 from audience.loop import LossNotFinite, describe_device, resolve_device
@@ -70,7 +70,7 @@ def read_data(config: TrainConfig) -> AdienceData:
         from audience.demo import ensure_demo_dataset
 
         root = ensure_demo_dataset()
-    return read_adience(root, policy=config.policy, images=config.images)
+    return read_dataset(root, policy=config.policy, images=config.images)
 
 
 def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
@@ -125,6 +125,7 @@ def _write_summary(run_dir: Path, config: TrainConfig, data: AdienceData, result
     summary.update({
         "protocol": config.protocol, "leaky": config.protocol == "random", "policy": data.policy,
         "images": data.images, "dataset": data.name, "synthetic": data.synthetic, "arch": config.arch,
+        "data_format": data.format, "split_level": data.split_level,
         "task": config.task, "image_size": config.image_size, "pretrained": config.pretrained,
         "folds": config.fold_list(), "folds_done": sorted(results), **extra,
     })
@@ -145,13 +146,21 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
           "epochs": config.epochs, "device": emit.device, "resumed": resumed, "leaky": leaky,
           "message": f"{'resuming' if resumed else 'starting'} run {emit.run_dir.name}: {config.arch}, "
                      f"task {config.task}, protocol {config.protocol}, folds {','.join(map(str, folds))}, "
-                     f"{config.epochs} epochs, {data.name} ({len(data.faces)} faces), device {emit.device}"})
+                     f"{config.epochs} epochs, {data.name} ({DATA_FORMATS[data.format]}, {len(data.faces)} faces), "
+                     f"device {emit.device}"})
     if device.type == "cpu":
         emit({"type": "log", "message": "warning: no GPU, training on the CPU is slow (use the tiny arch or a "
                                         "small --image-size for a quick try)"})
     if leaky:
         emit({"type": "log", "message": "warning: protocol 'random' splits images, not people: the same people are "
                                         "in training and test, so its accuracies are inflated (leaky)"})
+    elif data.split_level == "image":
+        emit({"type": "log", "message": f"note: {data.name} lists no identities, so its folds split images by file "
+                                        "name (image-level, not subject-exclusive): one person may be on both sides"})
+    if data.crop:
+        emit({"type": "log", "message": f"crop geometry of the training images (on {data.crop['measured_on']} of "
+                                        f"{data.crop['sampled']} sampled): margin {data.crop['margin']:.2f}, shift "
+                                        f"{data.crop['shift_x']:+.2f}, {data.crop['shift_y']:+.2f} box sizes"})
 
 
 def _train_folds(config: TrainConfig, data: AdienceData, emit: RunEmitter, stop, model_size: dict,
@@ -180,6 +189,7 @@ def cross_validate(
     on_event: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
+    measure_crop: Callable[[list[str]], dict | None] | None = None,
 ) -> Path:
     """Train config.folds into a new run folder (or continue the run folder `resume`); return its path.
 
@@ -195,6 +205,8 @@ def cross_validate(
     config = config.validated()
     data = read_data(config)
     config = resolve_config(config, data)
+    if measure_crop is not None:  # the predict stage's detector, handed in by the caller (train never imports it)
+        data.crop = measure_crop(data.faces["path"].dropna().astype(str).tolist())
     folds = config.fold_list()
     # Everything that can refuse the run comes before its folder exists: a run that cannot start leaves none.
     splits = {fold: make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
@@ -289,6 +301,7 @@ def _run_fold(config: TrainConfig, data: AdienceData, run_dir: Path, fold: int, 
 
 
 def resume(run_dir: str | Path, on_event: Callable[[dict], None] | None = None,
-           stop: threading.Event | None = None) -> Path:
+           stop: threading.Event | None = None, measure_crop: Callable[[list[str]], dict | None] | None = None) -> Path:
     """Continue a stopped or interrupted run where it stopped (its saved config); return the run folder."""
-    return cross_validate(_saved_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir)
+    return cross_validate(_saved_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir,
+                          measure_crop=measure_crop)

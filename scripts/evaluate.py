@@ -1,9 +1,10 @@
-"""Evaluate a checkpoint on one official Adience fold.
+"""Evaluate a checkpoint on one fold, or on every labelled image, of an Adience root or a UTKFace folder.
 
     python scripts/evaluate.py runs/<run-id>/fold0/best.safetensors --data ROOT --fold 0
     python scripts/evaluate.py checkpoints/model.json --data demo --fold 0 --json
+    python scripts/evaluate.py checkpoints/model.json --data ../shared/utkface --split all --json
 
-The label policy and image folder default to the ones the checkpoint was trained with.
+The label policy defaults to the one the checkpoint was trained with, the image folder to auto.
 Exit status: 0 done, 2 a problem with the input (one `error:` sentence), 1 an internal error (one
 line; the traceback on stderr with --debug or AUDIENCE_DEBUG=1).
 """
@@ -21,18 +22,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audience.data import IMAGE_MODES, N_FOLDS  # noqa: E402
 from audience.errors import AudienceError  # noqa: E402
+from audience.evaluation import SPLITS  # noqa: E402
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on one fold of an Adience root.")
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on one fold, or on every labelled image, "
+                                                 "of an Adience root or a UTKFace folder.")
     parser.add_argument("checkpoint", help="the checkpoint's .safetensors or .json file")
-    parser.add_argument("--data", required=True, help="Adience root, or 'demo' for the synthetic demo dataset")
-    parser.add_argument("--fold", type=int, required=True, choices=range(N_FOLDS), metavar=f"0-{N_FOLDS - 1}",
-                        help="the official fold to evaluate on")
+    parser.add_argument("--data", required=True,
+                        help="Adience root, UTKFace folder, or 'demo' for the synthetic demo dataset")
+    parser.add_argument("--split", choices=SPLITS, default=None,
+                        help="fold: the faces of --fold; all: every labelled image (default: fold when --fold "
+                             "is given)")
+    parser.add_argument("--fold", type=int, choices=range(N_FOLDS), metavar=f"0-{N_FOLDS - 1}",
+                        help="the fold to evaluate on (official Adience folds; UTKFace's image-level folds)")
     parser.add_argument("--policy", choices=POLICIES, help="age label policy (default: the checkpoint's)")
     parser.add_argument("--images", choices=[m for m in IMAGE_MODES if m != "none"],
-                        help="image folder (default: the checkpoint's)")
+                        help="image folder (default: auto, the data root decides)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -56,7 +63,8 @@ def _table(title: str, classes: tuple[str, ...], confusion: list[list[int]]) -> 
 
 def format_report(result: dict) -> str:
     metrics = result["metrics"]
-    lines = [f"{result['checkpoint']} ({result['arch']}, {result['task']}) on fold {result['fold']} of "
+    where = f"fold {result['fold']} of" if result["split"] == "fold" else "every labelled image of"
+    lines = [f"{result['checkpoint']} ({result['arch']}, {result['task']}) on {where} "
              f"{result['dataset']}: {result['n']} faces, policy {result['policy']}"]
     if metrics["age_exact"] is not None:
         lines.append(f"age: exact {_percent(metrics['age_exact'])}, 1-off {_percent(metrics['age_one_off'])}, "
@@ -74,12 +82,19 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    split = args.split or ("fold" if args.fold is not None else None)
+    if split is None:
+        parser.error("give --fold N, or --split all to evaluate on every labelled image")
+    if split == "fold" and args.fold is None:
+        parser.error("--split fold needs --fold N")
     from audience.evaluation import evaluate_checkpoint
 
     try:
-        result = evaluate_checkpoint(args.checkpoint, args.data, args.fold, policy=args.policy, images=args.images,
-                                     batch_size=args.batch_size, device=args.device)
+        result = evaluate_checkpoint(args.checkpoint, args.data, args.fold if split == "fold" else None,
+                                     policy=args.policy, images=args.images, batch_size=args.batch_size,
+                                     device=args.device, split=split)
     except AudienceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audience.errors import AudienceError  # noqa: E402
+from audience.runs import COMMAND_FILE  # noqa: E402
 from audience.train_config import add_config_arguments, config_from_args  # noqa: E402
 
 
@@ -44,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _Progress:
     """Turns training events into tqdm bars (one per epoch) and printed lines."""
 
-    def __init__(self, quiet: bool):
-        self.quiet, self.bar = quiet, None
+    def __init__(self, quiet: bool, command: str = ""):
+        self.quiet, self.bar, self.command = quiet, None, command
         self.run_dir: str | None = None  # known from run_start on, for pointing at its train.log
 
     def _close(self) -> None:
@@ -57,6 +59,8 @@ class _Progress:
         from tqdm import tqdm
 
         self.run_dir = event.get("run_dir") or self.run_dir
+        if event["type"] == "run_start" and self.command:
+            record_command(Path(event["run_dir"]), self.command)
         if event["type"] == "batch":
             if self.quiet:
                 return
@@ -71,6 +75,15 @@ class _Progress:
         # An error's sentence is printed once, by main(), from the exception.
         if event.get("message") and event["type"] != "error":
             tqdm.write(event["message"])
+
+
+def record_command(run_dir: Path, command: str) -> None:
+    """Append the command line to the run's command.txt (a resume adds a line), so a model card can quote it."""
+    try:
+        with open(run_dir / COMMAND_FILE, "a", encoding="utf-8") as file:
+            file.write(command + "\n")
+    except OSError:  # a record, not the run: training goes on without it
+        pass
 
 
 def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> str:
@@ -100,16 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping after the current batch (press Ctrl-C again to abort now)", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    from audience.crop_geometry import measure_crop_geometry
     from audience.train import cross_validate, resume
 
-    progress = _Progress(args.quiet)
+    progress = _Progress(args.quiet, shlex.join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None
+                                                                                  else argv)]))
     try:
         if args.resume:
-            run_dir = resume(args.resume, on_event=progress, stop=stop)
+            run_dir = resume(args.resume, on_event=progress, stop=stop, measure_crop=measure_crop_geometry)
         else:
             if "data" not in settings:
                 parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset)")
-            run_dir = cross_validate(config_from_args(args), on_event=progress, stop=stop)
+            run_dir = cross_validate(config_from_args(args), on_event=progress, stop=stop,
+                                     measure_crop=measure_crop_geometry)
     except AudienceError as error:
         progress._close()
         message = str(error)

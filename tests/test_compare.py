@@ -194,12 +194,43 @@ def test_promote_copies_the_best_checkpoint_under_a_readable_name(tmp_path):
     path = promote_checkpoint(run, 0, checkpoints_dir=served)
     assert path.name == "tiny-age-gender-folds-fold0-20260101-093128-demo.json"
     model, _, meta = load_checkpoint(path)  # loads, checksum verified
-    assert meta["promoted_from"] == {"run": run.name, "fold": 0}
+    source_sha = json.loads((run / "fold0" / "best.json").read_text(encoding="utf-8"))["weights"]["sha256"]
+    assert meta["promoted_from"] == {"run": run.name, "fold": 0, "sha256": source_sha}
+    assert meta["weights"]["dtype"] == "float32" and "shipped" not in meta
     assert meta["weights"]["file"] == path.stem + ".safetensors"
     assert promote_checkpoint(run, 0, checkpoints_dir=served) == path  # same weights: no second copy
     assert sorted(p.name for p in served.iterdir()) == [path.name, path.stem + ".safetensors"]
     table = checkpoints_table(served)
     assert table.iloc[0]["checkpoint"] == path.stem and table.iloc[0]["from run"] == run.name
+
+
+def test_promote_in_float16_halves_the_file_and_predicts_the_same(tmp_path):
+    import torch
+
+    from audience.compare_shipped import checkpoint_runs
+
+    run = _run_with_checkpoint(tmp_path / "runs")
+    (run / "command.txt").write_text("python scripts/train.py --data demo\n", encoding="utf-8")
+    full = promote_checkpoint(run, 0, checkpoints_dir=tmp_path / "full", half=False)
+    half = promote_checkpoint(run, 0, checkpoints_dir=tmp_path / "half", half=True, shipped=True)
+    assert promote_checkpoint(run, 0, checkpoints_dir=tmp_path / "half", half=True) == half  # no second copy
+    size = {p: (p.parent / (p.stem + ".safetensors")).stat().st_size for p in (full, half)}
+    assert size[half] < 0.6 * size[full]
+    model_full, transform, _ = load_checkpoint(full)
+    model_half, _, meta = load_checkpoint(half)  # checksum of the float16 file verified, loaded as float32
+    assert meta["weights"]["dtype"] == "float16" and next(model_half.parameters()).dtype == torch.float32
+    assert meta["training"]["commands"] == ["python scripts/train.py --data demo"] and meta["shipped"] is True
+    torch.manual_seed(0)
+    batch = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        a, b = model_full(batch), model_half(batch)
+    for head in ("age", "gender"):
+        assert torch.allclose(torch.softmax(a[head], 1), torch.softmax(b[head], 1), atol=2e-3)
+        assert torch.equal(a[head].argmax(1), b[head].argmax(1))
+    (row,) = checkpoint_runs(tmp_path / "half")
+    assert row.state == "shipped" and row.run_id == f"checkpoint:{half.stem}"
+    table = compare.runs_table([row])
+    assert table.iloc[0]["state"] == "shipped" and table.iloc[0]["age exact %"] == "50.0"
 
 
 def test_promote_never_overwrites_a_different_checkpoint(tmp_path):

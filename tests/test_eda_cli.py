@@ -132,13 +132,14 @@ def test_bad_root_from_the_command_line(tmp_path):
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'}: data root not found "
-                                          "(expected a folder with fold_0_data.txt ... fold_4_data.txt)."]
+                                          "(expected an Adience root with fold_0_data.txt ... fold_4_data.txt, "
+                                          "or a UTKFace folder)."]
 
 
 def test_unreadable_file_exits_2_with_one_line(capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/data/fold_0_data.txt")
 
-    monkeypatch.setattr(eda_script, "read_adience", refuse)
+    monkeypatch.setattr(eda_script, "read_dataset", refuse)
     assert eda_script.main(["--data", "/data", "--json"]) == 2
     assert capsys.readouterr().err == "error: /data/fold_0_data.txt: cannot be read (Permission denied).\n"

@@ -39,7 +39,7 @@ class FakeTrainer:
         self.waiting = threading.Event()
         self.saw_stop = False
 
-    def __call__(self, config, on_event=None, stop=None, resume=None):
+    def __call__(self, config, on_event=None, stop=None, resume=None, measure_crop=None):
         self.resume = resume
         on_event({"type": "run_start", "run_dir": str(self.run_dir), "folds": [2, 3], "epochs": 4,
                   "device": "cpu (2 cores, 2 threads)", "message": "starting run"})

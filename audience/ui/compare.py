@@ -14,6 +14,7 @@ import pandas as pd
 
 from audience import compare, settings
 from audience import compare_plots as plots
+from audience.compare_shipped import SHIPPED_PREFIX, checkpoint_runs
 from audience.errors import AudienceError
 from audience.latency import measure_cpu_latency
 from audience.promote import checkpoints_table, promote_checkpoint
@@ -39,6 +40,11 @@ LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 180]
 SERVED_COLUMN_WIDTHS = [250, 100, 104, 84, 56, 92, 70, 70, 80, 160, 110]
 
 
+def _all_runs() -> list:
+    """The runs folder's runs, then the served checkpoints (the shipped model among them) as rows."""
+    return compare.read_runs(settings.runs_dir()) + checkpoint_runs()
+
+
 def _runs_table(runs: list) -> pd.DataFrame:
     return compare.runs_table(runs) if runs else pd.DataFrame(columns=["run"])
 
@@ -51,10 +57,11 @@ def _problems(runs: list) -> str:
 
 
 def _message(runs: list) -> str:
-    if not runs:
+    if not any(not run.run_id.startswith(SHIPPED_PREFIX) for run in runs):
         return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset "
                 "takes about a minute on a CPU) or run `python scripts/train.py --data demo --arch tiny --folds 0`; "
-                "it appears here when it ends.")
+                "it appears here when it ends. Rows named `checkpoint:` are served models with the "
+                "metrics recorded in their JSON (state *shipped*: it came with the app).")
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
              "done, in percent. " + LATENCY_NOTE]
@@ -77,7 +84,7 @@ def _fold_choices(run) -> list[str]:
 
 def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None, fold: str | None = None):
     """The /compare handler: everything the tab shows, for the chosen runs (default: ResNet50 vs MobileNetV3)."""
-    runs = compare.read_runs(settings.runs_dir())
+    runs = _all_runs()
     ids = [run.run_id for run in runs]
     chosen = [run_id for run_id in (chosen or []) if run_id in ids] or compare.default_selection(runs)
     selected = [run for run in runs if run.run_id in chosen]
@@ -108,6 +115,8 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None):
     try:
         if not run_id:
             raise AudienceError("Choose a run first.")
+        if str(run_id).startswith(SHIPPED_PREFIX):
+            raise AudienceError(f"{run_id} is a served checkpoint already; pick it in the Predict tab.")
         run = _run_by_id(compare.read_runs(settings.runs_dir()), run_id)
         if run is None:
             raise AudienceError(f"Run {run_id} is not in the runs folder.")
@@ -125,7 +134,7 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None):
 
 def measure_latency():
     """Measure (once per arch and image size, cached) the CPU latency of every arch in the runs folder."""
-    runs = compare.read_runs(settings.runs_dir())
+    runs = _all_runs()
     wanted = sorted({(r.config["arch"], compare.image_size_of(r)) for r in runs
                      if r.config and r.config.get("arch") and compare.image_size_of(r)})
     lines = []

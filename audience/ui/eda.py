@@ -13,7 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
-from audience.data import IMAGE_MODES, read_adience
+from audience.data import DATA_FORMATS, IMAGE_MODES, read_dataset
+from audience.eda import plot_age_years, plot_race
 from audience.eda_report import FIGURE_NAMES, build_eda
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, POLICIES
@@ -23,11 +24,14 @@ NOISE_COLUMNS = ["field", "raw", "rows", "bins", "strict"]
 FIGURE_LABELS = {
     "age": "Age classes", "gender": "Gender", "age_gender": "Age class by gender",
     "fold_classes": "Age classes per fold", "images_per_subject": "Images per subject", "image_sizes": "Image sizes",
+    "age_years": "Exact ages (UTKFace)", "race": "Race (UTKFace)",
 }
 SYNTHETIC_BANNER = (
     "> **Synthetic demo data.** These numbers and charts describe generated faces, not Adience. "
     "Point the data root at an Adience folder for the real analysis."
 )
+IMAGE_SPLIT_NOTE = ("> **Image-level folds.** This dataset lists no identities, so its folds split images by file "
+                    "name: one person may be in two folds, and its test numbers are not subject-exclusive.")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+|!~])")
 
 
@@ -65,11 +69,16 @@ def format_summary(summary: dict) -> str:
         ("rows without a gender", summary["no_gender_class"]),
         ("rows left out (image missing)", summary["missing_images"]),
         ("rows repeating another row's image", summary.get("duplicate_rows", 0)),
+        ("images between age groups (kept, no age class)", summary.get("between_groups", 0)),
+        *((f"images dropped: {reason}",
+           f"{count} (e.g. {escape_markdown(', '.join(summary['dropped_examples'][reason]))})")
+          for reason, count in summary.get("dropped", {}).items()),
     ]
     lines = [SYNTHETIC_BANNER, ""] if summary["synthetic"] else []
     lines += [
-        f"**{escape_markdown(summary['dataset'])}** at `{summary['root'].replace('`', '')}`: "
-        f"policy **{summary['policy']}**, images **{summary['images']}**",
+        f"**{escape_markdown(summary['dataset'])}** ({DATA_FORMATS.get(summary.get('format'), 'Adience layout')}) at "
+        f"`{summary['root'].replace('`', '')}`: policy **{summary['policy']}**, images **{summary['images']}**",
+        *([f"\n{IMAGE_SPLIT_NOTE}"] if summary.get("split_level") == "image" else []),
         "",
         "| | |",
         "|---|---|",
@@ -86,23 +95,28 @@ def _empty_outputs(message: str) -> tuple:
 def run_eda(root: str, policy: str, images: str) -> tuple:
     """(summary Markdown, one plotly figure per FIGURE_NAMES, noise table, sample montage) for a data root."""
     try:
-        data = read_adience(resolve_allowed_root(root), policy=policy, images=images)
+        data = read_dataset(resolve_allowed_root(root), policy=policy, images=images)
         result = build_eda(data, sample=SIZE_SAMPLE)
     except AudienceError as exc:
         return _empty_outputs(str(exc))
     except OSError as exc:  # e.g. a fold file without read permission
         return _empty_outputs(f"{exc.filename or root}: cannot be read ({exc.strerror or exc}).")
-    return (format_summary(result.summary), *(result.figures[name] for name in FIGURE_NAMES),
+    # a chart the data cannot have (exact ages, race on Adience) says why instead of staying blank
+    figures = {"age_years": plot_age_years, "race": plot_race}
+    return (format_summary(result.summary),
+            *(result.figures[name] if name in result.figures else figures[name](data) for name in FIGURE_NAMES),
             result.noise, result.grid)
 
 
 def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
     """Lay out the EDA tab inside the current gr.Tab; with `demo`, the tab also fills itself at page load."""
-    gr.Markdown("Explore an Adience root: label counts per class and fold, label noise, images per subject, "
-                "image sizes and sample faces.")
+    gr.Markdown("Explore an Adience root or a UTKFace folder (the format is detected): label counts per class "
+                "and fold, label noise, images per subject, exact ages and race (UTKFace), image sizes and sample "
+                "faces.")
     with gr.Row():
         root = gr.Textbox(value=default_root, label="Data root", scale=3,
-                          info="A folder with fold_0_data.txt ... fold_4_data.txt (and aligned/ or faces/).")
+                          info="An Adience root (fold_0_data.txt ... fold_4_data.txt and aligned/ or faces/) "
+                               "or a UTKFace folder (*.jpg.chip.jpg).")
         policy = gr.Radio(list(POLICIES), value="bins", label="Age label policy",
                           info="bins: every age inside one class; strict: the 8 canonical strings only.")
         images = gr.Radio(list(IMAGE_MODES), value="auto", label="Image folder",

@@ -22,6 +22,7 @@ import gradio as gr
 
 from audience import jobs
 from audience.compare_plots import plot_job_curves
+from audience.crop_geometry import measure_crop_geometry
 from audience.errors import AudienceError
 from audience.models import ARCHS
 from audience.settings import allowed_data_dirs
@@ -174,7 +175,8 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     def start_training(**form):
         try:
             config = config_from_form({k: v for k, v in form.items() if v is not None or k in NULLABLE})
-            jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1])
+            jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1],
+                           measure_crop=measure_crop_geometry)
         except AudienceError as error:
             return _refusal(error), _timer(jobs.job_status().active)
         return f"Started a training run ({config.arch}, folds {config.folds}, {config.epochs} epochs).", _timer(True)
@@ -188,7 +190,8 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
         if not run_id:
             return "Choose a stopped run to resume.", _timer(jobs.job_status().active)
         try:
-            status = jobs.resume_job(run_id, server_name=_server(demo)[0], share=_server(demo)[1])
+            status = jobs.resume_job(run_id, server_name=_server(demo)[0], share=_server(demo)[1],
+                                     measure_crop=measure_crop_geometry)
         except AudienceError as error:
             return _refusal(error), _timer(jobs.job_status().active)
         return f"Resuming run {status.run_id}.", _timer(True)

@@ -1,0 +1,97 @@
+"""Crops belong to the checkpoint: measured from training images, stored, read back, used by Predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audience.checkpoint import save_checkpoint
+from audience.crop_geometry import DEFAULT_GEOMETRY, crop_geometry_of, measure_crop_geometry
+from audience.errors import AudienceError
+from audience.faces import CROP_MARGIN, FaceDetector, expand_box
+from audience.models import build_model
+from audience.predict import Predictor
+
+data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def face_box(astronaut):
+    with FaceDetector() as detector:
+        return detector.detect(astronaut)[0].box
+
+
+def _training_images(folder, astronaut, box, margin: float, count: int = 6) -> list[str]:
+    """Face crops cut at a known margin (slightly rescaled copies, as a dataset's images would be)."""
+    x, y, w, h = expand_box(box, astronaut.shape, margin)
+    crop = Image.fromarray(astronaut[y:y + h, x:x + w])
+    paths = []
+    for index in range(count):
+        side = 120 + 20 * index
+        path = folder / f"face{index}.jpg"
+        crop.resize((side, side)).save(path, quality=95)
+        paths.append(str(path))
+    return paths
+
+
+def test_the_measured_margin_is_the_one_the_images_were_cut_with(tmp_path, astronaut, face_box):
+    measured = {}
+    for margin in (0.05, 0.4):
+        folder = tmp_path / str(margin)
+        folder.mkdir()
+        measured[margin] = measure_crop_geometry(_training_images(folder, astronaut, face_box, margin))
+        assert measured[margin]["measured_on"] == measured[margin]["sampled"] == 6
+        # BlazeFace draws a face that fills more of its input a little larger (about 8 %), hence the tolerance
+        assert measured[margin]["margin"] == pytest.approx(margin, abs=0.1)
+        assert abs(measured[margin]["shift_x"]) < 0.08 and abs(measured[margin]["shift_y"]) < 0.08
+    assert measured[0.4]["margin"] - measured[0.05]["margin"] > 0.2
+
+
+def test_no_face_measures_nothing(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)).save(path)
+    assert measure_crop_geometry([str(path), str(tmp_path / "missing.jpg")]) is None
+
+
+def _checkpoint(folder, name: str, crop: dict | None):
+    torch.manual_seed(0)
+    metadata = {"image_size": 32, "dataset": {"name": "demo", "synthetic": True}}
+    if crop is not None:
+        metadata["crop"] = crop
+    save_checkpoint(folder / name, build_model("tiny", pretrained=False), metadata)
+    return folder / f"{name}.json"
+
+
+def test_round_trip_through_the_checkpoint_into_predict(tmp_path, astronaut, face_box):
+    measured = measure_crop_geometry(_training_images(tmp_path, astronaut, face_box, 0.05))
+    tight = _checkpoint(tmp_path, "tight", measured)
+    old = _checkpoint(tmp_path, "old", None)
+    with Predictor(tight) as predictor:
+        assert crop_geometry_of(predictor.metadata).margin == pytest.approx(measured["margin"])
+        face = predictor.predict(astronaut)[0]
+    with Predictor(old) as predictor:
+        assert predictor.geometry == DEFAULT_GEOMETRY
+        legacy = predictor.predict(astronaut)[0]
+    # an old checkpoint keeps today's crop bit for bit; the tight one cuts closer round the same face
+    assert legacy.crop_box == expand_box(legacy.box, astronaut.shape, CROP_MARGIN)
+    assert face.box == legacy.box and face.crop_box[2] < legacy.crop_box[2]
+    with Predictor(tight, margin=0.4) as predictor:  # an explicit margin still wins
+        assert predictor.geometry.margin == 0.4
+
+
+@pytest.mark.parametrize("crop", [{"margin": "wide"}, {"margin": 9.0}, {"shift_x": float("nan")}, [0.2], 5])
+def test_a_malformed_crop_record_is_one_sentence(tmp_path, crop):
+    with pytest.raises(AudienceError, match="crop"):
+        crop_geometry_of({"crop": crop})
+
+
+def test_shift_moves_the_square_by_box_sizes():
+    assert expand_box((100, 100, 50, 50), (400, 400, 3), 0.0, (0.2, -0.4)) == (110, 80, 50, 50)
+    assert expand_box((100, 100, 50, 50), (400, 400, 3), 0.0) == (100, 100, 50, 50)
