@@ -4,14 +4,18 @@ pipeline the trainer's test used)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from audience.cache import CachedFaces, build_image_cache, cache_size_for
 from audience.checkpoint import load_checkpoint, read_checkpoint_metadata
 from audience.data import read_dataset
 from audience.errors import AudienceError
+from audience.images import read_image
 from audience.loop import make_loader, predict_logits, resolve_device
 from audience.metrics import (
     choose_temperature,
@@ -103,6 +107,30 @@ def evaluation_rows(data, split: str, fold: int | None, task: str) -> np.ndarray
     return fold_rows(data, fold, task)
 
 
+class CroppedFaces(Dataset):
+    """Face crops made in memory (the detect-and-crop evaluation), transformed, with their classes."""
+
+    def __init__(self, crops: list[np.ndarray], age: np.ndarray, gender: np.ndarray, transform):
+        self.crops, self.age, self.gender, self.transform = crops, age, gender, transform
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return self.transform(self.crops[index]), int(self.age[index]), int(self.gender[index])
+
+
+def _face_crops(paths: list[str], face_crop: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray | None]:
+    """The crop of each image (None: unreadable)."""
+    crops = []
+    for path in paths:
+        try:
+            crops.append(np.ascontiguousarray(face_crop(read_image(path))))
+        except AudienceError:
+            crops.append(None)
+    return crops
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data_root: str | Path,
@@ -114,6 +142,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     cache_dir: str | Path | None = None,
     split: str = "fold",
+    face_crop: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Metrics of `checkpoint` on the labelled faces of fold `fold` of `data_root` ('demo' allowed), or on
     every labelled face with split="all" (an Adience root or a UTKFace folder: cross-dataset works).
@@ -123,6 +152,10 @@ def evaluate_checkpoint(
     "fold", "split", "n", "policy", "images", "temperature", "metrics" (compute_metrics),
     "ece_uncalibrated", "warnings", and the headline fractions age_exact, age_one_off, gender_acc with
     the counts they are over, n_age and n_gender}.
+
+    `face_crop` (image -> face crop; the predict stage's detector with the checkpoint's crop geometry)
+    re-cuts each image the way the Predict path would, for data framed unlike the training images
+    (a UTKFace model on Adience's looser faces); without it the images are classified whole.
     """
     metadata = read_checkpoint_metadata(checkpoint)
     dataset = metadata.get("dataset") or {}
@@ -137,8 +170,12 @@ def evaluate_checkpoint(
     target = resolve_device(device)
     model, transform, metadata = load_checkpoint(checkpoint, device=target)
     paths = data.faces["path"].astype(str).tolist()
-    cache = build_image_cache(paths, cache_size_for(int(metadata["image_size"])), cache_dir=cache_dir)
-    cache_rows = cache.rows_of(paths)[rows]
+    if face_crop is None:
+        cache = build_image_cache(paths, cache_size_for(int(metadata["image_size"])), cache_dir=cache_dir)
+        cache_rows = cache.rows_of(paths)[rows]
+    else:
+        crops = _face_crops([paths[row] for row in rows], face_crop)
+        cache_rows = np.array([row if crops[i] is not None else -1 for i, row in enumerate(rows)])
     readable = cache_rows >= 0
     if not readable.any():
         raise AudienceError(f"No image of {'fold ' + str(fold) if split == 'fold' else 'the data'} in "
@@ -147,8 +184,11 @@ def evaluate_checkpoint(
     heads = HEADS_OF_TASK[metadata["task"]]
     age = data.faces["age_class"].to_numpy()[rows] if "age" in heads else np.full(len(rows), -1)
     gender = data.faces["gender_class"].to_numpy()[rows] if "gender" in heads else np.full(len(rows), -1)
-    loader = make_loader(CachedFaces(cache, cache_rows, age, gender, transform), batch_size, target, workers,
-                         train=False, persistent=False)
+    if face_crop is None:
+        faces = CachedFaces(cache, cache_rows, age, gender, transform)
+    else:
+        faces = CroppedFaces([crop for crop in crops if crop is not None], age, gender, transform)
+    loader = make_loader(faces, batch_size, target, workers, train=False, persistent=False)
     predicted = predict_logits(model, loader, target)
     temperature = {head: float((metadata.get("temperature") or {}).get(head, 1.0)) for head in heads}
     probabilities = {head: softmax_with_temperature(predicted[head], temperature[head]) for head in heads}
@@ -164,6 +204,7 @@ def evaluate_checkpoint(
     return {
         "age_exact": metrics["age_exact"], "age_one_off": metrics["age_one_off"], "gender_acc": metrics["gender_acc"],
         "n_age": labelled["age"], "n_gender": labelled["gender"], "split": split,
+        "crop": "whole image" if face_crop is None else "detected face, cut with the checkpoint's crop geometry",
         "checkpoint": str(checkpoint), "data": str(data.root), "dataset": data.name, "fold": fold,
         "n": int(len(rows)), "policy": policy, "images": data.images, "arch": metadata["arch"],
         "task": metadata["task"], "temperature": temperature, "metrics": metrics,

@@ -12,6 +12,7 @@ line; the traceback on stderr with --debug or AUDIENCE_DEBUG=1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", choices=POLICIES, help="age label policy (default: the checkpoint's)")
     parser.add_argument("--images", choices=[m for m in IMAGE_MODES if m != "none"],
                         help="image folder (default: auto, the data root decides)")
+    parser.add_argument("--crop", choices=("auto", "whole", "detect"), default="auto",
+                        help="whole: classify each image as it is; detect: find the face and cut it with the "
+                             "checkpoint's crop geometry, as the Predict path does; auto (default): detect when the "
+                             "checkpoint records a crop and was trained on another dataset format")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -65,7 +70,7 @@ def format_report(result: dict) -> str:
     metrics = result["metrics"]
     where = f"fold {result['fold']} of" if result["split"] == "fold" else "every labelled image of"
     lines = [f"{result['checkpoint']} ({result['arch']}, {result['task']}) on {where} "
-             f"{result['dataset']}: {result['n']} faces, policy {result['policy']}"]
+             f"{result['dataset']}: {result['n']} faces, policy {result['policy']}, crop: {result['crop']}"]
     if metrics["age_exact"] is not None:
         lines.append(f"age: exact {_percent(metrics['age_exact'])}, 1-off {_percent(metrics['age_one_off'])}, "
                      f"macro F1 {metrics['age_f1']:.3f}, ECE {metrics['age_ece']:.3f} "
@@ -81,6 +86,27 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _face_crop(args: argparse.Namespace):
+    """The detect-and-crop function --crop asks for (None: whole images), with its detector open meanwhile."""
+    from audience.checkpoint import read_checkpoint_metadata
+    from audience.data import detect_format
+
+    metadata = read_checkpoint_metadata(args.checkpoint)
+    if args.crop == "auto":
+        trained_on = (metadata.get("dataset") or {}).get("format") or "adience"
+        data_format = "adience" if args.data.strip().lower() == "demo" else detect_format(args.data)
+        args.crop = "detect" if metadata.get("crop") and trained_on != data_format else "whole"
+    if args.crop == "whole":
+        yield None
+        return
+    from audience.crop_geometry import face_cropper
+    from audience.faces import FaceDetector
+
+    with FaceDetector() as detector:
+        yield face_cropper(metadata, detector)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -92,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     from audience.evaluation import evaluate_checkpoint
 
     try:
-        result = evaluate_checkpoint(args.checkpoint, args.data, args.fold if split == "fold" else None,
-                                     policy=args.policy, images=args.images, batch_size=args.batch_size,
-                                     device=args.device, split=split)
+        with _face_crop(args) as face_crop:
+            result = evaluate_checkpoint(args.checkpoint, args.data, args.fold if split == "fold" else None,
+                                         policy=args.policy, images=args.images, batch_size=args.batch_size,
+                                         device=args.device, split=split, face_crop=face_crop)
     except AudienceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -95,3 +95,35 @@ def test_a_malformed_crop_record_is_one_sentence(tmp_path, crop):
 def test_shift_moves_the_square_by_box_sizes():
     assert expand_box((100, 100, 50, 50), (400, 400, 3), 0.0, (0.2, -0.4)) == (110, 80, 50, 50)
     assert expand_box((100, 100, 50, 50), (400, 400, 3), 0.0) == (100, 100, 50, 50)
+
+
+def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
+    from audience.crop_geometry import face_cropper
+
+    tight = {"crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}}
+    with FaceDetector() as detector:
+        crop = face_cropper(tight, detector)(astronaut)
+        whole = face_cropper(None, detector)(np.full((64, 64, 3), 128, dtype=np.uint8))  # no face: the image
+    x, y, w, h = expand_box(face_box, astronaut.shape, 0.05, (0.0, 0.1))
+    assert np.array_equal(crop, astronaut[y:y + h, x:x + w]) and whole.shape == (64, 64, 3)
+
+
+@pytest.mark.slow
+def test_evaluate_cuts_faces_for_a_checkpoint_of_another_dataset(tmp_path, demo_root, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parent.parent / "scripts" /
+                                                  "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    metadata = {"image_size": 32, "dataset": {"name": "UTKFace", "format": "utkface", "synthetic": False},
+                "crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.0}}
+    save_checkpoint(tmp_path / "utk", build_model("tiny", pretrained=False), metadata)
+    args = [str(tmp_path / "utk.json"), "--data", str(demo_root), "--fold", "0", "--json"]
+    assert module.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["crop"].startswith("detected face")
+    assert module.main([*args, "--crop", "whole"]) == 0
+    assert json.loads(capsys.readouterr().out)["crop"] == "whole image"
