@@ -92,11 +92,14 @@ def _face_crop(args: argparse.Namespace):
     from audience.checkpoint import read_checkpoint_metadata
     from audience.data import detect_format
 
-    metadata = read_checkpoint_metadata(args.checkpoint)
-    if args.crop == "auto":
-        trained_on = (metadata.get("dataset") or {}).get("format") or "adience"
-        data_format = "adience" if args.data.strip().lower() == "demo" else detect_format(args.data)
-        args.crop = "detect" if metadata.get("crop") and trained_on != data_format else "whole"
+    try:
+        metadata = read_checkpoint_metadata(args.checkpoint)
+        if args.crop == "auto":
+            trained_on = (metadata.get("dataset") or {}).get("format") or "adience"
+            data_format = "adience" if args.data.strip().lower() == "demo" else detect_format(args.data)
+            args.crop = "detect" if metadata.get("crop") and trained_on != data_format else "whole"
+    except AudienceError:  # evaluate_checkpoint says what is wrong with the checkpoint or the data, in one sentence
+        args.crop, metadata = "whole", None
     if args.crop == "whole":
         yield None
         return
