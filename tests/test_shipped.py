@@ -1,0 +1,68 @@
+"""The model a fresh clone serves: trained on real faces, small enough for a Space, honest about itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audience.checkpoint import checkpoint_paths, load_checkpoint
+from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.predict import Predictor
+from audience.predict_files import find_newest_checkpoint
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+SPACE_FILE_LIMIT = 10 * 1000 * 1000  # a Space refuses larger files without Git LFS
+
+
+def shipped() -> list[Path]:
+    return sorted(path for path in CHECKPOINTS.glob("*.json")
+                  if json.loads(path.read_text(encoding="utf-8")).get("shipped"))
+
+
+def test_the_repository_ships_a_model_trained_on_real_faces():
+    paths = shipped()
+    assert paths, "checkpoints/ must hold a shipped model (a JSON with \"shipped\": true)"
+    for path in paths:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        weights, _ = checkpoint_paths(path)
+        assert weights.stat().st_size < SPACE_FILE_LIMIT and meta["weights"]["dtype"] == "float16"
+        dataset = meta["dataset"]
+        assert dataset["synthetic"] is False and dataset["format"] == "utkface" and "research" in dataset["licence"]
+        assert meta["split_level"] == "image" and meta["metrics_on"] == "test"
+        assert meta["metrics"]["age_exact"] >= 0.45 and meta["metrics"]["gender_acc"] >= 0.85  # the shipping floor
+        assert meta["crop"]["measured_on"] > 100 and meta["training"]["commands"]
+        assert not meta["train_config"]["pretrained"]  # from scratch: no ImageNet weights were at hand
+
+
+def test_a_fresh_clone_serves_it_by_default(monkeypatch):
+    monkeypatch.delenv("AUDIENCE_CHECKPOINTS", raising=False)
+    assert find_newest_checkpoint() in shipped()
+
+
+@pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
+def test_it_answers_the_astronaut_with_an_age_group_and_a_gender(path):
+    data = pytest.importorskip("skimage.data")
+    model, _, meta = load_checkpoint(path)
+    assert next(model.parameters()).dtype.is_floating_point
+    with Predictor(path) as predictor:
+        assert predictor.note is None  # real data: no synthetic banner
+        faces = predictor.predict(data.astronaut())
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.age_label in AGE_CLASSES and face.gender_label in GENDER_CLASSES
+    assert np.isclose(sum(face.age_probs), 1.0) and np.isclose(sum(face.gender_probs), 1.0)
+
+
+@pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
+def test_its_model_card_is_the_one_the_code_generates(path):
+    from audience.model_card import build_model_card
+
+    card = path.with_name(path.stem + ".md")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    assert card.read_text(encoding="utf-8") == build_model_card(meta, None, CARD_REPO)
+
+
+CARD_REPO = "YOUR-USER/audience-utkface"  # the placeholder repo id of the committed card
