@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from audience.data import IMAGE_MODES, read_adience  # noqa: E402
-from audience.eda import summarize  # noqa: E402
-from audience.eda_report import build_eda, write_label_file, write_report  # noqa: E402
+from audience.data.adience import IMAGE_MODES, read_adience  # noqa: E402
+from audience.eda.report import build_eda, write_label_file, write_report  # noqa: E402
+from audience.eda.tables import summarize  # noqa: E402
 from audience.errors import AudienceError  # noqa: E402
 from audience.labels import POLICIES  # noqa: E402
 

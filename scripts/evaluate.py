@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audience.data import IMAGE_MODES, N_FOLDS  # noqa: E402
+from audience.data.adience import IMAGE_MODES, N_FOLDS  # noqa: E402
 from audience.errors import AudienceError  # noqa: E402
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES  # noqa: E402
 
@@ -75,7 +75,7 @@ def format_report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from audience.evaluation import evaluate_checkpoint
+    from audience.train.evaluation import evaluate_checkpoint
 
     try:
         result = evaluate_checkpoint(args.checkpoint, args.data, args.fold, policy=args.policy, images=args.images,

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse  # noqa: E402
 
 from audience.errors import AudienceError  # noqa: E402
-from audience.onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx  # noqa: E402
+from audience.publish.onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audience.data import read_adience  # noqa: E402
-from audience.demo import DEFAULT_SUBJECTS, MAX_SUBJECTS, MIN_SUBJECTS, make_demo_dataset  # noqa: E402
+from audience.data.adience import read_adience  # noqa: E402
+from audience.data.demo import DEFAULT_SUBJECTS, MAX_SUBJECTS, MIN_SUBJECTS, make_demo_dataset  # noqa: E402
 from audience.errors import AudienceError  # noqa: E402
 from audience.labels import AGE_CLASSES  # noqa: E402
 

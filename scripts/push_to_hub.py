@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from audience.hub import push_checkpoint, stage_checkpoint
+    from audience.publish.served import push_checkpoint, stage_checkpoint
 
     try:
         try:

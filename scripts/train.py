@@ -4,7 +4,7 @@
     python scripts/train.py --data demo --arch tiny --folds 0 --epochs 3      # built-in synthetic data
     python scripts/train.py --resume runs/20261126-101500-tiny-folds          # continue a stopped run
 
-Every setting of audience.train_config.TrainConfig is a flag (see --help). Ctrl-C stops after the
+Every setting of audience.train.config.TrainConfig is a flag (see --help). Ctrl-C stops after the
 current batch, keeping the files of the last completed epoch; a second Ctrl-C aborts.
 
 Exit status: 0 done, 130 stopped or aborted, 2 a problem with the input (one `error:` sentence),
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audience.errors import AudienceError  # noqa: E402
-from audience.train_config import add_config_arguments, config_from_args  # noqa: E402
+from audience.train.config import add_config_arguments, config_from_args  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping after the current batch (press Ctrl-C again to abort now)", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    from audience.train import cross_validate, resume
+    from audience.train.cross_validate import cross_validate, resume
 
     progress = _Progress(args.quiet)
     try:

@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from audience import eda
-from audience.data import read_adience, read_demo_marker
-from audience.eda_images import build_sample_grid, image_size_table, plot_image_sizes
-from audience.eda_report import FIGURE_NAMES, build_eda
+from audience.data.adience import read_adience, read_demo_marker
+from audience.eda import tables as eda
+from audience.eda.images import build_sample_grid, image_size_table, plot_image_sizes
+from audience.eda.report import FIGURE_NAMES, build_eda
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES
 

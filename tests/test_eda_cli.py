@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from audience.data import read_adience
-from audience.eda_report import build_label_records
+from audience.data.adience import read_adience
+from audience.eda.report import build_label_records
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, NO_CLASS
 

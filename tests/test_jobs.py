@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from audience import jobs
 from audience.errors import AudienceError
-from audience.train_config import TrainConfig
+from audience.train import job as jobs
+from audience.train.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -65,10 +65,10 @@ def _config(**changes) -> TrainConfig:
 
 
 def _start_fake(monkeypatch, tmp_path, **fake_options) -> FakeTrainer:
-    import audience.train
+    import audience.train.cross_validate
 
     fake = FakeTrainer(tmp_path / "runs" / "20260101-000000-tiny-folds", **fake_options)
-    monkeypatch.setattr(audience.train, "cross_validate", fake)
+    monkeypatch.setattr(audience.train.cross_validate, "cross_validate", fake)
     jobs.start_job(_config())
     assert fake.waiting.wait(10)
     return fake
@@ -188,7 +188,7 @@ def test_resume_checks_the_run_folder(monkeypatch, tmp_path):
 
 
 def test_resume_runs_the_saved_config(monkeypatch, tmp_path):
-    import audience.train
+    import audience.train.cross_validate
 
     run = tmp_path / "runs" / "20260101-000000-tiny-folds"
     run.mkdir(parents=True)
@@ -196,7 +196,7 @@ def test_resume_runs_the_saved_config(monkeypatch, tmp_path):
     (run / "status.json").write_text(json.dumps({"state": "stopped", "fold": 3, "epoch": 1}), encoding="utf-8")
     assert jobs.resumable_runs() == [(f"{run.name} (stopped, fold 3, epoch 1)", run.name)]
     fake = FakeTrainer(run)
-    monkeypatch.setattr(audience.train, "cross_validate", fake)
+    monkeypatch.setattr(audience.train.cross_validate, "cross_validate", fake)
     status = jobs.resume_job(run.name)
     assert status.run_id == run.name
     assert fake.waiting.wait(10)

@@ -9,9 +9,9 @@ import safetensors.torch
 import timm
 import torch
 
-from audience import models
 from audience.errors import AudienceError
-from audience.models import ARCHS, TASKS, build_model, count_flops, count_params, model_data_config
+from audience.model import network as models
+from audience.model.network import ARCHS, TASKS, build_model, count_flops, count_params, model_data_config
 
 
 @pytest.mark.parametrize(

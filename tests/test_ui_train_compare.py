@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from audience import jobs
+from audience.train import job as jobs
 
 DEADLINE_S = 120
 

@@ -1,6 +1,6 @@
 """The EDA tab: a data root, label policy and image folder in; summary, charts, noise table and faces out.
 
-A thin adapter over audience.eda / eda_report. Only roots under settings.allowed_data_dirs() are
+A thin adapter over audience.eda.tables / eda_report. Only roots under settings.allowed_data_dirs() are
 opened, so a visitor cannot make the server read arbitrary paths.
 """
 
@@ -13,8 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
-from audience.data import IMAGE_MODES, read_adience
-from audience.eda_report import FIGURE_NAMES, build_eda
+from audience.data.adience import IMAGE_MODES, read_adience
+from audience.eda.report import FIGURE_NAMES, build_eda
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, POLICIES
 

@@ -12,10 +12,10 @@ import time
 import gradio as gr
 import pandas as pd
 
+from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.images import read_image
-from audience.predict import draw_predictions
-from audience.tracking import FaceTracker
+from audience.predict.predictor import draw_predictions
+from audience.predict.smoothing import FaceTracker
 from audience.ui.predict_view import (
     TABLE_COLUMNS,
     default_model,

@@ -2,7 +2,7 @@
 
 The form's fields, choices, help texts and defaults come from TrainConfig's dataclass fields; the
 demo preset only overrides a few of them (`DEMO_PRESET`), so there is no second list of defaults.
-The run itself lives in audience.jobs (a daemon thread), so a reload or a second browser sees the
+The run itself lives in audience.train.job (a daemon thread), so a reload or a second browser sees the
 same job; a gr.Timer polls it every second while it runs and once at page load.
 
 API: `/train_start` (the form's fields as keyword arguments; unspecified ones keep the form's
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from audience import jobs
-from audience.compare_plots import plot_job_curves
+from audience.compare.plots import plot_job_curves
 from audience.errors import AudienceError
-from audience.models import ARCHS
+from audience.model.network import ARCHS
 from audience.settings import allowed_data_dirs
-from audience.train_config import DEMO_RECIPE, TrainConfig
+from audience.train import job as jobs
+from audience.train.config import DEMO_RECIPE, TrainConfig
 
 POLL_S = 1.0
 LOG_LINES_SHOWN = 200

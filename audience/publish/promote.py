@@ -1,0 +1,142 @@
+"""Promoting a run's best checkpoint into the served checkpoints folder ("Use this model").
+
+The fold's best.safetensors and best.json are copied under a readable name
+(`<arch>-<task>-<protocol>-fold<k>-<run date>`); the weights are checked against the sha256 in the
+metadata first, so a damaged file is never served. Each file is written to a temporary name and
+hard-linked into place, which fails rather than replaces when the name is taken: an existing
+different checkpoint is never overwritten, the copy gets the next free name (`-2`, `-3`, ...),
+and promoting the same weights twice returns the existing copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from audience import settings
+from audience.errors import AudienceError
+from audience.model.checkpoint import (
+    METADATA_SUFFIX,
+    WEIGHTS_SUFFIX,
+    checkpoint_paths,
+    file_sha256,
+    read_checkpoint_metadata,
+    write_temp_beside,
+)
+
+MAX_NAME_TRIES = 1000
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(text)).strip("-.")
+
+
+def readable_name(metadata: dict, run_id: str, fold: int) -> str:
+    """e.g. mobilenetv3_large_100-age-gender-folds-fold0-20261126-093128 (-demo for synthetic data)."""
+    date = "-".join(run_id.split("-")[:2]) if re.match(r"^\d{8}-\d{6}", run_id) else _slug(run_id)
+    synthetic = (metadata.get("dataset") or {}).get("synthetic")
+    parts = [metadata.get("arch"), metadata.get("task"), metadata.get("protocol") or "run", f"fold{fold}", date]
+    return _slug("-".join(str(p) for p in parts if p) + ("-demo" if synthetic else ""))
+
+
+def _link_new(source: Path, target: Path) -> bool:
+    """Hard-link `source` to `target` unless `target` exists (False then); never replaces a file."""
+    try:
+        os.link(source, target)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _same_checkpoint(stem: Path, sha256: str) -> bool:
+    weights, meta = checkpoint_paths(stem)
+    if not (weights.is_file() and meta.is_file()):
+        return False
+    try:
+        recorded = (json.loads(meta.read_text(encoding="utf-8")).get("weights") or {}).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == sha256 and file_sha256(weights) == sha256
+
+
+def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
+                       checkpoints_dir: str | Path | None = None) -> Path:
+    """Copy fold `fold`'s best checkpoint of `run_dir` into the checkpoints folder; return the new .json.
+
+    `name` (optional) replaces the readable default name; a taken name gets a numbered suffix.
+    """
+    run_dir = Path(run_dir)
+    source_weights, source_meta = checkpoint_paths(run_dir / f"fold{int(fold)}" / "best")
+    if not source_meta.is_file():
+        raise AudienceError(f"Run {run_dir.name} has no best checkpoint for fold {fold} (no {source_meta.name}).")
+    metadata = read_checkpoint_metadata(source_meta)
+    if not source_weights.is_file():
+        raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} is missing.")
+    sha256 = file_sha256(source_weights)
+    recorded = (metadata.get("weights") or {}).get("sha256")
+    if recorded and recorded != sha256:
+        raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} does not match its recorded "
+                            "sha256 (the file is damaged or was replaced), so it was not promoted.")
+    folder = Path(checkpoints_dir) if checkpoints_dir is not None else settings.checkpoints_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AudienceError(f"Cannot create the checkpoints folder {folder} ({error.strerror}).") from None
+    base = _slug(name) if name and _slug(name) else readable_name(metadata, run_dir.name, int(fold))
+    weights_temp = write_temp_beside(folder / ".promote", lambda temp: shutil.copyfile(source_weights, temp))
+    try:
+        for attempt in range(1, MAX_NAME_TRIES):
+            stem = folder / (base if attempt == 1 else f"{base}-{attempt}")
+            if _same_checkpoint(stem, sha256):
+                return stem.with_name(stem.name + METADATA_SUFFIX)
+            weights_path, meta_path = stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name +
+                                                                                                   METADATA_SUFFIX)
+            if meta_path.exists() or not _link_new(weights_temp, weights_path):
+                continue
+            promoted = {**metadata, "weights": {**(metadata.get("weights") or {}), "file": weights_path.name},
+                        "promoted_from": {"run": run_dir.name, "fold": int(fold)}}
+            text = json.dumps(promoted, indent=2) + "\n"
+            meta_temp = write_temp_beside(folder / ".promote",
+                                              lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
+            try:
+                if _link_new(meta_temp, meta_path):
+                    return meta_path
+            finally:
+                meta_temp.unlink(missing_ok=True)
+            weights_path.unlink(missing_ok=True)  # its JSON name was taken meanwhile: try the next name
+        raise AudienceError(f"No free checkpoint name for {base} in {folder}.")
+    finally:
+        weights_temp.unlink(missing_ok=True)
+
+
+def checkpoints_table(folder: str | Path | None = None):
+    """One row per served checkpoint (newest first); an unreadable one is listed with the reason."""
+    import pandas as pd
+
+    from audience.predict.batch import list_checkpoints
+
+    rows = []
+    for path in list_checkpoints(folder):
+        try:
+            meta = read_checkpoint_metadata(path)
+        except AudienceError as error:
+            rows.append({"checkpoint": path.stem, "problem": str(error)})
+            continue
+        metrics, source = meta.get("metrics") or {}, meta.get("promoted_from") or {}
+        rows.append({
+            "checkpoint": path.stem, "arch": meta.get("arch"), "task": meta.get("task"),
+            "protocol": meta.get("protocol"), "fold": meta.get("fold"),
+            "data": "synthetic demo" if (meta.get("dataset") or {}).get("synthetic") else (meta.get("dataset") or {}
+                                                                                         ).get("name"),
+            "age exact %": _pct(metrics.get("age_exact")), "gender %": _pct(metrics.get("gender_acc")),
+            "metrics on": meta.get("metrics_on"), "from run": source.get("run"), "problem": "",
+        })
+    return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data", "age exact %",
+                                       "gender %", "metrics on", "from run", "problem"])
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.1f}" if isinstance(value, int | float) else "-"
