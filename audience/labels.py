@@ -1,4 +1,4 @@
-"""Class names and label parsing for Adience: the one place the bins are defined.
+"""The heads, the tasks and their classes, and Adience label parsing: the one place they are defined.
 
 Pure functions, no I/O. The eight age classes are named by the inclusive ranges of ages that the
 `bins` policy assigns to them (`AGE_RANGES`); an age in a gap between two ranges (7, 14, 21, 33,
@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import re
 
+from audience.errors import AudienceError
+
 AGE_CLASSES: tuple[str, ...] = ("0-2", "3-6", "8-13", "15-20", "22-32", "34-43", "45-53", "55-100")
 GENDER_CLASSES: tuple[str, ...] = ("f", "m", "u")
 POLICIES: tuple[str, ...] = ("bins", "strict")
 NO_CLASS = -1  # the class index of a row without that label (also the loss ignore_index)
+
+HEADS: tuple[str, ...] = ("age", "gender")
+CLASSES_OF_HEAD: dict[str, tuple[str, ...]] = {"age": AGE_CLASSES, "gender": GENDER_CLASSES}
+TASKS: tuple[str, ...] = ("age+gender", "age", "gender")
+HEADS_OF_TASK: dict[str, tuple[str, ...]] = {"age+gender": ("age", "gender"), "age": ("age",), "gender": ("gender",)}
 
 # Inclusive integer ranges of the eight classes under the `bins` policy, the same as their names.
 AGE_RANGES: tuple[tuple[int, int], ...] = tuple(
@@ -72,3 +79,10 @@ def age_label(index: int) -> str:
 def gender_label(index: int) -> str:
     """Display name of a gender class index ("dropped" for NO_CLASS)."""
     return GENDER_CLASSES[index] if 0 <= index < len(GENDER_CLASSES) else "dropped"
+
+
+def check_task(task: str) -> tuple[str, ...]:
+    """The heads of `task`, or AudienceError naming the allowed values."""
+    if task not in HEADS_OF_TASK:
+        raise AudienceError(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
+    return HEADS_OF_TASK[task]

@@ -36,7 +36,7 @@ BROKEN_IMAGES = {
     "huge.png": "huge.png: the image has too many pixels to decode safely",
 }
 WRONG_HEADER = "fold_2_data.txt line 1: wrong header"
-OUTSIDE = "is outside the folders this app may open"
+OUTSIDE = "is not under a folder the app may open"
 UPLOAD_LIMIT_BYTES = 20 * 1024 * 1024  # app.py's UPLOAD_LIMIT = "20mb"
 
 

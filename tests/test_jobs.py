@@ -106,17 +106,17 @@ def test_data_root_must_be_under_an_allowed_folder(monkeypatch, tmp_path, demo_r
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     with pytest.raises(AudienceError, match="not under a folder the app may open"):
-        jobs.resolve_data_root(str(outside))
+        jobs.training_data_root(str(outside))
     with pytest.raises(AudienceError, match="not under a folder"):
-        jobs.resolve_data_root("/etc")
+        jobs.training_data_root("/etc")
     monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(demo_root.parent))
-    assert jobs.resolve_data_root(str(demo_root)) == demo_root.resolve()
+    assert jobs.training_data_root(str(demo_root)) == demo_root.resolve()
     with pytest.raises(AudienceError, match="does not exist"):
-        jobs.resolve_data_root(str(demo_root.parent / "missing"))
+        jobs.training_data_root(str(demo_root.parent / "missing"))
     # 'demo' means the built-in set under AUDIENCE_HOME (the session's demo root is reused, not rebuilt).
     monkeypatch.setenv("AUDIENCE_HOME", str(demo_root.parent))
-    assert jobs.resolve_data_root("demo") == demo_root.resolve()
-    assert jobs.resolve_data_root("") == demo_root.resolve()
+    assert jobs.training_data_root("demo") == demo_root.resolve()
+    assert jobs.training_data_root("") == demo_root.resolve()
 
 
 def test_start_refuses_a_data_root_outside_the_allowed_folders(tmp_path):

@@ -10,8 +10,9 @@ import timm
 import torch
 
 from audience.errors import AudienceError
+from audience.labels import TASKS
 from audience.model import network as models
-from audience.model.network import ARCHS, TASKS, build_model, count_flops, count_params, model_data_config
+from audience.model.network import ARCHS, build_model, count_flops, count_params, model_data_config
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
-from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor, draw_predictions
+from audience.predict.drawing import draw_predictions
+from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor
 from audience.predict.smoothing import FaceTracker, box_iou
 
 data = pytest.importorskip("skimage.data")

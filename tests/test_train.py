@@ -26,8 +26,8 @@ from audience.errors import AudienceError
 from audience.model.checkpoint import load_checkpoint
 from audience.model.network import model_data_config
 from audience.train import loop
-from audience.train.config import DEMO_RECIPE, add_config_arguments, config_from_args
-from audience.train.cross_validate import TrainConfig, cross_validate, resume
+from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments, config_from_args
+from audience.train.cross_validate import cross_validate, resume
 from audience.train.runs import METRICS_COLUMNS, read_run
 
 SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
@@ -339,7 +339,7 @@ def test_an_internal_error_fails_the_run_with_its_traceback_in_train_log(small_r
 
 def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
     from audience import settings
-    from audience.train.cross_validate import read_data, resolve_config
+    from audience.train.config import read_data, resolve_config
 
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
     # The session's demo root is the built-in one (same settings), so 'demo' finds it instead of making it again.

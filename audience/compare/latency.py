@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from audience import settings
-from audience.train.runs import write_json_atomic
+from audience.files import write_json_atomic
 
 CACHE_NAME = "cpu_latency.json"
 _lock = threading.Lock()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from audience.compare.latency import cached_latency
+from audience.data.roots import is_demo_root
 from audience.train import runs as runs_io
 from audience.train.metrics import summarize_folds
 
@@ -109,7 +110,7 @@ def dataset_of(run) -> str:
     name = dataset.get("name") if isinstance(dataset, dict) else dataset
     if synthetic is None and isinstance(dataset, dict):
         synthetic = dataset.get("synthetic")
-    if synthetic is None and str(config.get("data", "")).strip().lower() == "demo":
+    if synthetic is None and is_demo_root(config.get("data", "")):
         synthetic = True
     if synthetic:
         return "synthetic demo"

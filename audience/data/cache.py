@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from audience import settings
 from audience.data.transforms import TRAIN_MARGIN
 from audience.errors import AudienceError
-from audience.train.runs import write_json_atomic
+from audience.files import atomic_path, write_json_atomic
 
 CACHE_FORMAT = 1
 
@@ -177,15 +177,11 @@ def build_image_cache(
         return existing
 
     _check_disk(folder, len(unique) * size * size * 3)
-    temp_path = folder / f"{stem}.{os.getpid()}.tmp.npy"
-    try:
+    with atomic_path(array_path, suffix=".tmp.npy") as temp_path:
         array = np.lib.format.open_memmap(temp_path, mode="w+", dtype=np.uint8, shape=(len(unique), size, size, 3))
         failed = _decode_all(array, unique, size, workers, on_progress)
         array.flush()
         del array  # closes the map before the rename (required on Windows)
-        os.replace(temp_path, array_path)
-    finally:
-        temp_path.unlink(missing_ok=True)
     write_json_atomic(index_path, {"format": CACHE_FORMAT, "size": size, "paths": unique, "failed": failed})
     return ImageCache(array_path, unique, size, failed=failed, decoded=len(unique),
                       seconds=time.perf_counter() - started)

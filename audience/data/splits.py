@@ -24,8 +24,7 @@ import pandas as pd
 
 from audience.data.adience import N_FOLDS, AdienceData
 from audience.errors import AudienceError
-from audience.labels import NO_CLASS
-from audience.model.network import check_task
+from audience.labels import NO_CLASS, check_task
 
 PROTOCOLS: tuple[str, ...] = ("folds", "random")
 

@@ -11,8 +11,6 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
+from audience import files
 from audience.data.adience import AdienceData
 from audience.eda.images import build_sample_grid, image_size_table, plot_image_sizes
 from audience.eda.tables import SYNTHETIC_MARK, build_table_figures, label_noise_table, summarize
@@ -56,16 +55,9 @@ def build_eda(data: AdienceData, sample: int = 200, per_class: int = 4, seed: in
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file and a rename; AudienceError if it cannot be written."""
     path = Path(path)
-    temporary = None
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; a report is meant to be shared
-        os.replace(temporary, path)
+        files.write_text_atomic(path, text)
     except OSError as exc:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
         raise AudienceError(f"{path}: cannot write the file ({exc.strerror or exc}).") from None
     return path
 

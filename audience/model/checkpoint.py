@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +24,9 @@ import torch
 import audience
 from audience.data.transforms import build_eval_transform
 from audience.errors import AudienceError
-from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.model.network import ARCHS, HEADS_OF_TASK, AgeGenderNet, build_model, model_data_config
+from audience.files import replace_into, write_temp_beside
+from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
+from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
@@ -48,32 +47,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not every platform can open a folder (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_temp_beside(target: Path, write: Callable[[Path], None]) -> Path:
-    """Run write(temp_path) on a new temp file beside `target` and fsync it; the caller renames it."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
-        write(temp)
-        with open(temp, "rb+") as file:
-            os.fsync(file.fileno())
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
 
 
 def _plain(value):
@@ -144,12 +117,11 @@ def save_checkpoint(stem: str | Path, model: AgeGenderNet, metadata: dict) -> Pa
         full["weights"] = {"file": weights_path.name, "bytes": temps[0].stat().st_size, "sha256": file_sha256(temps[0])}
         text = json.dumps(_plain(full), indent=2, allow_nan=False) + "\n"
         temps.append(write_temp_beside(json_path, lambda temp: temp.write_text(text, encoding="utf-8")))
-        os.replace(temps[0], weights_path)
-        os.replace(temps[1], json_path)
+        replace_into(temps[0], weights_path)
+        replace_into(temps[1], json_path)
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
-    _fsync_dir(weights_path.parent)
     return weights_path
 
 

@@ -17,7 +17,7 @@ from huggingface_hub import constants as hub_constants
 from torch import nn
 
 from audience.errors import AudienceError
-from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.labels import AGE_CLASSES, GENDER_CLASSES, check_task
 from audience.model.hub_access import hub_offline, hub_reachable
 
 ARCHS: dict[str, dict] = {
@@ -42,22 +42,12 @@ ARCHS: dict[str, dict] = {
     },
 }
 
-TASKS: tuple[str, ...] = ("age+gender", "age", "gender")
-
-HEADS_OF_TASK: dict[str, tuple[str, ...]] = {"age+gender": ("age", "gender"), "age": ("age",), "gender": ("gender",)}
 
 def check_arch(arch: str) -> dict:
     """The ARCHS entry of `arch`, or AudienceError naming the allowed values."""
     if arch not in ARCHS:
         raise AudienceError(f"Unknown architecture {arch!r}: use one of {', '.join(ARCHS)}.")
     return ARCHS[arch]
-
-
-def check_task(task: str) -> tuple[str, ...]:
-    """The heads of `task`, or AudienceError naming the allowed values."""
-    if task not in HEADS_OF_TASK:
-        raise AudienceError(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
-    return HEADS_OF_TASK[task]
 
 
 def _pooled_width(backbone: nn.Module) -> int:

@@ -11,7 +11,8 @@ from PIL import Image
 from audience.data.images import read_image
 from audience.errors import AudienceError
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
-from audience.predict.predictor import Predictor, draw_predictions
+from audience.predict.drawing import draw_predictions
+from audience.predict.predictor import Predictor
 from audience.settings import checkpoints_dir
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-if TYPE_CHECKING:  # audience.predict.predictor re-exports draw_predictions, so no import at run time
-    from audience.predict.predictor import FacePrediction
+from audience.labels import HEADS
+from audience.predict.predictor import FacePrediction
 
 CONFIDENT_COLOUR = (46, 204, 64)  # green: both heads above the uncertainty threshold
 UNCERTAIN_COLOUR = (255, 165, 0)  # amber, and the label ends in "?"
@@ -20,7 +19,7 @@ TEXT_COLOUR = (0, 0, 0)
 def label_of(prediction: FacePrediction) -> str:
     """The text drawn above a face: "22-32 0.61 · m 0.93", one head only, or "face 0.92" without a model."""
     parts = []
-    for head in ("age", "gender"):
+    for head in HEADS:
         probs = prediction.probs_of(head)
         if probs is not None:
             parts.append(f"{prediction.label_of(head)} {max(probs):.2f}")

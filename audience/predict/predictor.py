@@ -17,15 +17,12 @@ import numpy as np
 import torch
 
 from audience.data.images import read_image
-from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint
-from audience.predict.drawing import draw_predictions
 from audience.predict.faces import CROP_MARGIN, Face, FaceDetector, expand_box
 
-__all__ = ["FacePrediction", "Predictor", "Timings", "draw_predictions", "with_probs"]
+__all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
-HEADS: tuple[str, ...] = ("age", "gender")
-CLASSES_OF_HEAD: dict[str, tuple[str, ...]] = {"age": AGE_CLASSES, "gender": GENDER_CLASSES}
 
 DETECTION_ONLY_NOTE = (
     "No trained model: faces are detected but not classified (train one in the Train tab or with scripts/train.py)."
@@ -144,7 +141,7 @@ class Predictor:
         self._lock = threading.Lock()
 
     def _read_temperature(self) -> dict[str, float]:
-        heads = ("age", "gender") if self.metadata["task"] == "age+gender" else (self.metadata["task"],)
+        heads = HEADS_OF_TASK[self.metadata["task"]]
         recorded = self.metadata.get("temperature") or {}
         return {head: float(recorded.get(head) or 1.0) for head in heads}
 

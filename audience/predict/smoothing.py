@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audience.predict.predictor import HEADS, FacePrediction, with_probs
+from audience.labels import HEADS
+from audience.predict.predictor import FacePrediction, with_probs
 
 
 def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

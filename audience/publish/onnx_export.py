@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,9 @@ import numpy as np
 import torch
 
 from audience.errors import AudienceError
+from audience.files import atomic_path
+from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint
-from audience.model.network import HEADS_OF_TASK
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
@@ -158,10 +157,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     if not target.parent.is_dir():
         raise AudienceError(f"Output folder {target.parent} does not exist.")
     wrapper = _LogitsTuple(model.eval(), heads).eval()
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.onnx", dir=target.parent)
-    os.close(fd)
-    temp = Path(temp_name)
-    try:
+    with atomic_path(target, suffix=".tmp.onnx") as temp:  # onnx wants the .onnx suffix
         example = torch.zeros(2, 3, size, size)
         try:
             _export(wrapper, example, temp, outputs, opset, exporter)
@@ -171,7 +167,4 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
         doc = f"Audience {metadata['arch']} {metadata['task']} from {json_path.name}; see metadata_props."
         _embed_metadata(temp, onnx_metadata(metadata, heads), doc)
         diff, scale = check_parity(temp, wrapper, size)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
     return ExportResult(path=target, exporter=exporter, outputs=outputs, max_abs_diff=diff, max_abs_logit=scale)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from audience import settings
 from audience.errors import AudienceError
+from audience.files import write_temp_beside
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
     WEIGHTS_SUFFIX,
     checkpoint_paths,
     file_sha256,
     read_checkpoint_metadata,
-    write_temp_beside,
 )
 
 MAX_NAME_TRIES = 1000

@@ -30,11 +30,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from audience.data.adience import read_adience
 from audience.data.cache import CachedFaces, build_image_cache, cache_size_for
+from audience.data.roots import resolve_data_root
 from audience.data.splits import labelled_mask
 from audience.data.transforms import build_train_transform
 from audience.errors import AudienceError
 from audience.model.network import build_model, model_data_config
-from audience.train.config import DEMO_DATA, TrainConfig
+from audience.train.config import TrainConfig
 from audience.train.loop import describe_device, make_loader, resolve_device, task_loss
 
 FULL_SIZE_PX = 816  # Adience aligned faces
@@ -212,11 +213,7 @@ def benchmark_train(
     if batches < 1 or batch_size < 1 or repeats < 1:
         raise AudienceError("batches, batch size and repeats must be at least 1.")
     target = resolve_device(device)
-    if str(data).strip().lower() == DEMO_DATA:
-        from audience.data.demo import ensure_demo_dataset
-
-        data = ensure_demo_dataset()
-    table = read_adience(data, images="auto")
+    table = read_adience(resolve_data_root(data), images="auto")
     faces = table.faces[labelled_mask(table.faces, "age+gender")]
     if faces.empty:
         raise AudienceError(f"{table.root}: no labelled face with an image to benchmark on.")

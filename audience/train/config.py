@@ -12,17 +12,19 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from audience.data.adience import IMAGE_MODES, N_FOLDS
+from audience.data.adience import IMAGE_MODES, N_FOLDS, AdienceData, read_adience
+from audience.data.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
+from audience.data.roots import DEMO_DATA, resolve_data_root
 from audience.data.splits import PROTOCOLS
 from audience.data.transforms import AUGMENT_STRENGTHS
 from audience.errors import AudienceError
-from audience.labels import POLICIES
-from audience.model.network import ARCHS, TASKS
+from audience.labels import POLICIES, TASKS
+from audience.model.network import ARCHS, model_data_config
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
-DEMO_DATA = "demo"
 # The demo recipe (the Train tab's demo preset and the learnability test): on the default demo data it
 # clearly learns fold 0 (test age exact 0.53-0.68, 1-off 0.91-0.96, gender f/m 0.89-0.94 over seeds
 # 0-5) in about 20 s of training on an idle 2-core CPU. The tiny net from scratch takes the high peak
@@ -215,3 +217,35 @@ def config_from_args(namespace: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the flags given (the rest take the field defaults)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig.from_dict({k: v for k, v in vars(namespace).items() if k in names})
+
+
+def read_data(config: TrainConfig) -> AdienceData:
+    """The face table of config.data ('demo' is the built-in synthetic dataset, made on first use)."""
+    return read_adience(resolve_data_root(config.data), policy=config.policy, images=config.images)
+
+
+def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
+    """The config with its automatic settings decided: image size from the arch, pretrained from the data."""
+    image_size = config.image_size or model_data_config(config.arch)["image_size"]
+    pretrained = config.pretrained
+    if pretrained is None:
+        pretrained = not data.synthetic and ARCHS[config.arch].get("pretrained", True) and not config.weights_file
+    return config.replace(image_size=image_size, pretrained=pretrained)
+
+
+def build_cache_for(config: TrainConfig, data: AdienceData, emit: Callable[[dict], None]) -> ImageCache:
+    """The decoded-image cache of every face of `data` at the size the config's transforms crop from."""
+    paths = data.faces["path"].astype(str).tolist()
+    size = cache_size_for(config.image_size)
+
+    def progress(done: int, total: int) -> None:
+        emit({"type": "log", "message": f"caching images: {done}/{total} decoded at {size} px"})
+
+    cache = build_image_cache(paths, size, cache_dir=config.cache_dir, on_progress=progress)
+    if cache.decoded:
+        emit({"type": "log", "message": f"image cache built: {cache.decoded} images in {cache.seconds:.1f} s "
+                                        f"({cache.array_path})"})
+    warning = describe_unreadable(cache)
+    if warning:
+        emit({"type": "log", "message": f"warning: {warning}"})
+    return cache

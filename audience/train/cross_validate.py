@@ -46,58 +46,22 @@ from pathlib import Path
 import torch
 
 from audience import settings
-from audience.data.adience import AdienceData, read_adience
-from audience.data.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
+from audience.data.adience import AdienceData
+from audience.data.cache import ImageCache
 from audience.data.splits import make_split
 from audience.errors import AudienceError
-from audience.model.network import ARCHS, build_model, count_flops, count_params, model_data_config
-from audience.train.config import DEMO_DATA, TrainConfig
+from audience.files import write_json_atomic
+from audience.model.network import build_model, count_flops, count_params
+from audience.train.config import TrainConfig, build_cache_for, read_data, resolve_config
 from audience.train.fold import FoldResult, fit, read_resume_state
 from audience.train.loop import LossNotFinite, describe_device, resolve_device
 from audience.train.metrics import summarize_folds
-from audience.train.runs import RunEmitter, create_run_dir, fold_dir, now_iso, write_json_atomic
+from audience.train.runs import RunEmitter, create_run_dir, fold_dir, now_iso
 
-__all__ = ["TrainConfig", "cross_validate", "fit", "resume", "read_data", "resolve_config"]
+__all__ = ["cross_validate", "resume"]
 
 SUMMARY_METRICS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece",
                    "age_f1", "gender_f1")
-
-
-def read_data(config: TrainConfig) -> AdienceData:
-    """The face table of config.data ('demo' is the built-in synthetic dataset, made on first use)."""
-    root = config.data
-    if str(root).strip().lower() == DEMO_DATA:
-        from audience.data.demo import ensure_demo_dataset
-
-        root = ensure_demo_dataset()
-    return read_adience(root, policy=config.policy, images=config.images)
-
-
-def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
-    """The config with its automatic settings decided: image size from the arch, pretrained from the data."""
-    image_size = config.image_size or model_data_config(config.arch)["image_size"]
-    pretrained = config.pretrained
-    if pretrained is None:
-        pretrained = not data.synthetic and ARCHS[config.arch].get("pretrained", True) and not config.weights_file
-    return config.replace(image_size=image_size, pretrained=pretrained)
-
-
-def build_cache_for(config: TrainConfig, data: AdienceData, emit: Callable[[dict], None]) -> ImageCache:
-    """The decoded-image cache of every face of `data` at the size the config's transforms crop from."""
-    paths = data.faces["path"].astype(str).tolist()
-    size = cache_size_for(config.image_size)
-
-    def progress(done: int, total: int) -> None:
-        emit({"type": "log", "message": f"caching images: {done}/{total} decoded at {size} px"})
-
-    cache = build_image_cache(paths, size, cache_dir=config.cache_dir, on_progress=progress)
-    if cache.decoded:
-        emit({"type": "log", "message": f"image cache built: {cache.decoded} images in {cache.seconds:.1f} s "
-                                        f"({cache.array_path})"})
-    warning = describe_unreadable(cache)
-    if warning:
-        emit({"type": "log", "message": f"warning: {warning}"})
-    return cache
 
 
 def check_readable(data: AdienceData, splits: dict, cache: ImageCache) -> None:

@@ -9,11 +9,11 @@ import numpy as np
 
 from audience.data.adience import read_adience
 from audience.data.cache import CachedFaces, build_image_cache, cache_size_for
+from audience.data.roots import resolve_data_root
 from audience.data.splits import fold_rows
 from audience.errors import AudienceError
+from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint, read_checkpoint_metadata
-from audience.model.network import HEADS_OF_TASK
-from audience.train.config import DEMO_DATA
 from audience.train.loop import make_loader, predict_logits, resolve_device
 from audience.train.metrics import (
     choose_temperature,
@@ -102,11 +102,7 @@ def evaluate_checkpoint(
     dataset = metadata.get("dataset") or {}
     policy = policy or dataset.get("policy") or "bins"
     images = images or dataset.get("images") or "auto"
-    if str(data_root).strip().lower() == DEMO_DATA:
-        from audience.data.demo import ensure_demo_dataset
-
-        data_root = ensure_demo_dataset()
-    data = read_adience(data_root, policy=policy, images="auto" if images == "none" else images)
+    data = read_adience(resolve_data_root(data_root), policy=policy, images="auto" if images == "none" else images)
     rows = fold_rows(data, fold, metadata["task"])
     target = resolve_device(device)
     model, transform, metadata = load_checkpoint(checkpoint, device=target)

@@ -9,7 +9,6 @@ last_state.pt is written last, so after any interruption the files describe one 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +24,11 @@ from audience.data.cache import CachedFaces, ImageCache
 from audience.data.splits import Split
 from audience.data.transforms import build_eval_transform, build_train_transform
 from audience.errors import AudienceError
+from audience.files import atomic_path, write_json_atomic
+from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
-from audience.model.network import HEADS_OF_TASK, build_model, count_flops, model_data_config
+from audience.model.network import build_model, count_flops, model_data_config
+from audience.train.config import build_cache_for, resolve_config
 from audience.train.evaluation import calibrate_heads, calibration_line
 from audience.train.loop import (
     build_scheduler,
@@ -39,7 +41,7 @@ from audience.train.loop import (
     train_epoch,
 )
 from audience.train.metrics import compute_metrics
-from audience.train.runs import read_epochs, temporary_sibling, write_epochs, write_json_atomic
+from audience.train.runs import read_epochs, write_epochs
 
 STATE_FORMAT = 1
 SCALAR_KEYS = ("age_exact", "age_one_off", "age_f1", "age_ece", "gender_acc", "gender_acc_fm", "gender_f1",
@@ -80,12 +82,8 @@ def read_resume_state(fold_dir: Path) -> dict | None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    temp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as temp:
         torch.save(state, temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _scalars(metrics: dict) -> dict:
@@ -206,11 +204,6 @@ def fit(
     `fold_dir`. Setting `stop` ends the fold after the current batch, keeping the files of the last
     completed epoch (FoldResult.state "stopped"). Raises loop.LossNotFinite on a NaN/inf loss.
     """
-    from audience.train.cross_validate import (  # the run-level helpers (train imports this module)
-        build_cache_for,
-        resolve_config,
-    )
-
     emit = on_event or (lambda event: None)
     fold_dir = Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)

@@ -30,12 +30,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from audience import settings
+from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError
 from audience.train.job_status import JobStatus, apply_event
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
 TAIL_LINES = 200  # returned by job_status()
-DEMO_NAMES = ("", "demo")
 LOOPBACK_NAMES = ("localhost", "")
 
 
@@ -96,25 +96,10 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     )
 
 
-def resolve_data_root(text: str | None) -> Path:
+def training_data_root(text: str | None) -> Path:
     """The data root the UI may train on: 'demo' or empty means the demo dataset (made on first use);
     any other path must lie under settings.allowed_data_dirs()."""
-    text = (text or "").strip()
-    if text.lower() in DEMO_NAMES:
-        from audience.data.demo import ensure_demo_dataset
-
-        return ensure_demo_dataset()
-    path = Path(text).expanduser().resolve()
-    allowed = [Path(d).resolve() for d in settings.allowed_data_dirs()]
-    if not any(path == d or path.is_relative_to(d) for d in allowed):
-        names = ", ".join(str(d) for d in allowed)
-        raise AudienceError(
-            f"Data root {path} is not under a folder the app may open ({names}); "
-            "set AUDIENCE_DATA or AUDIENCE_DATA_DIRS to allow it, or type 'demo'."
-        )
-    if not path.is_dir():
-        raise AudienceError(f"Data root {path} does not exist or is not a folder.")
-    return path
+    return resolve_data_root((text or "").strip() or DEMO_DATA, allowed=settings.allowed_data_dirs())
 
 
 def _resolve_run_dir(run_dir: str | Path) -> Path:
@@ -182,9 +167,9 @@ def _refusal(status: JobStatus) -> AudienceError:
 
 def _checked_data(config):
     """The config with its data root checked (and resolved, unless it is the demo set)."""
-    if str(config.data).strip().lower() in DEMO_NAMES:
-        return config.replace(data="demo")
-    return config.replace(data=str(resolve_data_root(config.data)))
+    if is_demo_root(config.data) or not str(config.data).strip():
+        return config.replace(data=DEMO_DATA)
+    return config.replace(data=str(training_data_root(config.data)))
 
 
 def _launch(config, resume: Path | None, server_name: str | None, share: bool) -> JobStatus:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from audience.errors import AudienceError
-from audience.labels import NO_CLASS
+from audience.labels import HEADS, NO_CLASS
 
 
 class LossNotFinite(RuntimeError):
@@ -214,7 +214,7 @@ def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 def logits_loss(predicted: dict[str, np.ndarray], config) -> float:
     """The training objective (weights and smoothing included) on precomputed logits."""
-    outputs = {head: torch.from_numpy(predicted[head]) for head in ("age", "gender") if head in predicted}
+    outputs = {head: torch.from_numpy(predicted[head]) for head in HEADS if head in predicted}
     age = torch.from_numpy(predicted["age_true"]).long()
     gender = torch.from_numpy(predicted["gender_true"]).long()
     return float(task_loss(outputs, age, gender, config))

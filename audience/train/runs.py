@@ -20,7 +20,6 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from audience.errors import AudienceError
+from audience.files import atomic_path, write_json_atomic
 
 METRICS_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_age_exact", "val_age_one_off", "val_gender_acc", "val_gender_acc_fm",
@@ -39,35 +39,11 @@ STATES: tuple[str, ...] = ("running", "stopped", "finished", "failed")
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
-def temporary_sibling(path: Path) -> Path:
-    """A unique temporary name beside `path` (same folder, so os.replace is atomic; created with the umask's mode)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
-def write_json_atomic(path: str | Path, payload) -> Path:
-    """Write JSON to a temporary file beside `path` and rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temporary_sibling(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as file:
-            json.dump(payload, file, indent=2, allow_nan=False)
-            file.write("\n")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
-
-
 def write_epochs(path: str | Path, rows: list[dict]) -> Path:
     """Write a fold's metrics.csv (one row per completed epoch, METRICS_COLUMNS) atomically."""
     path = Path(path)
-    temp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as temp:
         pd.DataFrame(rows, columns=list(METRICS_COLUMNS)).to_csv(temp, index=False)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     return path
 
 

@@ -10,11 +10,11 @@ rewrite atomic, so every reader sees a whole file. Remove this once gradio write
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from gradio import processing_utils
+
+from audience.files import write_bytes_atomic
 
 
 def _save_pil_to_cache(img, cache_dir, name: str = "image", format: str = "webp") -> str:  # noqa: A002 (gradio's name)
@@ -22,10 +22,7 @@ def _save_pil_to_cache(img, cache_dir, name: str = "image", format: str = "webp"
     folder = Path(cache_dir) / processing_utils.hash_bytes(data)
     folder.mkdir(exist_ok=True, parents=True)
     target = (folder / f"{name}.{format}").resolve()
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as file:
-        file.write(data)
-    os.replace(temp, target)
+    write_bytes_atomic(target, data)
     return str(target)
 
 

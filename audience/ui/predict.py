@@ -14,7 +14,7 @@ import pandas as pd
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.predict.predictor import draw_predictions
+from audience.predict.drawing import draw_predictions
 from audience.predict.smoothing import FaceTracker
 from audience.ui.predict_view import (
     TABLE_COLUMNS,
