@@ -27,6 +27,7 @@ from audience.errors import AudienceError
 from audience.files import replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
 from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
+from audience.model.state import load_state_strictly
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
@@ -177,18 +178,8 @@ def _load_state(model: AgeGenderNet, weights_path: Path, metadata: dict) -> None
         raise AudienceError(
             f"Checkpoint weights {weights_path} are not a readable safetensors file ({error})."
         ) from error
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or misshaped:
-        example = (missing or unexpected or misshaped)[0]
-        raise AudienceError(
-            f"Checkpoint weights {weights_path} do not fit a {metadata['arch']} model for task {metadata['task']!r} "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} wrong-shaped tensors, "
-            f"e.g. {example})."
-        )
-    model.load_state_dict(state, strict=True)
+    load_state_strictly(model, state, f"Checkpoint weights {weights_path} do not fit a {metadata['arch']} model "
+                                      f"for task {metadata['task']!r}")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[AgeGenderNet, Callable, dict]:

@@ -7,18 +7,16 @@ linear gender head (3 classes: f, m, u); a task that lacks a head does not build
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub import constants as hub_constants
 from torch import nn
 
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, check_task
-from audience.model.hub_access import hub_offline, hub_reachable
+from audience.model.pretrained import create_pretrained_backbone, load_imagenet_weights
 
 ARCHS: dict[str, dict] = {
     "mobilenetv3_large_100": {
@@ -91,82 +89,19 @@ class AgeGenderNet(nn.Module):
         return logits
 
 
-@contextlib.contextmanager
-def _hub_cache_only():
-    """Make huggingface_hub use its local cache only (no 46 s of retries), for this call."""
-    previous = hub_constants.HF_HUB_OFFLINE
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = previous
-
-
-def _no_hub_message(arch: str, timm_name: str, reason: str) -> str:
-    return (
-        f"ImageNet weights for {arch} cannot be downloaded: {reason}. Connect, or pass --weights FILE "
-        f"(an ImageNet .safetensors/.pth for {timm_name}), or train with --no-pretrained."
-    )
-
-
-def _load_imagenet_weights(backbone: nn.Module, path: Path, timm_name: str) -> None:
-    """Load an ImageNet state_dict into a classifier-less backbone; its classifier is dropped.
-
-    timm's own pretrained_cfg_overlay path loads non-strictly once the classifier differs, so a file
-    for another model would leave a silent random init; here every backbone tensor must come from the file.
-    """
-    if not path.is_file():
-        raise AudienceError(f"Weights file {path} does not exist.")
-    try:
-        state = timm.models.load_state_dict(str(path))  # safetensors, or torch.load(weights_only=True)
-        state = dict(state.items())
-    except Exception as error:  # noqa: BLE001 - whatever fails to parse is a bad file
-        reason = str(error).split(". ")[0][:160]
-        raise AudienceError(
-            f"Weights file {path} is not a readable .safetensors/.pth state_dict ({reason})."
-        ) from error
-    classifier = backbone.pretrained_cfg.get("classifier") or ()
-    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    expected = backbone.state_dict()
-    state = {k: v for k, v in state.items() if k in expected or k.rpartition(".")[0] not in classifier}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or misshaped:
-        example = (missing or unexpected or misshaped)[0]
-        raise AudienceError(
-            f"Weights file {path} does not hold ImageNet weights for {timm_name} ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(misshaped)} wrong-shaped tensors, e.g. {example})."
-        )
-    backbone.load_state_dict(state, strict=True)
-
-
 def _create_backbone(arch: str, pretrained: bool, weights_file: str | Path | None) -> nn.Module:
     spec = check_arch(arch)
     timm_name = spec["timm_name"]
     kwargs = {"num_classes": 0, "drop_rate": 0.0}
     if weights_file is not None:
         backbone = timm.create_model(timm_name, pretrained=False, **kwargs)
-        _load_imagenet_weights(backbone, Path(weights_file), timm_name)
+        load_imagenet_weights(backbone, Path(weights_file), timm_name)
         return backbone
     if not pretrained:
         return timm.create_model(timm_name, pretrained=False, **kwargs)
     if not spec.get("pretrained", True):
         raise AudienceError(f"Architecture {arch} has no pretrained weights: train it with --no-pretrained.")
-    reason = None
-    if hub_offline():
-        reason = "HF_HUB_OFFLINE is set"
-    elif not hub_reachable():  # a fast probe: huggingface_hub would retry for about 46 s
-        reason = "no connection to the Hugging Face Hub"
-    try:
-        if reason is None:
-            return timm.create_model(timm_name, pretrained=True, **kwargs)
-        # Offline, weights downloaded earlier still load from the Hugging Face cache.
-        with _hub_cache_only():
-            return timm.create_model(timm_name, pretrained=True, **kwargs)
-    except Exception as error:  # noqa: BLE001 - hub, HTTP and cache errors have no common base class
-        reason = reason or f"the download failed ({type(error).__name__})"
-        raise AudienceError(_no_hub_message(arch, timm_name, reason)) from error
+    return create_pretrained_backbone(arch, timm_name, **kwargs)
 
 
 def build_model(
