@@ -14,11 +14,10 @@ from plotly.subplots import make_subplots
 
 from audience.compare import tables as compare
 from audience.eda.tables import empty_figure
-from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.labels import AGE_CLASSES, GENDER_CLASSES, METRICS
 
 PALETTE = px.colors.qualitative.Plotly
-METRIC_NAMES = {"age_exact": "age exact", "gender_acc": "gender f/m/u", "age_one_off": "age 1-off",
-                "gender_acc_fm": "gender f/m"}
+METRIC_NAMES = {metric.key: metric.label for metric in METRICS}
 # (metrics.csv column, subplot, dash): loss on the left, validation accuracy on the right.
 CURVES = (("train_loss", 1, "solid"), ("val_loss", 1, "dash"), ("val_age_exact", 2, "solid"),
           ("val_gender_acc", 2, "dot"))

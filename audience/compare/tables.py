@@ -1,4 +1,4 @@
-"""Comparing training runs: run folders in, DataFrames out (the figures are in `compare_plots`).
+"""Comparing training runs: run folders in, DataFrames out (the figures are in audience.compare.plots).
 
 Pure apart from reading run folders through `runs.read_run`: a half-written run or a corrupt file
 gives a row with what could be read and a `problems` cell naming the rest. Accuracies in run
@@ -12,16 +12,15 @@ import pandas as pd
 
 from audience.compare.latency import cached_latency
 from audience.data.roots import is_demo_root
+from audience.labels import METRICS as LABELLED_METRICS
+from audience.labels import format_percent, format_seconds
 from audience.train import runs as runs_io
 from audience.train.metrics import summarize_folds
 
-METRICS: tuple[tuple[str, str], ...] = (
-    ("age_exact", "age exact %"),
-    ("age_one_off", "age 1-off %"),
-    ("gender_acc", "gender f/m/u %"),
-    ("gender_acc_fm", "gender f/m %"),
-)
-ECE_METRICS: tuple[tuple[str, str], ...] = (("age_ece", "age ECE"), ("gender_ece", "gender ECE"))
+# (key, column) of the runs table, from the one metric table (labels.METRICS).
+METRICS: tuple[tuple[str, str], ...] = tuple((m.key, f"{m.label} %") for m in LABELLED_METRICS if m.percent)
+ECE_METRICS: tuple[tuple[str, str], ...] = tuple((m.key, m.label) for m in LABELLED_METRICS
+                                                 if m.in_summary and m.key.endswith("_ece"))
 FEATURED_ARCHS: tuple[str, ...] = ("resnet50", "mobilenetv3_large_100")
 LEAKY_MARK = "random (leaky)"
 
@@ -169,22 +168,8 @@ def runs_frame(runs: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _percent(mean, std) -> str:
-    if mean is None or pd.isna(mean):
-        return "-"
-    return f"{100 * mean:.1f} ± {100 * std:.1f}" if std is not None and not pd.isna(std) else f"{100 * mean:.1f}"
-
-
 def _plain(value, fmt: str) -> str:
     return "-" if value is None or pd.isna(value) else format(value, fmt)
-
-
-def format_seconds(seconds) -> str:
-    if seconds is None or pd.isna(seconds):
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _short_source(source: str) -> str:
@@ -216,7 +201,7 @@ def runs_table(runs: list) -> pd.DataFrame:
     })
     several = frame["folds_done"] > 1  # the std of one fold is no spread, so it is not shown
     for key, label in METRICS:
-        table[label] = [_percent(m, s if many else None)
+        table[label] = [format_percent(m, s if many else None)
                         for m, s, many in zip(frame[f"{key}_mean"], frame[f"{key}_std"], several, strict=True)]
     table["params (M)"] = [_plain(p / 1e6 if p else None, ".2f") for p in frame["params"]]
     table["GFLOPs"] = [_plain(f / 1e9 if f else None, ".3f") for f in frame["flops"]]
@@ -319,6 +304,6 @@ def leakage_table(runs: list) -> pd.DataFrame:
     table = frame[["source", "arch", "protocol", "dataset"]].copy()
     for key, label in (("age_exact", "age exact %"), ("age_one_off", "age 1-off %"), ("gender_acc", "gender %")):
         stds = frame[f"{key}_std"] if f"{key}_std" in frame else [None] * len(frame)
-        table[label] = [_percent(m, s) for m, s in zip(frame[key], stds, strict=True)]
+        table[label] = [format_percent(m, s) for m, s in zip(frame[key], stds, strict=True)]
     table["note"] = frame["note"].fillna("")
     return table

@@ -26,7 +26,8 @@ from audience.labels import AGE_CLASSES, CANONICAL_AGES
 
 DEMO_NAME = "audience-demo"
 DEMO_VERSION = 1
-GENERATOR = "audience.data.demo"
+# An identifier stored in every demo marker, not the module path: kept so that demo sets made earlier stay valid.
+GENERATOR = "audience.demo"
 JPEG_QUALITY = 90
 ANCHORS_PER_FOLD = len(AGE_CLASSES)  # one clean subject per age class in every fold
 MIN_SUBJECTS = N_FOLDS * (ANCHORS_PER_FOLD + 4)  # a few more per fold to carry the label noise

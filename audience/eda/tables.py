@@ -1,7 +1,7 @@
 """Exploratory analysis of a face table: AdienceData in, a dict, DataFrames or plotly figures out.
 
-Pure functions of the table (no I/O). The charts that read images live in `eda_images`, the whole
-bundle, HTML report and label file in `eda_report`. Every figure title ends in "(synthetic demo
+Pure functions of the table (no I/O). The charts that read images live in audience.eda.images, the whole
+bundle, HTML report and label file in audience.eda.report. Every figure title ends in "(synthetic demo
 data)" for the demo set, so its charts are never mistaken for Adience.
 """
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from audience import settings
+from audience.labels import METRIC_OF, METRICS, format_percent
 
 LEAK_WARNING = (
     "> **⚠️ LEAK WARNING: protocol `random`.** Training and validation images were split at random, so the "
@@ -27,13 +28,7 @@ PROTOCOLS = {
              "held out of them (no person in two sets)",
     "random": "random image-level split (leaky: the same people are in training and validation/test)",
 }
-METRIC_NAMES = {
-    "age_exact": "age exact accuracy", "age_one_off": "age 1-off accuracy", "age_f1": "age macro F1",
-    "age_ece": "age ECE (calibrated)", "gender_acc": "gender accuracy (f/m/u)",
-    "gender_acc_fm": "gender accuracy (f/m only)", "gender_f1": "gender macro F1",
-    "gender_ece": "gender ECE (calibrated)",
-}
-PERCENT = {"age_exact", "age_one_off", "gender_acc", "gender_acc_fm"}
+METRIC_NAMES = {metric.key: metric.title for metric in METRICS if metric.in_summary}
 LIMITS = """- Adience is 26,580 Flickr photos of 2,284 people, not a balanced sample of the world's population;
   accuracy on other populations, ages, lighting or cameras is unknown and likely lower.
 - Age is one of 8 *apparent*-age groups annotated by people; gender is the annotators' f/m/u label from
@@ -66,7 +61,7 @@ def find_run_summary(json_path: str | Path, metadata: dict) -> dict | None:
 def _fmt(key: str, value) -> str:
     if not isinstance(value, int | float):
         return "-"
-    return f"{100 * value:.1f}%" if key in PERCENT else f"{value:.3f}"
+    return format_percent(value, unit="%") if key in METRIC_OF and METRIC_OF[key].percent else f"{value:.3f}"
 
 
 def _yaml_list(values: list[str]) -> str:

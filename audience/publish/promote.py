@@ -19,6 +19,7 @@ from pathlib import Path
 from audience import settings
 from audience.errors import AudienceError
 from audience.files import write_temp_beside
+from audience.labels import format_percent
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
     WEIGHTS_SUFFIX,
@@ -131,12 +132,9 @@ def checkpoints_table(folder: str | Path | None = None):
             "protocol": meta.get("protocol"), "fold": meta.get("fold"),
             "data": "synthetic demo" if (meta.get("dataset") or {}).get("synthetic") else (meta.get("dataset") or {}
                                                                                          ).get("name"),
-            "age exact %": _pct(metrics.get("age_exact")), "gender %": _pct(metrics.get("gender_acc")),
+            "age exact %": format_percent(metrics.get("age_exact")),
+            "gender %": format_percent(metrics.get("gender_acc")),
             "metrics on": meta.get("metrics_on"), "from run": source.get("run"), "problem": "",
         })
     return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data", "age exact %",
                                        "gender %", "metrics on", "from run", "problem"])
-
-
-def _pct(value) -> str:
-    return f"{100 * value:.1f}" if isinstance(value, int | float) else "-"

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from audience.data.adience import IMAGE_MODES, N_FOLDS, AdienceData, read_adience
 from audience.data.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
@@ -25,16 +27,25 @@ from audience.labels import POLICIES, TASKS
 from audience.model.network import ARCHS, model_data_config
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
-# The demo recipe (the Train tab's demo preset and the learnability test): on the default demo data it
-# clearly learns fold 0 (test age exact 0.53-0.68, 1-off 0.91-0.96, gender f/m 0.89-0.94 over seeds
-# 0-5) in about 20 s of training on an idle 2-core CPU. The tiny net from scratch takes the high peak
-# rate (at 3e-3: age 0.53-0.56, 1-off 0.87); light augmentation lowered accuracy within 15 epochs.
+# The demo recipe (the Train tab's demo preset and the learnability test): chosen because it clearly
+# learns fold 0 of the default demo data in seconds on a CPU; the numbers are in docs/measurements.md.
 DEMO_RECIPE: dict = {"data": DEMO_DATA, "arch": "tiny", "folds": "0", "epochs": 15, "batch_size": 16, "lr": 1e-2,
                      "image_size": 64, "augment": "none", "drop_rate": 0.0, "workers": 0}
 
 
 def _setting(default, help: str, choices: tuple | None = None, flags: tuple[str, ...] = (), minimum=None):
     return field(default=default, metadata={"help": help, "choices": choices, "flags": flags, "minimum": minimum})
+
+
+def _check_field(item: dataclasses.Field, value) -> None:
+    """AudienceError when `value` is not among the field's choices, not finite or below its minimum."""
+    choices, minimum = item.metadata["choices"], item.metadata["minimum"]
+    if choices and value not in choices:
+        raise AudienceError(f"{item.name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AudienceError(f"{item.name} must be a finite number; got {value}.")
+    if minimum is not None and value < minimum:
+        raise AudienceError(f"{item.name} must be at least {minimum}; got {value}.")
 
 
 @dataclass
@@ -124,13 +135,13 @@ class TrainConfig:
             value = getattr(self, item.name)
             if value is None and _optional(hints[item.name]):
                 continue
-            choices, minimum = item.metadata["choices"], item.metadata["minimum"]
-            if choices and value not in choices:
-                raise AudienceError(f"{item.name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise AudienceError(f"{item.name} must be a finite number; got {value}.")
-            if minimum is not None and value < minimum:
-                raise AudienceError(f"{item.name} must be at least {minimum}; got {value}.")
+            _check_field(item, value)
+        self._check_combinations()
+        self.fold_list()
+        return self
+
+    def _check_combinations(self) -> None:
+        """The rules a single field's choices and minimum cannot say."""
         if not str(self.data).strip():
             raise AudienceError("data is required: give an Adience root folder, or 'demo' for the demo dataset.")
         if self.lr <= 0:
@@ -144,8 +155,6 @@ class TrainConfig:
             raise AudienceError("age_weight and gender_weight cannot both be 0.")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}.")
-        self.fold_list()
-        return self
 
     def default_workers(self, device_type: str) -> int:
         """`workers`, or the automatic count for a device type ("cuda" or "cpu").
@@ -249,3 +258,19 @@ def build_cache_for(config: TrainConfig, data: AdienceData, emit: Callable[[dict
     if warning:
         emit({"type": "log", "message": f"warning: {warning}"})
     return cache
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig saved in a run folder's config.json (to resume it); AudienceError says what is wrong."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise AudienceError(f"{run_dir}: not a run folder (it has no config.json), so it cannot be resumed.")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise AudienceError(f"{run_dir}: its config.json cannot be read ({type(error).__name__}), so the run cannot "
+                            "be resumed.") from None
+    if not isinstance(values, dict):
+        raise AudienceError(f"{path}: not a JSON object, so the run cannot be resumed.")
+    return TrainConfig.from_dict(values)

@@ -51,8 +51,9 @@ from audience.data.cache import ImageCache
 from audience.data.splits import make_split
 from audience.errors import AudienceError
 from audience.files import write_json_atomic
+from audience.labels import SUMMARY_KEYS
 from audience.model.network import build_model, count_flops, count_params
-from audience.train.config import TrainConfig, build_cache_for, read_data, resolve_config
+from audience.train.config import TrainConfig, build_cache_for, read_data, read_run_config, resolve_config
 from audience.train.fold import FoldResult, fit, read_resume_state
 from audience.train.loop import LossNotFinite, describe_device, resolve_device
 from audience.train.metrics import summarize_folds
@@ -60,8 +61,6 @@ from audience.train.runs import RunEmitter, create_run_dir, fold_dir, now_iso
 
 __all__ = ["cross_validate", "resume"]
 
-SUMMARY_METRICS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece",
-                   "age_f1", "gender_f1")
 
 
 def check_readable(data: AdienceData, splits: dict, cache: ImageCache) -> None:
@@ -85,7 +84,7 @@ def check_readable(data: AdienceData, splits: dict, cache: ImageCache) -> None:
 def _write_summary(run_dir: Path, config: TrainConfig, data: AdienceData, results: dict[int, dict],
                    extra: dict) -> dict:
     per_fold = summarize_folds(results)
-    summary = {key: per_fold[key] for key in SUMMARY_METRICS if key in per_fold}
+    summary = {key: per_fold[key] for key in SUMMARY_KEYS if key in per_fold}
     summary.update({
         "protocol": config.protocol, "leaky": config.protocol == "random", "policy": data.policy,
         "images": data.images, "dataset": data.name, "synthetic": data.synthetic, "arch": config.arch,
@@ -155,7 +154,7 @@ def cross_validate(
     """
     if resume is not None:
         run_dir = Path(resume)
-        config = _saved_config(run_dir)
+        config = read_run_config(run_dir)
     config = config.validated()
     data = read_data(config)
     config = resolve_config(config, data)
@@ -207,21 +206,6 @@ def cross_validate(
     return run_dir
 
 
-def _saved_config(run_dir: Path) -> TrainConfig:
-    import json
-
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise AudienceError(f"{run_dir}: not a run folder (it has no config.json), so it cannot be resumed.")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise AudienceError(f"{path}: cannot be read ({type(error).__name__}), so the run cannot be resumed.") from None
-    if not isinstance(values, dict):
-        raise AudienceError(f"{path}: not a JSON object, so the run cannot be resumed.")
-    return TrainConfig.from_dict(values)
-
-
 def _train_seconds(run_dir: Path) -> float:
     """Seconds spent in training epochs over all folds (metrics.csv), the same whether or not the run was resumed."""
     import pandas as pd
@@ -255,4 +239,4 @@ def _run_fold(config: TrainConfig, data: AdienceData, run_dir: Path, fold: int, 
 def resume(run_dir: str | Path, on_event: Callable[[dict], None] | None = None,
            stop: threading.Event | None = None) -> Path:
     """Continue a stopped or interrupted run where it stopped (its saved config); return the run folder."""
-    return cross_validate(_saved_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir)
+    return cross_validate(read_run_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir)

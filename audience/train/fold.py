@@ -25,9 +25,10 @@ from audience.data.splits import Split
 from audience.data.transforms import build_eval_transform, build_train_transform
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
-from audience.labels import HEADS_OF_TASK
+from audience.labels import ACCURACY_KEYS, HEADS_OF_TASK, SUMMARY_KEYS, format_percent
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model, count_flops, model_data_config
+from audience.model.state import load_state_strictly
 from audience.train.config import build_cache_for, resolve_config
 from audience.train.evaluation import calibrate_heads, calibration_line
 from audience.train.loop import (
@@ -44,8 +45,6 @@ from audience.train.metrics import compute_metrics
 from audience.train.runs import read_epochs, write_epochs
 
 STATE_FORMAT = 1
-SCALAR_KEYS = ("age_exact", "age_one_off", "age_f1", "age_ece", "gender_acc", "gender_acc_fm", "gender_f1",
-               "gender_ece")
 
 
 @dataclass
@@ -87,18 +86,18 @@ def _save_state(path: Path, state: dict) -> None:
 
 
 def _scalars(metrics: dict) -> dict:
-    return {key: metrics.get(key) for key in SCALAR_KEYS}
+    return {key: metrics.get(key) for key in SUMMARY_KEYS}
 
 
-def _percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def _pct(value) -> str:
+    return format_percent(value, unit="%")
 
 
 def epoch_line(fold: int, row: dict, epochs: int, best: bool) -> str:
     return (
         f"fold {fold} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} train / {row['val_loss']:.4f} val, "
-        f"val age {_percent(row['val_age_exact'])} (1-off {_percent(row['val_age_one_off'])}), "
-        f"gender {_percent(row['val_gender_acc'])} (f/m {_percent(row['val_gender_acc_fm'])}), "
+        f"val age {_pct(row['val_age_exact'])} (1-off {_pct(row['val_age_one_off'])}), "
+        f"gender {_pct(row['val_gender_acc'])} (f/m {_pct(row['val_gender_acc_fm'])}), "
         f"lr {row['lr']:.2e}, {row['images_per_s']:.0f} img/s, {row['seconds']:.0f} s" + ("  [best]" if best else "")
     )
 
@@ -176,7 +175,7 @@ class _FoldTrainer:
                 f"now gives {self.steps}; the data or settings changed since the run stopped, so it cannot resume."
             )
         model, _, _ = load_checkpoint(self.fold_dir / "last", device="cpu")
-        self.model.load_state_dict(model.state_dict())
+        load_state_strictly(self.model, model.state_dict(), f"{self.fold_dir / 'last'} does not fit the run's model")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         return int(state["epoch"]), float(state["best_score"]), state.get("best_epoch")
@@ -186,6 +185,81 @@ def _calibrate(trainer: _FoldTrainer) -> tuple[dict, dict, dict]:
     val, _, _ = trainer.evaluate("val")
     test, _, _ = trainer.evaluate("test")
     return calibrate_heads(val, test, trainer.heads, trainer.config.calibrate)
+
+
+def _batch_reporter(trainer: _FoldTrainer, epoch: int, started: float, measured: float | None) -> Callable:
+    """The on_batch callback of one epoch: a batch event with the fold's ETA."""
+    fold, epochs, steps = trainer.fold, trainer.config.epochs, trainer.steps
+
+    def on_batch(step: int, loss: float, images_per_s: float) -> None:
+        # Until an epoch is complete the ETA uses this epoch's pace; afterwards the last epoch's (incl. validation).
+        per_step = measured or (time.perf_counter() - started) / step
+        remaining = (steps - step) + (epochs - epoch) * steps
+        trainer.emit({"type": "batch", "fold": fold, "epoch": epoch, "epochs": epochs, "step": step, "steps": steps,
+                      "loss": loss, "lr": trainer.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
+                      "seconds_per_step": per_step, "fold_eta_s": remaining * per_step})
+
+    return on_batch
+
+
+def _train_epoch(trainer: _FoldTrainer, epoch: int, measured: float | None, stop) -> tuple[dict, dict, float] | None:
+    """Train and validate one epoch: (metrics.csv row, validation metrics, validation loss), or None if stopped."""
+    config = trainer.config
+    started = time.perf_counter()
+    seed = epoch_seed(config.seed, trainer.fold, epoch)
+    torch.manual_seed(seed)
+    trainer.loaders["train"].sampler.set_seed(seed)
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    train_loss, images, stopped = train_epoch(trainer.model, trainer.loaders["train"], trainer.optimizer,
+                                              trainer.scheduler, config, trainer.device, trainer.steps,
+                                              _batch_reporter(trainer, epoch, started, measured),
+                                              stop.is_set if stop is not None else None)
+    if stopped:
+        return None
+    train_seconds = time.perf_counter() - started
+    _, val_metrics, val_loss = trainer.evaluate("val")
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+           **{f"val_{k}": val_metrics[k] for k in ACCURACY_KEYS},
+           "lr": lr, "images_per_s": images / train_seconds, "seconds": time.perf_counter() - started}
+    return row, val_metrics, val_loss
+
+
+def _save_epoch(trainer: _FoldTrainer, row: dict, val_metrics: dict, improved: bool, best: tuple) -> None:
+    """The epoch's checkpoints (best when improved, always last) and the optimizer state to resume from."""
+    epoch, fold_dir = row["epoch"], trainer.fold_dir
+    if improved:
+        save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(epoch, val_metrics, metrics_on="val"))
+    save_checkpoint(fold_dir / "last", trainer.model, trainer.metadata(epoch, val_metrics, metrics_on="val"))
+    _save_state(fold_dir / "last_state.pt", {
+        "format": STATE_FORMAT, "fold": trainer.fold, "epoch": epoch, "steps_per_epoch": trainer.steps,
+        "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
+        "best_score": best[0], "best_epoch": best[1], "torch_rng": torch.get_rng_state(),
+    })
+
+
+def _finish_fold(trainer: _FoldTrainer, best_epoch: int | None, sizes: dict) -> FoldResult:
+    """Reload the best epoch, calibrate it on validation, test it, and write best.* and test_metrics.json."""
+    fold, fold_dir, split = trainer.fold, trainer.fold_dir, trainer.split
+    best_model, _, _ = load_checkpoint(fold_dir / "best", device="cpu")
+    load_state_strictly(trainer.model, best_model.state_dict(), f"{fold_dir / 'best'} does not fit the run's model")
+    temperature, test_metrics, calibration = _calibrate(trainer)
+    scalars = _scalars(test_metrics)
+    scalars.update({f"{head}_ece_uncalibrated": calibration[head]["test_ece_before"] for head in trainer.heads})
+    save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(
+        best_epoch, test_metrics, temperature, metrics_on="test", calibration=calibration, selected_epoch=best_epoch))
+    write_json_atomic(fold_dir / "test_metrics.json", {
+        "fold": fold, "protocol": split.protocol, "leaky": split.leaky, "best_epoch": best_epoch, "sizes": sizes,
+        "temperature": temperature, "calibration": calibration, "metrics": test_metrics, "summary": scalars,
+    })
+    trainer.emit({"type": "fold_end", "fold": fold, "best_epoch": best_epoch, "metrics": scalars,
+                  "temperature": temperature,
+                  "calibration": {head: {key: c[key] for key in ("temperature", "applied", "reason")}
+                                  for head, c in calibration.items()},
+                  "message": f"fold {fold} test{' (leaky)' if split.leaky else ''}: age "
+                             f"{_pct(scalars['age_exact'])} (1-off {_pct(scalars['age_one_off'])}), gender "
+                             f"{_pct(scalars['gender_acc'])} (f/m {_pct(scalars['gender_acc_fm'])}); "
+                             f"best epoch {best_epoch}; calibration: {calibration_line(calibration)}"})
+    return FoldResult(fold, "finished", trainer.config.epochs, best_epoch, scalars)
 
 
 def fit(
@@ -222,33 +296,10 @@ def fit(
                      f"{steps} batches per epoch" + (f", resuming after epoch {start_epoch}" if start_epoch else "")})
     seconds_per_step = None
     for epoch in range(start_epoch + 1, epochs + 1):
-        if stop is not None and stop.is_set():
+        trained = None if stop is not None and stop.is_set() else _train_epoch(trainer, epoch, seconds_per_step, stop)
+        if trained is None:
             return FoldResult(fold, "stopped", epoch - 1, best_epoch)
-        started = time.perf_counter()
-        seed = epoch_seed(config.seed, fold, epoch)
-        torch.manual_seed(seed)
-        trainer.loaders["train"].sampler.set_seed(seed)
-
-        def on_batch(step: int, loss: float, images_per_s: float, epoch: int = epoch, started: float = started,
-                     measured: float | None = seconds_per_step):
-            # Until an epoch is complete the ETA uses this epoch's pace; afterwards the last epoch's (incl. validation).
-            per_step = measured or (time.perf_counter() - started) / step
-            remaining = (steps - step) + (epochs - epoch) * steps
-            emit({"type": "batch", "fold": fold, "epoch": epoch, "epochs": epochs, "step": step, "steps": steps,
-                  "loss": loss, "lr": trainer.optimizer.param_groups[0]["lr"], "images_per_s": images_per_s,
-                  "seconds_per_step": per_step, "fold_eta_s": remaining * per_step})
-
-        lr = trainer.optimizer.param_groups[0]["lr"]
-        train_loss, images, stopped = train_epoch(trainer.model, trainer.loaders["train"], trainer.optimizer,
-                                                  trainer.scheduler, config, trainer.device, steps, on_batch,
-                                                  stop.is_set if stop is not None else None)
-        if stopped:
-            return FoldResult(fold, "stopped", epoch - 1, best_epoch)
-        train_seconds = time.perf_counter() - started
-        _, val_metrics, val_loss = trainer.evaluate("val")
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-               **{f"val_{k}": val_metrics[k] for k in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm")},
-               "lr": lr, "images_per_s": images / train_seconds, "seconds": time.perf_counter() - started}
+        row, val_metrics, val_loss = trained
         rows.append(row)
         seconds_per_step = row["seconds"] / steps
         write_epochs(fold_dir / "metrics.csv", rows)
@@ -256,34 +307,9 @@ def fit(
         improved = score > best_score  # ties keep the earlier epoch
         if improved:
             best_score, best_epoch = score, epoch
-            save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(epoch, val_metrics, metrics_on="val"))
-        save_checkpoint(fold_dir / "last", trainer.model, trainer.metadata(epoch, val_metrics, metrics_on="val"))
-        _save_state(fold_dir / "last_state.pt", {
-            "format": STATE_FORMAT, "fold": fold, "epoch": epoch, "steps_per_epoch": steps,
-            "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
-            "best_score": best_score, "best_epoch": best_epoch, "torch_rng": torch.get_rng_state(),
-        })
-        emit({"type": "epoch", "fold": fold, "epoch": epoch, "epochs": epochs, "loss": train_loss,
-              "lr": lr, "images_per_s": row["images_per_s"], "metrics": row, "best": improved,
-              "seconds_per_step": row["seconds"] / steps, "fold_eta_s": (epochs - epoch) * row["seconds"],
+        _save_epoch(trainer, row, val_metrics, improved, (best_score, best_epoch))
+        emit({"type": "epoch", "fold": fold, "epoch": epoch, "epochs": epochs, "loss": row["train_loss"],
+              "lr": row["lr"], "images_per_s": row["images_per_s"], "metrics": row, "best": improved,
+              "seconds_per_step": seconds_per_step, "fold_eta_s": (epochs - epoch) * row["seconds"],
               "message": epoch_line(fold, row, epochs, improved)})
-
-    best_model, _, _ = load_checkpoint(fold_dir / "best", device="cpu")
-    trainer.model.load_state_dict(best_model.state_dict())
-    temperature, test_metrics, calibration = _calibrate(trainer)
-    scalars = _scalars(test_metrics)
-    scalars.update({f"{head}_ece_uncalibrated": calibration[head]["test_ece_before"] for head in trainer.heads})
-    save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(
-        best_epoch, test_metrics, temperature, metrics_on="test", calibration=calibration, selected_epoch=best_epoch))
-    write_json_atomic(fold_dir / "test_metrics.json", {
-        "fold": fold, "protocol": split.protocol, "leaky": split.leaky, "best_epoch": best_epoch, "sizes": sizes,
-        "temperature": temperature, "calibration": calibration, "metrics": test_metrics, "summary": scalars,
-    })
-    emit({"type": "fold_end", "fold": fold, "best_epoch": best_epoch, "metrics": scalars, "temperature": temperature,
-          "calibration": {head: {key: c[key] for key in ("temperature", "applied", "reason")}
-                          for head, c in calibration.items()},
-          "message": f"fold {fold} test{' (leaky)' if split.leaky else ''}: age {_percent(scalars['age_exact'])} "
-                     f"(1-off {_percent(scalars['age_one_off'])}), gender {_percent(scalars['gender_acc'])} "
-                     f"(f/m {_percent(scalars['gender_acc_fm'])}); best epoch {best_epoch}; "
-                     f"calibration: {calibration_line(calibration)}"})
-    return FoldResult(fold, "finished", epochs, best_epoch, scalars)
+    return _finish_fold(trainer, best_epoch, sizes)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import json
 import os
 import threading
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError
+from audience.train.config import read_run_config
 from audience.train.job_status import JobStatus, apply_event
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
@@ -199,14 +199,8 @@ def start_job(config, *, server_name: str | None = None, share: bool = False) ->
 
 def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False) -> JobStatus:
     """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state."""
-    from audience.train.cross_validate import TrainConfig
-
     path = _resolve_run_dir(run_dir)
-    try:
-        config = TrainConfig.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError) as error:
-        raise AudienceError(f"Run {path.name}: config.json cannot be read ({error}).") from error
-    return _launch(config, path, server_name, share)
+    return _launch(read_run_config(path), path, server_name, share)
 
 
 def stop_job() -> JobStatus:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from audience.labels import format_seconds
+
 ACTIVE_STATES = ("running", "stopping")
 
 
@@ -58,7 +60,7 @@ class JobStatus:
         if self.steps and self.active:
             parts.append(f"batch {self.step}/{self.steps}")
         if self.active and self.eta_s is not None:
-            parts.append(f"ETA {format_seconds(self.eta_s)}")
+            parts.append(f"ETA {format_seconds(self.eta_s, clock=True)}")
         if self.images_per_s and self.active:
             parts.append(f"{self.images_per_s:.0f} img/s")
         return " · ".join(parts)
@@ -74,13 +76,6 @@ class JobStatus:
         data = asdict(self)
         data.update(progress=self.progress_line(), device_line=self.device_line(), active=self.active)
         return data
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _number(value) -> float | None:
@@ -106,7 +101,22 @@ def describe(event: dict) -> str | None:
 
 def apply_event(status: JobStatus, event: dict) -> str | None:
     """Update `status` from one trainer event; return the log line of the event (or None)."""
+    _apply_progress(status, event)
     kind = event.get("type")
+    if kind == "run_start" and isinstance(event.get("folds"), list):
+        status.folds = [int(f) for f in event["folds"]]
+        status.n_folds = len(status.folds)
+    if kind == "fold_start":
+        status.step = 0
+    elif kind == "epoch":
+        status.curves.append(curve_point(event))
+    elif kind == "error" and event.get("message"):
+        status.error = str(event["message"]).removeprefix("error: ")
+    return describe(event)
+
+
+def _apply_progress(status: JobStatus, event: dict) -> None:
+    """The counters, rates and places any event may carry (fold, epoch, ETA, device, run folder)."""
     for key in ("epoch", "epochs", "step", "steps"):
         if isinstance(event.get(key), int) and not isinstance(event.get(key), bool):
             setattr(status, key, event[key])
@@ -123,13 +133,3 @@ def apply_event(status: JobStatus, event: dict) -> str | None:
     if event.get("run_dir"):
         status.run_dir = str(event["run_dir"])
         status.run_id = Path(status.run_dir).name
-    if kind == "run_start" and isinstance(event.get("folds"), list):
-        status.folds = [int(f) for f in event["folds"]]
-        status.n_folds = len(status.folds)
-    if kind == "fold_start":
-        status.step = 0
-    elif kind == "epoch":
-        status.curves.append(curve_point(event))
-    elif kind == "error" and event.get("message"):
-        status.error = str(event["message"]).removeprefix("error: ")
-    return describe(event)

@@ -1,7 +1,7 @@
 """The Compare tab: every run of the runs folder in one table, charts of the chosen runs, the leakage
 view beside published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
 
-A thin adapter over audience.compare.tables / compare_plots / promote / latency. API: `/compare`
+A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
 accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
 leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table).
