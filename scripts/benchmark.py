@@ -15,10 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.errors import AudienceError  # noqa: E402
-from audience.model.network import ARCHS  # noqa: E402
+from audience.errors import AudienceError
+from audience.model.network import ARCHS
 
 
 def add_train_parser(subparsers) -> None:

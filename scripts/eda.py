@@ -6,19 +6,15 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-
-from audience.data.adience import IMAGE_MODES, read_adience  # noqa: E402
-from audience.eda.report import build_eda, write_label_file, write_report  # noqa: E402
-from audience.eda.tables import summarize  # noqa: E402
-from audience.errors import AudienceError  # noqa: E402
-from audience.labels import POLICIES  # noqa: E402
+from audience.data.adience import IMAGE_MODES, read_adience
+from audience.eda.report import build_eda, write_label_file, write_report
+from audience.eda.tables import summarize
+from audience.errors import AudienceError
+from audience.labels import POLICIES
 
 
 def _count(text: str) -> int:

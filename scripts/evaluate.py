@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.data.adience import IMAGE_MODES, N_FOLDS  # noqa: E402
-from audience.errors import AudienceError  # noqa: E402
-from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES  # noqa: E402
+from audience import settings
+from audience.data.adience import IMAGE_MODES, N_FOLDS
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - a bug: one line for the user, the traceback with --debug
-        if args.debug or os.environ.get("AUDIENCE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+        if args.debug or settings.debug_enabled():
             traceback.print_exc(file=sys.stderr)
         text = " ".join(str(error).split())[:200]
         print(f"error: internal error ({type(error).__name__}: {text}); run again with --debug to see the traceback",

@@ -15,17 +15,15 @@ or AUDIENCE_DEBUG=1).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.errors import AudienceError  # noqa: E402
-from audience.train.config import add_config_arguments, config_from_args  # noqa: E402
+from audience import settings
+from audience.errors import AudienceError
+from audience.train.config import add_config_arguments, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +73,7 @@ class _Progress:
 
 def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> str:
     """The one line printed for an unexpected exception (the traceback goes to stderr first when debugging)."""
-    debug = debug or os.environ.get("AUDIENCE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    debug = debug or settings.debug_enabled()
     if debug:
         traceback.print_exc(file=sys.stderr)
     text = " ".join(str(error).split())[:200]
@@ -87,9 +85,9 @@ def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> s
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug")}
-    if args.resume and settings:
-        flags = ", ".join("--" + name.replace("_", "-") for name in settings)
+    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug")}
+    if args.resume and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
         parser.error(f"--resume uses the run's saved settings; drop {flags}")
     stop = threading.Event()
 
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             run_dir = resume(args.resume, on_event=progress, stop=stop)
         else:
-            if "data" not in settings:
+            if "data" not in given:
                 parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset)")
             run_dir = cross_validate(config_from_args(args), on_event=progress, stop=stop)
     except AudienceError as error:
