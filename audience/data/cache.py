@@ -29,10 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from audience import settings
+from audience.data.images import IMAGE_ERRORS, unreadable_reason
 from audience.data.transforms import TRAIN_MARGIN
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
@@ -57,12 +58,8 @@ def decode_face(path: str | Path, size: int) -> np.ndarray:
             image.draft("RGB", (size, size))
             image = ImageOps.exif_transpose(image).convert("RGB")
             pixels = np.asarray(image)
-    except FileNotFoundError:
-        raise AudienceError(f"{path}: not a readable image (the file does not exist).") from None
-    except UnidentifiedImageError:  # PIL's own message repeats the path
-        raise AudienceError(f"{path}: not a readable image (not an image format PIL can decode).") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise AudienceError(f"{path}: not a readable image ({type(error).__name__}: {error}).") from None
+    except IMAGE_ERRORS as error:
+        raise AudienceError(f"{path}: not a readable image ({unreadable_reason(error)}).") from None
     height, width = pixels.shape[:2]
     if min(height, width) < 1:
         raise AudienceError(f"{path}: the image is empty.")

@@ -27,6 +27,19 @@ MAX_SIDE = 4096  # longer images are downscaled to this longest side
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 ImageSource = str | Path | bytes | np.ndarray | Image.Image
+# What opening or decoding a file that is not a readable image raises (UnidentifiedImageError and a
+# missing file are OSErrors; a corrupt header can be a SyntaxError). The one list the training
+# cache, the EDA statistics and this module catch.
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def unreadable_reason(error: BaseException) -> str:
+    """Why a file is not a readable image, for 'PATH: not a readable image (REASON).'"""
+    if isinstance(error, FileNotFoundError):
+        return "the file does not exist"
+    if isinstance(error, UnidentifiedImageError):  # PIL's own message repeats the path
+        return "not an image format PIL can decode"
+    return f"{type(error).__name__}: {error}"
 
 
 def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -151,7 +164,7 @@ def _open_and_decode(handle, name: str, max_pixels: int, max_side: int) -> np.nd
         ) from exc
     except UnidentifiedImageError as exc:
         raise AudienceError(f"{name}: not an image file (cannot identify image format)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except IMAGE_ERRORS as exc:  # the bomb and unknown-format cases are answered above
         raise AudienceError(f"{name}: the image header is corrupt ({exc})") from exc
     with image:
         return _decode(image, name, max_pixels, max_side, owned=True)

@@ -12,11 +12,11 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from audience.data.adience import AdienceData
+from audience.data.images import IMAGE_ERRORS
 from audience.eda.tables import empty_figure, set_title, title_for
 from audience.labels import AGE_CLASSES, NO_CLASS, gender_label
 
 SIZE_COLUMNS: tuple[str, ...] = ("path", "width", "height", "format", "error")
-_IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 _GAP = 4
 _LABEL_WIDTH = 96
 _HEADER = 32
@@ -43,7 +43,7 @@ def image_size_table(data: AdienceData, sample: int = 200, seed: int = 0) -> pd.
         try:
             with Image.open(path) as image:  # lazy: decodes nothing, reads the size from the header
                 records.append((path, image.width, image.height, image.format, None))
-        except _IMAGE_ERRORS as exc:
+        except IMAGE_ERRORS as exc:
             records.append((path, None, None, None, f"{type(exc).__name__}: {exc}"))
     table = pd.DataFrame(records, columns=list(SIZE_COLUMNS))
     return table.astype({"width": "Int64", "height": "Int64"})
@@ -81,7 +81,7 @@ def _read_tile(path: str, tile: int) -> Image.Image | None:
         with Image.open(path) as image:
             image.draft("RGB", (tile * 2, tile * 2))  # JPEG decodes at a reduced scale: much faster for big files
             return ImageOps.fit(image.convert("RGB"), (tile, tile))
-    except _IMAGE_ERRORS:
+    except IMAGE_ERRORS:
         return None
 
 
