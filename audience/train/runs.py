@@ -30,10 +30,11 @@ import pandas as pd
 
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
+from audience.labels import ACCURACY_KEYS
 
+# metrics.csv: one row per epoch; the validation accuracies are those of the metric table (labels.METRICS).
 METRICS_COLUMNS: tuple[str, ...] = (
-    "epoch", "train_loss", "val_loss", "val_age_exact", "val_age_one_off", "val_gender_acc", "val_gender_acc_fm",
-    "lr", "images_per_s", "seconds",
+    "epoch", "train_loss", "val_loss", *(f"val_{key}" for key in ACCURACY_KEYS), "lr", "images_per_s", "seconds",
 )
 STATES: tuple[str, ...] = ("running", "stopped", "finished", "failed")
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
