@@ -6,17 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 TEST_ENV := HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False MPLBACKEND=Agg
 
-.PHONY: run test test-fast lint bench clean-venv
+.PHONY: run test test-fast lint clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+$(VENV)/.runtime-installed: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-installed
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt pyproject.toml $(VENV)/.runtime-installed
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
@@ -26,6 +26,10 @@ run: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed
 	-sh scripts/ensure_chromium.sh
 	$(TEST_ENV) $(BIN)/python -m pytest
+
+# The quick loop while working: neither the slow tests nor the browser ones.
+test-fast: $(VENV)/.dev-installed
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow and not browser"
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

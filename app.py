@@ -12,7 +12,7 @@ import os
 import gradio as gr
 
 from audience import settings
-from audience.demo import ensure_demo_dataset
+from audience.data.demo import ensure_demo_dataset
 from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache

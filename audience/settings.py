@@ -5,6 +5,7 @@ AUDIENCE_DATA_DIRS   extra folders (os.pathsep-separated) under which the UI may
 AUDIENCE_HOME        where the app keeps its own files (demo data, image cache); default ~/.cache/audience
 AUDIENCE_RUNS        training runs folder; default ./runs
 AUDIENCE_CHECKPOINTS served checkpoints folder; default ./checkpoints
+AUDIENCE_DEBUG       the command lines also print an internal error's traceback (like --debug)
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def allowed_data_dirs() -> list[Path]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def debug_enabled() -> bool:
+    """AUDIENCE_DEBUG=1: the command lines print an internal error's traceback, not only its line."""
+    return env_flag("AUDIENCE_DEBUG")
 
 
 def on_hf_space() -> bool:

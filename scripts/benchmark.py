@@ -15,10 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.errors import AudienceError  # noqa: E402
-from audience.models import ARCHS  # noqa: E402
+from audience.errors import AudienceError
+from audience.model.network import ARCHS
 
 
 def add_train_parser(subparsers) -> None:
@@ -38,7 +36,7 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> dict:
-    from audience.benchmark_train import benchmark_train
+    from audience.train.benchmark import benchmark_train
 
     return benchmark_train(args.data, arch=args.arch, batches=args.batches, batch_size=args.batch_size,
                            image_size=args.image_size, workers=args.workers, device=args.device,
@@ -58,7 +56,7 @@ def add_predict_parser(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> dict:
-    from audience.bench_predict import run_predict_benchmark
+    from audience.predict.benchmark import run_predict_benchmark
 
     return run_predict_benchmark(args.images, repeat=max(1, args.repeat), threads=args.threads,
                                  log=lambda line: print(line, flush=True), checkpoint=args.checkpoint)
@@ -78,7 +76,7 @@ def add_accuracy_parser(subparsers) -> None:
 
 
 def run_accuracy(args: argparse.Namespace) -> dict:
-    from audience.bench_accuracy import accuracy_benchmark
+    from audience.compare.peer_accuracy import accuracy_benchmark
 
     return accuracy_benchmark(args.checkpoint, args.data, split=args.split, fold=args.fold, limit=args.limit,
                               log=lambda line: print(line, flush=True))

@@ -6,19 +6,17 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-
-from audience.data import IMAGE_MODES, read_dataset  # noqa: E402
-from audience.eda import summarize  # noqa: E402
-from audience.eda_report import build_eda, write_label_file, write_report  # noqa: E402
-from audience.errors import AudienceError  # noqa: E402
-from audience.labels import POLICIES  # noqa: E402
+from audience.data.adience import IMAGE_MODES
+from audience.data.formats import read_dataset
+from audience.data.roots import resolve_data_root
+from audience.eda.report import build_eda, write_label_file, write_report
+from audience.eda.tables import summarize
+from audience.errors import AudienceError
+from audience.labels import POLICIES
 
 
 def _count(text: str) -> int:
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     # with --json, stdout carries the JSON object alone, so notes go to stderr
     notes = sys.stderr if args.json else sys.stdout
     try:
-        data = read_dataset(args.data, policy=args.policy, images=args.images)
+        data = read_dataset(resolve_data_root(args.data), policy=args.policy, images=args.images)
         if args.labels_out:
             count = write_label_file(data, args.labels_out)
             print(f"wrote {count} labels to {args.labels_out}", file=notes)

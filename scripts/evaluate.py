@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.data import IMAGE_MODES, N_FOLDS  # noqa: E402
-from audience.errors import AudienceError  # noqa: E402
-from audience.evaluation import SPLITS  # noqa: E402
-from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES  # noqa: E402
+from audience import settings
+from audience.data.adience import IMAGE_MODES, N_FOLDS
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES
+from audience.train.evaluation import SPLITS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +86,8 @@ def format_report(result: dict) -> str:
 @contextlib.contextmanager
 def _face_crop(args: argparse.Namespace):
     """The detect-and-crop function --crop asks for (None: whole images), with its detector open meanwhile."""
-    from audience.checkpoint import read_checkpoint_metadata
-    from audience.data import detect_format
+    from audience.data.formats import detect_format
+    from audience.model.checkpoint import read_checkpoint_metadata
 
     try:
         metadata = read_checkpoint_metadata(args.checkpoint)
@@ -103,8 +100,8 @@ def _face_crop(args: argparse.Namespace):
     if args.crop == "whole":
         yield None
         return
-    from audience.crop_geometry import face_cropper
-    from audience.faces import FaceDetector
+    from audience.predict.crop_geometry import face_cropper
+    from audience.predict.faces import FaceDetector
 
     with FaceDetector() as detector:
         yield face_cropper(metadata, detector)
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --fold N, or --split all to evaluate on every labelled image")
     if split == "fold" and args.fold is None:
         parser.error("--split fold needs --fold N")
-    from audience.evaluation import evaluate_checkpoint
+    from audience.train.evaluation import evaluate_checkpoint
 
     try:
         with _face_crop(args) as face_crop:
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - a bug: one line for the user, the traceback with --debug
-        if args.debug or os.environ.get("AUDIENCE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+        if args.debug or settings.debug_enabled():
             traceback.print_exc(file=sys.stderr)
         text = " ".join(str(error).split())[:200]
         print(f"error: internal error ({type(error).__name__}: {text}); run again with --debug to see the traceback",

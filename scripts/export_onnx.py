@@ -9,15 +9,12 @@ random inputs exceeds --tolerance, 2 on bad input.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import argparse  # noqa: E402
-
-from audience.errors import AudienceError  # noqa: E402
-from audience.onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx  # noqa: E402
+from audience.errors import AudienceError
+from audience.publish.onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,12 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.data import read_adience  # noqa: E402
-from audience.demo import DEFAULT_SUBJECTS, MAX_SUBJECTS, MIN_SUBJECTS, make_demo_dataset  # noqa: E402
-from audience.errors import AudienceError  # noqa: E402
-from audience.labels import AGE_CLASSES  # noqa: E402
+from audience.data.adience import read_adience
+from audience.data.demo import DEFAULT_SUBJECTS, MAX_SUBJECTS, MIN_SUBJECTS, make_demo_dataset
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,15 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from audience.errors import AudienceError  # noqa: E402
-from audience.faces import FaceDetector  # noqa: E402
-from audience.images import list_images  # noqa: E402
-from audience.predict import NO_FACE_NOTE, Predictor  # noqa: E402
-from audience.predict_files import find_newest_checkpoint, predict_files  # noqa: E402
+from audience.data.images import list_images
+from audience.errors import AudienceError
+from audience.predict.batch import find_newest_checkpoint, predict_files
+from audience.predict.faces import FaceDetector
+from audience.predict.predictor import NO_FACE_NOTE, Predictor
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

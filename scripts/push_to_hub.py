@@ -10,14 +10,11 @@ AUDIENCE_MODEL_REPO=USER/NAME.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import argparse  # noqa: E402
-
-from audience.errors import AudienceError  # noqa: E402
+from audience.errors import AudienceError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from audience.hub import push_checkpoint, stage_checkpoint
+    from audience.publish.hub_push import push_checkpoint, stage_checkpoint
 
     try:
         try:

@@ -4,7 +4,7 @@
     python scripts/train.py --data demo --arch tiny --folds 0 --epochs 3      # built-in synthetic data
     python scripts/train.py --resume runs/20261126-101500-tiny-folds          # continue a stopped run
 
-Every setting of audience.train_config.TrainConfig is a flag (see --help). Ctrl-C stops after the
+Every setting of audience.train.config.TrainConfig is a flag (see --help). Ctrl-C stops after the
 current batch, keeping the files of the last completed epoch; a second Ctrl-C aborts.
 
 Exit status: 0 done, 130 stopped or aborted, 2 a problem with the input (one `error:` sentence),
@@ -15,7 +15,6 @@ or AUDIENCE_DEBUG=1).
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
@@ -23,11 +22,10 @@ import threading
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from audience.errors import AudienceError  # noqa: E402
-from audience.runs import COMMAND_FILE  # noqa: E402
-from audience.train_config import add_config_arguments, config_from_args  # noqa: E402
+from audience import settings
+from audience.errors import AudienceError
+from audience.train.config import add_config_arguments, config_from_args
+from audience.train.runs import COMMAND_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +86,7 @@ def record_command(run_dir: Path, command: str) -> None:
 
 def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> str:
     """The one line printed for an unexpected exception (the traceback goes to stderr first when debugging)."""
-    debug = debug or os.environ.get("AUDIENCE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    debug = debug or settings.debug_enabled()
     if debug:
         traceback.print_exc(file=sys.stderr)
     text = " ".join(str(error).split())[:200]
@@ -100,9 +98,9 @@ def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> s
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug")}
-    if args.resume and settings:
-        flags = ", ".join("--" + name.replace("_", "-") for name in settings)
+    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug")}
+    if args.resume and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
         parser.error(f"--resume uses the run's saved settings; drop {flags}")
     stop = threading.Event()
 
@@ -113,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping after the current batch (press Ctrl-C again to abort now)", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    from audience.crop_geometry import measure_crop_geometry
-    from audience.train import cross_validate, resume
+    from audience.predict.crop_geometry import measure_crop_geometry
+    from audience.train.cross_validate import cross_validate, resume
 
     progress = _Progress(args.quiet, shlex.join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None
                                                                                   else argv)]))
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             run_dir = resume(args.resume, on_event=progress, stop=stop, measure_crop=measure_crop_geometry)
         else:
-            if "data" not in settings:
+            if "data" not in given:
                 parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset)")
             run_dir = cross_validate(config_from_args(args), on_event=progress, stop=stop,
                                      measure_crop=measure_crop_geometry)

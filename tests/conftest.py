@@ -42,6 +42,6 @@ def adience_sample(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic demo dataset, made once per test session (read-only for tests: copy to change it)."""
-    from audience.demo import make_demo_dataset
+    from audience.data.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo-data", seed=0)

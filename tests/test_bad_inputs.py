@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures.app_server import PROJECT_ROOT, save_tiny_checkpoint, shared_app_server
+from fixtures.app_server import PROJECT_ROOT, save_tiny_checkpoint, settle_job, shared_app_server
 from fixtures.bad_inputs import (
     random_bytes_file,
     tree_digest,
@@ -36,7 +36,7 @@ BROKEN_IMAGES = {
     "huge.png": "huge.png: the image has too many pixels to decode safely",
 }
 WRONG_HEADER = "fold_2_data.txt line 1: wrong header"
-OUTSIDE = "is outside the folders this app may open"
+OUTSIDE = "is not under a folder the app may open"
 UPLOAD_LIMIT_BYTES = 20 * 1024 * 1024  # app.py's UPLOAD_LIMIT = "20mb"
 
 
@@ -217,6 +217,7 @@ def test_paths_typed_into_the_ui_stay_inside_the_allowed_folders(server, client,
         write_root_missing_column(inside, demo_root)
     summary = client.predict(str(inside), "bins", "none", api_name="/eda")[0]
     assert summary.startswith("**Could not load the data:**") and WRONG_HEADER in summary.replace("\\", "")
+    settle_job(server)  # another test's job still running would refuse this start
     started = client.predict(data=str(inside), arch="tiny", folds="0", epochs=1, api_name="/train_start")[0]
     assert started.startswith("Started")
     deadline = time.monotonic() + 60

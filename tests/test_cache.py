@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from audience import cache as cache_module
-from audience.cache import CachedFaces, build_image_cache, cache_size_for, decode_face, describe_unreadable
-from audience.data import read_adience
+from audience.data import cache as cache_module
+from audience.data.adience import read_adience
+from audience.data.cache import CachedFaces, build_image_cache, cache_size_for, decode_face, describe_unreadable
+from audience.data.transforms import build_eval_transform, build_train_transform
 from audience.errors import AudienceError
-from audience.models import model_data_config
-from audience.transforms import build_eval_transform, build_train_transform
+from audience.model.network import model_data_config
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 import audience
-from audience.checkpoint import (
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.model.checkpoint import (
     FORMAT_VERSION,
     checkpoint_paths,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from audience.errors import AudienceError
-from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.models import build_model
+from audience.model.network import build_model
 
 TRAINER_METADATA = {
     "image_size": 64,
@@ -126,7 +126,7 @@ def test_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr("audience.checkpoint.Path.write_text", fail)
+        patch.setattr("audience.model.checkpoint.Path.write_text", fail)
         with pytest.raises(OSError):
             save_checkpoint(tmp_path / "best", other, {"epoch": 3})
     with pytest.raises(TypeError):

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audience import compare
-from audience import compare_plots as plots
-from audience.checkpoint import load_checkpoint, save_checkpoint
+from audience.compare import plots
+from audience.compare import tables as compare
+from audience.compare.latency import cached_latency, measure_cpu_latency
 from audience.errors import AudienceError
-from audience.latency import cached_latency, measure_cpu_latency
-from audience.metrics import compute_metrics
-from audience.models import build_model
-from audience.promote import checkpoints_table, promote_checkpoint
+from audience.model.checkpoint import load_checkpoint, save_checkpoint
+from audience.model.network import build_model
+from audience.publish.promote import checkpoints_table, promote_checkpoint
+from audience.train.metrics import compute_metrics
 
 
 def _fold_metrics(age_correct: int, gender_correct: int, n: int = 16) -> dict:
@@ -53,7 +53,7 @@ def make_run(runs: Path, run_id: str, arch: str = "tiny", protocol: str = "folds
         (folder / "test_metrics.json").write_text(json.dumps({"fold": fold, "protocol": protocol, "metrics": metrics,
                                                               "summary": per_fold[fold]}))
     if summary and per_fold:
-        from audience.metrics import summarize_folds
+        from audience.train.metrics import summarize_folds
 
         (run / "cv_summary.json").write_text(json.dumps({
             **summarize_folds(per_fold), "protocol": protocol, "leaky": protocol == "random", "dataset": "demo",
@@ -207,7 +207,7 @@ def test_promote_copies_the_best_checkpoint_under_a_readable_name(tmp_path):
 def test_promote_in_float16_halves_the_file_and_predicts_the_same(tmp_path):
     import torch
 
-    from audience.compare_shipped import checkpoint_runs
+    from audience.compare.served_rows import checkpoint_runs
 
     run = _run_with_checkpoint(tmp_path / "runs")
     (run / "command.txt").write_text("python scripts/train.py --data demo\n", encoding="utf-8")

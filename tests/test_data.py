@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from audience.data import FOLD_COLUMNS, TABLE_COLUMNS, read_adience
+from audience.data.adience import FOLD_COLUMNS, TABLE_COLUMNS, read_adience
 from audience.errors import AudienceError
 from audience.labels import NO_CLASS
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from audience import settings
-from audience.data import DEMO_MARKER, FOLD_COLUMNS, N_FOLDS, fold_file, read_adience
-from audience.demo import DEFAULT_SUBJECTS, DEMO_VERSION, GENERATOR, ensure_demo_dataset, make_demo_dataset
+from audience.data.adience import DEMO_MARKER, FOLD_COLUMNS, N_FOLDS, fold_file, read_adience
+from audience.data.demo import DEFAULT_SUBJECTS, DEMO_VERSION, GENERATOR, ensure_demo_dataset, make_demo_dataset
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, CANONICAL_AGES, NO_CLASS
 

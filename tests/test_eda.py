@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from audience import eda
-from audience.data import read_adience, read_demo_marker
-from audience.eda_images import build_sample_grid, image_size_table, plot_image_sizes
-from audience.eda_report import FIGURE_NAMES, UTKFACE_FIGURES, build_eda
+from audience.data.adience import read_adience, read_demo_marker
+from audience.eda import tables as eda
+from audience.eda.images import build_sample_grid, image_size_table, plot_image_sizes
+from audience.eda.report import FIGURE_NAMES, UTKFACE_FIGURES, build_eda
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES
 
@@ -197,7 +197,12 @@ def allowed_demo(demo_root, tmp_path, monkeypatch):
 
 
 def test_only_allowed_roots_are_opened(allowed_demo, tmp_path):
-    from audience.ui.eda import resolve_allowed_root, run_eda
+    from audience import settings
+    from audience.data.roots import resolve_data_root
+    from audience.ui.eda import run_eda
+
+    def resolve_allowed_root(root):
+        return resolve_data_root(root, allowed=settings.allowed_data_dirs())
 
     assert resolve_allowed_root(str(allowed_demo)) == allowed_demo.resolve()
     (tmp_path / "outside").mkdir()
@@ -207,7 +212,7 @@ def test_only_allowed_roots_are_opened(allowed_demo, tmp_path):
         with pytest.raises(AudienceError):
             resolve_allowed_root(root)
     outputs = run_eda("/etc", "bins", "auto")
-    assert "outside the folders this app may open" in outputs[0] and str(allowed_demo.parent) in outputs[0]
+    assert "not under a folder the app may open" in outputs[0] and str(allowed_demo.parent) in outputs[0]
     assert all(figure is None for figure in outputs[1:-2]) and outputs[-2].empty and outputs[-1] is None
 
 
@@ -243,7 +248,7 @@ def test_eda_tab_over_the_client(allowed_demo):
         assert noise["headers"] == ["field", "raw", "rows", "bins", "strict"] and noise["data"]
         assert Image.open(grid).size[0] > 0
         summary, *plots, noise, grid = client.predict("/etc", "bins", "auto", api_name="/eda")
-        assert "outside the folders" in summary and "Traceback" not in summary
+        assert "not under a folder the app may open" in summary and "Traceback" not in summary
         assert plots == [None] * len(FIGURE_NAMES) and noise["data"] == [] and grid is None
     finally:
         demo.close()

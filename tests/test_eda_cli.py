@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from audience.data import read_adience
-from audience.eda_report import build_label_records
+from audience.data.adience import read_adience
+from audience.eda.report import build_label_records
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, NO_CLASS
 
@@ -131,15 +131,15 @@ def test_bad_root_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "nowhere"), "--json"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'}: data root not found "
-                                          "(expected an Adience root with fold_0_data.txt ... fold_4_data.txt, "
-                                          "or a UTKFace folder)."]
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'}: data root not found: it does not exist "
+                                          "or is not a folder (expected an Adience root with fold_0_data.txt ... "
+                                          "fold_4_data.txt, or a UTKFace folder)."]
 
 
-def test_unreadable_file_exits_2_with_one_line(capsys, monkeypatch):
+def test_unreadable_file_exits_2_with_one_line(capsys, monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/data/fold_0_data.txt")
 
     monkeypatch.setattr(eda_script, "read_dataset", refuse)
-    assert eda_script.main(["--data", "/data", "--json"]) == 2
+    assert eda_script.main(["--data", str(tmp_path), "--json"]) == 2  # an existing root whose fold file is refused
     assert capsys.readouterr().err == "error: /data/fold_0_data.txt: cannot be read (Permission denied).\n"

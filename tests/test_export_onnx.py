@@ -12,10 +12,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from audience import onnx_export
-from audience.checkpoint import load_checkpoint, save_checkpoint
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.models import build_model
+from audience.model.checkpoint import load_checkpoint, save_checkpoint
+from audience.model.network import build_model
+from audience.publish import onnx_export
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

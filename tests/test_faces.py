@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-import audience.face_backends as face_backends
-import audience.faces as faces_module
+import audience.predict.detectors as face_backends
+import audience.predict.faces as faces_module
+from audience.data.images import list_images, read_image
 from audience.errors import AudienceError
-from audience.faces import (
+from audience.predict.faces import (
     CROP_MARGIN,
     MODEL_FILES,
     Face,
@@ -27,7 +28,6 @@ from audience.faces import (
     merge_faces,
     plan_views,
 )
-from audience.images import list_images, read_image
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASTRONAUT_BOX = (177, 82, 95, 95)  # the short-range BlazeFace box (ecosystem notes, verified)
@@ -204,7 +204,7 @@ def test_interpreter_exit_with_an_open_detector_is_silent() -> None:
         """
         import numpy as np
         from skimage import data
-        from audience.faces import FaceDetector
+        from audience.predict.faces import FaceDetector
         detector = FaceDetector()
         other = FaceDetector(model="full")
         print(len(detector.detect(data.astronaut())), len(other.detect(np.zeros((90, 300, 3), np.uint8))))

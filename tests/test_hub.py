@@ -15,11 +15,12 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 
-from audience import hub, hub_net
-from audience.checkpoint import load_checkpoint, save_checkpoint
 from audience.errors import AudienceError
-from audience.model_card import LEAK_WARNING, SYNTHETIC_WARNING, build_model_card
-from audience.models import build_model
+from audience.model import hub_access as hub_net
+from audience.model.checkpoint import load_checkpoint, save_checkpoint
+from audience.model.network import build_model
+from audience.publish import served as hub
+from audience.publish.model_card import LEAK_WARNING, SYNTHETIC_WARNING, build_model_card
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -196,7 +197,7 @@ def test_card_of_an_honest_real_model_has_no_warning_and_the_per_fold_table(tmp_
                "age_exact": {"mean": 0.5, "std": 0.02, "per_fold": {"0": 0.48, "2": 0.52}},
                "gender_acc": {"mean": 0.86, "std": 0.01, "per_fold": {"0": 0.85, "2": 0.87}}}
     (run / "cv_summary.json").write_text(json.dumps(summary))
-    from audience.model_card import find_run_summary
+    from audience.publish.model_card import find_run_summary
 
     found = find_run_summary(best, METADATA)
     card = build_model_card(METADATA, found, "me/ages")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from audience.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, MAX_SIDE, list_images, read_image
 from audience.errors import AudienceError
-from audience.images import IMAGE_EXTENSIONS, MAX_PIXELS, MAX_SIDE, list_images, read_image
 
 
 def gradient(height: int = 48, width: int = 64) -> np.ndarray:

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from audience import jobs
 from audience.errors import AudienceError
-from audience.train_config import TrainConfig
+from audience.train import job as jobs
+from audience.train.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -65,10 +65,10 @@ def _config(**changes) -> TrainConfig:
 
 
 def _start_fake(monkeypatch, tmp_path, **fake_options) -> FakeTrainer:
-    import audience.train
+    import audience.train.cross_validate
 
     fake = FakeTrainer(tmp_path / "runs" / "20260101-000000-tiny-folds", **fake_options)
-    monkeypatch.setattr(audience.train, "cross_validate", fake)
+    monkeypatch.setattr(audience.train.cross_validate, "cross_validate", fake)
     jobs.start_job(_config())
     assert fake.waiting.wait(10)
     return fake
@@ -106,17 +106,17 @@ def test_data_root_must_be_under_an_allowed_folder(monkeypatch, tmp_path, demo_r
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     with pytest.raises(AudienceError, match="not under a folder the app may open"):
-        jobs.resolve_data_root(str(outside))
+        jobs.training_data_root(str(outside))
     with pytest.raises(AudienceError, match="not under a folder"):
-        jobs.resolve_data_root("/etc")
+        jobs.training_data_root("/etc")
     monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(demo_root.parent))
-    assert jobs.resolve_data_root(str(demo_root)) == demo_root.resolve()
+    assert jobs.training_data_root(str(demo_root)) == demo_root.resolve()
     with pytest.raises(AudienceError, match="does not exist"):
-        jobs.resolve_data_root(str(demo_root.parent / "missing"))
+        jobs.training_data_root(str(demo_root.parent / "missing"))
     # 'demo' means the built-in set under AUDIENCE_HOME (the session's demo root is reused, not rebuilt).
     monkeypatch.setenv("AUDIENCE_HOME", str(demo_root.parent))
-    assert jobs.resolve_data_root("demo") == demo_root.resolve()
-    assert jobs.resolve_data_root("") == demo_root.resolve()
+    assert jobs.training_data_root("demo") == demo_root.resolve()
+    assert jobs.training_data_root("") == demo_root.resolve()
 
 
 def test_start_refuses_a_data_root_outside_the_allowed_folders(tmp_path):
@@ -188,7 +188,7 @@ def test_resume_checks_the_run_folder(monkeypatch, tmp_path):
 
 
 def test_resume_runs_the_saved_config(monkeypatch, tmp_path):
-    import audience.train
+    import audience.train.cross_validate
 
     run = tmp_path / "runs" / "20260101-000000-tiny-folds"
     run.mkdir(parents=True)
@@ -196,7 +196,7 @@ def test_resume_runs_the_saved_config(monkeypatch, tmp_path):
     (run / "status.json").write_text(json.dumps({"state": "stopped", "fold": 3, "epoch": 1}), encoding="utf-8")
     assert jobs.resumable_runs() == [(f"{run.name} (stopped, fold 3, epoch 1)", run.name)]
     fake = FakeTrainer(run)
-    monkeypatch.setattr(audience.train, "cross_validate", fake)
+    monkeypatch.setattr(audience.train.cross_validate, "cross_validate", fake)
     status = jobs.resume_job(run.name)
     assert status.run_id == run.name
     assert fake.waiting.wait(10)

@@ -87,3 +87,42 @@ def test_class_tables_agree():
     assert GENDER_CLASSES == ("f", "m", "u")
     assert all(low <= high for low, high in AGE_RANGES)
     assert all(a[1] < b[0] for a, b in zip(AGE_RANGES[:-1], AGE_RANGES[1:], strict=True))  # ordered, non-overlapping
+
+
+@pytest.mark.parametrize(("args", "kwargs", "expected"), [
+    ((0.625,), {}, "62.5"),
+    ((0.625, 0.177), {}, "62.5 ± 17.7"),
+    ((0.625, float("nan")), {}, "62.5"),
+    ((0.5,), {"unit": "%"}, "50.0%"),
+    ((None,), {"unit": "%"}, "-"),
+    ((float("nan"), 0.1), {}, "-"),
+    (("0.5",), {}, "-"),
+])
+def test_format_percent(args, kwargs, expected):
+    from audience.labels import format_percent
+
+    assert format_percent(*args, **kwargs) == expected
+
+
+@pytest.mark.parametrize(("seconds", "clock", "expected"), [
+    (75, False, "1m15s"), (3725, False, "1h02m"), (70, True, "1:10"), (3725, True, "1:02:05"),
+    (None, False, "-"), (float("nan"), True, "-"), (-3, True, "0:00"),
+])
+def test_format_seconds(seconds, clock, expected):
+    from audience.labels import format_seconds
+
+    assert format_seconds(seconds, clock=clock) == expected
+
+
+def test_one_metric_table_feeds_the_summary_the_epoch_row_and_the_compare_columns():
+    from audience.compare.tables import ECE_METRICS
+    from audience.compare.tables import METRICS as COMPARE_COLUMNS
+    from audience.labels import ACCURACY_KEYS, METRICS, SUMMARY_KEYS
+    from audience.train.runs import METRICS_COLUMNS
+
+    assert len({metric.key for metric in METRICS}) == len(METRICS)
+    assert set(SUMMARY_KEYS) == {"age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece",
+                                 "age_f1", "gender_f1"}
+    assert {f"val_{key}" for key in ACCURACY_KEYS} <= set(METRICS_COLUMNS)
+    assert [label for _, label in COMPARE_COLUMNS] == ["age exact %", "age 1-off %", "gender f/m/u %", "gender f/m %"]
+    assert [label for _, label in ECE_METRICS] == ["age ECE", "gender ECE"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.special import log_softmax
 
-from audience.metrics import (
+from audience.train.metrics import (
     MIN_CALIBRATION_ROWS,
     TEMPERATURE_RANGE,
     choose_temperature,

@@ -8,10 +8,12 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from huggingface_hub import constants as hub_constants
 
-from audience import models
 from audience.errors import AudienceError
-from audience.models import ARCHS, TASKS, build_model, count_flops, count_params, model_data_config
+from audience.labels import TASKS
+from audience.model import pretrained
+from audience.model.network import ARCHS, AgeGenderNet, build_model, count_flops, count_params, model_data_config
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,7 @@ def test_real_archs_size_heads_from_the_pooled_width(arch, width):
 
 def test_head_width_of_a_backbone_without_timm_attributes_comes_from_a_forward():
     backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    model = models.AgeGenderNet(backbone, arch="custom", task="age")
+    model = AgeGenderNet(backbone, arch="custom", task="age")
     assert model.feature_width == 5 and model(torch.randn(2, 3, 16, 16))["age"].shape == (2, 8)
 
 
@@ -78,18 +80,39 @@ def test_pretrained_offline_fails_fast_and_says_what_to_do(monkeypatch):
 
 
 def test_pretrained_without_a_connection_fails_fast(monkeypatch):
-    monkeypatch.setattr(models, "hub_offline", lambda: False)
+    monkeypatch.setattr(pretrained, "hub_offline", lambda: False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)  # the probe prefers it to the endpoint set below
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
     monkeypatch.delenv("https_proxy", raising=False)
     # Port 9 on localhost: nothing listens, so the probe is refused at once.
-    monkeypatch.setattr(models.hub_constants, "ENDPOINT", "http://127.0.0.1:9")
-    offline_setting = models.hub_constants.HF_HUB_OFFLINE
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
+    offline_setting = hub_constants.HF_HUB_OFFLINE
     start = time.monotonic()
     with pytest.raises(AudienceError, match="no connection to the Hugging Face Hub.*--no-pretrained"):
         build_model("resnet50", pretrained=True)
     assert time.monotonic() - start < 5
-    assert models.hub_constants.HF_HUB_OFFLINE == offline_setting  # the cache-only switch is undone
+    assert hub_constants.HF_HUB_OFFLINE == offline_setting  # nothing process-wide was switched
+
+
+def test_offline_weights_come_from_the_local_cache_without_a_global_switch(monkeypatch, tmp_path):
+    """Offline, a cached download is found with hf_hub_download(local_files_only=True) and loaded strictly."""
+    source = timm.create_model("mobilenetv3_large_100", pretrained=False, num_classes=1000)
+    cached = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(cached))
+    asked = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename, kwargs))
+        assert hub_constants.HF_HUB_OFFLINE == offline_setting  # no process-wide flip around the lookup
+        return str(cached)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(pretrained, "hf_hub_download", fake_download)
+    offline_setting = hub_constants.HF_HUB_OFFLINE
+    model = build_model("mobilenetv3_large_100", pretrained=True)
+    assert asked == [("timm/mobilenetv3_large_100.ra_in1k", "model.safetensors", {"local_files_only": True})]
+    name = next(k for k in source.state_dict() if k.startswith("conv_stem"))
+    assert torch.equal(model.backbone.state_dict()[name], source.state_dict()[name])
 
 
 def test_tiny_has_no_pretrained_weights():

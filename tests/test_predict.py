@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from audience.checkpoint import save_checkpoint
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.models import build_model
-from audience.predict import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor, draw_predictions
-from audience.tracking import FaceTracker, box_iou
+from audience.model.checkpoint import save_checkpoint
+from audience.model.network import build_model
+from audience.predict.drawing import draw_predictions
+from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor
+from audience.predict.smoothing import FaceTracker, box_iou
 
 data = pytest.importorskip("skimage.data")
 

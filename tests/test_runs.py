@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from audience.errors import AudienceError
-from audience.runs import METRICS_COLUMNS, RunEmitter, create_run_dir, list_runs, read_run, write_json_atomic
-from audience.train import TrainConfig
+from audience.files import write_json_atomic
+from audience.train.config import TrainConfig
+from audience.train.runs import METRICS_COLUMNS, RunEmitter, create_run_dir, list_runs, read_run
 
 
 def _config(**changes) -> TrainConfig:

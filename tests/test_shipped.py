@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audience.checkpoint import checkpoint_paths, load_checkpoint
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.predict import Predictor
-from audience.predict_files import find_newest_checkpoint
+from audience.model.checkpoint import checkpoint_paths, load_checkpoint
+from audience.predict.batch import find_newest_checkpoint
+from audience.predict.predictor import Predictor
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 SPACE_FILE_LIMIT = 10 * 1000 * 1000  # a Space refuses larger files without Git LFS
@@ -58,7 +58,7 @@ def test_it_answers_the_astronaut_with_an_age_group_and_a_gender(path):
 
 @pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
 def test_its_model_card_is_the_one_the_code_generates(path):
-    from audience.model_card import build_model_card
+    from audience.publish.model_card import build_model_card
 
     card = path.with_name(path.stem + ".md")
     meta = json.loads(path.read_text(encoding="utf-8"))

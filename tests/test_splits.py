@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audience.data import read_adience
+from audience.data.adience import read_adience
+from audience.data.splits import fold_rows, labelled_mask, make_split
 from audience.errors import AudienceError
 from audience.labels import NO_CLASS
-from audience.splits import fold_rows, labelled_mask, make_split
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,17 @@ import pandas as pd
 import pytest
 import torch
 
-from audience import loop
-from audience.cache import CachedFaces, build_image_cache, cache_size_for
-from audience.checkpoint import load_checkpoint
-from audience.data import read_adience
-from audience.demo import make_demo_dataset
+from audience.data.adience import read_adience
+from audience.data.cache import CachedFaces, build_image_cache, cache_size_for
+from audience.data.demo import make_demo_dataset
+from audience.data.transforms import build_train_transform
 from audience.errors import AudienceError
-from audience.models import model_data_config
-from audience.runs import METRICS_COLUMNS, read_run
-from audience.train import TrainConfig, cross_validate, resume
-from audience.train_config import DEMO_RECIPE, add_config_arguments, config_from_args
-from audience.transforms import build_train_transform
+from audience.model.checkpoint import load_checkpoint
+from audience.model.network import model_data_config
+from audience.train import loop
+from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments, config_from_args
+from audience.train.cross_validate import cross_validate, resume
+from audience.train.runs import METRICS_COLUMNS, read_run
 
 SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
@@ -322,12 +322,12 @@ def test_a_root_of_unreadable_images_is_one_sentence_and_leaves_no_run_folder(sm
 
 
 def test_an_internal_error_fails_the_run_with_its_traceback_in_train_log(small_root, tmp_path, monkeypatch):
-    import audience.train
+    import audience.train.cross_validate
 
     def broken_fit(*args, **kwargs):
         raise RuntimeError("a bug in fit")
 
-    monkeypatch.setattr(audience.train, "fit", broken_fit)
+    monkeypatch.setattr(audience.train.cross_validate, "fit", broken_fit)
     with pytest.raises(RuntimeError, match="a bug in fit"):
         cross_validate(tiny_config(small_root, tmp_path))
     run_dir = next((tmp_path / "runs").iterdir())
@@ -339,7 +339,7 @@ def test_an_internal_error_fails_the_run_with_its_traceback_in_train_log(small_r
 
 def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
     from audience import settings
-    from audience.train import read_data, resolve_config
+    from audience.train.config import read_data, resolve_config
 
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
     # The session's demo root is the built-in one (same settings), so 'demo' finds it instead of making it again.

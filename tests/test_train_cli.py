@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from audience.demo import make_demo_dataset
+from audience.data.demo import make_demo_dataset
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "scripts"))
@@ -126,10 +126,10 @@ def _raise_a_bug(run_dir: Path | None):
 
 @pytest.mark.parametrize("has_run_folder", [True, False])
 def test_an_internal_error_is_one_line_and_exit_1(has_run_folder, tmp_path, capsys, monkeypatch):
-    import audience.train
+    import audience.train.cross_validate
 
     run_dir = tmp_path / "runs" / "20260101-000000-tiny-folds" if has_run_folder else None
-    monkeypatch.setattr(audience.train, "cross_validate", _raise_a_bug(run_dir))
+    monkeypatch.setattr(audience.train.cross_validate, "cross_validate", _raise_a_bug(run_dir))
     monkeypatch.delenv("AUDIENCE_DEBUG", raising=False)
     assert train_cli.main(["--data", "demo", "--arch", "tiny", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -141,9 +141,9 @@ def test_an_internal_error_is_one_line_and_exit_1(has_run_folder, tmp_path, caps
 
 
 def test_debug_prints_the_traceback_of_an_internal_error(capsys, monkeypatch):
-    import audience.train
+    import audience.train.cross_validate
 
-    monkeypatch.setattr(audience.train, "cross_validate", _raise_a_bug(None))
+    monkeypatch.setattr(audience.train.cross_validate, "cross_validate", _raise_a_bug(None))
     assert train_cli.main(["--data", "demo", "--arch", "tiny", "--quiet", "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
@@ -151,12 +151,12 @@ def test_debug_prints_the_traceback_of_an_internal_error(capsys, monkeypatch):
 
 
 def test_evaluate_cli_internal_error_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
-    import audience.evaluation
+    import audience.train.evaluation
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(audience.evaluation, "evaluate_checkpoint", broken)
+    monkeypatch.setattr(audience.train.evaluation, "evaluate_checkpoint", broken)
     monkeypatch.setenv("AUDIENCE_DEBUG", "0")
     assert evaluate_cli.main(["x.safetensors", "--data", "demo", "--fold", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from audience.data.transforms import AUGMENT_STRENGTHS, build_eval_transform, build_train_transform
 from audience.errors import AudienceError
-from audience.transforms import AUGMENT_STRENGTHS, build_eval_transform, build_train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from audience.checkpoint import save_checkpoint
 from audience.errors import AudienceError
-from audience.models import build_model
+from audience.model.checkpoint import save_checkpoint
+from audience.model.network import build_model
 from audience.ui import predict_view
 from audience.ui.predict import predict_image, stream_frame
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from gradio.themes.utils.fonts import LocalFont, font_file_path
 
 from audience.ui.theme import THEME
@@ -25,3 +26,29 @@ def test_the_theme_fetches_nothing_from_the_network():
     assert "static/fonts/SourceSansPro/SourceSansPro-Bold.woff2" in css
     assert "SemiBold" not in css and "@import" not in css
     assert not re.findall(r"url\(['\"]?(https?:)?//", css)  # every url() is local or inline data
+
+
+def test_the_gradio_patch_matches_the_pinned_gradio(monkeypatch):
+    """Fails when requirements.txt moves gradio: check whether the atomic image cache patch is still needed."""
+    import inspect
+
+    import gradio
+    from gradio import processing_utils
+
+    from audience.settings import PROJECT_ROOT
+    from audience.ui import gradio_cache
+
+    pinned = re.search(r"^gradio==(\S+)", (PROJECT_ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert gradio.__version__ == pinned == gradio_cache.PATCHED_GRADIO
+    original = processing_utils.save_pil_to_cache
+    monkeypatch.setattr(processing_utils, "save_pil_to_cache", original)
+    if original is not gradio_cache._save_pil_to_cache:  # the app may have installed it already
+        assert list(inspect.signature(original).parameters) == list(
+            inspect.signature(gradio_cache._save_pil_to_cache).parameters)
+    assert gradio_cache.install_atomic_image_cache() is True
+    assert processing_utils.save_pil_to_cache is gradio_cache._save_pil_to_cache
+    monkeypatch.setattr(gradio, "__version__", "99.0.0")
+    monkeypatch.setattr(processing_utils, "save_pil_to_cache", original)
+    with pytest.warns(RuntimeWarning, match="not installed"):
+        assert gradio_cache.install_atomic_image_cache() is False
+    assert processing_utils.save_pil_to_cache is original

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from audience import jobs
+from audience.train import job as jobs
 
 DEADLINE_S = 120
 
@@ -106,3 +106,17 @@ def test_train_stop_resume_and_compare(client, monkeypatch):
 
     message, served = client.predict(run_id, "0", "", api_name="/promote")
     assert "is served as" in message and served["data"][0][0].startswith("tiny-age-gender-folds-fold0-")
+
+
+def test_every_number_field_that_may_start_empty_is_an_optional_api_argument():
+    import inspect
+    import typing
+
+    from audience.train.config import TrainConfig
+    from audience.ui.train import NULLABLE, form_fields, start_training
+
+    hints = typing.get_type_hints(TrainConfig)
+    empty_numbers = {f.name for f in form_fields()
+                     if f.name in NULLABLE and {int, float} & set(typing.get_args(hints[f.name]))}
+    parameters = inspect.signature(start_training).parameters
+    assert empty_numbers and all(parameters[name].default is None for name in empty_numbers)

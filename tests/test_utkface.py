@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audience.data import detect_format, read_dataset
-from audience.eda import build_table_figures, label_noise_table, summarize
+from audience.data.formats import detect_format, read_dataset
+from audience.data.splits import make_split
+from audience.data.utkface import fold_of_name, parse_utkface_name
+from audience.eda.tables import build_table_figures, label_noise_table, summarize
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, NO_CLASS, age_class_of
-from audience.splits import make_split
-from audience.utkface import fold_of_name, parse_utkface_name
 
 # Real names of the release, the messy ones included (the files themselves come from ../shared).
 REAL_NAMES = {
@@ -149,8 +149,8 @@ def _evaluate_main():
 def test_evaluate_split_all_prints_the_headline_json(small_utkface, tmp_path, capsys):
     import torch
 
-    from audience.checkpoint import save_checkpoint
-    from audience.models import build_model
+    from audience.model.checkpoint import save_checkpoint
+    from audience.model.network import build_model
     main = _evaluate_main()
     torch.manual_seed(0)
     stem = tmp_path / "tiny"

@@ -1,7 +1,7 @@
 """The Compare tab: every run of the runs folder in one table, charts of the chosen runs, the leakage
 view beside published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
 
-A thin adapter over audience.compare / compare_plots / promote / latency. API: `/compare`
+A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
 accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
 leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table).
@@ -12,12 +12,13 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from audience import compare, settings
-from audience import compare_plots as plots
-from audience.compare_shipped import SHIPPED_PREFIX, checkpoint_runs
+from audience import settings
+from audience.compare import plots
+from audience.compare import tables as compare
+from audience.compare.latency import measure_cpu_latency
+from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
 from audience.errors import AudienceError
-from audience.latency import measure_cpu_latency
-from audience.promote import checkpoints_table, promote_checkpoint
+from audience.publish.promote import checkpoints_table, promote_checkpoint
 
 ALL_FOLDS = "all folds"
 LATENCY_NOTE = ("CPU ms (per face): the trainer's number when the run stores one, else measured here once per arch and "

@@ -1,21 +1,22 @@
 """The EDA tab: a data root, label policy and image folder in; summary, charts, noise table and faces out.
 
-A thin adapter over audience.eda / eda_report. Only roots under settings.allowed_data_dirs() are
-opened, so a visitor cannot make the server read arbitrary paths.
+A thin adapter over audience.eda. Only roots under settings.allowed_data_dirs() are opened
+(audience.data.roots.resolve_data_root), so a visitor cannot make the server read arbitrary paths.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from audience import settings
-from audience.data import DATA_FORMATS, IMAGE_MODES, read_dataset
-from audience.eda import plot_age_years, plot_race
-from audience.eda_report import FIGURE_NAMES, build_eda
+from audience.data.adience import IMAGE_MODES
+from audience.data.formats import DATA_FORMATS, read_dataset
+from audience.data.roots import resolve_data_root
+from audience.eda.report import FIGURE_NAMES, build_eda
+from audience.eda.tables import plot_age_years, plot_race
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, POLICIES
 
@@ -37,20 +38,6 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+|!~])")
 
 def escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def resolve_allowed_root(root: str) -> Path:
-    """The resolved data root, if it lies under one of settings.allowed_data_dirs(); else AudienceError."""
-    text = (root or "").strip()
-    if not text:
-        raise AudienceError("enter a data root: a folder with fold_0_data.txt ... fold_4_data.txt.")
-    path = Path(text).expanduser().resolve()
-    allowed = [folder.resolve() for folder in settings.allowed_data_dirs()]
-    if not any(path.is_relative_to(folder) for folder in allowed):
-        names = ", ".join(str(folder) for folder in allowed)
-        raise AudienceError(f"{path} is outside the folders this app may open ({names}); "
-                            "add its folder to AUDIENCE_DATA_DIRS to allow it.")
-    return path
 
 
 def format_summary(summary: dict) -> str:
@@ -95,7 +82,8 @@ def _empty_outputs(message: str) -> tuple:
 def run_eda(root: str, policy: str, images: str) -> tuple:
     """(summary Markdown, one plotly figure per FIGURE_NAMES, noise table, sample montage) for a data root."""
     try:
-        data = read_dataset(resolve_allowed_root(root), policy=policy, images=images)
+        data = read_dataset(resolve_data_root(root, allowed=settings.allowed_data_dirs()), policy=policy,
+                            images=images)
         result = build_eda(data, sample=SIZE_SAMPLE)
     except AudienceError as exc:
         return _empty_outputs(str(exc))

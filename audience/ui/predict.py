@@ -12,10 +12,10 @@ import time
 import gradio as gr
 import pandas as pd
 
+from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.images import read_image
-from audience.predict import draw_predictions
-from audience.tracking import FaceTracker
+from audience.predict.drawing import draw_predictions
+from audience.predict.smoothing import FaceTracker
 from audience.ui.predict_view import (
     TABLE_COLUMNS,
     default_model,
@@ -29,7 +29,7 @@ from audience.ui.predict_view import (
     status_text,
 )
 
-STREAM_EVERY_S = 0.2  # 5 frames/s; one 640x480 frame takes ~25 ms (MobileNetV3) to ~140 ms (ResNet-50) on 2 CPU cores
+STREAM_EVERY_S = 0.2  # 5 frames/s: what a CPU classifies in time (docs/measurements.md)
 STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart
 EMPTY_TABLE = pd.DataFrame(columns=TABLE_COLUMNS)
 

@@ -16,11 +16,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audience import hub
-from audience.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.predict import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
+from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
+from audience.predict.predictor import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
+from audience.publish import served as hub
 from audience.settings import checkpoints_dir
 
 log = logging.getLogger(__name__)

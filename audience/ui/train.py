@@ -2,7 +2,7 @@
 
 The form's fields, choices, help texts and defaults come from TrainConfig's dataclass fields; the
 demo preset only overrides a few of them (`DEMO_PRESET`), so there is no second list of defaults.
-The run itself lives in audience.jobs (a daemon thread), so a reload or a second browser sees the
+The run itself lives in audience.train.job (a daemon thread), so a reload or a second browser sees the
 same job; a gr.Timer polls it every second while it runs and once at page load.
 
 API: `/train_start` (the form's fields as keyword arguments; unspecified ones keep the form's
@@ -14,19 +14,19 @@ or bad input is a sentence in the message (and a toast in the browser).
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import functools
 import typing
 from dataclasses import dataclass
 
 import gradio as gr
 
-from audience import jobs
-from audience.compare_plots import plot_job_curves
-from audience.crop_geometry import measure_crop_geometry
+from audience.compare.plots import plot_job_curves
 from audience.errors import AudienceError
-from audience.models import ARCHS
+from audience.model.network import ARCHS
+from audience.predict.crop_geometry import measure_crop_geometry
 from audience.settings import allowed_data_dirs
-from audience.train_config import DEMO_RECIPE, TrainConfig
+from audience.train import job as jobs
+from audience.train.config import DEMO_RECIPE, TrainConfig
 
 POLL_S = 1.0
 LOG_LINES_SHOWN = 200
@@ -42,8 +42,8 @@ TEXT_FIELDS = tuple(name for name, hint in typing.get_type_hints(TrainConfig).it
 TRISTATE = {"auto": None, "yes": True, "no": False}
 ARCH_TRADE_OFF = "MobileNetV3 is fast; ResNet-50 more accurate but slow on a CPU; tiny is for smoke runs"
 
-# The demo preset is the training recipe measured to learn the demo set in about 20 s on an idle
-# 2-core CPU (train_config.DEMO_RECIPE documents the numbers); the form starts from it.
+# The demo preset is the training recipe that learns the demo set in seconds on a CPU
+# (audience.train.config.DEMO_RECIPE; the numbers are in docs/measurements.md); the form starts from it.
 DEMO_PRESET: dict = dict(DEMO_RECIPE)
 
 
@@ -124,29 +124,97 @@ def _refusal(error: AudienceError) -> str:
     return f"**Not started:** {error}"
 
 
-def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
-    """The tab's components and events; call inside `with gr.Tab("Train", id="train"):`."""
-    values = preset_values()
+def check_permission(demo: gr.Blocks):
+    """The banner and the two buttons' state: training may be off on a public server."""
+    allowed, reason = jobs.training_allowed(*_server(demo))
+    text = "" if allowed else f"> **Training is off on this server.** {reason}"
+    return text, gr.Button(interactive=allowed), gr.Button(interactive=allowed)
+
+
+def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_batches=None, **form):
+    """Start a run from the form's values; API callers may give only the fields they change.
+
+    Gradio makes an API argument optional when its component has a value or the handler's parameter
+    defaults to None: the number fields that may start empty are therefore named here (a test checks
+    that every such field of TrainConfig is); every other field arrives in **form.
+    """
+    form.update(image_size=image_size, workers=workers, max_train_batches=max_train_batches)
+    try:
+        config = config_from_form({k: v for k, v in form.items() if v is not None or k in NULLABLE})
+        jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1],
+                       measure_crop=measure_crop_geometry)
+    except AudienceError as error:
+        return _refusal(error), _timer(jobs.job_status().active)
+    return f"Started a training run ({config.arch}, folds {config.folds}, {config.epochs} epochs).", _timer(True)
+
+
+def resume_training(demo: gr.Blocks, run_id: str | None):
+    if not run_id:
+        return "Choose a stopped run to resume.", _timer(jobs.job_status().active)
+    try:
+        status = jobs.resume_job(run_id, server_name=_server(demo)[0], share=_server(demo)[1],
+                                 measure_crop=measure_crop_geometry)
+    except AudienceError as error:
+        return _refusal(error), _timer(jobs.job_status().active)
+    return f"Resuming run {status.run_id}.", _timer(True)
+
+
+def stop_training():
+    status = jobs.stop_job()
+    if status.state == "stopping":
+        return "Stopping after the current batch; the files of the last completed epoch stay valid."
+    return f"Nothing to stop ({status.state})."
+
+
+def poll(points_shown: int, ended: str | None):
+    """The job's progress, log, curves (redrawn only when a point was added) and JSON status."""
+    status = jobs.job_status(LOG_LINES_SHOWN)
+    figure = plot_job_curves(status.curves) if len(status.curves) != points_shown else gr.skip()
+    text = f"**{status.progress_line()}**" + (f"  \n{status.device_line()}" if status.device_line() else "")
+    if status.error:
+        text += f"  \n**Error:** {status.error}"
+    if not status.active and status.run_id and status.state != "idle":
+        ended = f"{status.run_id}:{status.state}"
+    details = {k: v for k, v in status.to_dict().items() if k not in ("log", "curves")}
+    return (text, "\n".join(status.log), figure, details, _timer(status.active), len(status.curves), ended)
+
+
+def refresh_resumable():
+    return gr.Dropdown(choices=jobs.resumable_runs(), value=None)
+
+
+def load_preset(names: list[str], preset: dict | None = None) -> list:
+    """The form's values for `preset` (None: the demo preset), in the order of `names`."""
+    chosen = preset_values(preset)
+    return [_form_value(name, chosen[name]) for name in names]
+
+
+def _build_form(values: dict) -> dict[str, gr.components.Component]:
+    """The form's components: the main fields in two rows, the rest in an accordion."""
     hints = typing.get_type_hints(TrainConfig)
-    permission = gr.Markdown()
+    fields = {f.name: f for f in form_fields()}
     inputs: dict[str, gr.components.Component] = {}
-    with gr.Row():
-        demo_button = gr.Button("Demo preset (one fold, quick on a CPU)", size="sm")
-        full_button = gr.Button("Full run preset (TrainConfig defaults)", size="sm")
     with gr.Group():
-        fields = {f.name: f for f in form_fields()}
-        with gr.Row(equal_height=True):
-            for name in MAIN_FIELDS[:7]:
-                inputs[name] = _component(fields[name], hints[name], values[name])
-        with gr.Row(equal_height=True):
-            for name in MAIN_FIELDS[7:]:
-                inputs[name] = _component(fields[name], hints[name], values[name])
+        for row in (MAIN_FIELDS[:7], MAIN_FIELDS[7:]):
+            with gr.Row(equal_height=True):
+                for name in row:
+                    inputs[name] = _component(fields[name], hints[name], values[name])
     advanced = [name for name in fields if name not in MAIN_FIELDS]
     with gr.Accordion("Advanced settings", open=False):
         for start_index in range(0, len(advanced), ADVANCED_PER_ROW):
             with gr.Row(equal_height=True):
                 for name in advanced[start_index:start_index + ADVANCED_PER_ROW]:
                     inputs[name] = _component(fields[name], hints[name], values[name])
+    return inputs
+
+
+def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
+    """The tab's components and events; call inside `with gr.Tab("Train", id="train"):`."""
+    permission = gr.Markdown()
+    with gr.Row():
+        demo_button = gr.Button("Demo preset (one fold, quick on a CPU)", size="sm")
+        full_button = gr.Button("Full run preset (TrainConfig defaults)", size="sm")
+    inputs = _build_form(preset_values())
     with gr.Row():
         start = gr.Button("Train fold(s)", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -167,73 +235,22 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     run_ended = gr.State(None)
     shown_points = gr.State(-1)
 
-    def check_permission():
-        allowed, reason = jobs.training_allowed(*_server(demo))
-        text = "" if allowed else f"> **Training is off on this server.** {reason}"
-        return text, gr.Button(interactive=allowed), gr.Button(interactive=allowed)
-
-    def start_training(**form):
-        try:
-            config = config_from_form({k: v for k, v in form.items() if v is not None or k in NULLABLE})
-            jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1],
-                           measure_crop=measure_crop_geometry)
-        except AudienceError as error:
-            return _refusal(error), _timer(jobs.job_status().active)
-        return f"Started a training run ({config.arch}, folds {config.folds}, {config.epochs} epochs).", _timer(True)
-
-    # Named, optional keyword parameters, so API callers may give only the fields they change (an empty
-    # optional field such as image_size would otherwise be a required API argument).
-    start_training.__signature__ = inspect.Signature(
-        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in inputs])
-
-    def resume_training(run_id: str | None):
-        if not run_id:
-            return "Choose a stopped run to resume.", _timer(jobs.job_status().active)
-        try:
-            status = jobs.resume_job(run_id, server_name=_server(demo)[0], share=_server(demo)[1],
-                                     measure_crop=measure_crop_geometry)
-        except AudienceError as error:
-            return _refusal(error), _timer(jobs.job_status().active)
-        return f"Resuming run {status.run_id}.", _timer(True)
-
-    def stop_training():
-        status = jobs.stop_job()
-        if status.state == "stopping":
-            return "Stopping after the current batch; the files of the last completed epoch stay valid."
-        return f"Nothing to stop ({status.state})."
-
-    def poll(points_shown: int, ended: str | None):
-        status = jobs.job_status(LOG_LINES_SHOWN)
-        figure = plot_job_curves(status.curves) if len(status.curves) != points_shown else gr.skip()
-        text = f"**{status.progress_line()}**" + (f"  \n{status.device_line()}" if status.device_line() else "")
-        if status.error:
-            text += f"  \n**Error:** {status.error}"
-        if not status.active and status.run_id and status.state != "idle":
-            ended = f"{status.run_id}:{status.state}"
-        details = {k: v for k, v in status.to_dict().items() if k not in ("log", "curves")}
-        return (text, "\n".join(status.log), figure, details, _timer(status.active), len(status.curves), ended)
-
-    def refresh_resumable():
-        return gr.Dropdown(choices=jobs.resumable_runs(), value=None)
-
-    def load_preset(preset: dict):
-        chosen = preset_values(preset)
-        return [_form_value(name, chosen[name]) for name in inputs]
-
+    names = list(inputs)
     form_outputs = list(inputs.values())
-    demo_button.click(lambda: load_preset(DEMO_PRESET), outputs=form_outputs, api_visibility="private")
-    full_button.click(lambda: load_preset(full_preset()), outputs=form_outputs, api_visibility="private")
-    start.click(start_training, inputs_kwargs=inputs, outputs=[message, timer], api_name="train_start",
-                concurrency_limit=1, concurrency_id="train_control")
+    demo_button.click(functools.partial(load_preset, names), outputs=form_outputs, api_visibility="private")
+    full_button.click(lambda: load_preset(names, full_preset()), outputs=form_outputs, api_visibility="private")
+    start.click(functools.partial(start_training, demo), inputs_kwargs=inputs,
+                outputs=[message, timer], api_name="train_start", concurrency_limit=1, concurrency_id="train_control")
     stop.click(stop_training, outputs=[message], api_name="train_stop")
-    resume.click(resume_training, inputs=[resumable], outputs=[message, timer], api_name="train_resume",
-                 concurrency_limit=1, concurrency_id="train_control")
+    resume.click(functools.partial(resume_training, demo), inputs=[resumable], outputs=[message, timer],
+                 api_name="train_resume", concurrency_limit=1, concurrency_id="train_control")
     timer.tick(poll, inputs=[shown_points, run_ended],
                outputs=[progress, log, curves, status_json, timer, shown_points, run_ended],
                api_name="train_status", show_progress="hidden")
     refresh_runs.click(refresh_resumable, outputs=[resumable], api_visibility="private")
     run_ended.change(refresh_resumable, outputs=[resumable], api_visibility="private")
-    demo.load(check_permission, outputs=[permission, start, resume], api_visibility="private")
+    demo.load(functools.partial(check_permission, demo), outputs=[permission, start, resume],
+              api_visibility="private")
     return TrainTabEvents(run_ended=run_ended, timer=timer)
 
 

@@ -1,0 +1,1 @@
+"""Comparing runs: tables, plots, CPU latency."""

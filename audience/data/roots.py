@@ -1,0 +1,50 @@
+"""The one data-root resolver: the `demo` keyword, `~`, symlinks, and the allow-list.
+
+Every place that turns typed text into a data root goes through `resolve_data_root`: training,
+evaluation, the benchmark, the UI's job runner, the EDA tab, and Compare's notion of "the demo
+set". The allow-list is a security boundary (a root typed into the web UI must lie under a folder
+the server was told it may open), so it is decided here only: the path is resolved (`~`
+expanded, `..` and symlinks followed) *before* it is compared with the allowed folders, which are
+resolved the same way, so that neither a `..` nor a symlink inside an allowed folder leads out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from audience.data.demo import ensure_demo_dataset
+from audience.errors import AudienceError
+
+DEMO_DATA = "demo"  # the keyword for the built-in synthetic demo set (made on first use)
+
+
+def is_demo_root(text) -> bool:
+    """Whether `text` is the demo keyword (any case, surrounding spaces ignored)."""
+    return str(text).strip().lower() == DEMO_DATA
+
+
+def resolve_data_root(text: str | Path, allowed: Iterable[str | Path] | None = None) -> Path:
+    """The folder `text` names, resolved: 'demo' is the built-in demo set (made on first use).
+
+    With `allowed` (the UI passes settings.allowed_data_dirs()), any other root must be one of
+    those folders or lie below one, else AudienceError; without it (the command lines, run by the
+    machine's own user) any folder is accepted. A root that is not an existing folder is an
+    AudienceError too.
+    """
+    if is_demo_root(text):
+        return ensure_demo_dataset()
+    raw = str(text).strip()
+    if not raw:
+        raise AudienceError("enter a data root: a folder with fold_0_data.txt ... fold_4_data.txt, or 'demo'.")
+    path = Path(raw).expanduser().resolve()
+    if allowed is not None:
+        folders = [Path(folder).expanduser().resolve() for folder in allowed]
+        if not any(path.is_relative_to(folder) for folder in folders):
+            names = ", ".join(str(folder) for folder in folders)
+            raise AudienceError(f"Data root {path} is not under a folder the app may open ({names}); "
+                                "set AUDIENCE_DATA or AUDIENCE_DATA_DIRS to allow it, or type 'demo'.")
+    if not path.is_dir():
+        raise AudienceError(f"{path}: data root not found: it does not exist or is not a folder "
+                            "(expected an Adience root with fold_0_data.txt ... fold_4_data.txt, or a UTKFace folder).")
+    return path

@@ -1,0 +1,1 @@
+"""The network (ARCHS allow-list), pretrained-weight loading, checkpoint save and load."""

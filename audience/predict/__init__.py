@@ -1,0 +1,2 @@
+"""Prediction: face detection and its detector backends, the Predictor, drawing, webcam
+smoothing, batch files and the prediction benchmark."""

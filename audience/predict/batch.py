@@ -1,0 +1,85 @@
+"""Prediction over files and folders (the engine of scripts/predict.py): one record per image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from audience.data.images import read_image
+from audience.errors import AudienceError
+from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
+from audience.predict.drawing import draw_predictions
+from audience.predict.predictor import Predictor
+from audience.settings import checkpoints_dir
+
+
+def list_checkpoints(folder: str | Path | None = None) -> list[Path]:
+    """The checkpoint .json files of `folder` (default: settings.checkpoints_dir()), newest first."""
+    folder = checkpoints_dir() if folder is None else Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.glob(f"*{METADATA_SUFFIX}") if path.is_file() and not path.name.startswith(".")]
+    return sorted(found, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+
+
+def find_newest_checkpoint(folder: str | Path | None = None) -> Path | None:
+    """The newest readable checkpoint in `folder`, or None when there is none (detection-only mode)."""
+    for path in list_checkpoints(folder):
+        try:
+            read_checkpoint_metadata(path)
+        except AudienceError:
+            continue  # a stray .json (README data, a broken save) is not a checkpoint
+        return path
+    return None
+
+
+def _annotated_path(out_dir: Path, image_path: Path, used: set[Path]) -> Path:
+    """out_dir/<stem>.jpg, with a number added when two inputs share a stem (no output is overwritten)."""
+    target = out_dir / f"{image_path.stem}.jpg"
+    number = 1
+    while target in used:
+        number += 1
+        target = out_dir / f"{image_path.stem}-{number}.jpg"
+    used.add(target)
+    return target
+
+
+def predict_files(
+    images: Iterable[Path],
+    predictor: Predictor,
+    out_dir: str | Path | None = None,
+    whole_image: bool = False,
+    tta_flip: bool | None = None,
+) -> Iterator[dict]:
+    """For each image: {"image": path, "faces": [face dicts]} or {"image": path, "error": sentence}.
+
+    A file that cannot be read yields its error record and the others go on. With `out_dir`, an
+    annotated JPEG per readable image is written there (the record gains "annotated": path).
+    """
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    used: set[Path] = set()
+    for path in images:
+        record: dict = {"image": str(path)}
+        try:
+            image = read_image(path)
+            predictions = predictor.predict(image, whole_image=whole_image, tta_flip=tta_flip)
+        except AudienceError as error:
+            record["error"] = str(error)
+            yield record
+            continue
+        record["faces"] = [prediction.to_dict() for prediction in predictions]
+        if out is not None:
+            target = _annotated_path(out, Path(path), used)
+            annotated = draw_predictions(image, predictions)
+            try:
+                Image.fromarray(np.asarray(annotated)).save(target, quality=92)
+            except OSError as error:
+                reason = error.strerror or error
+                raise AudienceError(f"Cannot write the annotated image {target} ({reason}).") from error
+            record["annotated"] = str(target)
+        yield record

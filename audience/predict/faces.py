@@ -1,0 +1,233 @@
+"""Finding faces in an RGB image, and cutting them out the way the Adience training crops look.
+
+Backends behind one `FaceDetector`: "mediapipe" (BlazeFace through the mediapipe Tasks API, with
+the two models vendored in audience/assets) and "haar" (OpenCV's frontal-face cascade, the fallback
+when mediapipe cannot start); the engines themselves are in audience.predict.detectors.
+
+BlazeFace sees the whole image at 128 px (short-range model) or 192 px (full-range), so a face
+smaller than about 13 % (short) or 7 % (full) of the image's longest side is invisible to it.
+model="auto" therefore also looks at square tiles (see `plan_views`) and merges what the views
+found with non-maximum suppression.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from audience.data.images import rgb_from_array
+from audience.errors import AudienceError
+from audience.predict.detectors import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
+from audience.predict.detectors import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
+
+MODEL_FILES: dict[str, Path] = {
+    "short": ASSETS / "face_detection_short_range.tflite",
+    "full": ASSETS / "face_detection_full_range_sparse.tflite",
+}
+BACKENDS = ("mediapipe", "haar")
+MODELS = ("auto", "short", "full")
+
+# Each side of a detected box is pushed out by this fraction of the box size before the crop is
+# made square. Chosen on the 19 real Adience `faces/` crops: their side is a median 1.81x (range
+# 1.66-2.03) the short-range BlazeFace box found in them, i.e. a margin of 0.41 per side.
+CROP_MARGIN = 0.4
+
+NMS_IOU = 0.3  # two boxes overlapping more than this are one face
+CONTAINED = 0.6  # a box this much inside a bigger one is a part of that face seen from a tile
+ELONGATED = 1.5  # images whose long/short side ratio exceeds this (wider than 3:2) get square tiles
+MIN_TILE_SIDE = 128  # no smaller tiles: the short-range model's own input size
+SMALL_TILE_MIN_SIDE = 1024  # images whose short side reaches this also get tiles of half that side
+WORK_SHORT_SIDE = 768  # larger images are shrunk to at most this short side first: BlazeFace sees 192 px anyway
+TIGHT_CROP_PAD = 0.5  # an image with no face found is retried with this much border (a face filling it)
+
+
+def plan_views(height: int, width: int, model: str = "auto") -> list[tuple[str, tuple[int, int, int, int]]]:
+    """The (model, window x, y, w, h) pairs that `detect` runs for an image of this size.
+
+    "auto": both models on the whole image (short-range finds close faces, full-range faces down to
+    ~7 % of the long side); for elongated images the short-range model on square tiles of the short
+    side (a row of people); for large images the full-range model on tiles of half the short side
+    (small faces in a group photo). Tiles overlap by at least a quarter of their side.
+    """
+    whole = (0, 0, width, height)
+    if model in ("short", "full"):
+        return [(model, whole)]
+    views = [("short", whole), ("full", whole)]
+    short_side = min(height, width)
+    if max(height, width) > ELONGATED * short_side and short_side >= MIN_TILE_SIDE:
+        views += [("short", tile) for tile in _square_tiles(height, width, short_side)]
+    if short_side >= SMALL_TILE_MIN_SIDE:
+        views += [("full", tile) for tile in _square_tiles(height, width, short_side // 2)]
+    return views
+
+
+def _square_tiles(height: int, width: int, side: int) -> list[tuple[int, int, int, int]]:
+    def starts(length: int) -> list[int]:
+        if length <= side:
+            return [0]
+        count = int(np.ceil((length - side) / (0.75 * side))) + 1
+        return [round(i * (length - side) / (count - 1)) for i in range(count)]
+
+    return [(x, y, min(side, width), min(side, height)) for y in starts(height) for x in starts(width)]
+
+
+def merge_faces(faces: list[Face], iou: float = NMS_IOU, contained: float = CONTAINED) -> list[Face]:
+    """Drop duplicates: non-maximum suppression by score, then boxes mostly inside a bigger kept box."""
+    if not faces:
+        return []
+    keep = cv2.dnn.NMSBoxes([list(f.box) for f in faces], [float(f.score) for f in faces], 0.0, iou)
+    kept = sorted((faces[int(i)] for i in np.asarray(keep).reshape(-1)), key=_area, reverse=True)
+    result: list[Face] = []
+    for face in kept:
+        if all(_overlap(face.box, bigger.box) <= contained * max(_area(face), 1) for bigger in result):
+            result.append(face)
+    return result
+
+
+def expand_box(
+    box: tuple[int, int, int, int], image_shape: tuple[int, ...], margin: float = CROP_MARGIN,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> tuple[int, int, int, int]:
+    """Grow `box` by `margin` x its size on each side, make it square about its centre, clip to the image.
+
+    `shift` moves the square's centre by (x, y) box sizes from the box centre (the training crops'
+    framing, see audience.crop_geometry). Near an edge the square is cut, not shifted inwards, so the
+    face stays where the training crops have it as far as the image allows. Always at least 1x1
+    pixel inside the image.
+    """
+    x, y, w, h = box
+    height, width = image_shape[:2]
+    size = max(w, h)
+    side = max(1, round(size * (1.0 + 2.0 * margin)))
+    left = round(min(max(x + w / 2.0 + shift[0] * size, 0.0), float(width)) - side / 2)
+    top = round(min(max(y + h / 2.0 + shift[1] * size, 0.0), float(height)) - side / 2)
+    x0, y0 = min(max(left, 0), width - 1), min(max(top, 0), height - 1)
+    x1, y1 = min(left + side, width), min(top + side, height)
+    return (x0, y0, max(x1 - x0, 1), max(y1 - y0, 1))
+
+
+def crop_faces(image: np.ndarray, faces: list[Face], margin: float = CROP_MARGIN) -> list[np.ndarray]:
+    """One RGB crop per face (in order), the box grown by `expand_box`."""
+    crops = []
+    for face in faces:
+        x, y, w, h = expand_box(face.box, image.shape, margin)
+        crops.append(np.ascontiguousarray(image[y : y + h, x : x + w]))
+    return crops
+
+
+class FaceDetector:
+    """Faces in RGB uint8 images, largest first. Close it (or use `with`); one left open is closed at exit.
+
+    backend: "mediapipe" (falls back to "haar" with a warning if mediapipe cannot start) or "haar";
+    `self.backend` says which one runs. model: "auto" (whole image plus tiles, see `plan_views`),
+    "short" or "full" (one BlazeFace model on the whole image). Calls are serialised by a lock.
+    """
+
+    def __init__(self, backend: str = "mediapipe", min_score: float = 0.5, model: str = "auto", max_faces: int = 20):
+        if backend not in BACKENDS:
+            raise AudienceError(f"unknown face detector backend {backend!r} (choose one of {', '.join(BACKENDS)})")
+        if model not in MODELS:
+            raise AudienceError(f"unknown face detection model {model!r} (choose one of {', '.join(MODELS)})")
+        self.min_score, self.model, self.max_faces = float(min_score), model, int(max_faces)
+        self._lock = threading.Lock()
+        self._engines: dict = {}
+        if backend == "mediapipe":
+            try:
+                for name in ("short", "full") if model == "auto" else (model,):
+                    self._engines[name] = BlazeFace(MODEL_FILES[name], self.min_score, NMS_IOU)
+            except Exception as exc:  # noqa: BLE001 - whatever stops mediapipe, the fallback still works
+                close_engines(self._engines)
+                warnings.warn(
+                    f"mediapipe face detector unavailable ({type(exc).__name__}: {exc}); using OpenCV's Haar cascade",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                backend = "haar"
+        if backend == "haar":
+            self._engines["haar"] = Haar()
+        self.backend = backend
+        self._finalizer = weakref.finalize(self, close_engines, self._engines)
+        track_open_detector(self)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an RGB image (uint8 HxWx3; other arrays are converted), largest first, at most max_faces."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            image = rgb_from_array(image)
+        work, factor = _shrink_by_integer_factor(image)
+        with self._lock:
+            if not self._finalizer.alive:
+                raise RuntimeError("this FaceDetector is closed")
+            if self.backend == "haar":
+                found = self._engines["haar"].detect(work)
+                faces = [
+                    f for f in (_to_image(f, (0, 0), factor, image.shape) for f in found) if f.score >= self.min_score
+                ]
+            else:
+                faces = self._detect_blazeface(image.shape, work, factor)
+        return sorted(faces, key=_area, reverse=True)[: self.max_faces]
+
+    def _detect_blazeface(self, image_shape, work: np.ndarray, factor: int) -> list[Face]:
+        faces = []
+        for name, (x, y, w, h) in plan_views(*image_shape[:2], self.model):
+            x0, y0, x1, y1 = x // factor, y // factor, -(-(x + w) // factor), -(-(y + h) // factor)
+            found = self._engines[name].detect(work[y0:y1, x0:x1])
+            faces += [_to_image(f, (x0, y0), factor, image_shape) for f in found]
+        if not faces and self.model == "auto":
+            # A face filling the whole frame (an already-cropped face) is larger than BlazeFace's
+            # anchors; with a border round it, it becomes an ordinary close-up.
+            pad = round(TIGHT_CROP_PAD * max(work.shape[:2]))
+            padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            found = self._engines["short"].detect(padded)
+            faces = [f for f in (_to_image(f, (-pad, -pad), factor, image_shape) for f in found) if _area(f) > 0]
+        return merge_faces(faces) if self.model == "auto" else faces
+
+    def close(self) -> None:
+        """Free the models (idempotent)."""
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _shrink_by_integer_factor(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """The image shrunk by the smallest whole factor that brings its short side to <= WORK_SHORT_SIDE.
+
+    A whole factor keeps OpenCV's area resampling on its fast path (about half the time of an
+    arbitrary one on a 12 MP photo); the few rows and columns beyond a multiple of it are dropped.
+    """
+    height, width = image.shape[:2]
+    factor = max(1, -(-min(height, width) // WORK_SHORT_SIDE))
+    if factor == 1:
+        return image, 1
+    h, w = height // factor, width // factor
+    return cv2.resize(image[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA), factor
+
+
+def _to_image(face: Face, offset: tuple[int, int], factor: int, image_shape) -> Face:
+    """A face in view pixels -> the same face in image pixels, clipped to the image."""
+    height, width = image_shape[:2]
+    ox, oy = offset
+    x, y, w, h = face.box
+    x0, x1 = (int(np.clip(round((v + ox) * factor), 0, width)) for v in (x, x + w))
+    y0, y1 = (int(np.clip(round((v + oy) * factor), 0, height)) for v in (y, y + h))
+    keypoints = tuple(((kx + ox) * factor, (ky + oy) * factor) for kx, ky in face.keypoints)
+    return Face((x0, y0, x1 - x0, y1 - y0), face.score, keypoints)
+
+
+def _area(face: Face) -> int:
+    return face.box[2] * face.box[3]
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(w, 0) * max(h, 0)

@@ -1,0 +1,242 @@
+"""The Predictor: image -> detected faces -> calibrated age and gender probabilities per face.
+
+Upload, webcam frames and scripts/predict.py all take this one path: read_image (validate,
+decode) -> FaceDetector -> expand_box (the checkpoint's training crop geometry) -> one batched forward for all
+faces of the image -> softmax(logits / T) per head. Without a checkpoint it still detects faces
+(detection-only mode) so the app is useful before anything is trained.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audience.data.images import read_image
+from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
+from audience.model.checkpoint import load_checkpoint
+from audience.predict.crop_geometry import crop_geometry_of
+from audience.predict.faces import Face, FaceDetector, expand_box
+
+__all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
+
+
+DETECTION_ONLY_NOTE = (
+    "No trained model: faces are detected but not classified (train one in the Train tab or with scripts/train.py)."
+)
+SYNTHETIC_NOTE = "Trained on synthetic demo data: predictions on real photos are meaningless."
+NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the whole image instead."
+
+
+@dataclass
+class FacePrediction:
+    """One face: where it is and, when a model is loaded, its calibrated class probabilities.
+
+    `box` is the detector's (x, y, w, h) in pixels, `crop_box` the expanded box the classifier saw,
+    `score` the detector's confidence (None when the whole image was taken as the face). A head the
+    model lacks (or detection-only mode) leaves its label and probs None.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float | None
+    crop_box: tuple[int, int, int, int]
+    age_label: str | None = None
+    age_probs: list[float] | None = None
+    gender_label: str | None = None
+    gender_probs: list[float] | None = None
+    uncertain: bool = False
+
+    def probs_of(self, head: str) -> list[float] | None:
+        return self.age_probs if head == "age" else self.gender_probs
+
+    def label_of(self, head: str) -> str | None:
+        return self.age_label if head == "age" else self.gender_label
+
+    def to_dict(self) -> dict:
+        """Plain JSON: box, score, age/gender {label, probs} (None for a missing head), uncertain."""
+        heads = {
+            head: None
+            if self.probs_of(head) is None
+            else {"label": self.label_of(head), "probs": [round(float(p), 4) for p in self.probs_of(head)]}
+            for head in HEADS
+        }
+        return {
+            "box": [int(v) for v in self.box],
+            "score": None if self.score is None else round(float(self.score), 4),
+            **heads,
+            "uncertain": bool(self.uncertain),
+        }
+
+
+def with_probs(prediction: FacePrediction, probs: dict[str, np.ndarray], uncertain_below: float) -> FacePrediction:
+    """A copy of `prediction` carrying `probs` (head -> class probabilities), with labels and uncertainty from them."""
+    updates: dict = {}
+    tops = []
+    for head, values in probs.items():
+        values = np.asarray(values, dtype=np.float64)
+        index = int(np.argmax(values))
+        updates[f"{head}_label"] = CLASSES_OF_HEAD[head][index]
+        updates[f"{head}_probs"] = [float(v) for v in values]
+        tops.append(float(values[index]))
+    updates["uncertain"] = bool(tops) and min(tops) < uncertain_below
+    return FacePrediction(**{**prediction.__dict__, **updates})
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent per stage of one predict call (for the UI status and the benchmark)."""
+
+    decode_ms: float = 0.0
+    detect_ms: float = 0.0
+    classify_ms: float = 0.0
+    faces: int = 0
+
+    @property
+    def total_ms(self) -> float:
+        return self.decode_ms + self.detect_ms + self.classify_ms
+
+
+class Predictor:
+    """Loads a checkpoint once and predicts every face in an image.
+
+    checkpoint: a checkpoint (.json, .safetensors or stem) or None for detection-only mode.
+    detector: a FaceDetector to use (default: a MediaPipe one made here, closed by close()).
+    margin: the crop margin around a detected box (default: the checkpoint's measured `crop`, else CROP_MARGIN).
+    tta_flip: also classify the mirrored crops and average the probabilities.
+    uncertain_below: a face is `uncertain` when either head's top probability is below this.
+    max_faces: at most this many faces per image, the largest first.
+
+    Thread safety: concurrent predict() calls are allowed. Decoding runs in parallel; detection,
+    cropping and the forward pass run under one lock. A forward in eval mode would be safe to
+    overlap, but it already uses every core, and overlapping two only oversubscribes the CPU
+    (torch's OpenMP threads then wait on each other, several times slower than in turn).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None,
+        detector: FaceDetector | None = None,
+        margin: float | None = None,
+        tta_flip: bool = False,
+        uncertain_below: float = 0.5,
+        max_faces: int = 20,
+    ):
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.tta_flip = tta_flip
+        self.uncertain_below = uncertain_below
+        self.max_faces = max_faces
+        self.model, self.transform, self.metadata = (None, None, {})
+        if self.checkpoint is not None:
+            self.model, self.transform, self.metadata = load_checkpoint(self.checkpoint)
+            # channels_last suits the CPU convolution kernels (oneDNN) better than NCHW.
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # The framing the model was trained on (checkpoint "crop"); an explicit margin overrides its margin.
+        geometry = crop_geometry_of(self.metadata)
+        self.geometry = geometry if margin is None else replace(geometry, margin=float(margin))
+        self.temperature: dict[str, float] = self._read_temperature() if self.model is not None else {}
+        self.heads: tuple[str, ...] = tuple(self.temperature)
+        self._owns_detector = detector is None
+        self.detector = detector if detector is not None else FaceDetector(max_faces=max_faces)
+        self._lock = threading.Lock()
+
+    def _read_temperature(self) -> dict[str, float]:
+        heads = HEADS_OF_TASK[self.metadata["task"]]
+        recorded = self.metadata.get("temperature") or {}
+        return {head: float(recorded.get(head) or 1.0) for head in heads}
+
+    @property
+    def detection_only(self) -> bool:
+        return self.model is None
+
+    @property
+    def synthetic(self) -> bool:
+        return bool((self.metadata.get("dataset") or {}).get("synthetic"))
+
+    @property
+    def note(self) -> str | None:
+        """What a user must know before trusting the output (no model, or a synthetic-data model)."""
+        if self.detection_only:
+            return DETECTION_ONLY_NOTE
+        return SYNTHETIC_NOTE if self.synthetic else None
+
+    def close(self) -> None:
+        if self._owns_detector:
+            self.detector.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def predict(self, source, whole_image: bool = False, tta_flip: bool | None = None) -> list[FacePrediction]:
+        """Faces in `source` (path, bytes, RGB array or PIL image), largest first, at most max_faces.
+
+        whole_image=True skips detection and classifies the whole image as one face crop.
+        tta_flip overrides the constructor's setting for this call. No face found: [].
+        """
+        return self.predict_timed(source, whole_image, tta_flip)[0]
+
+    def predict_timed(
+        self, source, whole_image: bool = False, tta_flip: bool | None = None
+    ) -> tuple[list[FacePrediction], Timings]:
+        """predict() plus the time each stage took."""
+        timings = Timings()
+        start = time.perf_counter()
+        image = read_image(source)
+        timings.decode_ms = (time.perf_counter() - start) * 1000
+        height, width = image.shape[:2]
+        with self._lock:
+            start = time.perf_counter()
+            if whole_image:
+                faces = [Face(box=(0, 0, width, height), score=None, keypoints=())]
+            else:
+                faces = self.detector.detect(image)
+            faces = sorted(faces, key=lambda face: face.box[2] * face.box[3], reverse=True)[: self.max_faces]
+            timings.detect_ms = (time.perf_counter() - start) * 1000
+            predictions, crops = [], []
+            for face in faces:
+                crop_box = face.box if whole_image else expand_box(face.box, image.shape, self.geometry.margin,
+                                                                 (self.geometry.shift_x, self.geometry.shift_y))
+                crop_box = tuple(int(v) for v in crop_box)
+                x, y, w, h = crop_box
+                crops.append(image[y : y + h, x : x + w])
+                score = None if face.score is None else float(face.score)
+                predictions.append(FacePrediction(tuple(int(v) for v in face.box), score, crop_box))
+            start = time.perf_counter()
+            if self.model is not None and crops:
+                probs = self.classify_crops(crops, self.tta_flip if tta_flip is None else tta_flip)
+                predictions = [
+                    with_probs(p, {head: probs[head][i] for head in probs}, self.uncertain_below)
+                    for i, p in enumerate(predictions)
+                ]
+            timings.classify_ms = (time.perf_counter() - start) * 1000
+        timings.faces = len(predictions)
+        return predictions, timings
+
+    def classify_crops(self, crops: list[np.ndarray], tta_flip: bool = False) -> dict[str, np.ndarray]:
+        """Calibrated probabilities (head -> array [N, classes]) of N face crops, in one forward pass.
+
+        With tta_flip the mirrored crops join the same batch and each face's probabilities are the
+        mean of its two views (averaging probabilities, not logits, keeps the calibration of each view).
+        """
+        if self.model is None:
+            raise RuntimeError("classify_crops needs a checkpoint; this Predictor is detection-only")
+        views = list(crops)
+        if tta_flip:
+            views += [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
+        batch = torch.stack([self.transform(np.ascontiguousarray(view)) for view in views])
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            logits = self.model(batch)
+        probs = {}
+        for head, temperature in self.temperature.items():
+            head_probs = torch.softmax(logits[head].float() / temperature, dim=1).numpy()
+            if tta_flip:
+                head_probs = (head_probs[: len(crops)] + head_probs[len(crops) :]) / 2
+            probs[head] = head_probs
+        return probs

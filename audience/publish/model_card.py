@@ -1,0 +1,260 @@
+"""The model card (README.md of a Hub model repo) of a checkpoint, from its metadata and its run's cv_summary.json.
+
+Everything is read from the checkpoint's own JSON (and the run folder when it can be found), so
+the card cannot drift from the model: data and whether it is synthetic, label policy, protocol,
+test metrics of this fold and of every fold of the run, calibration, size, intended use and limits.
+A `random`-protocol (leaky) model and a demo-data model get a warning at the top.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from audience import settings
+from audience.labels import METRIC_OF, METRICS, format_percent
+
+LEAK_WARNING = (
+    "> **⚠️ LEAK WARNING: protocol `random`.** Training and validation images were split at random, so the "
+    "same people (often the same photos) are on both sides. These numbers are inflated and **not comparable "
+    "with the Adience literature**, which uses the subject-exclusive 5-fold protocol (`folds`)."
+)
+SYNTHETIC_WARNING = (
+    "> **⚠️ Synthetic demo data.** This model was trained on generated faces, not on Adience. It is a "
+    "smoke-test artefact: its predictions on real photos are meaningless."
+)
+PROTOCOLS = {
+    "folds": "official Adience 5-fold protocol: test on fold k, train on the other four, validate on whole albums "
+             "held out of them (no person in two sets)",
+    "random": "random image-level split (leaky: the same people are in training and validation/test)",
+}
+METRIC_NAMES = {metric.key: metric.title for metric in METRICS if metric.in_summary}
+IMAGE_LEVEL_FOLDS = ("image-level 5 folds by file name (the dataset lists no identities): test on fold k, train on "
+                     "the other four, validate on images held out of them; one person may be on both sides, so this "
+                     "is **not** subject-exclusive and not comparable with the Adience protocol")
+DATA_LIMITS = {
+    "utkface": "- UTKFace is about 23,700 web face crops (ages 1-116) with ages, genders and races labelled from "
+               "appearance\n  and metadata, not a balanced sample of the world's population; accuracy on other "
+               "populations,\n  lighting or cameras is unknown and likely lower.",
+}
+LIMITS = """- Adience is 26,580 Flickr photos of 2,284 people, not a balanced sample of the world's population;
+  accuracy on other populations, ages, lighting or cameras is unknown and likely lower.
+- Age is one of 8 *apparent*-age groups annotated by people; gender is the annotators' f/m/u label from
+  appearance, not a person's identity. Neither should be inferred about a person without their consent.
+- Not for decisions about people (hiring, access, policing, advertising targeting, age verification):
+  errors are frequent (see the metrics) and unequal across groups.
+- The classifier sees a face crop from a face detector; missed or badly cropped faces give wrong labels."""
+
+
+def find_run_summary(json_path: str | Path, metadata: dict) -> dict | None:
+    """The cv_summary.json of the run the checkpoint came from: runs/<id>/fold<k>/best.json's run folder,
+    or promoted_from.run under settings.runs_dir(); None when not found or unreadable."""
+    json_path = Path(json_path)
+    candidates = []
+    if json_path.parent.name.startswith("fold"):
+        candidates.append(json_path.parent.parent / "cv_summary.json")
+    run = (metadata.get("promoted_from") or {}).get("run")
+    if run:
+        candidates.append(settings.runs_dir() / Path(str(run)).name / "cv_summary.json")
+    for path in candidates:
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict):
+            return summary
+    return None
+
+
+def _fmt(key: str, value) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return format_percent(value, unit="%") if key in METRIC_OF and METRIC_OF[key].percent else f"{value:.3f}"
+
+
+def _yaml_list(values: list[str]) -> str:
+    return "\n".join(f"  - {v}" for v in values)
+
+
+def _front_matter(synthetic: bool | None, data_format: str | None = None) -> str:
+    tags = ["audience", "age-estimation", "gender-classification", "image-classification", "pytorch", "timm"]
+    tags.append("synthetic-data" if synthetic else (data_format or "adience"))
+    head = "---\nlicense: mit\nlibrary_name: pytorch\npipeline_tag: image-classification\n"
+    return f"{head}tags:\n{_yaml_list(tags)}\n---\n"
+
+
+def _metrics_table(metadata: dict) -> list[str]:
+    metrics = metadata.get("metrics") or {}
+    keys = [k for k in METRIC_NAMES if isinstance(metrics.get(k), int | float)]
+    if not keys:
+        return ["No metrics are recorded in this checkpoint."]
+    where = metadata.get("metrics_on") or "?"
+    fold = metadata.get("fold")
+    lines = [f"Metrics of this checkpoint on its **{where}** set (fold {fold}):", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {METRIC_NAMES[k]} | {_fmt(k, metrics[k])} |" for k in keys]
+    return lines
+
+
+def _folds_table(summary: dict | None) -> list[str]:
+    if not summary:
+        return ["The run's cv_summary.json was not found, so only this checkpoint's own metrics are shown."]
+    keys = [k for k in METRIC_NAMES if isinstance(summary.get(k), dict) and summary[k].get("per_fold")]
+    if not keys:
+        return ["The run's cv_summary.json records no per-fold metrics."]
+    folds = sorted({fold for k in keys for fold in summary[k]["per_fold"]}, key=int)
+    lines = [f"Cross-validation of run `{summary.get('run_id', '?')}` ({len(folds)} test fold(s), "
+             f"protocol `{summary.get('protocol')}`):", "",
+             "| metric | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± std |",
+             "|---|" + "---|" * (len(folds) + 1)]
+    for k in keys:
+        row = summary[k]
+        cells = [_fmt(k, row["per_fold"].get(f)) for f in folds]
+        mean, std = row.get("mean"), row.get("std")
+        spread = f"{_fmt(k, mean)} ± {_fmt(k, std)}" if mean is not None else "-"
+        lines.append(f"| {METRIC_NAMES[k]} | " + " | ".join(cells) + f" | {spread} |")
+    if len(folds) < 5 and summary.get("protocol") == "folds":
+        lines += ["", f"Only {len(folds)} of the 5 folds {'was' if len(folds) == 1 else 'were'} run: "
+                  "this is not a full 5-fold result."]
+    return lines
+
+
+def _calibration(metadata: dict) -> list[str]:
+    calibration = metadata.get("calibration") or {}
+    temperature = metadata.get("temperature") or {}
+    if not calibration and not temperature:
+        return ["Not calibrated."]
+    lines = ["Temperature scaling fitted on the validation set; the app divides the logits by T before the softmax.",
+             "", "| head | T | test ECE before | test ECE after |", "|---|---|---|---|"]
+    for head in sorted(set(calibration) | set(temperature)):
+        c = calibration.get(head) or {}
+        t = c.get("temperature", temperature.get(head))
+        lines.append(f"| {head} | {_fmt('t', t)} | {_fmt('ece', c.get('test_ece_before'))} | "
+                     f"{_fmt('ece', c.get('test_ece_after'))} |")
+    return lines
+
+
+def _model_facts(metadata: dict, summary: dict | None) -> list[str]:
+    flops = metadata.get("flops") or (summary or {}).get("flops")
+    weights = metadata.get("weights") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (metadata.get("versions") or {}).items())
+    return [
+        f"- architecture: `{metadata.get('arch')}` (timm `{metadata.get('timm_name')}`), task `{metadata.get('task')}`",
+        f"- parameters: {metadata.get('params', '?'):,}" if isinstance(metadata.get("params"), int)
+        else "- parameters: ?",
+        f"- FLOPs per face: {flops / 1e9:.3f} G (2 × MACs, at {metadata.get('image_size')} px)"
+        if isinstance(flops, int | float) else "- FLOPs per face: not recorded",
+        f"- input: RGB face crop resized to {metadata.get('image_size')} px, mean {metadata.get('mean')}, "
+        f"std {metadata.get('std')}",
+        f"- classes: age {metadata.get('age_classes')}, gender {metadata.get('gender_classes')}",
+        f"- epoch selected: {metadata.get('selected_epoch', metadata.get('epoch'))}; created {metadata.get('created')}",
+        f"- weights sha256: `{weights.get('sha256', '?')}`; versions: {versions or '?'}",
+    ]
+
+
+def _limits(data_format: str | None) -> str:
+    """The limits section, its first point about the dataset the model was trained on."""
+    if data_format not in DATA_LIMITS:
+        return LIMITS
+    return DATA_LIMITS[data_format] + "\n" + LIMITS.split("\n", 2)[2]
+
+
+def _data_lines(metadata: dict, summary: dict | None, kind: str, protocol: str | None) -> list[str]:
+    dataset = metadata.get("dataset") or {}
+    image_level = (metadata.get("split_level") or dataset.get("split_level")) == "image"
+    dropped = dataset.get("dropped") or {}
+    lines = [
+        f"- dataset: **{dataset.get('name') or (summary or {}).get('dataset') or '?'}** ({kind}"
+        + (f", {dataset['faces']:,} images" if isinstance(dataset.get("faces"), int) else "") + ")",
+        f"- label policy: `{dataset.get('policy') or (summary or {}).get('policy')}` "
+        "(bins: any age inside one of the 8 groups; strict: only the 8 canonical Adience groups)",
+        f"- images: `{dataset.get('images') or (summary or {}).get('images')}`",
+        f"- protocol: `{protocol}`: {IMAGE_LEVEL_FOLDS if image_level else PROTOCOLS.get(protocol, 'unknown')}",
+        f"- test fold of this checkpoint: {metadata.get('fold')}",
+    ]
+    if dataset.get("between_groups"):
+        lines.append(f"- {dataset['between_groups']:,} images whose exact age lies between two groups (7, 14, 21, 33, "
+                     "44, 54, over 100) kept for gender, with no age label")
+    if dropped:
+        lines.append("- images dropped: " + ", ".join(f"{count} ({reason})" for reason, count in dropped.items()))
+    if dataset.get("licence"):
+        lines.append(f"- data licence: {dataset['licence']}. The images are not redistributed with this model.")
+    return lines
+
+
+def _training_lines(metadata: dict) -> list[str]:
+    training = metadata.get("training") or {}
+    crop = metadata.get("crop")
+    lines = []
+    for command in training.get("commands") or []:
+        lines += ["```bash", command, "```"]
+    seconds = training.get("train_seconds")
+    if isinstance(seconds, int | float):
+        lines.append(f"- training time: {seconds / 60:.0f} min of epochs on {training.get('device', '?')}"
+                     + (f" ({training['machine']})" if training.get("machine") else ""))
+    if isinstance(crop, dict):
+        lines.append(f"- face crop: each side of the detector's box pushed out by {crop.get('margin')} box sizes, "
+                     f"centre shifted by ({crop.get('shift_x')}, {crop.get('shift_y')}) box sizes: measured on "
+                     f"{crop.get('measured_on')} of {crop.get('sampled')} training images, used by the app's "
+                     "Predict path")
+    else:
+        lines.append("- face crop: not recorded; the app uses its Adience default (margin 0.4)")
+    return lines or ["Not recorded."]
+
+
+def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
+    """The README.md of a Hub model repo for a checkpoint (`summary`: its run's cv_summary.json, or None)."""
+    dataset = metadata.get("dataset") or {}
+    synthetic = dataset.get("synthetic")
+    if synthetic is None and summary:
+        synthetic = summary.get("synthetic")
+    protocol = metadata.get("protocol") or (summary or {}).get("protocol")
+    leaky = protocol == "random" or bool(metadata.get("leaky")) or bool((summary or {}).get("leaky"))
+    kind = "synthetic demo data" if synthetic else "real data" if synthetic is False else "unknown data"
+    warnings = [w for w, on in ((LEAK_WARNING, leaky), (SYNTHETIC_WARNING, synthetic)) if on]
+    sections = [
+        _front_matter(synthetic, dataset.get("format")),
+        f"# Audience: age group and gender from faces ({metadata.get('arch')}, {metadata.get('task')})",
+        "",
+        *[line for w in warnings for line in (w, "")],
+        "A two-head classifier (8 age groups, gender f/m/u) over a face crop, trained with the Audience app "
+        "(a timm backbone with two linear heads).",
+        "",
+        "## Data",
+        *_data_lines(metadata, summary, kind, protocol),
+        "",
+        "## Training",
+        *_training_lines(metadata),
+        "",
+        "## Results",
+        *_metrics_table(metadata),
+        "",
+        *_folds_table(summary),
+        "",
+        "## Calibration",
+        *_calibration(metadata),
+        "",
+        "## Model",
+        *_model_facts(metadata, summary),
+        "",
+        "## How to use",
+        "In the Audience app (for example a Hugging Face Space), set the environment variable "
+        f"`AUDIENCE_MODEL_REPO={repo_id}`. In Python:",
+        "",
+        "```python",
+        "from huggingface_hub import hf_hub_download",
+        "from audience.model.checkpoint import load_checkpoint",
+        "",
+        f'hf_hub_download("{repo_id}", "model.safetensors")',
+        f'model, transform, metadata = load_checkpoint(hf_hub_download("{repo_id}", "model.json"))',
+        "```",
+        "",
+        "Weights are safetensors (no pickle); `model.json` carries everything needed to rebuild the model.",
+        "",
+        "## Intended use and limits",
+        "Research and teaching: exploring how well apparent age group and gender can be read from face photos "
+        "under an honest protocol, and where it fails.",
+        "",
+        _limits(dataset.get("format")),
+        "",
+    ]
+    return "\n".join(sections)

@@ -1,0 +1,170 @@
+"""ONNX export of a checkpoint, with a parity check against PyTorch through onnxruntime.
+
+The graph takes `image` (N, 3, S, S) float32, RGB, normalised with the embedded mean/std, N dynamic,
+and returns the raw logits `age_logits` (N, 8) and/or `gender_logits` (N, 3) of the task's heads;
+softmax(logits / temperature) gives the calibrated probabilities the app shows. Everything a runtime
+needs (class names, image size, mean, std, temperature, ...) is in the model's metadata_props.
+
+torch.onnx's dynamo exporter (which needs the onnxscript package) is used when onnxscript is
+installed; otherwise the legacy TorchScript exporter, deprecated in torch but still working here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audience.errors import AudienceError
+from audience.files import atomic_path
+from audience.labels import HEADS_OF_TASK
+from audience.model.checkpoint import checkpoint_paths, load_checkpoint
+
+DEFAULT_OPSET = 18
+DEFAULT_TOLERANCE = 1e-4
+PARITY_BATCHES = (1, 3)  # two batch sizes: the batch axis must really be dynamic
+INPUT_NAME = "image"
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    exporter: str  # "dynamo" or "legacy"
+    outputs: list[str]
+    max_abs_diff: float  # over PARITY_BATCHES, every output
+    max_abs_logit: float  # scale of the compared logits, to read the difference against
+
+    def passed(self, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+        return self.max_abs_diff <= tolerance
+
+
+class _LogitsTuple(torch.nn.Module):
+    """The model's dict of head logits as a tuple in a fixed order (ONNX outputs are positional)."""
+
+    def __init__(self, model: torch.nn.Module, heads: tuple[str, ...]):
+        super().__init__()
+        self.model, self.heads = model, heads
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model(image)
+        return tuple(logits[head] for head in self.heads)
+
+
+def choose_exporter(requested: str = "auto") -> str:
+    if requested not in ("auto", "dynamo", "legacy"):
+        raise AudienceError(f"Unknown exporter {requested!r}: use auto, dynamo or legacy.")
+    has_onnxscript = importlib.util.find_spec("onnxscript") is not None
+    if requested == "dynamo" and not has_onnxscript:
+        raise AudienceError("The dynamo exporter needs the onnxscript package: pip install onnxscript.")
+    if requested == "auto":
+        return "dynamo" if has_onnxscript else "legacy"
+    return requested
+
+
+def onnx_metadata(metadata: dict, heads: tuple[str, ...]) -> dict[str, str]:
+    """String key/values for the ONNX model's metadata_props (JSON for lists and dicts)."""
+    dataset = metadata.get("dataset") or {}
+    values = {
+        "audience.arch": metadata.get("arch"), "audience.task": metadata.get("task"),
+        "audience.outputs": [f"{head}_logits" for head in heads],
+        "age_classes": metadata.get("age_classes"), "gender_classes": metadata.get("gender_classes"),
+        "image_size": metadata.get("image_size"), "mean": metadata.get("mean"), "std": metadata.get("std"),
+        "temperature": metadata.get("temperature"),
+        "input": f"{INPUT_NAME}: float32 (N, 3, S, S), S = image_size: a face crop, longest side resized to S and "
+                 "black-padded to S x S, RGB / 255, then (x - mean) / std per channel",
+        "probabilities": "softmax(logits / temperature[head]) per head",
+        "dataset": dataset.get("name"), "synthetic": dataset.get("synthetic"),
+        "protocol": metadata.get("protocol"), "fold": metadata.get("fold"),
+        "source_weights_sha256": (metadata.get("weights") or {}).get("sha256"),
+    }
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+
+
+def _export(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, outputs: list[str], opset: int,
+            exporter: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)  # the legacy exporter's notice
+        warnings.simplefilter("ignore", category=FutureWarning)
+        if exporter == "dynamo":
+            torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=opset,
+                              dynamo=True, external_data=False, verbose=False, report=False)
+        else:
+            axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]}
+            torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+
+
+def _embed_metadata(path: Path, props: dict[str, str], doc: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = doc
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def check_parity(path: Path, wrapper: torch.nn.Module, image_size: int, seed: int = 0) -> tuple[float, float]:
+    """(max |onnxruntime - PyTorch| over every output and PARITY_BATCHES, max |PyTorch logit|) on random inputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst, scale = 0.0, 0.0
+    for batch in PARITY_BATCHES:
+        image = torch.randn(batch, 3, image_size, image_size, generator=generator)
+        with torch.no_grad():
+            expected = [t.numpy() for t in wrapper(image)]
+        got = session.run(None, {INPUT_NAME: image.numpy()})
+        for want, have in zip(expected, got, strict=True):
+            if want.shape != have.shape:
+                raise AudienceError(f"ONNX output of shape {have.shape} where PyTorch gives {want.shape} "
+                                    f"(batch {batch}): the export is wrong.")
+            worst = max(worst, float(np.abs(want - have).max()))
+            scale = max(scale, float(np.abs(want).max()))
+    return worst, scale
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
+                exporter: str = "auto") -> ExportResult:
+    """Export `checkpoint` to ONNX at `out` (default: beside it, <stem>.onnx) and check it against PyTorch.
+
+    The file is written to a temporary name and renamed into place only after the metadata is
+    embedded and the model passes onnx.checker; parity is measured, not enforced (see ExportResult.passed).
+    """
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which the app does not install: "
+                            "pip install -r requirements-dev.txt (or make test, which does).")
+    exporter = choose_exporter(exporter)
+    _, json_path = checkpoint_paths(checkpoint)
+    model, _, metadata = load_checkpoint(json_path)
+    heads = HEADS_OF_TASK[metadata["task"]]
+    outputs = [f"{head}_logits" for head in heads]
+    size = int(metadata["image_size"])
+    target = Path(out) if out is not None else json_path.with_suffix(".onnx")
+    if target.suffix != ".onnx":
+        raise AudienceError(f"Output {target} must end in .onnx.")
+    if not target.parent.is_dir():
+        raise AudienceError(f"Output folder {target.parent} does not exist.")
+    wrapper = _LogitsTuple(model.eval(), heads).eval()
+    with atomic_path(target, suffix=".tmp.onnx") as temp:  # onnx wants the .onnx suffix
+        example = torch.zeros(2, 3, size, size)
+        try:
+            _export(wrapper, example, temp, outputs, opset, exporter)
+        except Exception as error:  # noqa: BLE001 - any exporter failure is one sentence for the user
+            raise AudienceError(f"torch.onnx ({exporter} exporter, opset {opset}) could not export "
+                                f"{metadata['arch']}: {str(error).splitlines()[0][:200]}") from error
+        doc = f"Audience {metadata['arch']} {metadata['task']} from {json_path.name}; see metadata_props."
+        _embed_metadata(temp, onnx_metadata(metadata, heads), doc)
+        diff, scale = check_parity(temp, wrapper, size)
+    return ExportResult(path=target, exporter=exporter, outputs=outputs, max_abs_diff=diff, max_abs_logit=scale)

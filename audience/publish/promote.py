@@ -1,0 +1,188 @@
+"""Promoting a run's best checkpoint into the served checkpoints folder ("Use this model").
+
+The fold's best.safetensors and best.json are copied under a readable name
+(`<arch>-<task>-<protocol>-fold<k>-<run date>`); the weights are checked against the sha256 in the
+metadata first, so a damaged file is never served. Each file is written to a temporary name and
+hard-linked into place, which fails rather than replaces when the name is taken: an existing
+different checkpoint is never overwritten, the copy gets the next free name (`-2`, `-3`, ...),
+and promoting the same weights twice returns the existing copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from audience import settings
+from audience.errors import AudienceError
+from audience.files import write_temp_beside
+from audience.labels import format_percent
+from audience.model.checkpoint import (
+    METADATA_SUFFIX,
+    WEIGHTS_SUFFIX,
+    checkpoint_paths,
+    file_sha256,
+    read_checkpoint_metadata,
+)
+from audience.train.runs import COMMAND_FILE
+
+MAX_NAME_TRIES = 1000
+MAX_COMMANDS = 20  # command.txt lines kept (a run resumed many times)
+# A Hugging Face Space refuses files over 10 MB without Git LFS: a larger checkpoint is stored in float16
+# (half the bytes; load_checkpoint reads it back as float32, test_checkpoint checks the predictions agree).
+HALF_ABOVE_BYTES = 10 * 1000 * 1000
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(text)).strip("-.")
+
+
+def readable_name(metadata: dict, run_id: str, fold: int) -> str:
+    """e.g. mobilenetv3_large_100-age-gender-folds-fold0-20261126-093128 (-demo for synthetic data)."""
+    date = "-".join(run_id.split("-")[:2]) if re.match(r"^\d{8}-\d{6}", run_id) else _slug(run_id)
+    synthetic = (metadata.get("dataset") or {}).get("synthetic")
+    parts = [metadata.get("arch"), metadata.get("task"), metadata.get("protocol") or "run", f"fold{fold}", date]
+    return _slug("-".join(str(p) for p in parts if p) + ("-demo" if synthetic else ""))
+
+
+def _link_new(source: Path, target: Path) -> bool:
+    """Hard-link `source` to `target` unless `target` exists (False then); never replaces a file."""
+    try:
+        os.link(source, target)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _same_checkpoint(stem: Path, source_sha256: str) -> bool:
+    """Whether `stem` is an intact promoted copy of the weights whose sha256 is `source_sha256`."""
+    weights, meta = checkpoint_paths(stem)
+    if not (weights.is_file() and meta.is_file()):
+        return False
+    try:
+        metadata = json.loads(meta.read_text(encoding="utf-8"))
+        recorded = metadata["weights"]["sha256"]
+        source = (metadata.get("promoted_from") or {}).get("sha256", recorded)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False
+    return source == source_sha256 and file_sha256(weights) == recorded
+
+
+def _write_weights(source: Path, temp: Path, half: bool) -> None:
+    if not half:
+        shutil.copyfile(source, temp)
+        return
+    import safetensors.torch
+    import torch
+
+    with safetensors.safe_open(str(source), framework="pt") as file:
+        header = file.metadata() or {}
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - safe_open has no iterator
+    tensors = {key: t.half() if t.is_floating_point() else t for key, t in tensors.items()}
+    safetensors.torch.save_file(tensors, str(temp), metadata={**header, "dtype": str(torch.float16)})
+
+
+def training_record(run_dir: Path) -> dict:
+    """How the run was made, for the model card: its command lines, training seconds and device."""
+    record: dict = {}
+    try:
+        lines = (run_dir / COMMAND_FILE).read_text(encoding="utf-8").splitlines()
+        record["commands"] = [line for line in lines if line.strip()][:MAX_COMMANDS]
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        summary = json.loads((run_dir / "cv_summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if isinstance(summary, dict):
+        record.update({key: summary[key] for key in ("train_seconds", "device", "machine") if key in summary})
+    return record
+
+
+def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
+                       checkpoints_dir: str | Path | None = None, half: bool | None = None,
+                       shipped: bool = False) -> Path:
+    """Copy fold `fold`'s best checkpoint of `run_dir` into the checkpoints folder; return the new .json.
+
+    `name` (optional) replaces the readable default name; a taken name gets a numbered suffix. `half`
+    stores the weights in float16; None (default) does so when they exceed HALF_ABOVE_BYTES. The copy's
+    JSON records `promoted_from` and `training` (command, time, device); `shipped` marks a model that is
+    committed with the app (the Compare tab shows it so).
+    """
+    run_dir = Path(run_dir)
+    source_weights, source_meta = checkpoint_paths(run_dir / f"fold{int(fold)}" / "best")
+    if not source_meta.is_file():
+        raise AudienceError(f"Run {run_dir.name} has no best checkpoint for fold {fold} (no {source_meta.name}).")
+    metadata = read_checkpoint_metadata(source_meta)
+    if not source_weights.is_file():
+        raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} is missing.")
+    sha256 = file_sha256(source_weights)
+    recorded = (metadata.get("weights") or {}).get("sha256")
+    if recorded and recorded != sha256:
+        raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} does not match its recorded "
+                            "sha256 (the file is damaged or was replaced), so it was not promoted.")
+    folder = Path(checkpoints_dir) if checkpoints_dir is not None else settings.checkpoints_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AudienceError(f"Cannot create the checkpoints folder {folder} ({error.strerror}).") from None
+    base = _slug(name) if name and _slug(name) else readable_name(metadata, run_dir.name, int(fold))
+    half = source_weights.stat().st_size > HALF_ABOVE_BYTES if half is None else bool(half)
+    weights_temp = write_temp_beside(folder / ".promote", lambda temp: _write_weights(source_weights, temp, half))
+    stored_sha256 = file_sha256(weights_temp) if half else sha256  # float16 bytes differ from the source's
+    try:
+        for attempt in range(1, MAX_NAME_TRIES):
+            stem = folder / (base if attempt == 1 else f"{base}-{attempt}")
+            if _same_checkpoint(stem, sha256):
+                return stem.with_name(stem.name + METADATA_SUFFIX)
+            weights_path, meta_path = stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name +
+                                                                                                   METADATA_SUFFIX)
+            if meta_path.exists() or not _link_new(weights_temp, weights_path):
+                continue
+            stored = {"file": weights_path.name, "bytes": weights_temp.stat().st_size, "sha256": stored_sha256,
+                      "dtype": "float16" if half else "float32"}
+            promoted = {**metadata, "weights": {**(metadata.get("weights") or {}), **stored},
+                        "promoted_from": {"run": run_dir.name, "fold": int(fold), "sha256": sha256},
+                        "training": training_record(run_dir), **({"shipped": True} if shipped else {})}
+            text = json.dumps(promoted, indent=2) + "\n"
+            meta_temp = write_temp_beside(folder / ".promote",
+                                              lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
+            try:
+                if _link_new(meta_temp, meta_path):
+                    return meta_path
+            finally:
+                meta_temp.unlink(missing_ok=True)
+            weights_path.unlink(missing_ok=True)  # its JSON name was taken meanwhile: try the next name
+        raise AudienceError(f"No free checkpoint name for {base} in {folder}.")
+    finally:
+        weights_temp.unlink(missing_ok=True)
+
+
+def checkpoints_table(folder: str | Path | None = None):
+    """One row per served checkpoint (newest first); an unreadable one is listed with the reason."""
+    import pandas as pd
+
+    from audience.predict.batch import list_checkpoints
+
+    rows = []
+    for path in list_checkpoints(folder):
+        try:
+            meta = read_checkpoint_metadata(path)
+        except AudienceError as error:
+            rows.append({"checkpoint": path.stem, "problem": str(error)})
+            continue
+        metrics, source = meta.get("metrics") or {}, meta.get("promoted_from") or {}
+        rows.append({
+            "checkpoint": path.stem, "arch": meta.get("arch"), "task": meta.get("task"),
+            "protocol": meta.get("protocol"), "fold": meta.get("fold"),
+            "data": "synthetic demo" if (meta.get("dataset") or {}).get("synthetic") else (meta.get("dataset") or {}
+                                                                                         ).get("name"),
+            "age exact %": format_percent(metrics.get("age_exact")),
+            "gender %": format_percent(metrics.get("gender_acc")),
+            "metrics on": meta.get("metrics_on"), "from run": source.get("run"), "problem": "",
+        })
+    return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data", "age exact %",
+                                       "gender %", "metrics on", "from run", "problem"])

@@ -1,0 +1,262 @@
+"""Cross-validated training runs: `cross_validate(config)` trains the requested folds into a run folder.
+
+`TrainConfig` (audience.train.config) holds every setting. `fit` (audience.train.fold) trains one fold.
+Progress is reported only through `on_event(dict)`; the core never prints and never imports a UI.
+
+Event schema (plain dicts; every event has "type"; every event except "batch" has "message", the
+human line that the CLI prints and train.log records; cross_validate adds "time" (epoch seconds)
+to all and "eta_s" (seconds left in the whole run, None until measurable) to batch and epoch):
+
+    log         a free line: cache progress, warnings (unreadable images: one line with a count and a
+                few examples; CPU; leaky protocol). Cache lines come before run_start: the data are
+                checked and cached before the run folder is made, so a run that cannot start (bad
+                split, no readable image) raises AudienceError and leaves no folder.
+    run_start   run_dir, run_id, folds (list of test folds), epochs, device, resumed (bool), leaky (bool)
+    fold_start  fold, epoch (epochs already done: >0 when resuming), epochs, steps (batches per epoch),
+                sizes {"train","val","test"}
+    batch       fold, epoch, epochs, step, steps, loss, lr, images_per_s, seconds_per_step,
+                fold_eta_s, eta_s; no message
+    epoch       fold, epoch, epochs, loss (train), lr, images_per_s, best (bool), eta_s, fold_eta_s,
+                metrics {epoch, train_loss, val_loss, val_age_exact, val_age_one_off, val_gender_acc,
+                         val_gender_acc_fm, lr, images_per_s, seconds} (the metrics.csv row)
+    fold_end    fold, best_epoch, temperature {head: T}, calibration {head: {temperature, applied, reason}}
+                (metrics.choose_temperature: T = 1 when validation is too small or the fit does not
+                help), metrics {age_exact, age_one_off, age_f1, age_ece, gender_acc, gender_acc_fm,
+                gender_f1, gender_ece, *_ece_uncalibrated} (test)
+    stopped     run_dir, fold, epoch (last completed), resume (the command that continues it)
+    run_end     run_dir, summary (the cv_summary.json content)
+    error       run_dir, message (the run is marked failed; cross_validate then raises AudienceError).
+                Any other exception (a bug) marks the run failed, appends its traceback to train.log
+                and propagates.
+
+Accuracies are fractions (0-1). A stop Event set by the caller ends the run after the current
+batch; `resume(run_dir)` (or cross_validate(..., resume=run_dir)) continues at the fold and epoch
+where it stopped and, on the same machine and settings, ends with the same metrics as a run that
+never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from audience import settings
+from audience.data.adience import AdienceData
+from audience.data.cache import ImageCache
+from audience.data.formats import DATA_FORMATS
+from audience.data.splits import make_split
+from audience.errors import AudienceError
+from audience.files import write_json_atomic
+from audience.labels import SUMMARY_KEYS
+from audience.model.network import build_model, count_flops, count_params
+from audience.train.config import TrainConfig, build_cache_for, read_data, read_run_config, resolve_config
+from audience.train.fold import FoldResult, fit, read_resume_state
+from audience.train.loop import LossNotFinite, describe_device, resolve_device
+from audience.train.metrics import summarize_folds
+from audience.train.runs import RunEmitter, create_run_dir, fold_dir, now_iso
+
+__all__ = ["cross_validate", "resume"]
+
+
+
+def check_readable(data: AdienceData, splits: dict, cache: ImageCache) -> None:
+    """AudienceError when a fold has too few readable images to train and test on."""
+    rows = cache.rows_of(data.faces["path"].astype(str).tolist())
+    for fold, split in splits.items():
+        for name in ("train", "val", "test"):
+            index = getattr(split, name)
+            kept = int((rows[index] >= 0).sum())
+            if kept >= (2 if name == "train" else 1):
+                continue
+            if not (rows >= 0).any():
+                why = (f"none of the {len(cache.paths)} images of {data.root} could be read, e.g. "
+                       f"{next(iter(cache.failed.values()), 'no image').rstrip('.')}; check the image folder")
+            else:
+                why = f"{len(index) - kept} of its {len(index)} {name} images could not be read"
+            raise AudienceError(f"Fold {fold} has {kept} readable {name} image(s), too few to train and test: "
+                                f"{why}.")
+
+
+def _write_summary(run_dir: Path, config: TrainConfig, data: AdienceData, results: dict[int, dict],
+                   extra: dict) -> dict:
+    per_fold = summarize_folds(results)
+    summary = {key: per_fold[key] for key in SUMMARY_KEYS if key in per_fold}
+    summary.update({
+        "protocol": config.protocol, "leaky": config.protocol == "random", "policy": data.policy,
+        "images": data.images, "dataset": data.name, "synthetic": data.synthetic, "arch": config.arch,
+        "data_format": data.format, "split_level": data.split_level,
+        "task": config.task, "image_size": config.image_size, "pretrained": config.pretrained,
+        "folds": config.fold_list(), "folds_done": sorted(results), **extra,
+    })
+    write_json_atomic(run_dir / "cv_summary.json", summary)
+    return summary
+
+
+def _model_size(config: TrainConfig) -> dict:
+    """Params and FLOPs; building the model as configured also fails early on unavailable weights."""
+    model = build_model(config.arch, config.task, pretrained=bool(config.pretrained), weights_file=config.weights_file)
+    return {"params": count_params(model), "flops": count_flops(model, config.image_size)}
+
+
+def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, resumed: bool) -> None:
+    leaky = config.protocol == "random"
+    folds = emit.folds
+    emit({"type": "run_start", "run_dir": str(emit.run_dir), "run_id": emit.run_dir.name, "folds": folds,
+          "epochs": config.epochs, "device": emit.device, "resumed": resumed, "leaky": leaky,
+          "message": f"{'resuming' if resumed else 'starting'} run {emit.run_dir.name}: {config.arch}, "
+                     f"task {config.task}, protocol {config.protocol}, folds {','.join(map(str, folds))}, "
+                     f"{config.epochs} epochs, {data.name} ({DATA_FORMATS[data.format]}, {len(data.faces)} faces), "
+                     f"device {emit.device}"})
+    if device.type == "cpu":
+        emit({"type": "log", "message": "warning: no GPU, training on the CPU is slow (use the tiny arch or a "
+                                        "small --image-size for a quick try)"})
+    if leaky:
+        emit({"type": "log", "message": "warning: protocol 'random' splits images, not people: the same people are "
+                                        "in training and test, so its accuracies are inflated (leaky)"})
+    elif data.split_level == "image":
+        emit({"type": "log", "message": f"note: {data.name} lists no identities, so its folds split images by file "
+                                        "name (image-level, not subject-exclusive): one person may be on both sides"})
+    if data.crop:
+        emit({"type": "log", "message": f"crop geometry of the training images (on {data.crop['measured_on']} of "
+                                        f"{data.crop['sampled']} sampled): margin {data.crop['margin']:.2f}, shift "
+                                        f"{data.crop['shift_x']:+.2f}, {data.crop['shift_y']:+.2f} box sizes"})
+
+
+def _train_folds(config: TrainConfig, data: AdienceData, emit: RunEmitter, stop, model_size: dict,
+                 cache: ImageCache) -> dict | None:
+    """Train every fold not finished yet; the summary, or None when stopped."""
+    run_dir = emit.run_dir
+    extra = {**model_size, "device": emit.device, "run_id": run_dir.name}
+    results: dict[int, dict] = {}
+    for fold in emit.folds:
+        result = _run_fold(config, data, run_dir, fold, emit, stop, cache)
+        if result.state == "stopped":
+            command = f"python scripts/train.py --resume {run_dir}"
+            emit.set_status(state="stopped", ended=now_iso(), epoch=result.epochs_done,
+                            message=f"stopped in fold {fold} after epoch {result.epochs_done}")
+            emit({"type": "stopped", "run_dir": str(run_dir), "fold": fold, "epoch": result.epochs_done,
+                  "resume": command, "message": f"stopped in fold {fold} after {result.epochs_done} completed "
+                                                f"epoch(s); continue with: {command}"})
+            return None
+        results[fold] = result.test_metrics
+        summary = _write_summary(run_dir, config, data, results, {**extra, "train_seconds": _train_seconds(run_dir)})
+    return summary
+
+
+def _prepare(config: TrainConfig, measure_crop) -> tuple[TrainConfig, AdienceData]:
+    """The data and the config with its automatic settings; the data's crop geometry when `measure_crop` is given
+    (the predict stage's detector, handed in by the caller: train never imports it)."""
+    data = read_data(config)
+    config = resolve_config(config, data)
+    if measure_crop is not None:
+        data.crop = measure_crop(data.faces["path"].dropna().astype(str).tolist())
+    return config, data
+
+
+def cross_validate(
+    config: TrainConfig,
+    on_event: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    resume: str | Path | None = None,
+    measure_crop: Callable[[list[str]], dict | None] | None = None,
+) -> Path:
+    """Train config.folds into a new run folder (or continue the run folder `resume`); return its path.
+
+    With `resume`, the run's saved config.json is used (the `config` argument is ignored). A run
+    that cannot start (bad settings, a fold that cannot be split, too few readable images) raises
+    AudienceError before its folder is made. A stop leaves status "stopped" and returns normally; a
+    NaN/inf loss or bad input met while training marks the run failed and raises AudienceError; any
+    other exception marks it failed, appends its traceback to train.log and propagates.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        config = read_run_config(run_dir)
+    config, data = _prepare(config.validated(), measure_crop)
+    folds = config.fold_list()
+    # Everything that can refuse the run comes before its folder exists: a run that cannot start leaves none.
+    splits = {fold: make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
+              for fold in folds}
+    device = resolve_device(config.device)
+    model_size = _model_size(config)
+    emit = RunEmitter(on_event, folds, describe_device(device))
+    cache = build_cache_for(config, data, emit)
+    check_readable(data, splits, cache)
+    if resume is None:
+        run_dir = create_run_dir(config.out or settings.runs_dir(), config)
+        write_json_atomic(run_dir / "config.json", config.to_dict())
+    emit.attach(run_dir)
+    _announce(emit, config, data, device, resume is not None)
+    # torch's thread count belongs to the whole process (in the app, predictions share it): set for the
+    # run, restored after it whatever happens.
+    threads = torch.get_num_threads()
+    try:
+        if device.type == "cpu":
+            # The loader's worker processes need cores too; more compute threads than free cores thrash.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.default_workers(device.type)))
+        summary = _train_folds(config, data, emit, stop, model_size, cache)
+    except (AudienceError, LossNotFinite) as error:
+        message = str(error)
+        if isinstance(error, LossNotFinite):
+            message = (f"Training stopped: {error} (lr {config.lr}); lower --lr or raise --grad-clip. "
+                       f"The files of the last completed epoch in {run_dir} stay valid.")
+        emit.set_status(state="failed", ended=now_iso(), message=message)
+        emit({"type": "error", "run_dir": str(run_dir), "message": f"error: {message}"})
+        raise AudienceError(message) from None
+    except BaseException as error:
+        emit.set_status(state="failed", ended=now_iso(), message=f"{type(error).__name__}: {error}")
+        if not isinstance(error, KeyboardInterrupt):  # a bug: its traceback is for whoever reports it
+            emit.write_log("internal error:\n" + traceback.format_exc())
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    if summary is None:
+        return run_dir
+    emit.set_status(state="finished", ended=now_iso(), message="finished")
+    lines = [f"{key} {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
+             for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm") if summary[key]["mean"] is not None]
+    emit({"type": "run_end", "run_dir": str(run_dir), "summary": summary,
+          "message": f"run {run_dir.name} finished{' (LEAKY protocol)' if config.protocol == 'random' else ''}: "
+                     + ", ".join(lines)})
+    return run_dir
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Seconds spent in training epochs over all folds (metrics.csv), the same whether or not the run was resumed."""
+    import pandas as pd
+
+    total = 0.0
+    for csv in run_dir.glob("fold*/metrics.csv"):
+        try:
+            total += float(pd.read_csv(csv)["seconds"].sum())
+        except (OSError, ValueError, KeyError):
+            continue
+    return total
+
+
+def _run_fold(config: TrainConfig, data: AdienceData, run_dir: Path, fold: int, emit: Callable, stop,
+              cache: ImageCache) -> FoldResult:
+    import json
+
+    folder = fold_dir(run_dir, fold)
+    done = folder / "test_metrics.json"
+    if done.is_file():
+        try:
+            summary = json.loads(done.read_text(encoding="utf-8"))["summary"]
+            emit({"type": "log", "message": f"fold {fold} was already finished; its test metrics are kept"})
+            return FoldResult(fold, "finished", config.epochs, None, summary)
+        except (OSError, ValueError, KeyError, TypeError):
+            emit({"type": "log", "message": f"fold {fold}: test_metrics.json is unreadable; evaluating again"})
+    split = make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
+    return fit(config, data, split, folder, emit, stop, read_resume_state(folder), cache)
+
+
+def resume(run_dir: str | Path, on_event: Callable[[dict], None] | None = None,
+           stop: threading.Event | None = None, measure_crop: Callable[[list[str]], dict | None] | None = None) -> Path:
+    """Continue a stopped or interrupted run where it stopped (its saved config); return the run folder."""
+    return cross_validate(read_run_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir,
+                          measure_crop=measure_crop)

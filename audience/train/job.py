@@ -1,0 +1,258 @@
+"""One background training job for the whole server, so the UI can start, watch, stop and resume it.
+
+The state lives in this module (a registry under a lock), not in a browser session: reloading the
+page or opening a second browser shows the same job. `cross_validate` runs in a daemon thread and
+reports through `on_event`; this module turns the events into a progress line, a log tail and
+per-epoch curve points. Stopping sets the trainer's stop Event, so the run ends after the current
+batch with valid files. No gradio here: the Train tab polls `job_status()`.
+
+Threads: the job trains in a thread of the server process, and torch's intra-op thread count is
+per process. On the CPU, cross_validate sets it to (cores - loader workers) for the run and puts
+the previous value back when the run ends, however it ends; predictions served meanwhile run on
+those same threads next to the training and are slower until it ends, then back to normal.
+
+A job is refused (AudienceError, nothing started) on a public deployment without
+AUDIENCE_ALLOW_TRAINING=1 (`training_allowed`), for a data root outside settings.allowed_data_dirs(),
+and while another job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+from audience import settings
+from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
+from audience.errors import AudienceError
+from audience.train.config import read_run_config
+from audience.train.job_status import JobStatus, apply_event
+
+LOG_LINES = 400  # kept in memory; the full log is the run's train.log
+TAIL_LINES = 200  # returned by job_status()
+LOOPBACK_NAMES = ("localhost", "")
+
+
+class _Job:
+    """The live job: the status the events update, the stop Event, the thread."""
+
+    def __init__(self, config, resume: Path | None, measure_crop=None):
+        self.config = config
+        self.resume = resume
+        self.measure_crop = measure_crop  # the predict stage's crop measurement, handed in by the UI
+        self.stop = threading.Event()
+        self.status = JobStatus(state="running", started_at=time.time(), arch=getattr(config, "arch", None))
+        self.log: deque[str] = deque(maxlen=LOG_LINES)
+        self.thread: threading.Thread | None = None
+
+    def add_log(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for part in str(line).splitlines() or [""]:
+            self.log.append(f"{stamp} {part}")
+
+
+_lock = threading.Lock()
+_job: _Job | None = None
+
+
+# ---------------------------------------------------------------- permission and data root
+
+
+def _is_loopback(server_name: str | None) -> bool:
+    name = (server_name or "").strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def training_allowed(server_name: str | None = None, share: bool = False) -> tuple[bool, str]:
+    """(allowed, reason). Public deployments train only with AUDIENCE_ALLOW_TRAINING=1.
+
+    Public means: on Hugging Face Spaces (env SPACE_ID), or served on a non-loopback address
+    (`server_name`, else env GRADIO_SERVER_NAME), or through a share link.
+    """
+    if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
+        return True, "Training is enabled (AUDIENCE_ALLOW_TRAINING=1)."
+    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
+    if os.environ.get("SPACE_ID"):
+        where = f"on the Hugging Face Space {os.environ['SPACE_ID']}"
+    elif share:
+        where = "through a public share link"
+    elif not _is_loopback(server_name):
+        where = f"on the network address {server_name}"
+    else:
+        return True, "Training is enabled (the app runs locally)."
+    return False, (
+        f"Training is turned off because this app is served {where}; start it with the environment variable "
+        "AUDIENCE_ALLOW_TRAINING=1 to allow training (it uses the server's CPU/GPU for minutes to hours)."
+    )
+
+
+def training_data_root(text: str | None) -> Path:
+    """The data root the UI may train on: 'demo' or empty means the demo dataset (made on first use);
+    any other path must lie under settings.allowed_data_dirs()."""
+    return resolve_data_root((text or "").strip() or DEMO_DATA, allowed=settings.allowed_data_dirs())
+
+
+def _resolve_run_dir(run_dir: str | Path) -> Path:
+    runs = settings.runs_dir().resolve()
+    path = Path(run_dir)
+    path = (path if path.is_absolute() else runs / path).resolve()
+    if not path.is_relative_to(runs) or path == runs:
+        raise AudienceError(f"Run {run_dir} is not a folder under the runs folder {runs}.")
+    if not (path / "config.json").is_file():
+        raise AudienceError(f"Run {path.name} has no config.json, so it cannot be resumed.")
+    return path
+
+
+# ---------------------------------------------------------------- the training thread
+
+
+def _on_event(job: _Job, event: dict) -> None:
+    with _lock:
+        try:
+            line = apply_event(job.status, event)
+            if line:
+                job.add_log(line)
+        except Exception as error:  # noqa: BLE001 - a malformed event must not kill the training thread
+            job.add_log(f"(could not read a progress event: {error})")
+
+
+def _run(job: _Job) -> None:
+    from audience.train.cross_validate import cross_validate
+
+    run_dir, error = None, None
+    try:
+        run_dir = cross_validate(job.config, on_event=lambda e: _on_event(job, e), stop=job.stop, resume=job.resume,
+                                 measure_crop=job.measure_crop)
+        outcome = "stopped" if job.stop.is_set() else "finished"
+    except AudienceError as exc:
+        outcome, error = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - the UI must show the failure, not lose it in a thread
+        outcome, error = "failed", f"Training failed with {type(exc).__name__}: {exc}"
+        with _lock:
+            job.add_log(traceback.format_exc())
+    with _lock:
+        status = job.status
+        if run_dir is not None:
+            status.run_dir, status.run_id = str(run_dir), Path(run_dir).name
+        status.state, status.finished_at, status.eta_s = outcome, time.time(), None
+        if error:
+            already_logged = status.error == error
+            status.error = error
+            if not already_logged:
+                job.add_log(f"error: {error}")
+        elif outcome == "stopped":
+            job.add_log(f"run {status.run_id} stopped; resume it from the Resume list")
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _refusal(status: JobStatus) -> AudienceError:
+    where = f"run {status.run_id or '(starting)'}"
+    if status.n_folds and status.fold_index:
+        where += f", fold {status.fold_index}/{status.n_folds}"
+    if status.epochs:
+        where += f", epoch {status.epoch}/{status.epochs}"
+    return AudienceError(f"A training run is already in progress ({where}); stop it or wait.")
+
+
+def _checked_data(config):
+    """The config with its data root checked (and resolved, unless it is the demo set)."""
+    if is_demo_root(config.data) or not str(config.data).strip():
+        return config.replace(data=DEMO_DATA)
+    return config.replace(data=str(training_data_root(config.data)))
+
+
+def _launch(config, resume: Path | None, server_name: str | None, share: bool, measure_crop=None) -> JobStatus:
+    global _job
+    allowed, reason = training_allowed(server_name, share)
+    if not allowed:
+        raise AudienceError(reason)
+    config = _checked_data(config)
+    with _lock:
+        if _job is not None and _job.status.active:
+            raise _refusal(_job.status)
+        job = _Job(config, resume, measure_crop)
+        if resume is not None:
+            job.status.run_dir, job.status.run_id = str(resume), resume.name
+        job.add_log(f"resuming run {resume.name}" if resume is not None else "starting a training run")
+        job.thread = threading.Thread(target=_run, args=(job,), name="audience-training", daemon=True)
+        _job = job
+        job.thread.start()
+        return _snapshot(job)
+
+
+def start_job(config, *, server_name: str | None = None, share: bool = False, measure_crop=None) -> JobStatus:
+    """Start cross_validate(config) in the background; AudienceError (nothing started) when training is
+    not allowed here or a run is already in progress. `measure_crop`: see cross_validate."""
+    return _launch(config, None, server_name, share, measure_crop)
+
+
+def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False,
+               measure_crop=None) -> JobStatus:
+    """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state."""
+    path = _resolve_run_dir(run_dir)
+    return _launch(read_run_config(path), path, server_name, share, measure_crop)
+
+
+def stop_job() -> JobStatus:
+    """Ask the running job to stop after its current batch (its files stay valid); no-op when idle."""
+    with _lock:
+        if _job is not None and _job.status.state == "running":
+            _job.stop.set()
+            _job.status.state = "stopping"
+            _job.add_log("stop requested: the run ends after the current batch")
+        return _snapshot(_job)
+
+
+def job_status(tail: int = TAIL_LINES) -> JobStatus:
+    """A snapshot of the server's job (state 'idle' before the first run)."""
+    with _lock:
+        return _snapshot(_job, tail)
+
+
+def wait_job(timeout: float | None = None) -> JobStatus:
+    """Block until the current job's thread ends (or `timeout` seconds); return its status."""
+    with _lock:
+        thread = _job.thread if _job is not None else None
+    if thread is not None:
+        thread.join(timeout)
+    return job_status()
+
+
+def _snapshot(job: _Job | None, tail: int = TAIL_LINES) -> JobStatus:
+    if job is None:
+        return JobStatus()
+    status = replace(job.status, curves=copy.deepcopy(job.status.curves), folds=list(job.status.folds))
+    status.log = list(job.log)[-tail:] if tail else []
+    return status
+
+
+RESUMABLE_STATES = ("stopped", "interrupted", "failed")
+
+
+def resumable_runs() -> list[tuple[str, str]]:
+    """(label, run id) of the runs under the runs folder that stopped before the end, newest first."""
+    from audience.train.runs import list_runs
+
+    with _lock:
+        busy = _job.status.run_id if _job is not None and _job.status.active else None
+    choices = []
+    for run in list_runs(settings.runs_dir()):
+        if run.config is None or run.run_id == busy or run.state not in RESUMABLE_STATES:
+            continue
+        status = run.status or {}
+        where = f"fold {status.get('fold')}, epoch {status.get('epoch')}" if status.get("fold") is not None else ""
+        choices.append((f"{run.run_id} ({run.state}{', ' + where if where else ''})", run.run_id))
+    return choices

@@ -1,0 +1,111 @@
+"""The package layout: one subpackage per stage, imports flowing one way, no import cycle.
+
+The import graph is read with `ast` (every import, also those inside functions and under
+TYPE_CHECKING), so a cycle hidden in a function body fails here as well.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "audience"
+BASE_MODULES = {"__init__", "errors", "settings", "labels", "files"}
+# A stage may import base modules, its own modules and those of a lower rank; never a stage of
+# the same or a higher rank (eda and model are independent, so are train and predict).
+STAGE_RANK = {"data": 1, "eda": 2, "model": 2, "train": 3, "predict": 3, "compare": 4, "publish": 4, "ui": 5}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """The audience modules `path` imports; `from pkg import name` counts as pkg.name when that is a module."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
+                     for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known and name != "audience"}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, set(modules)) for name, path in modules.items()}
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGE_RANK) else None
+
+
+def test_only_base_modules_sit_directly_in_the_package():
+    loose = {path.stem for path in PACKAGE.glob("*.py")} - BASE_MODULES
+    assert not loose, f"modules outside a stage subpackage: {sorted(loose)}"
+    stages = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()}
+    assert stages == set(STAGE_RANK)
+
+
+def test_imports_flow_down_the_stages():
+    against = []
+    for module, imported in _graph().items():
+        stage = _stage(module)
+        for target in imported:
+            other = _stage(target)
+            if stage is None and other is not None:
+                against.append(f"base module {module} imports {target}")
+            elif stage is not None and other is not None and other != stage and STAGE_RANK[other] >= STAGE_RANK[stage]:
+                against.append(f"{module} ({stage}) imports {target} ({other})")
+    assert not against, "imports against the stage order:\n" + "\n".join(sorted(against))
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle():
+    cycle = _find_cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_checks_see_a_cycle_and_a_backward_import():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+    assert _stage("audience.train.fold") == "train" and _stage("audience.labels") is None
+    assert _stage("audience.ui") == "ui"
+
+
+def test_every_stage_imports():
+    import importlib
+
+    for stage in STAGE_RANK:
+        importlib.import_module(f"audience.{stage}")
