@@ -66,3 +66,18 @@ def test_its_model_card_is_the_one_the_code_generates(path):
 
 
 CARD_REPO = "YOUR-USER/audience-utkface"  # the placeholder repo id of the committed card
+
+
+def test_an_api_call_without_a_model_name_gets_the_default_model(monkeypatch):
+    data = pytest.importorskip("skimage.data")
+    from audience.ui import predict_view
+    from audience.ui.predict import predict_image
+
+    monkeypatch.delenv("AUDIENCE_CHECKPOINTS", raising=False)
+    monkeypatch.delenv("AUDIENCE_MODEL_REPO", raising=False)
+    assert predict_view.resolve_checkpoint(None) == predict_view.resolve_checkpoint(predict_view.default_model())
+    *_, result, status = predict_image(data.astronaut(), None)
+    assert result["faces"][0]["age"]["label"] in AGE_CLASSES and result["faces"][0]["gender"] is not None
+    assert result["model"] == predict_view.resolve_checkpoint(None).name  # says which model answered
+    *_, result, _ = predict_image(data.astronaut(), predict_view.NO_MODEL)
+    assert result["faces"][0]["age"] is None  # "none" still asks for detection only

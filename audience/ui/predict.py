@@ -44,12 +44,13 @@ def predict_image(image, model_name: str | None, whole_image: bool = False, tta:
         return None, EMPTY_TABLE, None, None, "Upload an image, paste one or take a webcam snapshot."
     try:
         rgb = read_image(source_of(image))
-        predictor = get_predictor(resolve_checkpoint(model_name))
+        checkpoint = resolve_checkpoint(model_name)
+        predictor = get_predictor(checkpoint)
         predictions, timings = predictor.predict_timed(rgb, whole_image=bool(whole_image), tta_flip=bool(tta))
     except AudienceError as error:
         return None, EMPTY_TABLE, None, None, f"**Error:** {error}"
     faces = [prediction.to_dict() for prediction in predictions]
-    result = {"model": None if predictor.detection_only else model_name, "note": predictor.note, "faces": faces}
+    result = {"model": None if checkpoint is None else checkpoint.name, "note": predictor.note, "faces": faces}
     return (
         draw_predictions(rgb, predictions),
         faces_table(predictions),

@@ -62,8 +62,14 @@ def default_model() -> str:
 
 
 def resolve_checkpoint(name: str | None) -> Path | None:
-    """The checkpoint file a dropdown value (or API argument) names, inside checkpoints_dir() only."""
-    if name is None or str(name).strip() in ("", NO_MODEL):
+    """The checkpoint file a dropdown value (or API argument) names, inside checkpoints_dir() only.
+
+    No name (an API call that leaves it out) means the default model, the one the tab opens with;
+    NO_MODEL asks for detection only.
+    """
+    if name is None or not str(name).strip():
+        name = default_model()
+    if str(name).strip() == NO_MODEL:
         return None
     name = str(name).strip()
     hub_path = hub.find_hub_checkpoint(name)  # None unless `name` is the configured Hub model's value
