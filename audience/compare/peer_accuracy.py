@@ -18,7 +18,7 @@ import numpy as np
 from audience.data.formats import read_dataset
 from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS
+from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS, format_percent
 from audience.predict.crop_geometry import sample_paths
 from audience.predict.predictor import Predictor
 from audience.train.evaluation import evaluation_rows
@@ -101,9 +101,7 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
 
 
 def _line(summary: dict) -> str:
-    def percent(value):
-        return "-" if value is None else f"{100 * value:.1f}%"
-
-    return (f"age exact {percent(summary['age_exact'])}, 1-off {percent(summary['age_one_off'])} "
-            f"(n {summary['n_age']}), gender {percent(summary['gender_acc'])} (n {summary['n_gender']}), "
+    return (f"age exact {format_percent(summary['age_exact'], unit='%')}, 1-off "
+            f"{format_percent(summary['age_one_off'], unit='%')} (n {summary['n_age']}), gender "
+            f"{format_percent(summary['gender_acc'], unit='%')} (n {summary['n_gender']}), "
             f"{summary['ms_per_face']} ms/face")

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from audience.errors import AudienceError
+from audience.labels import SUMMARY_KEYS
 from audience.model.checkpoint import read_checkpoint_metadata
 from audience.predict.batch import list_checkpoints
 from audience.train.runs import RunInfo
 
 SHIPPED_PREFIX = "checkpoint:"
-SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
 
 def _summary(metadata: dict) -> dict:
