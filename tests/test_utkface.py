@@ -168,3 +168,28 @@ def test_evaluate_needs_a_fold_or_split_all(small_utkface, tmp_path, capsys):
         main([str(tmp_path / "x.json"), "--data", str(small_utkface)])
     assert exit_info.value.code == 2
     assert "--split all" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, monkeypatch):
+    """The Train tab's path (the background job, the crop measurement handed in) on a UTKFace folder."""
+    from audience.predict.crop_geometry import measure_crop_geometry
+    from audience.train import job as jobs
+    from audience.train.config import TrainConfig
+
+    for name in ("SPACE_ID", "AUDIENCE_ALLOW_TRAINING", "GRADIO_SERVER_NAME", "AUDIENCE_DATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(small_utkface.parent))
+    monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(jobs, "_job", None)
+    config = TrainConfig(data=str(small_utkface), arch="tiny", folds="0", epochs=1, batch_size=16, image_size=32,
+                         workers=0, calibrate=False)
+    jobs.start_job(config, server_name="127.0.0.1", measure_crop=measure_crop_geometry)
+    jobs.wait_job(timeout=300)
+    status = jobs.job_status(200)
+    assert status.state == "finished", status.error
+    log = "\n".join(status.log)
+    assert "UTKFace folder" in log and "image-level" in log
+    best = json.loads(next((tmp_path / "runs").glob("*/fold0/best.json")).read_text(encoding="utf-8"))
+    assert best["split_level"] == "image" and best["dataset"]["format"] == "utkface"
