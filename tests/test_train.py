@@ -265,7 +265,7 @@ def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(small_root
 
     def loss_that_explodes(outputs, age, gender, config):
         value = real_loss(outputs, age, gender, config)
-        if torch.is_grad_enabled():
+        if value.requires_grad:  # training batches only (the validation loss is computed on plain logits)
             calls.append(1)
             if len(calls) > 3:  # after the first epoch (3 batches)
                 return value * float("nan")
@@ -281,6 +281,28 @@ def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(small_root
     assert events[-1]["type"] == "error"
     assert load_checkpoint(run_dir / "fold0" / "last")[2]["epoch"] == 1
     assert len(pd.read_csv(run_dir / "fold0" / "metrics.csv")) == 1
+
+
+def test_a_nan_validation_loss_never_becomes_the_best_model(small_root, tmp_path, monkeypatch):
+    """--lr 1e9 on MobileNetV3 kept the training loss finite, saved a model with a NaN validation loss as best,
+    then died with an internal error (NaN is not JSON). A non-finite validation loss now stops the run with
+    the lr sentence, and the files of the last finite epoch stay as they were."""
+    from audience.train import fold as fold_module
+
+    real, calls = fold_module.logits_loss, []
+
+    def nan_from_the_second_validation(predicted, config):
+        calls.append(1)
+        return float("nan") if len(calls) == 2 else real(predicted, config)
+
+    monkeypatch.setattr(fold_module, "logits_loss", nan_from_the_second_validation)
+    with pytest.raises(AudienceError, match="validation loss is nan after epoch 2.*lower --lr"):
+        cross_validate(tiny_config(small_root, tmp_path, epochs=3))
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    for name in ("best", "last"):
+        assert load_checkpoint(run_dir / "fold0" / name)[2]["epoch"] == 1
+    assert np.isfinite(pd.read_csv(run_dir / "fold0" / "metrics.csv")["val_loss"]).all()
 
 
 def test_training_runs_on_data_with_an_unreadable_image(small_root, tmp_path):

@@ -32,6 +32,7 @@ from audience.model.state import load_state_strictly
 from audience.train.config import build_cache_for, resolve_config
 from audience.train.evaluation import calibrate_heads, calibration_line
 from audience.train.loop import (
+    LossNotFinite,
     build_scheduler,
     epoch_seed,
     logits_loss,
@@ -162,9 +163,14 @@ class _FoldTrainer:
 
     def evaluate(self, name: str) -> tuple[dict, dict, float]:
         predicted = predict_logits(self.model, self.loaders[name], self.device)
+        loss = logits_loss(predicted, self.config)
+        if not math.isfinite(loss):
+            # A model with a NaN/inf loss must never become "best" nor "last": the run stops here and the files
+            # of the previous epoch stay as they were.
+            raise LossNotFinite(f"the {'validation' if name == 'val' else name} loss is {loss}")
         metrics = compute_metrics(predicted["age_true"], predicted.get("age"), predicted["gender_true"],
                                   predicted.get("gender"))
-        return predicted, metrics, logits_loss(predicted, self.config)
+        return predicted, metrics, loss
 
     def restore(self, state: dict) -> tuple[int, float, int | None]:
         if state.get("steps_per_epoch") != self.steps or state.get("fold") != self.fold:
@@ -215,7 +221,10 @@ def _train_epoch(trainer: _FoldTrainer, epoch: int, measured: float | None, stop
     if stopped:
         return None
     train_seconds = time.perf_counter() - started
-    _, val_metrics, val_loss = trainer.evaluate("val")
+    try:
+        _, val_metrics, val_loss = trainer.evaluate("val")
+    except LossNotFinite as error:
+        raise LossNotFinite(f"{error} after epoch {epoch} (training loss {train_loss:.4g})") from None
     row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
            **{f"val_{k}": val_metrics[k] for k in ACCURACY_KEYS},
            "lr": lr, "images_per_s": images / train_seconds, "seconds": time.perf_counter() - started}
