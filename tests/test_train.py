@@ -305,6 +305,35 @@ def test_a_nan_validation_loss_never_becomes_the_best_model(small_root, tmp_path
     assert np.isfinite(pd.read_csv(run_dir / "fold0" / "metrics.csv")["val_loss"]).all()
 
 
+def test_a_run_folder_has_one_owner_at_a_time(small_root, tmp_path, monkeypatch):
+    """/train_resume resumed a run that a CLI process beside the app was training: both wrote the same folder."""
+    import socket
+    import subprocess
+    import sys
+
+    from audience.train import job as jobs
+    from audience.train.runs import OWNER_FILE
+
+    run_dir = cross_validate(tiny_config(small_root, tmp_path, epochs=1))
+    assert not (run_dir / OWNER_FILE).exists()  # released when the run ended
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid,
+                                                      "since": "2026-11-30T10:00:00"}))
+        with pytest.raises(AudienceError, match=f"being trained by process {other.pid} on "):
+            cross_validate(TrainConfig(data="demo"), resume=run_dir)
+        monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+        monkeypatch.setattr(jobs, "_job", None)
+        with pytest.raises(AudienceError, match=f"process {other.pid}"):
+            jobs.resume_job(run_dir.name, server_name="127.0.0.1")
+        assert json.loads((run_dir / OWNER_FILE).read_text())["pid"] == other.pid  # the owner's lock is kept
+    finally:
+        other.kill()
+        other.wait()
+    assert resume(run_dir) == run_dir  # the owner has ended: its stale lock is taken over
+    assert not (run_dir / OWNER_FILE).exists()
+
+
 def test_training_runs_on_data_with_an_unreadable_image(small_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(small_root, root)

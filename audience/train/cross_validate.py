@@ -58,7 +58,7 @@ from audience.train.config import TrainConfig, build_cache_for, read_data, read_
 from audience.train.fold import FoldResult, fit, read_resume_state
 from audience.train.loop import LossNotFinite, describe_device, resolve_device
 from audience.train.metrics import summarize_folds
-from audience.train.runs import RunEmitter, create_run_dir, fold_dir, now_iso
+from audience.train.runs import RunEmitter, claim_run, create_run_dir, fold_dir, now_iso, release_run
 
 __all__ = ["cross_validate", "resume"]
 
@@ -172,9 +172,23 @@ def cross_validate(
     AudienceError before its folder is made. A stop leaves status "stopped" and returns normally; a
     NaN/inf loss or bad input met while training marks the run failed and raises AudienceError; any
     other exception marks it failed, appends its traceback to train.log and propagates.
+
+    A run folder has one owner at a time (runs.claim_run): resuming a run that another live process
+    (a CLI run beside the app, say) is training is refused with a sentence naming that process.
     """
+    held: list[Path] = []  # the run folder this call owns; released whatever happens
+    try:
+        return _cross_validate(config, on_event, stop, resume, measure_crop, held)
+    finally:
+        for run_dir in held:
+            release_run(run_dir)
+
+
+def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, held: list[Path]) -> Path:
     if resume is not None:
         run_dir = Path(resume)
+        claim_run(run_dir)
+        held.append(run_dir)
         config = read_run_config(run_dir)
     config, data = _prepare(config.validated(), measure_crop)
     folds = config.fold_list()
@@ -188,6 +202,8 @@ def cross_validate(
     check_readable(data, splits, cache)
     if resume is None:
         run_dir = create_run_dir(config.out or settings.runs_dir(), config)
+        claim_run(run_dir)
+        held.append(run_dir)
         write_json_atomic(run_dir / "config.json", config.to_dict())
     emit.attach(run_dir)
     _announce(emit, config, data, device, resume is not None)

@@ -33,6 +33,7 @@ from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError
 from audience.train.config import read_run_config
 from audience.train.job_status import JobStatus, apply_event
+from audience.train.runs import describe_owner, run_owner
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
 TAIL_LINES = 200  # returned by job_status()
@@ -201,8 +202,12 @@ def start_job(config, *, server_name: str | None = None, share: bool = False, me
 
 def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False,
                measure_crop=None) -> JobStatus:
-    """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state."""
+    """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state; refused at
+    once (AudienceError naming the process) when another live process is training that run."""
     path = _resolve_run_dir(run_dir)
+    owner = run_owner(path)
+    if owner is not None:
+        raise AudienceError(describe_owner(path, owner))
     return _launch(read_run_config(path), path, server_name, share, measure_crop)
 
 

@@ -7,6 +7,7 @@ Layout of `runs/<run-id>/` (run-id: `YYYYMMDD-HHMMSS-<arch>-<protocol>[-<run_nam
     train.log          the lines the CLI printed
     cv_summary.json    per-metric mean/std/per_fold over the folds done so far, plus what was run
     command.txt        the command line(s) of scripts/train.py that started (and resumed) the run
+    owner.lock         while a process trains the run: its host, pid and start (one owner at a time)
     fold<k>/metrics.csv        one row per epoch (METRICS_COLUMNS)
     fold<k>/best.safetensors + best.json   best epoch by validation, with test metrics and temperature
     fold<k>/last.safetensors + last.json + last_state.pt   the last completed epoch (resume)
@@ -39,6 +40,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
 )
 STATES: tuple[str, ...] = ("running", "stopped", "finished", "failed")
 COMMAND_FILE = "command.txt"
+OWNER_FILE = "owner.lock"  # the process training the run: {host, pid, since}; removed when it ends
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
@@ -96,6 +98,56 @@ def now_iso() -> str:
 
 def host_and_pid() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def run_owner(run_dir: str | Path) -> dict | None:
+    """The live process that owns the run folder ({host, pid, since}), or None (no owner, or it has ended)."""
+    try:
+        owner = json.loads((Path(run_dir) / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(owner, dict) or not _process_alive(owner):
+        return None
+    return owner
+
+
+def describe_owner(run_dir: Path, owner: dict) -> str:
+    return (f"Run {Path(run_dir).name} is being trained by process {owner.get('pid')} on {owner.get('host')} "
+            f"(since {owner.get('since')}); stop that run first, or delete {Path(run_dir) / OWNER_FILE} if that "
+            "process is gone.")
+
+
+def claim_run(run_dir: str | Path) -> None:
+    """Make this process the run folder's one owner (OWNER_FILE: host, pid, since); AudienceError naming the
+    owner when another live process holds it. A lock left by a process that has ended is taken over."""
+    path = Path(run_dir) / OWNER_FILE
+    record = json.dumps({**host_and_pid(), "since": now_iso()})
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = run_owner(run_dir)
+            if owner is not None:
+                raise AudienceError(describe_owner(Path(run_dir), owner)) from None
+            path.unlink(missing_ok=True)  # stale: its process has ended
+            continue
+        except OSError as error:
+            raise AudienceError(f"{path}: cannot claim the run folder ({error.strerror}).") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(record)
+        return
+    raise AudienceError(f"Run {Path(run_dir).name}: another process keeps claiming it; try again.")
+
+
+def release_run(run_dir: str | Path) -> None:
+    """Give up the run folder if this process owns it (a lock of another process is left alone)."""
+    path = Path(run_dir) / OWNER_FILE
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(owner, dict) and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
 
 
 @dataclass
