@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -101,3 +102,12 @@ def test_dataset_reads_the_memmap_and_seeds_each_sample(demo_paths, tmp_path):
     assert torch.equal(evaluate[3][0], evaluate[3][0])
     clone = pickle.loads(pickle.dumps(evaluate))
     assert clone._array is None and torch.equal(clone[3][0], evaluate[3][0])  # workers open their own memmap
+
+
+@pytest.mark.parametrize("where", ["/dev/full", "file"])
+def test_a_cache_folder_that_cannot_be_written_is_one_sentence(demo_paths, tmp_path, where):
+    folder = tmp_path / "a-file" if where == "file" else Path(where)
+    if where == "file":
+        folder.write_text("not a folder")
+    with pytest.raises(AudienceError, match=f"{folder}: the image cache cannot be written there .*--cache-dir"):
+        build_image_cache(demo_paths[:4], 32, cache_dir=folder)

@@ -334,6 +334,31 @@ def test_a_run_folder_has_one_owner_at_a_time(small_root, tmp_path, monkeypatch)
     assert not (run_dir / OWNER_FILE).exists()
 
 
+def test_a_full_disk_fails_the_run_with_a_sentence(small_root, tmp_path, monkeypatch):
+    """A full disk left status.json at 'running' and the CLI pointed to a train.log without the error."""
+    import errno
+
+    from audience.train import fold as fold_module
+
+    real, calls = fold_module.write_epochs, []
+
+    def full_on_the_second_epoch(path, rows):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, rows)
+
+    monkeypatch.setattr(fold_module, "write_epochs", full_on_the_second_epoch)
+    events = []
+    with pytest.raises(AudienceError, match="The disk is full: .*metrics.csv could not be written.*--resume"):
+        cross_validate(tiny_config(small_root, tmp_path, epochs=3), on_event=events.append)
+    run_dir = next((tmp_path / "runs").iterdir())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "disk is full" in status["message"]
+    assert events[-1]["type"] == "error" and "disk is full" in (run_dir / "train.log").read_text()
+    assert load_checkpoint(run_dir / "fold0" / "last")[2]["epoch"] == 1  # the last completed epoch stays valid
+
+
 def test_training_runs_on_data_with_an_unreadable_image(small_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(small_root, root)

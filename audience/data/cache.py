@@ -165,6 +165,14 @@ def build_image_cache(
     if not unique:
         raise AudienceError("There are no images to cache: the data has no face with an image file.")
     folder = Path(cache_dir) if cache_dir is not None else settings.cache_dir()
+    try:
+        return _build_or_reuse(unique, size, folder, workers, on_progress, started)
+    except OSError as error:  # not a folder, no permission, a full disk (/dev/full): the user can act on it
+        raise AudienceError(f"{folder}: the image cache cannot be written there ({error.strerror or error}); choose "
+                            "another --cache-dir (or AUDIENCE_HOME) or free some space.") from None
+
+
+def _build_or_reuse(unique: list[str], size: int, folder: Path, workers, on_progress, started: float) -> ImageCache:
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{_cache_key(unique, size)}-{size}px"
     array_path, index_path = folder / f"{stem}.npy", folder / f"{stem}.json"

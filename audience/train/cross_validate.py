@@ -37,6 +37,7 @@ never stopped.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import traceback
@@ -148,6 +149,46 @@ def _train_folds(config: TrainConfig, data: AdienceData, emit: RunEmitter, stop,
     return summary
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _failure_sentence(error: Exception, config: TrainConfig, run_dir: Path) -> str | None:
+    """The sentence a failed run ends with; None for an OSError that is not a full disk (a bug)."""
+    if isinstance(error, LossNotFinite):
+        return (f"Training stopped: {error} (lr {config.lr}); lower --lr or raise --grad-clip. "
+                f"The files of the last completed epoch in {run_dir} stay valid.")
+    if isinstance(error, OSError):
+        if error.errno not in DISK_FULL:
+            return None
+        return (f"The disk is full: {error.filename or 'a file of the run'} could not be written. Free some space, "
+                f"then continue with: python scripts/train.py --resume {run_dir} (the files of the last completed "
+                "epoch stay valid).")
+    return str(error)
+
+
+def _record_failure(emit: RunEmitter, run_dir: Path, message: str) -> None:
+    """Mark the run failed with its sentence, as far as the disk allows (a full disk may refuse even that)."""
+    try:
+        emit.set_status(state="failed", ended=now_iso(), message=message)
+    except OSError:
+        pass
+    try:
+        emit({"type": "error", "run_dir": str(run_dir), "message": f"error: {message}"})
+    except OSError:
+        if emit.on_event is not None:  # the log line could not be written; the caller still hears of it
+            emit.on_event({"type": "error", "run_dir": str(run_dir), "message": f"error: {message}"})
+
+
+def _record_bug(emit: RunEmitter, error: BaseException) -> None:
+    """Mark the run failed and keep a bug's traceback in train.log (Ctrl-C is not a bug)."""
+    try:
+        emit.set_status(state="failed", ended=now_iso(), message=f"{type(error).__name__}: {error}")
+        if not isinstance(error, KeyboardInterrupt):  # a bug: its traceback is for whoever reports it
+            emit.write_log("internal error:\n" + traceback.format_exc())
+    except OSError:
+        pass
+
+
 def _prepare(config: TrainConfig, measure_crop) -> tuple[TrainConfig, AdienceData]:
     """The data and the config with its automatic settings; the data's crop geometry when `measure_crop` is given
     (the predict stage's detector, handed in by the caller: train never imports it)."""
@@ -215,18 +256,15 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, h
             # The loader's worker processes need cores too; more compute threads than free cores thrash.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.default_workers(device.type)))
         summary = _train_folds(config, data, emit, stop, model_size, cache)
-    except (AudienceError, LossNotFinite) as error:
-        message = str(error)
-        if isinstance(error, LossNotFinite):
-            message = (f"Training stopped: {error} (lr {config.lr}); lower --lr or raise --grad-clip. "
-                       f"The files of the last completed epoch in {run_dir} stay valid.")
-        emit.set_status(state="failed", ended=now_iso(), message=message)
-        emit({"type": "error", "run_dir": str(run_dir), "message": f"error: {message}"})
+    except (AudienceError, LossNotFinite, OSError) as error:
+        message = _failure_sentence(error, config, run_dir)
+        if message is None:  # an OSError other than a full disk: a bug
+            _record_bug(emit, error)
+            raise
+        _record_failure(emit, run_dir, message)
         raise AudienceError(message) from None
     except BaseException as error:
-        emit.set_status(state="failed", ended=now_iso(), message=f"{type(error).__name__}: {error}")
-        if not isinstance(error, KeyboardInterrupt):  # a bug: its traceback is for whoever reports it
-            emit.write_log("internal error:\n" + traceback.format_exc())
+        _record_bug(emit, error)
         raise
     finally:
         torch.set_num_threads(threads)
