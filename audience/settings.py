@@ -36,6 +36,19 @@ def cache_dir() -> Path:
     return home_dir() / "image-cache"
 
 
+DEFAULT_CACHE_GB = 8.0  # UTKFace at 128 px is 1.0 GB, Adience (19,487 faces) at 256 px 3.8 GB
+
+
+def cache_max_bytes() -> int:
+    """The size the image caches may take together (AUDIENCE_CACHE_GB, default 8); older ones are evicted."""
+    text = os.environ.get("AUDIENCE_CACHE_GB", "").strip()
+    try:
+        gigabytes = float(text) if text else DEFAULT_CACHE_GB
+    except ValueError:
+        gigabytes = DEFAULT_CACHE_GB
+    return int(max(gigabytes, 0.0) * 1e9)
+
+
 def runs_dir() -> Path:
     return _path_from_env("AUDIENCE_RUNS", PROJECT_ROOT / "runs")
 

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run with its saved settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary lines")
+    parser.add_argument("--clear-cache", action="store_true",
+                        help="delete the decoded-image caches (of --cache-dir, default AUDIENCE_HOME/image-cache) and "
+                             "exit; they are rebuilt when needed (AUDIENCE_CACHE_GB caps their size, default 8)")
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of an internal error to stderr (also AUDIENCE_DEBUG=1)")
     add_config_arguments(parser)
@@ -98,7 +101,13 @@ def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> s
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug")}
+    if args.clear_cache:
+        from audience.data.cache import clear_caches
+
+        folder = getattr(args, "cache_dir", None)
+        print(f"freed {clear_caches(folder) / 1e9:.2f} GB of image caches")
+        return 0
+    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "clear_cache")}
     if args.resume and given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         parser.error(f"--resume uses the run's saved settings; drop {flags}")

@@ -111,3 +111,30 @@ def test_a_cache_folder_that_cannot_be_written_is_one_sentence(demo_paths, tmp_p
         folder.write_text("not a folder")
     with pytest.raises(AudienceError, match=f"{folder}: the image cache cannot be written there .*--cache-dir"):
         build_image_cache(demo_paths[:4], 32, cache_dir=folder)
+
+
+def test_caches_past_the_size_cap_are_evicted_least_recently_used_first(demo_paths, tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    sizes = (16, 20, 24)
+    built = {}
+    for number, size in enumerate(sizes):
+        built[size] = build_image_cache(demo_paths[:8], size, cache_dir=folder).array_path
+        os.utime(built[size], (1000 + number, 1000 + number))  # made in this order
+    os.utime(built[16], (2000, 2000))  # 16 px reused last: the 20 px cache is now the least recently used
+    keep_two = built[16].stat().st_size + built[24].stat().st_size
+    monkeypatch.setenv("AUDIENCE_CACHE_GB", str((keep_two + 1) / 1e9))
+    newest = build_image_cache(demo_paths[:8], 28, cache_dir=folder).array_path
+    left = {path.name for path in folder.glob("*.npy")}
+    assert newest.name in left and built[20].name not in left and not built[20].with_suffix(".json").exists()
+    assert cache_module.clear_caches(folder) > 0 and not list(folder.glob("*.npy"))
+
+
+def test_train_cli_clears_the_cache(demo_paths, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "cache"
+    build_image_cache(demo_paths[:4], 16, cache_dir=folder)
+    done = subprocess.run([sys.executable, "scripts/train.py", "--clear-cache", "--cache-dir", str(folder)],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("freed ") and not list(folder.glob("*.npy"))

@@ -178,6 +178,7 @@ def _build_or_reuse(unique: list[str], size: int, folder: Path, workers, on_prog
     array_path, index_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     existing = _load_existing(array_path, index_path, unique, size)
     if existing is not None:
+        os.utime(array_path)  # recently used: the last to be evicted
         existing.seconds = time.perf_counter() - started
         return existing
 
@@ -188,8 +189,45 @@ def _build_or_reuse(unique: list[str], size: int, folder: Path, workers, on_prog
         array.flush()
         del array  # closes the map before the rename (required on Windows)
     write_json_atomic(index_path, {"format": CACHE_FORMAT, "size": size, "paths": unique, "failed": failed})
+    evict_caches(folder, settings.cache_max_bytes(), keep=array_path)
     return ImageCache(array_path, unique, size, failed=failed, decoded=len(unique),
                       seconds=time.perf_counter() - started)
+
+
+def _cache_files(folder: Path) -> list[Path]:
+    return [path for path in folder.glob("*px.npy") if path.is_file()]
+
+
+def evict_caches(folder: str | Path, max_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used caches in `folder` until the rest fit in `max_bytes`; return the deleted.
+
+    One array per data set and size is kept until then (each is reused by every run at that size); the
+    cache just built (`keep`) is never deleted, even alone over the limit.
+    """
+    arrays = sorted(_cache_files(Path(folder)), key=lambda path: path.stat().st_mtime)
+    total = sum(path.stat().st_size for path in arrays)
+    deleted = []
+    for path in arrays:
+        if total <= max_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        total -= path.stat().st_size
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted
+
+
+def clear_caches(folder: str | Path | None = None) -> int:
+    """Delete every decoded-image cache (`folder` defaults to settings.cache_dir()); return the bytes freed."""
+    folder = Path(folder) if folder is not None else settings.cache_dir()
+    freed = 0
+    for path in _cache_files(folder) if folder.is_dir() else []:
+        freed += path.stat().st_size
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+    return freed
 
 
 def describe_unreadable(cache: ImageCache, examples: int = 3) -> str | None:
