@@ -36,7 +36,9 @@ def default_data_root() -> str:
 
 def build_demo() -> gr.Blocks:
     root = default_data_root()
-    with gr.Blocks(title="Audience") as demo:
+    # Uploaded photos and the pictures made from them are deleted from gradio's temp folder once they are
+    # KEEP_FILES_S old (checked every minute), not kept until the server restarts.
+    with gr.Blocks(title="Audience", delete_cache=(60, settings.keep_files_seconds())) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs(selected=settings.default_tab()):
             with gr.Tab("EDA", id="eda"):

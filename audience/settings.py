@@ -36,6 +36,15 @@ def cache_dir() -> Path:
     return home_dir() / "image-cache"
 
 
+DEFAULT_KEEP_FILES_S = 600  # uploads and the images made from them: 10 minutes, then deleted
+
+
+def keep_files_seconds() -> int:
+    """How long gradio keeps an uploaded photo and its annotated copy (AUDIENCE_KEEP_FILES_S, default 600)."""
+    text = os.environ.get("AUDIENCE_KEEP_FILES_S", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_KEEP_FILES_S
+
+
 DEFAULT_CACHE_GB = 8.0  # UTKFace at 128 px is 1.0 GB, Adience (19,487 faces) at 256 px 3.8 GB
 
 

@@ -81,3 +81,4 @@ def test_an_api_call_without_a_model_name_gets_the_default_model(monkeypatch):
     assert result["model"] == predict_view.resolve_checkpoint(None).name  # says which model answered
     *_, result, _ = predict_image(data.astronaut(), predict_view.NO_MODEL)
     assert result["faces"][0]["age"] is None  # "none" still asks for detection only
+
