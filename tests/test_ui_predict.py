@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
 from audience.ui import predict_view
 from audience.ui.predict import predict_image, stream_frame
+from audience.ui.uploads import REFUSED
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -61,7 +63,8 @@ def test_predictor_cache_keeps_two(checkpoints):
     assert predict_view.get_predictor(checkpoints / "tiny.json") is not first  # evicted (least recently used)
 
 
-def test_predict_image_handler(checkpoints, astronaut_file):
+def test_predict_image_handler(checkpoints, astronaut_file, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(astronaut_file.parent))  # the file counts as uploaded
     annotated, table, chart, result, status = predict_image({"path": str(astronaut_file)}, "tiny.json", False, True)
     assert annotated.shape == (512, 512, 3)
     assert len(table) == 1 and table.iloc[0]["age"]
@@ -75,6 +78,29 @@ def test_predict_image_handler(checkpoints, astronaut_file):
     *_, status = predict_image({"path": str(astronaut_file)}, "../../etc/passwd")
     assert status.startswith("**Error:**")
     assert predict_image(None, "tiny.json")[-1].startswith("Upload")
+
+
+def test_predict_opens_only_regular_files_gradio_received(checkpoints, astronaut_file, tmp_path, monkeypatch):
+    """A path a request names must resolve to a regular file inside gradio's upload folder; every other path
+    (outside, missing, a folder, a FIFO, a symlink out of the folder, a NUL byte) gets one and the same sentence."""
+    uploads = tmp_path / "gradio-uploads"
+    uploads.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    fifo = uploads / "fifo.jpg"
+    os.mkfifo(fifo)
+    (uploads / "link-out.jpg").symlink_to(astronaut_file)
+    (uploads / "folder.jpg").mkdir()
+    refused = [str(astronaut_file), "/etc/passwd", str(uploads / "missing.jpg"), str(uploads / "folder.jpg"),
+               str(fifo), str(uploads / "link-out.jpg"), str(uploads / ".." / astronaut_file.parent.name / "x.jpg"),
+               "/etc/pass\x00wd", str(uploads)]
+    answers = set()
+    for path in refused:
+        for payload in ({"path": path}, path):
+            *_, status = predict_image(payload, "tiny.json")
+            answers.add(status)
+    assert answers == {f"**Error:** {REFUSED}"}
+    (uploads / "face.jpg").write_bytes(astronaut_file.read_bytes())
+    assert "1 face found" in predict_image({"path": str(uploads / "face.jpg")}, "tiny.json")[-1]
 
 
 def test_stream_smooths_per_session(checkpoints):

@@ -25,9 +25,9 @@ from audience.ui.predict_view import (
     model_choices,
     probability_chart,
     resolve_checkpoint,
-    source_of,
     status_text,
 )
+from audience.ui.uploads import source_of
 
 STREAM_EVERY_S = 0.2  # 5 frames/s: what a CPU classifies in time (docs/measurements.md)
 STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart

@@ -6,7 +6,6 @@ call directly.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 from collections import OrderedDict
@@ -124,18 +123,6 @@ def model_banner(name: str | None) -> str:
     if (metadata.get("dataset") or {}).get("synthetic"):
         return f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{note}"
     return f"Model: {hub.served_label(path)} ({describe_checkpoint(metadata)}).{note}"
-
-
-def source_of(value):
-    """The image inside a gradio payload: a FileData dict's path, a data: URL's bytes, or the value as is."""
-    if isinstance(value, dict):
-        if value.get("path"):
-            return value["path"]
-        url = value.get("url") or ""
-        if url.startswith("data:") and "," in url:
-            return base64.b64decode(url.split(",", 1)[1])
-        raise AudienceError("The uploaded image arrived without a file; upload it again.")
-    return value
 
 
 def faces_table(predictions: list[FacePrediction]) -> pd.DataFrame:
