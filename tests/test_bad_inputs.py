@@ -30,6 +30,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from skimage import data
 
+from audience.ui.request_limit import TOO_LARGE
 from audience.ui.uploads import REFUSED as UPLOAD_REFUSED
 
 BROKEN_IMAGES = {
@@ -277,4 +278,23 @@ def test_predict_without_meta_opens_no_server_file(server, tmp_path):
         assert time.monotonic() - started < 10, f"{path} held the request"
         answers[path] = status
     assert set(answers.values()) == {f"**Error:** {UPLOAD_REFUSED}"}, answers
+    assert server.alive()
+
+
+def test_requests_and_decoded_pixels_are_bounded(server, tmp_path):
+    """Every request's bytes are bounded (an inline data: URL bypassed the upload limit), and a small file that
+    declares 7000 x 7000 16-bit pixels is refused from its header, before decoding."""
+    payload = {"path": None, "url": "data:image/png;base64," + "A" * (100 * 1024 * 1024)}
+    refused = httpx.post(server.url + "gradio_api/call/predict",
+                         json={"data": [payload, "e2e-tiny.json", False, False]}, timeout=120)
+    assert refused.status_code == 413 and refused.json() == {"error": TOO_LARGE.format(limit=25)}, refused.text
+    chunks = (b"x" * (1024 * 1024) for _ in range(30))  # no Content-Length: the limit counts what arrives
+    refused = httpx.post(server.url + "gradio_api/call/predict", content=chunks,
+                         headers={"content-type": "application/json"}, timeout=120)
+    assert refused.status_code == 413, refused.text
+    bomb = tmp_path / "bomb.png"
+    Image.new("I;16", (7000, 7000)).save(bomb)
+    assert bomb.stat().st_size < 1024 * 1024
+    _, status = predict_status(Client(server.url, verbose=False), handle_file(str(bomb)))
+    assert status == "**Error:** bomb.png: the image is 7000 x 7000 pixels, more than the limit of 40,000,000 pixels"
     assert server.alive()

@@ -15,7 +15,7 @@ from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
 from audience.ui import predict_view
 from audience.ui.predict import predict_image, stream_frame
-from audience.ui.uploads import REFUSED
+from audience.ui.uploads import MAX_IMAGE_BYTES, REFUSED
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -101,6 +101,15 @@ def test_predict_opens_only_regular_files_gradio_received(checkpoints, astronaut
     assert answers == {f"**Error:** {REFUSED}"}
     (uploads / "face.jpg").write_bytes(astronaut_file.read_bytes())
     assert "1 face found" in predict_image({"path": str(uploads / "face.jpg")}, "tiny.json")[-1]
+
+
+def test_inline_images_are_bounded_before_decoding(checkpoints):
+    """A data: URL (what a JSON body can carry instead of an upload) over the upload limit is refused before it
+    is decoded; one that is not base64 gets a sentence."""
+    huge = {"url": "data:image/png;base64," + "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8)}
+    assert predict_image(huge, "tiny.json")[-1] == "**Error:** The image is larger than the limit of 20 MB."
+    assert predict_image({"url": "data:image/png;base64,@@@"}, "tiny.json")[-1] == (
+        "**Error:** The image's data: URL is not valid base64.")
 
 
 def test_stream_smooths_per_session(checkpoints):

@@ -19,6 +19,7 @@ from gradio.utils import get_upload_folder
 
 from audience.errors import AudienceError
 
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # app.py's upload limit, also for an image sent inline as a data: URL
 REFUSED = "The image must be uploaded through the app; a file on the server cannot be opened."
 
 
@@ -51,7 +52,13 @@ def source_of(value):
             return uploaded_file(value["path"])
         url = value.get("url") or ""
         if url.startswith("data:") and "," in url:
-            return base64.b64decode(url.split(",", 1)[1])
+            encoded = url.split(",", 1)[1]
+            if len(encoded) > MAX_IMAGE_BYTES * 4 // 3 + 4:  # base64: 4 characters per 3 bytes
+                raise AudienceError(f"The image is larger than the limit of {MAX_IMAGE_BYTES // 2**20} MB.")
+            try:
+                return base64.b64decode(encoded, validate=True)
+            except ValueError as error:
+                raise AudienceError("The image's data: URL is not valid base64.") from error
         raise AudienceError("The uploaded image arrived without a file; upload it again.")
     if isinstance(value, str | os.PathLike):
         return uploaded_file(value)
