@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from audience.data.contained import files_inside, is_plain_name, resolves_inside
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted, shorten
 from audience.labels import NO_CLASS, POLICIES, parse_age, parse_gender
 
 N_FOLDS = 5
@@ -105,7 +105,7 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
     if header != FOLD_COLUMNS:
         raise AudienceError(
             f"{path} line 1: wrong header; expected the 12 tab-separated columns "
-            f"{', '.join(FOLD_COLUMNS)}, found {', '.join(header) or 'nothing'}."
+            f"{', '.join(FOLD_COLUMNS)}, found {shorten(', '.join(header) or 'nothing')}."
         )
     records = []
     for number, line in enumerate(lines[1:], start=2):
@@ -133,13 +133,13 @@ def _checked_names(path: Path, number: int, cells: list[str]) -> tuple[str, str,
         raise AudienceError(f"{path} line {number}: user_id and original_image must be plain names, "
                             "without '/', '\\', '..' or a NUL byte.")
     if not face_id.isdigit():
-        raise AudienceError(f"{path} line {number}: face_id must be a whole number, found {face_id!r}.")
+        raise AudienceError(f"{path} line {number}: face_id must be a whole number, found {quoted(face_id)}.")
     return user_id, original_image, face_id
 
 
 def _resolve_images(root: Path, images: str) -> str:
     if images not in IMAGE_MODES:
-        raise AudienceError(f"unknown image folder {images!r}: use one of {', '.join(IMAGE_MODES)}.")
+        raise AudienceError(f"unknown image folder {quoted(images)}: use one of {', '.join(IMAGE_MODES)}.")
     if images == "auto":
         for candidate in ("aligned", "faces"):
             if (root / candidate).is_dir():
@@ -178,7 +178,7 @@ def read_adience(root: str | Path, policy: str = "bins", images: str = "auto") -
             f"{root}: data root not found (expected a folder with fold_0_data.txt ... fold_4_data.txt)."
         )
     if policy not in POLICIES:
-        raise AudienceError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}.")
+        raise AudienceError(f"unknown label policy {quoted(policy)}: use one of {', '.join(POLICIES)}.")
     root = root.resolve()
     for fold in range(N_FOLDS):
         if fold_file(root, fold).exists() and not resolves_inside(fold_file(root, fold), root):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from audience.data.contained import files_inside
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import GENDER_CLASSES, NO_CLASS, POLICIES, age_class_of
 
 UTKFACE_SUFFIX = ".chip.jpg"
@@ -97,7 +97,7 @@ def read_utkface_table(root: str | Path, policy: str = "bins", images: bool = Tr
     plus `age_years` and `race`. Raises AudienceError when the folder holds no chip at all.
     """
     if policy not in POLICIES:
-        raise AudienceError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}.")
+        raise AudienceError(f"unknown label policy {quoted(policy)}: use one of {', '.join(POLICIES)}.")
     root = Path(root).expanduser()
     folder = utkface_folder(root)
     if folder is None:

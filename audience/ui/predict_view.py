@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.predictor import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
@@ -78,7 +78,7 @@ def resolve_checkpoint(name: str | None) -> Path | None:
         name += METADATA_SUFFIX
     folder = checkpoints_dir()
     if Path(name).name != name:  # no paths: the UI serves only the checkpoints folder
-        raise AudienceError(f"Model name {name!r} must be a file name in {folder}, not a path.")
+        raise AudienceError(f"Model name {quoted(name)} must be a file name in {folder}, not a path.")
     path = folder / name
     if not path.is_file():
         raise AudienceError(f"Model {name} is not in {folder}: press the refresh button and pick another.")
