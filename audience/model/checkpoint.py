@@ -26,6 +26,7 @@ from audience.data.transforms import build_eval_transform
 from audience.errors import AudienceError, quoted
 from audience.files import replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
+from audience.model.metadata import check_checkpoint_metadata
 from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
 from audience.model.state import load_state_strictly
 
@@ -152,6 +153,7 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
             f"Checkpoint metadata {json_path} names architecture {quoted(metadata['arch'])} and task "
             f"{quoted(metadata['task'])}; this version knows {', '.join(ARCHS)} and {', '.join(HEADS_OF_TASK)}."
         )
+    check_checkpoint_metadata(metadata, str(json_path))
     return metadata
 
 
