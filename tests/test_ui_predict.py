@@ -123,6 +123,21 @@ def test_stream_smooths_per_session(checkpoints):
     assert session["model"] == predict_view.NO_MODEL and session["tracker"].tracks[0].frames == 1
 
 
+def test_stream_frames_open_no_server_file(checkpoints, astronaut_file, tmp_path, monkeypatch):
+    """The webcam stream decodes its frames itself (preprocess=False: gradio's image preprocessing opens any
+    path a payload without "meta" names), with /predict's checks: a server path gets the one refusal."""
+    from audience.ui.predict import build_predict_tab
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    for payload in ({"path": str(astronaut_file)}, {"path": "/etc/passwd"}, str(astronaut_file)):
+        annotated, _, status = stream_frame(payload, "tiny.json", None)
+        assert annotated is None and status == f"**Error:** {REFUSED}"
+    with gr.Blocks() as demo:
+        build_predict_tab(demo)
+    streams = [fn for fn in demo.fns.values() if fn.fn is stream_frame]
+    assert len(streams) == 1 and streams[0].preprocess is False
+
+
 @pytest.mark.slow
 def test_predict_api_through_gradio_client(checkpoints, astronaut_file, tmp_path, monkeypatch):
     from audience.ui.predict import build_predict_tab

@@ -60,6 +60,8 @@ def source_of(value):
             except ValueError as error:
                 raise AudienceError("The image's data: URL is not valid base64.") from error
         raise AudienceError("The uploaded image arrived without a file; upload it again.")
+    if isinstance(value, str) and value.startswith("data:"):
+        return source_of({"url": value})
     if isinstance(value, str | os.PathLike):
         return uploaded_file(value)
     return value
