@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 from pathlib import Path
 
@@ -132,6 +134,12 @@ def test_stream_frames_open_no_server_file(checkpoints, astronaut_file, tmp_path
     for payload in ({"path": str(astronaut_file)}, {"path": "/etc/passwd"}, str(astronaut_file)):
         annotated, _, status = stream_frame(payload, "tiny.json", None)
         assert annotated is None and status == f"**Error:** {REFUSED}"
+    jpeg = io.BytesIO()
+    Image.open(astronaut_file).save(jpeg, "JPEG")
+    frame = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()  # what the browser streams
+    for payload in (frame, {"url": frame}):
+        annotated, _, status = stream_frame(payload, "tiny.json", None)
+        assert annotated.shape == (512, 512, 3) and "1 face" in status, status
     with gr.Blocks() as demo:
         build_predict_tab(demo)
     streams = [fn for fn in demo.fns.values() if fn.fn is stream_frame]
