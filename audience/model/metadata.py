@@ -54,8 +54,13 @@ def check_checkpoint_metadata(metadata: dict, name: str) -> None:
     try:
         CheckpointMetadata.model_validate(metadata)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "the metadata"
-        found = "" if first["type"] == "missing" else f" (found {quoted(first.get('input'))})"
-        reason = first["msg"].split(" or instance of ")[0]  # pydantic names its own class there
-        raise AudienceError(f"Checkpoint metadata {name}: {field}: {reason[:1].lower()}{reason[1:]}{found}.") from None
+        raise AudienceError(f"Checkpoint metadata {name}: {first_problem(error)}.") from None
+
+
+def first_problem(error: ValidationError) -> str:
+    """'field: what is wrong (found VALUE)' for the first problem pydantic found, the value cut short."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "the file"
+    found = "" if first["type"] == "missing" else f" (found {quoted(first.get('input'))})"
+    reason = first["msg"].split(" or instance of ")[0]  # pydantic names its own class there
+    return f"{field}: {reason[:1].lower()}{reason[1:]}{found}"
