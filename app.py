@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from audience import settings
 from audience.data.demo import ensure_demo_dataset
@@ -17,10 +18,11 @@ from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
 from audience.ui.predict import build_predict_tab
+from audience.ui.request_limit import REQUEST_LIMIT_BYTES, RequestSizeLimit
 from audience.ui.theme import THEME
 from audience.ui.train import build_train_tab
 
-UPLOAD_LIMIT = "20mb"  # per file; the image reader also refuses decompression bombs
+UPLOAD_LIMIT = "20mb"  # per file; RequestSizeLimit bounds every request, the image reader decoded pixels
 
 INTRO = """# Audience · age group and gender on Adience
 Explore the [Adience](https://talhassner.github.io/home/projects/Adience/Adience-data.html) benchmark,
@@ -63,4 +65,5 @@ if __name__ == "__main__":
         max_file_size=UPLOAD_LIMIT,
         theme=THEME,
         allowed_paths=[],
+        app_kwargs={"middleware": [Middleware(RequestSizeLimit, max_bytes=REQUEST_LIMIT_BYTES)]},
     )

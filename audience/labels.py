@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 
 AGE_CLASSES: tuple[str, ...] = ("0-2", "3-6", "8-13", "15-20", "22-32", "34-43", "45-53", "55-100")
 GENDER_CLASSES: tuple[str, ...] = ("f", "m", "u")
@@ -64,7 +64,7 @@ def parse_age(raw: str | None, policy: str = "bins") -> int:
     `strict`: only the eight canonical strings get a class.
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}")
+        raise ValueError(f"unknown label policy {quoted(policy)}: use one of {', '.join(POLICIES)}")
     text = "" if raw is None else str(raw).strip()
     if policy == "strict":
         return CANONICAL_AGES.index(text) if text in CANONICAL_AGES else NO_CLASS
@@ -97,7 +97,7 @@ def gender_label(index: int) -> str:
 def check_task(task: str) -> tuple[str, ...]:
     """The heads of `task`, or AudienceError naming the allowed values."""
     if task not in HEADS_OF_TASK:
-        raise AudienceError(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
+        raise AudienceError(f"Unknown task {quoted(task)}: use one of {', '.join(TASKS)}.")
     return HEADS_OF_TASK[task]
 
 

@@ -8,6 +8,7 @@ images are unreadable, and checkpoints whose JSON does not match their weights.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,9 @@ from fixtures.bad_inputs import (
 from gradio_client import Client, handle_file
 from PIL import Image
 from skimage import data
+
+from audience.ui.request_limit import TOO_LARGE
+from audience.ui.uploads import REFUSED as UPLOAD_REFUSED
 
 BROKEN_IMAGES = {
     "truncated.jpg": "truncated.jpg: the image data is truncated or corrupt",
@@ -251,3 +255,46 @@ def test_predict_refuses_server_paths_outside_the_upload_folder(server):
         answers[str(payload)] = stream
     assert len(set(answers.values())) == 1, f"the answers differ by payload: {answers}"
     assert predict_status(Client(server.url, verbose=False), handle_file(str(secret)))[1].startswith("1 face found")
+
+
+def sse_data(stream: str) -> list:
+    """The `data:` line of a finished raw call, parsed."""
+    lines = [line for line in stream.splitlines() if line.startswith("data:")]
+    assert stream.startswith("event: complete") and lines, stream
+    return json.loads(lines[-1][len("data:"):])
+
+
+def test_predict_without_meta_opens_no_server_file(server, tmp_path):
+    """A payload without gradio's "meta" field skips gradio's upload check: the app itself refuses every path
+    outside gradio's upload folder, with one sentence whatever the path is, and never opens a FIFO."""
+    secret = server.outside / "secret-face.png"
+    Image.fromarray(data.astronaut()).save(secret)
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    answers = {}
+    for path in ("/etc/passwd", str(secret), str(fifo), str(tmp_path / "no-such-file.jpg"), str(tmp_path)):
+        started = time.monotonic()
+        status = sse_data(call_raw(server, "predict", [{"path": path}, "e2e-tiny.json", False, False]))[-1]
+        assert time.monotonic() - started < 10, f"{path} held the request"
+        answers[path] = status
+    assert set(answers.values()) == {f"**Error:** {UPLOAD_REFUSED}"}, answers
+    assert server.alive()
+
+
+def test_requests_and_decoded_pixels_are_bounded(server, tmp_path):
+    """Every request's bytes are bounded (an inline data: URL bypassed the upload limit), and a small file that
+    declares 7000 x 7000 16-bit pixels is refused from its header, before decoding."""
+    payload = {"path": None, "url": "data:image/png;base64," + "A" * (100 * 1024 * 1024)}
+    refused = httpx.post(server.url + "gradio_api/call/predict",
+                         json={"data": [payload, "e2e-tiny.json", False, False]}, timeout=120)
+    assert refused.status_code == 413 and refused.json() == {"error": TOO_LARGE.format(limit=25)}, refused.text
+    chunks = (b"x" * (1024 * 1024) for _ in range(30))  # no Content-Length: the limit counts what arrives
+    refused = httpx.post(server.url + "gradio_api/call/predict", content=chunks,
+                         headers={"content-type": "application/json"}, timeout=120)
+    assert refused.status_code == 413, refused.text
+    bomb = tmp_path / "bomb.png"
+    Image.new("I;16", (7000, 7000)).save(bomb)
+    assert bomb.stat().st_size < 1024 * 1024
+    _, status = predict_status(Client(server.url, verbose=False), handle_file(str(bomb)))
+    assert status == "**Error:** bomb.png: the image is 7000 x 7000 pixels, more than the limit of 40,000,000 pixels"
+    assert server.alive()

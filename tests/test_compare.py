@@ -139,6 +139,22 @@ def test_corrupt_files_are_named_and_the_rest_is_shown(tmp_path):
     assert len(plots.plot_learning_curves([runs["20260101-000000-tiny-folds"]]).data) == 4  # fold 0 only
 
 
+def test_a_summary_with_wrong_types_is_named_and_the_rest_is_shown(tmp_path):
+    """A cv_summary.json whose metrics are not numbers ("mean": "x") once made /compare fail for every run."""
+    bad = make_run(tmp_path, "20260101-000000-tiny-folds", folds={0: (8, 8), 1: (16, 16)})
+    summary = json.loads((bad / "cv_summary.json").read_text())
+    summary["age_exact"]["mean"] = "x"
+    (bad / "cv_summary.json").write_text(json.dumps(summary))
+    make_run(tmp_path, "20260102-000000-tiny-folds", folds={0: (4, 4)})
+    runs = compare.read_runs(tmp_path)
+    table = compare.runs_table(runs).set_index("run")
+    first = table.loc["20260101-000000-tiny-folds"]
+    assert "cv_summary.json: age_exact.mean: input should be a valid number" in first["problems"]
+    assert first["age exact %"] == "75.0 ± 35.4"  # rebuilt from the two test_metrics.json files
+    assert table.loc["20260102-000000-tiny-folds"]["problems"] == ""
+    assert len(plots.plot_fold_accuracy(runs).data) > 0
+
+
 def test_default_view_puts_resnet50_beside_mobilenetv3(tmp_path):
     make_run(tmp_path, "20260101-000000-resnet50-folds", arch="resnet50", folds={0: (8, 8)})
     make_run(tmp_path, "20260102-000000-resnet50-folds", arch="resnet50", folds={0: (9, 8)})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
 from audience.ui import predict_view
 from audience.ui.predict import predict_image, stream_frame
+from audience.ui.uploads import MAX_IMAGE_BYTES, REFUSED
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -61,7 +65,8 @@ def test_predictor_cache_keeps_two(checkpoints):
     assert predict_view.get_predictor(checkpoints / "tiny.json") is not first  # evicted (least recently used)
 
 
-def test_predict_image_handler(checkpoints, astronaut_file):
+def test_predict_image_handler(checkpoints, astronaut_file, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(astronaut_file.parent))  # the file counts as uploaded
     annotated, table, chart, result, status = predict_image({"path": str(astronaut_file)}, "tiny.json", False, True)
     assert annotated.shape == (512, 512, 3)
     assert len(table) == 1 and table.iloc[0]["age"]
@@ -77,6 +82,38 @@ def test_predict_image_handler(checkpoints, astronaut_file):
     assert predict_image(None, "tiny.json")[-1].startswith("Upload")
 
 
+def test_predict_opens_only_regular_files_gradio_received(checkpoints, astronaut_file, tmp_path, monkeypatch):
+    """A path a request names must resolve to a regular file inside gradio's upload folder; every other path
+    (outside, missing, a folder, a FIFO, a symlink out of the folder, a NUL byte) gets one and the same sentence."""
+    uploads = tmp_path / "gradio-uploads"
+    uploads.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    fifo = uploads / "fifo.jpg"
+    os.mkfifo(fifo)
+    (uploads / "link-out.jpg").symlink_to(astronaut_file)
+    (uploads / "folder.jpg").mkdir()
+    refused = [str(astronaut_file), "/etc/passwd", str(uploads / "missing.jpg"), str(uploads / "folder.jpg"),
+               str(fifo), str(uploads / "link-out.jpg"), str(uploads / ".." / astronaut_file.parent.name / "x.jpg"),
+               "/etc/pass\x00wd", str(uploads)]
+    answers = set()
+    for path in refused:
+        for payload in ({"path": path}, path):
+            *_, status = predict_image(payload, "tiny.json")
+            answers.add(status)
+    assert answers == {f"**Error:** {REFUSED}"}
+    (uploads / "face.jpg").write_bytes(astronaut_file.read_bytes())
+    assert "1 face found" in predict_image({"path": str(uploads / "face.jpg")}, "tiny.json")[-1]
+
+
+def test_inline_images_are_bounded_before_decoding(checkpoints):
+    """A data: URL (what a JSON body can carry instead of an upload) over the upload limit is refused before it
+    is decoded; one that is not base64 gets a sentence."""
+    huge = {"url": "data:image/png;base64," + "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8)}
+    assert predict_image(huge, "tiny.json")[-1] == "**Error:** The image is larger than the limit of 20 MB."
+    assert predict_image({"url": "data:image/png;base64,@@@"}, "tiny.json")[-1] == (
+        "**Error:** The image's data: URL is not valid base64.")
+
+
 def test_stream_smooths_per_session(checkpoints):
     frame = data.astronaut()
     session = None
@@ -86,6 +123,27 @@ def test_stream_smooths_per_session(checkpoints):
     assert session["tracker"].tracks[0].frames == 3
     _, session, _ = stream_frame(frame, predict_view.NO_MODEL, session)  # another model: a fresh tracker
     assert session["model"] == predict_view.NO_MODEL and session["tracker"].tracks[0].frames == 1
+
+
+def test_stream_frames_open_no_server_file(checkpoints, astronaut_file, tmp_path, monkeypatch):
+    """The webcam stream decodes its frames itself (preprocess=False: gradio's image preprocessing opens any
+    path a payload without "meta" names), with /predict's checks: a server path gets the one refusal."""
+    from audience.ui.predict import build_predict_tab
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    for payload in ({"path": str(astronaut_file)}, {"path": "/etc/passwd"}, str(astronaut_file)):
+        annotated, _, status = stream_frame(payload, "tiny.json", None)
+        assert annotated is None and status == f"**Error:** {REFUSED}"
+    jpeg = io.BytesIO()
+    Image.open(astronaut_file).save(jpeg, "JPEG")
+    frame = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()  # what the browser streams
+    for payload in (frame, {"url": frame}):
+        annotated, _, status = stream_frame(payload, "tiny.json", None)
+        assert annotated.shape == (512, 512, 3) and "1 face" in status, status
+    with gr.Blocks() as demo:
+        build_predict_tab(demo)
+    streams = [fn for fn in demo.fns.values() if fn.fn is stream_frame]
+    assert len(streams) == 1 and streams[0].preprocess is False
 
 
 @pytest.mark.slow

@@ -9,13 +9,13 @@ same layout plus a `DEMO_MARKER` file that says it is synthetic.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from audience.errors import AudienceError
+from audience.data.contained import files_inside, is_plain_name, resolves_inside
+from audience.errors import AudienceError, quoted, shorten
 from audience.labels import NO_CLASS, POLICIES, parse_age, parse_gender
 
 N_FOLDS = 5
@@ -105,7 +105,7 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
     if header != FOLD_COLUMNS:
         raise AudienceError(
             f"{path} line 1: wrong header; expected the 12 tab-separated columns "
-            f"{', '.join(FOLD_COLUMNS)}, found {', '.join(header) or 'nothing'}."
+            f"{', '.join(FOLD_COLUMNS)}, found {shorten(', '.join(header) or 'nothing')}."
         )
     records = []
     for number, line in enumerate(lines[1:], start=2):
@@ -116,11 +116,7 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
             raise AudienceError(
                 f"{path} line {number}: expected {len(FOLD_COLUMNS)} tab-separated fields, found {len(cells)}."
             )
-        user_id, original_image, face_id = cells[0], cells[1], cells[2]
-        if not user_id or not original_image:
-            raise AudienceError(f"{path} line {number}: user_id and original_image must not be empty.")
-        if not face_id.isdigit():
-            raise AudienceError(f"{path} line {number}: face_id must be a whole number, found {face_id!r}.")
+        user_id, original_image, face_id = _checked_names(path, number, cells)
         records.append((fold, user_id, face_id, cells[3], cells[4], original_image))
     frame = pd.DataFrame(records, columns=["fold", "user_id", "face_id", "age_raw", "gender_raw", "original_image"])
     if frame.empty:
@@ -128,9 +124,22 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
     return frame
 
 
+def _checked_names(path: Path, number: int, cells: list[str]) -> tuple[str, str, str]:
+    """(user_id, original_image, face_id) of one line, which name files under the root: plain names only."""
+    user_id, original_image, face_id = cells[0], cells[1], cells[2]
+    if not user_id or not original_image:
+        raise AudienceError(f"{path} line {number}: user_id and original_image must not be empty.")
+    if not (is_plain_name(user_id) and is_plain_name(original_image)):
+        raise AudienceError(f"{path} line {number}: user_id and original_image must be plain names, "
+                            "without '/', '\\', '..' or a NUL byte.")
+    if not face_id.isdigit():
+        raise AudienceError(f"{path} line {number}: face_id must be a whole number, found {quoted(face_id)}.")
+    return user_id, original_image, face_id
+
+
 def _resolve_images(root: Path, images: str) -> str:
     if images not in IMAGE_MODES:
-        raise AudienceError(f"unknown image folder {images!r}: use one of {', '.join(IMAGE_MODES)}.")
+        raise AudienceError(f"unknown image folder {quoted(images)}: use one of {', '.join(IMAGE_MODES)}.")
     if images == "auto":
         for candidate in ("aligned", "faces"):
             if (root / candidate).is_dir():
@@ -142,13 +151,6 @@ def _resolve_images(root: Path, images: str) -> str:
     if images != "none" and not (root / images).is_dir():
         raise AudienceError(f"{root / images}: folder not found (choose another image folder or 'auto').")
     return images
-
-
-def _existing_files(folder: Path) -> set[str]:
-    try:
-        return {entry.name for entry in os.scandir(folder) if entry.is_file()}
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
 
 
 def read_demo_marker(root: Path) -> dict | None:
@@ -176,8 +178,12 @@ def read_adience(root: str | Path, policy: str = "bins", images: str = "auto") -
             f"{root}: data root not found (expected a folder with fold_0_data.txt ... fold_4_data.txt)."
         )
     if policy not in POLICIES:
-        raise AudienceError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}.")
+        raise AudienceError(f"unknown label policy {quoted(policy)}: use one of {', '.join(POLICIES)}.")
     root = root.resolve()
+    for fold in range(N_FOLDS):
+        if fold_file(root, fold).exists() and not resolves_inside(fold_file(root, fold), root):
+            raise AudienceError(f"{fold_file(root, fold)}: the fold file leads outside the data root {root} "
+                                "(a symlink); it is not read.")
     frames = [read_fold_file(fold_file(root, fold), fold) for fold in range(N_FOLDS)]
     faces = pd.concat(frames, ignore_index=True)
 
@@ -206,7 +212,7 @@ def read_adience(root: str | Path, policy: str = "bins", images: str = "auto") -
         paths = []
         for user_id, face_id, original in zip(faces["user_id"], faces["face_id"], faces["original_image"], strict=True):
             if user_id not in listing:
-                listing[user_id] = _existing_files(root / used / user_id)
+                listing[user_id] = files_inside(root / used / user_id, root)
             path = image_path(root, used, user_id, face_id, original)
             paths.append(str(path) if path.name in listing[user_id] else None)
         faces["path"] = paths

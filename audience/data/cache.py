@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from audience import settings
-from audience.data.images import IMAGE_ERRORS, unreadable_reason
+from audience.data.images import IMAGE_ERRORS, check_pixel_count, unreadable_reason
 from audience.data.transforms import TRAIN_MARGIN
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
@@ -55,6 +55,7 @@ def decode_face(path: str | Path, size: int) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
+            check_pixel_count(image, str(path))
             image.draft("RGB", (size, size))
             image = ImageOps.exif_transpose(image).convert("RGB")
             pixels = np.asarray(image)

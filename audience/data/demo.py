@@ -21,7 +21,7 @@ import numpy as np
 from audience import settings
 from audience.data.adience import DEMO_MARKER, FOLD_COLUMNS, IMAGE_FOLDERS, N_FOLDS, fold_file, read_demo_marker
 from audience.data.demo_faces import draw_face, make_look
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import AGE_CLASSES, CANONICAL_AGES
 
 DEMO_NAME = "audience-demo"
@@ -182,11 +182,11 @@ def _build(folder: Path, seed: int, n_subjects: int, per_subject: tuple[int, int
 
 def _check_settings(seed, n_subjects, images_per_subject, image_size) -> tuple[int, int]:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise AudienceError(f"seed must be a whole number >= 0, got {seed!r}.")
+        raise AudienceError(f"seed must be a whole number >= 0, got {quoted(seed)}.")
     if isinstance(n_subjects, bool) or not isinstance(n_subjects, int | np.integer) or not (
             MIN_SUBJECTS <= n_subjects <= MAX_SUBJECTS):
         raise AudienceError(f"the number of subjects must be a whole number from {MIN_SUBJECTS} to {MAX_SUBJECTS}, "
-                            f"got {n_subjects!r}.")
+                            f"got {quoted(n_subjects)}.")
     try:
         low, high = (images_per_subject,) * 2 if np.isscalar(images_per_subject) else images_per_subject
         low, high = int(low), int(high)
@@ -194,9 +194,9 @@ def _check_settings(seed, n_subjects, images_per_subject, image_size) -> tuple[i
         low, high = 0, 0
     if not (1 <= low <= high <= 50):
         raise AudienceError(f"images per subject must be a number or a (low, high) range within 1..50, "
-                            f"got {images_per_subject!r}.")
+                            f"got {quoted(images_per_subject)}.")
     if not isinstance(image_size, int) or not 32 <= image_size <= 512:
-        raise AudienceError(f"image size must be a whole number of pixels from 32 to 512, got {image_size!r}.")
+        raise AudienceError(f"image size must be a whole number of pixels from 32 to 512, got {quoted(image_size)}.")
     return low, high
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from audience.data.adience import IMAGE_MODES, AdienceData, fold_file, read_adience
 from audience.data.utkface import UTKFACE_LICENCE, read_utkface_table, utkface_folder
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 
 DATA_FORMATS: dict[str, str] = {"adience": "Adience layout", "utkface": "UTKFace folder"}  # format -> shown as
 
@@ -39,7 +39,7 @@ def read_dataset(root: str | Path, policy: str = "bins", images: str = "auto") -
 def read_utkface(root: str | Path, policy: str = "bins", images: str = "auto") -> AdienceData:
     """A UTKFace folder as a face table with image-level folds (see audience.utkface)."""
     if images not in IMAGE_MODES:
-        raise AudienceError(f"unknown image folder {images!r}: use one of {', '.join(IMAGE_MODES)}.")
+        raise AudienceError(f"unknown image folder {quoted(images)}: use one of {', '.join(IMAGE_MODES)}.")
     faces, folder, dropped, between = read_utkface_table(root, policy, images=images != "none")
     return AdienceData(faces=faces, root=folder.resolve(), policy=policy,
                        images="none" if images == "none" else "chips", name="UTKFace", format="utkface",

@@ -12,6 +12,7 @@ Every path into the detector (upload, webcam frame, CLI file, folder scan) goes 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +23,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from audience.errors import AudienceError
 
-MAX_PIXELS = 50_000_000  # header check: a larger image is refused before decoding
+MAX_PIXELS = 40_000_000  # header check: a larger image is refused before decoding (a 16-bit RGBA one is 320 MB)
+LARGE_PIXELS = 4_000_000  # decodes of images above this many pixels take one of DECODE_SLOTS
+DECODE_SLOTS = 2  # at most this many large decodes at once: bounds the memory of concurrent requests
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 MAX_SIDE = 4096  # longer images are downscaled to this longest side
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
@@ -170,15 +174,29 @@ def _open_and_decode(handle, name: str, max_pixels: int, max_side: int) -> np.nd
         return _decode(image, name, max_pixels, max_side, owned=True)
 
 
-def _decode(image: Image.Image, name: str, max_pixels: int, max_side: int, owned: bool = False) -> np.ndarray:
-    """`owned`: the image was opened here, so it may be changed in place (never a caller's image)."""
+def check_pixel_count(image: Image.Image, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image whose header declares more than `max_pixels`, before any pixel is decoded."""
     width, height = image.size
     if width * height > max_pixels:
         raise AudienceError(
             f"{name}: the image is {width} x {height} pixels, more than the limit of {max_pixels:,} pixels"
         )
+
+
+def _decode(image: Image.Image, name: str, max_pixels: int, max_side: int, owned: bool = False) -> np.ndarray:
+    """`owned`: the image was opened here, so it may be changed in place (never a caller's image)."""
+    check_pixel_count(image, name, max_pixels)
+    width, height = image.size
     if width == 0 or height == 0:
         raise AudienceError(f"{name}: the image is empty (0 pixels)")
+    if width * height <= LARGE_PIXELS:
+        return _decode_pixels(image, name, max_side, owned)
+    with _decode_slots:
+        return _decode_pixels(image, name, max_side, owned)
+
+
+def _decode_pixels(image: Image.Image, name: str, max_side: int, owned: bool) -> np.ndarray:
+    width, height = image.size
     if owned and image.format == "JPEG" and max(width, height) > max_side:
         # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: the full image never exists in memory.
         ratio = max_side / max(width, height)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from audience.data.demo import ensure_demo_dataset
-from audience.errors import AudienceError
+from audience.errors import AudienceError, shorten
 
 DEMO_DATA = "demo"  # the keyword for the built-in synthetic demo set (made on first use)
 
@@ -42,9 +42,9 @@ def resolve_data_root(text: str | Path, allowed: Iterable[str | Path] | None = N
         folders = [Path(folder).expanduser().resolve() for folder in allowed]
         if not any(path.is_relative_to(folder) for folder in folders):
             names = ", ".join(str(folder) for folder in folders)
-            raise AudienceError(f"Data root {path} is not under a folder the app may open ({names}); "
+            raise AudienceError(f"Data root {shorten(path)} is not under a folder the app may open ({names}); "
                                 "set AUDIENCE_DATA or AUDIENCE_DATA_DIRS to allow it, or type 'demo'.")
     if not path.is_dir():
-        raise AudienceError(f"{path}: data root not found: it does not exist or is not a folder "
+        raise AudienceError(f"{shorten(path)}: data root not found: it does not exist or is not a folder "
                             "(expected an Adience root with fold_0_data.txt ... fold_4_data.txt, or a UTKFace folder).")
     return path

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from audience.data.adience import N_FOLDS, AdienceData
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import NO_CLASS, check_task
 
 PROTOCOLS: tuple[str, ...] = ("folds", "random")
@@ -117,7 +117,7 @@ def make_split(
     """
     faces = _faces_of(data_or_faces)
     if protocol not in PROTOCOLS:
-        raise AudienceError(f"Unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}.")
+        raise AudienceError(f"Unknown protocol {quoted(protocol)}: use one of {', '.join(PROTOCOLS)}.")
     _check_fold(test_fold)
     _check_fraction(val_fraction)
     labelled = labelled_mask(faces, task)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from audience.errors import AudienceError
+from audience.data.contained import files_inside
+from audience.errors import AudienceError, quoted
 from audience.labels import GENDER_CLASSES, NO_CLASS, POLICIES, age_class_of
 
 UTKFACE_SUFFIX = ".chip.jpg"
@@ -39,13 +40,11 @@ MAX_AGE = 116  # the oldest age in the release
 _NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>\d)(?:_(?P<race>\d))?_")
 
 
-def image_files(folder: Path) -> list[str]:
-    """The names of the UTKFace chips directly in `folder` (sorted), [] when it is not a folder."""
-    try:
-        return sorted(entry.name for entry in os.scandir(folder)
-                      if entry.name.endswith(UTKFACE_SUFFIX) and entry.is_file())
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
+def image_files(folder: Path, root: Path | None = None) -> list[str]:
+    """The names of the UTKFace chips directly in `folder` (sorted), [] when it is not a folder; only
+    those whose real location is inside `root` (default: `folder`), so a symlink never leads out."""
+    return sorted(name for name in files_inside(folder, folder if root is None else root)
+                  if name.endswith(UTKFACE_SUFFIX))
 
 
 def utkface_folder(root: Path) -> Path | None:
@@ -98,14 +97,15 @@ def read_utkface_table(root: str | Path, policy: str = "bins", images: bool = Tr
     plus `age_years` and `race`. Raises AudienceError when the folder holds no chip at all.
     """
     if policy not in POLICIES:
-        raise AudienceError(f"unknown label policy {policy!r}: use one of {', '.join(POLICIES)}.")
-    folder = utkface_folder(Path(root).expanduser())
+        raise AudienceError(f"unknown label policy {quoted(policy)}: use one of {', '.join(POLICIES)}.")
+    root = Path(root).expanduser()
+    folder = utkface_folder(root)
     if folder is None:
         raise AudienceError(f"{root}: no UTKFace images (*{UTKFACE_SUFFIX}) in it or in its "
                             f"{UTKFACE_SUBFOLDER}/ folder.")
     folder = folder.resolve()
     records, dropped = [], {}
-    for name in image_files(folder):
+    for name in image_files(folder, root):
         parsed = parse_utkface_name(name)
         if isinstance(parsed, str):
             dropped.setdefault(parsed, []).append(name)

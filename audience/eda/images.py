@@ -12,8 +12,9 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from audience.data.adience import AdienceData
-from audience.data.images import IMAGE_ERRORS
+from audience.data.images import IMAGE_ERRORS, check_pixel_count
 from audience.eda.tables import empty_figure, set_title, title_for
+from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, NO_CLASS, gender_label
 
 SIZE_COLUMNS: tuple[str, ...] = ("path", "width", "height", "format", "error")
@@ -79,9 +80,10 @@ def plot_image_sizes(data: AdienceData, sizes: pd.DataFrame) -> go.Figure:
 def _read_tile(path: str, tile: int) -> Image.Image | None:
     try:
         with Image.open(path) as image:
+            check_pixel_count(image, path)
             image.draft("RGB", (tile * 2, tile * 2))  # JPEG decodes at a reduced scale: much faster for big files
             return ImageOps.fit(image.convert("RGB"), (tile, tile))
-    except IMAGE_ERRORS:
+    except (*IMAGE_ERRORS, AudienceError):
         return None
 
 

@@ -23,9 +23,10 @@ import torch
 
 import audience
 from audience.data.transforms import build_eval_transform
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.files import replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
+from audience.model.metadata import check_checkpoint_metadata
 from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
 from audience.model.state import load_state_strictly
 
@@ -144,14 +145,15 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
         raise AudienceError(f"Checkpoint metadata {json_path} lacks the key(s) {', '.join(missing)}.")
     if not isinstance(metadata["format_version"], int) or metadata["format_version"] > FORMAT_VERSION:
         raise AudienceError(
-            f"Checkpoint metadata {json_path} has format_version {metadata['format_version']!r}, "
+            f"Checkpoint metadata {json_path} has format_version {quoted(metadata['format_version'])}, "
             f"newer than this version of audience reads ({FORMAT_VERSION})."
         )
     if metadata["arch"] not in ARCHS or metadata["task"] not in HEADS_OF_TASK:
         raise AudienceError(
-            f"Checkpoint metadata {json_path} names architecture {metadata['arch']!r} and task "
-            f"{metadata['task']!r}; this version knows {', '.join(ARCHS)} and {', '.join(HEADS_OF_TASK)}."
+            f"Checkpoint metadata {json_path} names architecture {quoted(metadata['arch'])} and task "
+            f"{quoted(metadata['task'])}; this version knows {', '.join(ARCHS)} and {', '.join(HEADS_OF_TASK)}."
         )
+    check_checkpoint_metadata(metadata, str(json_path))
     return metadata
 
 
@@ -179,7 +181,7 @@ def _load_state(model: AgeGenderNet, weights_path: Path, metadata: dict) -> None
             f"Checkpoint weights {weights_path} are not a readable safetensors file ({error})."
         ) from error
     load_state_strictly(model, state, f"Checkpoint weights {weights_path} do not fit a {metadata['arch']} model "
-                                      f"for task {metadata['task']!r}")
+                                      f"for task {quoted(metadata['task'])}")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[AgeGenderNet, Callable, dict]:

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, check_task
 from audience.model.pretrained import create_pretrained_backbone, load_imagenet_weights
 
@@ -44,7 +44,7 @@ ARCHS: dict[str, dict] = {
 def check_arch(arch: str) -> dict:
     """The ARCHS entry of `arch`, or AudienceError naming the allowed values."""
     if arch not in ARCHS:
-        raise AudienceError(f"Unknown architecture {arch!r}: use one of {', '.join(ARCHS)}.")
+        raise AudienceError(f"Unknown architecture {quoted(arch)}: use one of {', '.join(ARCHS)}.")
     return ARCHS[arch]
 
 

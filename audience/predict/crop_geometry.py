@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from audience.data.images import read_image
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.predict.faces import CROP_MARGIN, FaceDetector, expand_box
 
 CROP_SAMPLE = 200  # images measured: the medians are stable to about 0.01 from here on
@@ -59,7 +59,7 @@ def crop_geometry_of(metadata: dict | None) -> CropGeometry:
     for key, default in asdict(DEFAULT_GEOMETRY).items():
         value = recorded.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-            raise AudienceError(f"checkpoint metadata crop.{key} must be a number; got {value!r}.")
+            raise AudienceError(f"checkpoint metadata crop.{key} must be a number; got {quoted(value)}.")
         values[key] = float(value)
     if not MIN_MARGIN <= values["margin"] <= MAX_MARGIN or abs(values["shift_x"]) > 1 or abs(values["shift_y"]) > 1:
         raise AudienceError(f"checkpoint metadata crop {values} is out of range "

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from audience.data.images import rgb_from_array
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.predict.detectors import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
 from audience.predict.detectors import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
 
@@ -130,9 +130,10 @@ class FaceDetector:
 
     def __init__(self, backend: str = "mediapipe", min_score: float = 0.5, model: str = "auto", max_faces: int = 20):
         if backend not in BACKENDS:
-            raise AudienceError(f"unknown face detector backend {backend!r} (choose one of {', '.join(BACKENDS)})")
+            raise AudienceError(
+                f"unknown face detector backend {quoted(backend)} (choose one of {', '.join(BACKENDS)})")
         if model not in MODELS:
-            raise AudienceError(f"unknown face detection model {model!r} (choose one of {', '.join(MODELS)})")
+            raise AudienceError(f"unknown face detection model {quoted(model)} (choose one of {', '.join(MODELS)})")
         self.min_score, self.model, self.max_faces = float(min_score), model, int(max_faces)
         self._lock = threading.Lock()
         self._engines: dict = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.files import atomic_path
 from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint
@@ -57,7 +57,7 @@ class _LogitsTuple(torch.nn.Module):
 
 def choose_exporter(requested: str = "auto") -> str:
     if requested not in ("auto", "dynamo", "legacy"):
-        raise AudienceError(f"Unknown exporter {requested!r}: use auto, dynamo or legacy.")
+        raise AudienceError(f"Unknown exporter {quoted(requested)}: use auto, dynamo or legacy.")
     has_onnxscript = importlib.util.find_spec("onnxscript") is not None
     if requested == "dynamo" and not has_onnxscript:
         raise AudienceError("The dynamo exporter needs the onnxscript package: pip install onnxscript.")

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from huggingface_hub import errors as hub_errors
 
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.model.checkpoint import METADATA_SUFFIX, WEIGHTS_SUFFIX, load_checkpoint
 from audience.model.hub_access import PROBE_TIMEOUT_S as PROBE_TIMEOUT_S  # re-exported: the docstring and tests name it
 from audience.model.hub_access import hub_offline, hub_reachable
@@ -62,12 +62,12 @@ def configured_hub_model() -> HubModel | None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise AudienceError(f"{ENV_REPO}={repo_id!r} is not a Hub repo id such as user/model-name.") from None
+        raise AudienceError(f"{ENV_REPO}={quoted(repo_id)} is not a Hub repo id such as user/model-name.") from None
     filename = os.environ.get(ENV_FILE, "").strip() or DEFAULT_FILE
     if not filename.endswith(METADATA_SUFFIX):
         filename = str(PurePosixPath(filename).with_suffix(METADATA_SUFFIX))
     if filename.startswith("/") or ".." in PurePosixPath(filename).parts:
-        raise AudienceError(f"{ENV_FILE}={filename!r} must be a file path inside the repo, such as model.json.")
+        raise AudienceError(f"{ENV_FILE}={quoted(filename)} must be a file path inside the repo, such as model.json.")
     return HubModel(repo_id, filename, os.environ.get(ENV_REVISION, "").strip() or None)
 
 

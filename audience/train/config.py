@@ -23,7 +23,7 @@ from audience.data.formats import read_dataset
 from audience.data.roots import DEMO_DATA, resolve_data_root
 from audience.data.splits import PROTOCOLS
 from audience.data.transforms import AUGMENT_STRENGTHS
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import POLICIES, TASKS
 from audience.model.network import ARCHS, model_data_config
 
@@ -42,7 +42,7 @@ def _check_field(item: dataclasses.Field, value) -> None:
     """AudienceError when `value` is not among the field's choices, not finite or below its minimum."""
     choices, minimum = item.metadata["choices"], item.metadata["minimum"]
     if choices and value not in choices:
-        raise AudienceError(f"{item.name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+        raise AudienceError(f"{item.name} must be one of {', '.join(map(str, choices))}; got {quoted(value)}.")
     if isinstance(value, float) and not math.isfinite(value):
         raise AudienceError(f"{item.name} must be a finite number; got {value}.")
     if minimum is not None and value < minimum:
@@ -101,7 +101,7 @@ class TrainConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise AudienceError(f"Unknown training setting {unknown[0]!r}; the settings are {', '.join(known)}.")
+            raise AudienceError(f"Unknown training setting {quoted(unknown[0])}; the settings are {', '.join(known)}.")
         hints = typing.get_type_hints(cls)
         converted = {name: _convert(name, value, hints[name]) for name, value in values.items()}
         return cls(**converted).validated()
@@ -121,11 +121,12 @@ class TrainConfig:
             folds = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
         except ValueError:
             raise AudienceError(
-                f"folds must be 'all' or a comma list of fold numbers such as 0,2; got {self.folds!r}."
+                f"folds must be 'all' or a comma list of fold numbers such as 0,2; got {quoted(self.folds)}."
             ) from None
         if not folds or any(f not in range(N_FOLDS) for f in folds) or len(set(folds)) != len(folds):
             raise AudienceError(
-                f"folds must be 'all' or distinct fold numbers 0 to {N_FOLDS - 1} such as 0,2; got {self.folds!r}."
+                f"folds must be 'all' or distinct fold numbers 0 to {N_FOLDS - 1} such as 0,2; "
+                f"got {quoted(self.folds)}."
             )
         return folds
 
@@ -155,7 +156,7 @@ class TrainConfig:
         if self.task == "age+gender" and self.age_weight == 0 and self.gender_weight == 0:
             raise AudienceError("age_weight and gender_weight cannot both be 0.")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}.")
+            raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {quoted(self.device)}.")
 
     def default_workers(self, device_type: str) -> int:
         """`workers`, or the automatic count for a device type ("cuda" or "cpu").
@@ -203,7 +204,7 @@ def _convert(name: str, value, hint):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise AudienceError(f"{name} must be {kind.__name__}; got {value!r}.") from None
+        raise AudienceError(f"{name} must be {kind.__name__}; got {quoted(value)}.") from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

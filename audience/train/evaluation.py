@@ -16,7 +16,7 @@ from audience.data.formats import read_dataset
 from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.data.splits import fold_rows, labelled_mask
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint, read_checkpoint_metadata
 from audience.train.loop import make_loader, predict_logits, resolve_device
@@ -96,7 +96,7 @@ SPLITS: tuple[str, ...] = ("fold", "all")
 def evaluation_rows(data, split: str, fold: int | None, task: str) -> np.ndarray:
     """Indices of the faces to evaluate: fold `fold` (split "fold") or every labelled face (split "all")."""
     if split not in SPLITS:
-        raise AudienceError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+        raise AudienceError(f"unknown split {quoted(split)}: use one of {', '.join(SPLITS)}.")
     if split == "all":
         rows = np.flatnonzero(labelled_mask(data.faces, task))
         if not len(rows):

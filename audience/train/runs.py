@@ -29,10 +29,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, create_model
 
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
-from audience.labels import ACCURACY_KEYS
+from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
+from audience.model.metadata import first_problem
 
 # metrics.csv: one row per epoch; the validation accuracies are those of the metric table (labels.METRICS).
 METRICS_COLUMNS: tuple[str, ...] = (
@@ -207,6 +209,32 @@ def _read_json(path: Path, errors: list[str]) -> dict | None:
     return value
 
 
+class MetricSummary(BaseModel):
+    """One metric of cv_summary.json, as summarize_folds writes it."""
+
+    model_config = ConfigDict(extra="allow")
+    mean: FiniteFloat | None = None
+    std: FiniteFloat | None = None
+    per_fold: dict[str, FiniteFloat | None] = {}
+
+
+# The metrics the Compare tab reads; other keys (what was run) pass through.
+RunSummary = create_model("RunSummary", __config__=ConfigDict(extra="allow"),
+                          **{key: (MetricSummary | None, None) for key in SUMMARY_KEYS})
+
+
+def _checked_summary(summary: dict | None, errors: list[str]) -> dict | None:
+    """`summary` when its metrics have the types the readers need, else None and the reason in `errors`."""
+    if summary is None:
+        return None
+    try:
+        RunSummary.model_validate(summary)
+    except ValidationError as error:
+        errors.append(f"cv_summary.json: {first_problem(error)}")
+        return None
+    return summary
+
+
 def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
     """Everything a run folder holds; a damaged run is read as far as it goes (see RunInfo.errors).
 
@@ -222,7 +250,7 @@ def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
     if not (path / "config.json").is_file():
         info.errors.append("config.json: missing")
     info.status = _read_json(path / "status.json", info.errors)
-    info.summary = _read_json(path / "cv_summary.json", info.errors)
+    info.summary = _checked_summary(_read_json(path / "cv_summary.json", info.errors), info.errors)
     if not details:
         return info
     for fold in info.folds:

@@ -25,9 +25,9 @@ from audience.ui.predict_view import (
     model_choices,
     probability_chart,
     resolve_checkpoint,
-    source_of,
     status_text,
 )
+from audience.ui.uploads import source_of
 
 STREAM_EVERY_S = 0.2  # 5 frames/s: what a CPU classifies in time (docs/measurements.md)
 STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart
@@ -70,16 +70,20 @@ def show_selected_face(result: dict | None, event: gr.SelectData):
 
 
 def stream_frame(frame, model_name: str | None, session: dict | None):
-    """One webcam frame -> (annotated frame, session state, status); probabilities smoothed per session."""
+    """One webcam frame -> (annotated frame, session state, status); probabilities smoothed per session.
+
+    `frame` is the raw payload (an uploaded file or a data: URL; arrays from Python callers), decoded
+    with the same checks as /predict's image."""
     if frame is None:
         return None, session, gr.skip()
     session = session if session and session.get("model") == model_name else {"model": model_name, "tracker": None}
     start = time.perf_counter()
     try:
+        frame = read_image(source_of(frame))
         predictor = get_predictor(resolve_checkpoint(model_name))
         predictions = predictor.predict(frame)
     except AudienceError as error:
-        return frame, session, f"**Error:** {error}"
+        return None, session, f"**Error:** {error}"
     if session["tracker"] is None:
         session["tracker"] = FaceTracker(uncertain_below=predictor.uncertain_below)
     smoothed = session["tracker"].update(predictions)
@@ -148,7 +152,8 @@ def build_predict_tab(demo: gr.Blocks) -> None:
         stream_every=STREAM_EVERY_S,
         time_limit=STREAM_TIME_LIMIT_S,
         concurrency_limit=2,
-        api_visibility="private",
+        api_visibility="private",  # hidden from the API docs, yet a raw request can still name the event
+        preprocess=False,  # gradio's image preprocessing would open any path a frame payload names
         show_progress="hidden",
     )
     refresh.click(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")

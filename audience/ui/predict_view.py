@@ -6,7 +6,6 @@ call directly.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 from collections import OrderedDict
@@ -16,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audience.errors import AudienceError
+from audience.errors import AudienceError, quoted
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.predictor import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
@@ -79,7 +78,7 @@ def resolve_checkpoint(name: str | None) -> Path | None:
         name += METADATA_SUFFIX
     folder = checkpoints_dir()
     if Path(name).name != name:  # no paths: the UI serves only the checkpoints folder
-        raise AudienceError(f"Model name {name!r} must be a file name in {folder}, not a path.")
+        raise AudienceError(f"Model name {quoted(name)} must be a file name in {folder}, not a path.")
     path = folder / name
     if not path.is_file():
         raise AudienceError(f"Model {name} is not in {folder}: press the refresh button and pick another.")
@@ -124,18 +123,6 @@ def model_banner(name: str | None) -> str:
     if (metadata.get("dataset") or {}).get("synthetic"):
         return f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{note}"
     return f"Model: {hub.served_label(path)} ({describe_checkpoint(metadata)}).{note}"
-
-
-def source_of(value):
-    """The image inside a gradio payload: a FileData dict's path, a data: URL's bytes, or the value as is."""
-    if isinstance(value, dict):
-        if value.get("path"):
-            return value["path"]
-        url = value.get("url") or ""
-        if url.startswith("data:") and "," in url:
-            return base64.b64decode(url.split(",", 1)[1])
-        raise AudienceError("The uploaded image arrived without a file; upload it again.")
-    return value
 
 
 def faces_table(predictions: list[FacePrediction]) -> pd.DataFrame:

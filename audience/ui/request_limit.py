@@ -1,0 +1,64 @@
+"""A bound on the bytes of every HTTP request the app accepts, whatever the route.
+
+gradio's `max_file_size` bounds uploaded files only; an API call's JSON body (which may carry a
+base64 `data:` URL image) is read whole. This ASGI middleware answers 413 with one sentence when a
+request declares, or sends, more than `max_bytes`; the app never sees such a body.
+"""
+
+from __future__ import annotations
+
+import json
+
+REQUEST_LIMIT_BYTES = 25 * 1024 * 1024  # an upload of the 20 MB file limit plus its multipart framing
+TOO_LARGE = "The request is larger than the limit of {limit} MB; send a smaller image (at most 20 MB)."
+
+
+class RequestSizeLimit:
+    """Pure ASGI middleware (so streaming responses pass through untouched)."""
+
+    def __init__(self, app, max_bytes: int = REQUEST_LIMIT_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+        over = False
+        started = False
+
+        async def limited_receive():
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # a chunked body without a Content-Length grew past the limit
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            if over and not started:
+                return  # the app's answer to the cut body is replaced by ours below
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except Exception:
+            if not over:  # the app's own failure; a cut body's is answered below
+                raise
+        if over and not started:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"error": TOO_LARGE.format(limit=self.max_bytes // (1024 * 1024))}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
