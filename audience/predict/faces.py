@@ -89,6 +89,25 @@ def merge_faces(faces: list[Face], iou: float = NMS_IOU, contained: float = CONT
     return result
 
 
+def reading_order(boxes: list[tuple[int, int, int, int]]) -> list[int]:
+    """Indices of `boxes` (x, y, w, h) in reading order: rows top to bottom, left to right in a row.
+
+    Boxes are taken by their centres; a box whose centre lies less than half a face height below the
+    first centre of the current row (the taller of the two faces) joins that row, so a row of people
+    whose heads sit a little higher or lower stays one row.
+    """
+    centres = [(x + w / 2.0, y + h / 2.0, h) for x, y, w, h in boxes]
+    rows: list[list[int]] = []
+    for index in sorted(range(len(boxes)), key=lambda i: (centres[i][1], centres[i][0])):
+        if rows:
+            first = centres[rows[-1][0]]
+            if centres[index][1] - first[1] < 0.5 * max(first[2], centres[index][2]):
+                rows[-1].append(index)
+                continue
+        rows.append([index])
+    return [index for row in rows for index in sorted(row, key=lambda i: centres[i][0])]
+
+
 def expand_box(
     box: tuple[int, int, int, int], image_shape: tuple[int, ...], margin: float = CROP_MARGIN,
     shift: tuple[float, float] = (0.0, 0.0),
