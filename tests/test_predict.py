@@ -18,7 +18,7 @@ from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
 from audience.predict.drawing import OVERLAY_BAND, draw_predictions, label_position
-from audience.predict.faces import reading_order
+from audience.predict.faces import expand_box, reading_order
 from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor
 from audience.predict.smoothing import FaceTracker, box_iou
 
@@ -305,3 +305,34 @@ def test_a_label_wider_than_the_image_is_shrunk_not_cut(astronaut):
     annotated = draw_predictions(narrow, [face])
     label_rows = annotated[56:, :, 1] > 150  # the green label below the box
     assert label_rows.any() and not label_rows[:, -1].all()  # drawn, and it ends before the right edge
+
+
+@pytest.mark.parametrize("gap", [0, 7, 40])
+def test_the_same_face_tiled_four_times_is_cut_the_same_way_wherever_it_sits(predictor, astronaut, gap):
+    """Before: boxes of 93-108 px for one face depending on its place and on which BlazeFace model's box
+    the merge kept; now every face is measured again as a close-up by one model (faces.REFINE_SCALE).
+    BlazeFace is not translation-equivariant, so a pixel or two of jitter remains."""
+    head = astronaut[20:240, 120:340]
+    alone = predictor.predict(head)
+    assert len(alone) == 1
+    side = 440 + gap
+    canvas = np.full((side, side, 3), 255, np.uint8)
+    offsets = [(0, 0), (220 + gap, 0), (0, 220 + gap), (220 + gap, 220 + gap)]  # reading order
+    for left, top in offsets:
+        canvas[top : top + 220, left : left + 220] = head
+    faces = predictor.predict(canvas)
+    assert len(faces) == 4
+    reference = alone[0].crop_box
+    for face, (left, top) in zip(faces, offsets, strict=True):
+        x, y, w, h = face.crop_box
+        assert abs(x - left - reference[0]) <= 2 and abs(y - top - reference[1]) <= 2
+        assert abs(w - reference[2]) <= 0.03 * reference[2] and w == h
+        np.testing.assert_allclose(face.age_probs, alone[0].age_probs, atol=1e-3)
+
+
+def test_a_crop_moves_with_its_face_pixel_for_pixel():
+    """expand_box rounds halves up: with round() (halves to even) a box moved by 1 px moved its crop by 0 or 2."""
+    for shift in range(6):
+        moved = expand_box((101 + shift, 80 + shift, 51, 51), (600, 600, 3), 0.4)
+        assert moved[:2] == (expand_box((101, 80, 51, 51), (600, 600, 3), 0.4)[0] + shift,
+                             expand_box((101, 80, 51, 51), (600, 600, 3), 0.4)[1] + shift)
