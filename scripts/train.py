@@ -1,7 +1,8 @@
 """Train and cross-validate an age/gender model into a run folder.
 
     python scripts/train.py --data ROOT --arch mobilenetv3_large_100 --folds all --epochs 10
-    python scripts/train.py --data demo --arch tiny --folds 0 --epochs 3      # built-in synthetic data
+    python scripts/train.py --preset demo                                    # the demo recipe on the synthetic data
+    python scripts/train.py --preset demo --epochs 3                         # the recipe, with a flag overriding it
     python scripts/train.py --resume runs/20261126-101500-tiny-folds          # continue a stopped run
 
 Every setting of audience.train.config.TrainConfig is a flag (see --help). Ctrl-C stops after the
@@ -15,6 +16,7 @@ or AUDIENCE_DEBUG=1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import signal
 import sys
@@ -24,8 +26,10 @@ from pathlib import Path
 
 from audience import settings
 from audience.errors import AudienceError
-from audience.train.config import add_config_arguments, config_from_args
+from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments, config_from_args
 from audience.train.runs import COMMAND_FILE
+
+PRESETS: dict[str, dict] = {"demo": DEMO_RECIPE}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Accuracies are reported as fractions of the held-out test fold(s).",
     )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run with its saved settings")
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="start from a recipe: 'demo' is the Train tab's demo preset (tiny network, fold 0, "
+                             "64 px, 15 epochs on the synthetic demo data); flags given explicitly override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary lines")
     parser.add_argument("--clear-cache", action="store_true",
                         help="delete the decoded-image caches (of --cache-dir, default AUDIENCE_HOME/image-cache) and "
@@ -98,6 +105,15 @@ def internal_error_line(error: Exception, debug: bool, run_dir: str | None) -> s
     return f"error: internal error ({type(error).__name__}: {text}); {where}"
 
 
+def config_of(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the flags, over the preset's recipe when --preset is given (flags win)."""
+    if not args.preset:
+        return config_from_args(args)
+    fields = {item.name for item in dataclasses.fields(TrainConfig)}
+    given = {name: value for name, value in vars(args).items() if name in fields}
+    return TrainConfig.from_dict({**PRESETS[args.preset], **given})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, "cache_dir", None)
         print(f"freed {clear_caches(folder) / 1e9:.2f} GB of image caches")
         return 0
-    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "clear_cache")}
+    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "preset", "clear_cache")}
+    if args.resume and args.preset:
+        parser.error("--resume uses the run's saved settings; drop --preset")
     if args.resume and given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         parser.error(f"--resume uses the run's saved settings; drop {flags}")
@@ -129,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             run_dir = resume(args.resume, on_event=progress, stop=stop, measure_crop=measure_crop_geometry)
         else:
-            if "data" not in given:
-                parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset)")
-            run_dir = cross_validate(config_from_args(args), on_event=progress, stop=stop,
+            if "data" not in given and not args.preset:
+                parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset; "
+                             "or --preset demo)")
+            run_dir = cross_validate(config_of(args), on_event=progress, stop=stop,
                                      measure_crop=measure_crop_geometry)
     except AudienceError as error:
         progress._close()

@@ -71,7 +71,7 @@ def test_an_empty_runs_folder_gives_empty_views(tmp_path):
                    plots.plot_confusion(None)):
         assert len(figure.data) == 0 and figure.layout.annotations  # says why it is empty
     leakage = compare.leakage_frame(runs)
-    assert list(leakage["source"]).count("seed notebook, Step 2") == 3 and len(leakage) == 4
+    assert list(leakage["source"]).count("the original notebooks, Step 2") == 3 and len(leakage) == 4
 
 
 def test_a_finished_run_is_one_row_with_mean_and_std(tmp_path):
@@ -99,7 +99,7 @@ def test_a_random_protocol_run_is_marked_leaky(tmp_path):
     ours = leakage[leakage["source"].str.startswith("this app")]
     assert sorted(ours["protocol"]) == ["folds (subject-exclusive)", compare.LEAKY_MARK]
     assert set(ours["arch"]) == {"resnet50"}
-    seed = leakage[leakage["source"] == "seed notebook, Step 2"].set_index("arch")
+    seed = leakage[leakage["source"] == "the original notebooks, Step 2"].set_index("arch")
     assert seed.loc["resnet50", "gender_acc"] == 0.9266 and seed.loc["resnet50", "age_exact"] == 0.5745
     assert seed.loc["resnet50 (one-cycle)", "age_exact"] == 0.6827 and seed.loc["mobilenetv3", "gender_acc"] == 0.9668
     assert (seed["protocol"] == compare.SEED_PROTOCOL).all() and "not comparable" in compare.SEED_PROTOCOL
@@ -295,3 +295,27 @@ def test_cpu_latency_is_measured_once_and_cached(monkeypatch, tmp_path):
     [run] = compare.read_runs(tmp_path / "runs")
     assert compare.latency_of(run) == (4.5, "stored by the trainer")
     assert compare.runs_table([run]).iloc[0]["latency source"] == "trainer"
+
+
+def test_leakage_chart_marks_synthetic_runs_and_compares_gender_on_f_m():
+    import pandas as pd
+
+    frame = pd.DataFrame([
+        {"source": "this app: run r1", "arch": "tiny", "protocol": "folds (subject-exclusive)",
+         "dataset": "synthetic demo", "age_exact": 0.6, "gender_acc": 0.8, "gender_acc_fm": 0.9},
+        *[dict(row, dataset="Adience (published)") for row in compare.REFERENCE_ROWS],
+    ])
+    figure = plots.plot_leakage(frame)
+    labels, gender = list(figure.data[1].y), figure.data[1]
+    assert "SYNTHETIC" in labels[0] and not any("SYNTHETIC" in label for label in labels[1:])
+    assert gender.name == "gender accuracy (f/m)" and abs(gender.x[0] - 90.0) < 1e-9
+    assert any(label.startswith("3-layer CNN") for label in labels)
+    assert all("seed" not in label for label in labels) and any("original notebooks" in label for label in labels)
+
+
+def test_learning_curve_ticks_are_whole_epochs_and_not_crammed():
+    long = pd.DataFrame({"epoch": range(17), "train_loss": np.linspace(2, 1, 17)})
+    figure = plots.plot_epoch_curves({"fold 0": long})
+    assert figure.layout.xaxis.dtick == 2 and figure.layout.xaxis.tickformat == "d"  # 0, 2, ... 16: 9 ticks
+    short = plots.plot_epoch_curves({"fold 0": long.head(5)})
+    assert short.layout.xaxis.dtick == 1

@@ -31,6 +31,9 @@ from audience.predict.faces import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASTRONAUT_BOX = (177, 82, 95, 95)  # the short-range BlazeFace box (ecosystem notes, verified)
+# model="auto" measures every face again as a close-up (faces.REFINE_SCALE): the same face, its box
+# ~10 px higher and 6 % larger than the whole-image one above.
+REFINED_ASTRONAUT_BOX = (174, 72, 101, 101)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def test_astronaut_has_exactly_one_face(detector: FaceDetector, astronaut: np.nd
     found = detector.detect(astronaut)
     assert len(found) == 1
     face = found[0]
-    assert near(face.box, ASTRONAUT_BOX)
+    assert near(face.box, REFINED_ASTRONAUT_BOX)
     assert face.score > 0.8
     assert len(face.keypoints) == 6
     x, y, w, h = face.box
@@ -88,7 +91,7 @@ def test_three_people_side_by_side_give_exactly_three_faces(detector: FaceDetect
     found = sorted(detector.detect(triple), key=lambda f: f.box[0])
     assert len(found) == 3
     for copy, face in enumerate(found):
-        assert near(face.box, (ASTRONAUT_BOX[0] + 512 * copy, *ASTRONAUT_BOX[1:]))
+        assert near(face.box, (REFINED_ASTRONAUT_BOX[0] + 512 * copy, *REFINED_ASTRONAUT_BOX[1:]), tolerance=2)
 
 
 def test_tall_stack_and_two_by_two_grid(detector: FaceDetector, astronaut: np.ndarray) -> None:

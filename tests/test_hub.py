@@ -276,3 +276,11 @@ def test_hub_probe_tells_a_listening_endpoint_from_a_closed_or_malformed_one(mon
     assert not hub_net.hub_reachable(timeout=1.0)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:not-a-port")
     assert not hub_net.hub_reachable(timeout=1.0)
+
+
+def test_card_says_uncalibrated_when_temperature_scaling_was_skipped():
+    metrics = {"age_exact": 0.5, "age_ece": 0.08, "gender_acc": 0.9, "gender_ece": 0.03}
+    skipped = build_model_card({**METADATA, "metrics": metrics, "temperature": {"age": 1.0, "gender": 0.8}},
+                               None, "me/ages")
+    assert "| age ECE (uncalibrated: T = 1" in skipped and "age ECE (calibrated)" not in skipped
+    assert "| gender ECE (calibrated) | 0.030 |" in skipped  # this head was calibrated

@@ -209,3 +209,19 @@ def test_benchmark_cli_ends_with_a_json_line(small_root, capsys):
     for variant in report["variants"].values():
         assert variant["loader_images_per_s"] > 0 and variant["naive_step_images_per_s"] > 0
     assert any("loader:" in line for line in lines[:-1])
+
+
+def test_preset_demo_is_the_demo_recipe_and_explicit_flags_override_it(capsys):
+    from audience.train.config import DEMO_RECIPE
+
+    parser = train_cli.build_parser()
+    recipe = train_cli.config_of(parser.parse_args(["--preset", "demo"]))
+    assert all(str(recipe.to_dict()[name]) == str(value) for name, value in DEMO_RECIPE.items())
+    assert recipe.arch == "tiny" and recipe.epochs == DEMO_RECIPE["epochs"] and recipe.lr == DEMO_RECIPE["lr"]
+    mixed = train_cli.config_of(parser.parse_args(["--preset", "demo", "--epochs", "3", "--image-size", "32"]))
+    assert (mixed.epochs, mixed.image_size, mixed.arch, mixed.batch_size) == (3, 32, "tiny", DEMO_RECIPE["batch_size"])
+    plain = train_cli.config_of(parser.parse_args(["--data", "demo"]))
+    assert plain.epochs != DEMO_RECIPE["epochs"] or plain.arch != "tiny"  # no preset: the CLI's own defaults
+    with pytest.raises(SystemExit):
+        train_cli.main(["--resume", "x", "--preset", "demo"])
+    assert "drop --preset" in capsys.readouterr().err

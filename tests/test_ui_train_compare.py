@@ -120,3 +120,24 @@ def test_every_number_field_that_may_start_empty_is_an_optional_api_argument():
                      if f.name in NULLABLE and {int, float} & set(typing.get_args(hints[f.name]))}
     parameters = inspect.signature(start_training).parameters
     assert empty_numbers and all(parameters[name].default is None for name in empty_numbers)
+
+
+def test_the_train_form_opens_on_the_configured_dataset_and_names_the_real_allowed_folders(monkeypatch, tmp_path):
+    from audience.train.config import DEMO_RECIPE
+    from audience.ui.train import data_root_hint, initial_preset, preset_values
+
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AUDIENCE_DATA", raising=False)
+    monkeypatch.delenv("AUDIENCE_DATA_DIRS", raising=False)
+    assert preset_values(initial_preset())["data"] == "demo"
+    alone = data_root_hint()
+    assert "demo-data" not in alone and "AUDIENCE_DATA" in alone  # the demo folder is no place for a root
+    adience, extra = tmp_path / "adience", tmp_path / "more"
+    adience.mkdir()
+    extra.mkdir()
+    monkeypatch.setenv("AUDIENCE_DATA", str(adience))
+    monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(extra))
+    values = preset_values(initial_preset())
+    assert values["data"] == str(adience.resolve()) and values["arch"] != DEMO_RECIPE["arch"]
+    hint = data_root_hint()
+    assert str(adience.resolve()) in hint and str(extra.resolve()) in hint and "demo-data" not in hint

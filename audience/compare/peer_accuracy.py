@@ -17,6 +17,7 @@ import numpy as np
 
 from audience.data.formats import read_dataset
 from audience.data.images import read_image
+from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
 from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS, format_percent
 from audience.predict.crop_geometry import sample_paths
@@ -58,7 +59,7 @@ def _run(paths: list[str], predict_one: Callable[[str], tuple[int, int]]) -> tup
 def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
                        limit: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Both systems on the same faces; returns {"data", "split", "fold", "images", "audience", "peer"}."""
-    data = read_dataset(data_root, policy="bins", images="auto")
+    data = read_dataset(resolve_data_root(data_root), policy="bins", images="auto")
     rows = evaluation_rows(data, split, fold, "age+gender")
     paths = data.faces["path"].astype(str).to_numpy()[rows]
     if limit:

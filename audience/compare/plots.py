@@ -32,6 +32,9 @@ def _color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+MAX_EPOCH_TICKS = 8
+
+
 def plot_epoch_curves(frames: dict[str, pd.DataFrame], title: str = "Learning curves") -> go.Figure:
     """Loss (train solid, val dashed) and validation accuracy (age solid, gender dotted) per epoch,
     one colour per entry of `frames` (label -> metrics.csv rows)."""
@@ -51,7 +54,9 @@ def plot_epoch_curves(frames: dict[str, pd.DataFrame], title: str = "Learning cu
                 hovertemplate="%{fullData.name} %{meta}, epoch %{x}: %{y:.3f}<extra></extra>",
             ), row=1, col=col)
             shown = True
-    figure.update_xaxes(title_text="epoch", dtick=1)
+    # One tick per epoch crammed 0-16 together in a half-width subplot: at most ~8 whole-epoch ticks.
+    last = max(int(frame["epoch"].max()) for frame in frames.values())
+    figure.update_xaxes(title_text="epoch", dtick=max(1, -(-last // MAX_EPOCH_TICKS)), tickformat="d")
     figure.update_layout(title={"text": title, "subtitle": {"text": CURVE_KEY}}, legend=BOTTOM_LEGEND,
                          margin={"t": 110})
     return figure
@@ -142,9 +147,12 @@ def plot_leakage(frame: pd.DataFrame) -> go.Figure:
         return empty_figure(title, "No run yet.")
     labels = [_leakage_label(row) for row in frame.itertuples()]
     figure = go.Figure()
-    for key, color in (("age_exact", _color(0)), ("gender_acc", _color(1))):
-        figure.add_trace(go.Bar(y=labels, x=frame[key] * 100, name=METRIC_NAMES[key], orientation="h",
-                                marker_color=color))
+    # Levi & Hassner report gender on f/m faces only, so the chart compares f/m accuracy throughout
+    # (a row without an f/m figure, the original notebooks', falls back to its one gender number).
+    gender = frame["gender_acc_fm"].fillna(frame["gender_acc"]) if "gender_acc_fm" in frame else frame["gender_acc"]
+    for values, name, color in ((frame["age_exact"], METRIC_NAMES["age_exact"], _color(0)),
+                                (gender, "gender accuracy (f/m)", _color(1))):
+        figure.add_trace(go.Bar(y=labels, x=values * 100, name=name, orientation="h", marker_color=color))
     # the footnote is the subtitle: as an annotation under the axis it ran into the tick labels
     figure.update_layout(title={"text": title, "subtitle": {"text": "* published, not comparable: other data "
                                                                     "and protocol (the table above has the details)"}},
@@ -156,8 +164,9 @@ def plot_leakage(frame: pd.DataFrame) -> go.Figure:
 def _leakage_label(row) -> str:
     """A short y label: the full protocol sentence of a published row is in the leakage table."""
     source = str(row.source)
-    if source.startswith("seed"):
-        return f"{row.arch} · seed: random image split *"
+    if source.startswith("the original"):
+        return f"{row.arch} · original notebooks: random image split *"
     if source.startswith("Levi"):
         return f"{row.arch} · Levi & Hassner: 5 folds *"
-    return f"{row.arch} · {row.protocol}"
+    synthetic = " · SYNTHETIC data" if "synthetic" in str(getattr(row, "dataset", "")) else ""
+    return f"{row.arch} · {row.protocol}{synthetic}"

@@ -14,10 +14,14 @@ CONFIDENT_COLOUR = (46, 204, 64)  # green: both heads above the uncertainty thre
 UNCERTAIN_COLOUR = (255, 165, 0)  # amber, and the label ends in "?"
 DETECTION_COLOUR = (0, 150, 255)  # blue: detection only, no classes
 TEXT_COLOUR = (0, 0, 0)
+# gradio draws its overlays over the top of an image (the name badge top-left, the toolbar
+# top-right): labels stay out of this top fraction of the image where they can.
+OVERLAY_BAND = 0.15
+MIN_FONT_SIZE = 8
 
 
 def label_of(prediction: FacePrediction) -> str:
-    """The text drawn above a face: "22-32 0.61 · m 0.93", one head only, or "face 0.92" without a model."""
+    """A face's label after its number: "22-32 0.61 · m 0.93", one head only, or "face 0.92" without a model."""
     parts = []
     for head in HEADS:
         probs = prediction.probs_of(head)
@@ -49,19 +53,51 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int],
         draw.line([(x1, start), (x1, end)], fill=colour, width=width)
 
 
-def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction]) -> np.ndarray:
-    """An annotated RGB uint8 copy of `image` (same size): one box and label per face.
+def _fitting_font(draw: ImageDraw.ImageDraw, texts: Sequence[str], size: int, width: int):
+    """The default font at `size`, made smaller until the longest label fits the image's width."""
+    while True:
+        font = ImageFont.load_default(size=size)
+        widest = max((draw.textbbox((0, 0), text, font=font)[2] for text in texts), default=0)
+        if widest + 4 <= width or size <= MIN_FONT_SIZE:
+            return font
+        size = max(MIN_FONT_SIZE, int(size * 0.85))
 
-    Line width and font size scale with the image, so labels stay legible on a 100 px crop and on
-    a 6000 px photo alike; a label that would leave the image is drawn inside the box instead.
+
+def label_position(
+    box: tuple[int, int, int, int], text_size: tuple[int, int], image_size: tuple[int, int]
+) -> tuple[int, int]:
+    """Where a label of (w, h) goes for a box (x0, y0, x1, y1) in an image of (width, height).
+
+    Below the box where it fits; else above it unless that is in the top band, where the app's
+    overlays sit (the image's name badge top-left, its toolbar top-right); else inside the box at
+    its bottom. Always wholly inside the image.
+    """
+    (x0, y0, _, y1), (text_w, text_h), (width, height) = box, text_size, image_size
+    band = OVERLAY_BAND * height
+    if y1 + 1 + text_h <= height:
+        top = y1 + 1
+    elif y0 - text_h >= band:
+        top = y0 - text_h
+    else:
+        top = max(y1 + 1 - text_h, round(band))
+    return min(max(0, x0), max(0, width - text_w)), min(max(0, top), max(0, height - text_h))
+
+
+def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction]) -> np.ndarray:
+    """An annotated RGB uint8 copy of `image` (same size): one box and a numbered label per face.
+
+    Faces are numbered 1, 2, ... in the order given (the Predictor's reading order, the rows of
+    the UI table and the CLI). Line width and font size scale with the image, so labels stay
+    legible on a 100 px crop and on a 6000 px photo alike; labels are placed by `label_position`.
     """
     canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=False), mode="RGB")
     draw = ImageDraw.Draw(canvas)
     height, width = image.shape[:2]
     short_side = min(height, width)
     line_width = max(1, round(short_side / 250))
-    font = ImageFont.load_default(size=max(10, round(short_side / 28)))
-    for prediction in predictions:
+    texts = [f"{number} {label_of(p)}" for number, p in enumerate(predictions, 1)]
+    font = _fitting_font(draw, texts, max(10, round(short_side / 28)), width)
+    for prediction, text in zip(predictions, texts, strict=True):
         x, y, w, h = prediction.box
         box = (int(x), int(y), int(x + w - 1), int(y + h - 1))
         colour = _colour_of(prediction)
@@ -69,12 +105,10 @@ def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction]) -
             _dashed_rectangle(draw, box, colour, line_width)
         else:
             draw.rectangle(box, outline=colour, width=line_width)
-        text = label_of(prediction)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(1, line_width)
         text_w, text_h = right - left + 2 * pad, bottom - top + 2 * pad
-        text_x = min(max(0, box[0]), max(0, width - text_w))
-        text_y = box[1] - text_h if box[1] - text_h >= 0 else box[1] + line_width
-        draw.rectangle((text_x, text_y, text_x + text_w, text_y + text_h), fill=colour)
+        text_x, text_y = label_position(box, (text_w, text_h), (width, height))
+        draw.rectangle((text_x, text_y, text_x + text_w - 1, text_y + text_h - 1), fill=colour)
         draw.text((text_x + pad - left, text_y + pad - top), text, fill=TEXT_COLOUR, font=font)
     return np.asarray(canvas)

@@ -12,9 +12,11 @@ found with non-maximum suppression.
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -43,6 +45,15 @@ ELONGATED = 1.5  # images whose long/short side ratio exceeds this (wider than 3
 MIN_TILE_SIDE = 128  # no smaller tiles: the short-range model's own input size
 SMALL_TILE_MIN_SIDE = 1024  # images whose short side reaches this also get tiles of half that side
 WORK_SHORT_SIDE = 768  # larger images are shrunk to at most this short side first: BlazeFace sees 192 px anyway
+# BlazeFace's box for a face depends on where the face falls on the model's anchor grid and on the
+# model (full-range boxes are ~10 % larger), so one face tiled four times got boxes of 93-106 px, and
+# different crops and answers. Every face is therefore measured again by the short-range model (the
+# one CROP_MARGIN was measured with) in a square window of REFINE_SCALE x its size, centred on it,
+# until the box stops moving (at most REFINE_STEPS times); window sides come from a ladder of four
+# steps per octave, so a pixel's difference in the first box does not change the window.
+REFINE_SCALE = 2.0
+REFINE_STEPS = 6
+REFINE_INPUT = 128  # the short-range model's input side
 TIGHT_CROP_PAD = 0.5  # an image with no face found is retried with this much border (a face filling it)
 
 
@@ -89,6 +100,25 @@ def merge_faces(faces: list[Face], iou: float = NMS_IOU, contained: float = CONT
     return result
 
 
+def reading_order(boxes: list[tuple[int, int, int, int]]) -> list[int]:
+    """Indices of `boxes` (x, y, w, h) in reading order: rows top to bottom, left to right in a row.
+
+    Boxes are taken by their centres; a box whose centre lies less than half a face height below the
+    first centre of the current row (the taller of the two faces) joins that row, so a row of people
+    whose heads sit a little higher or lower stays one row.
+    """
+    centres = [(x + w / 2.0, y + h / 2.0, h) for x, y, w, h in boxes]
+    rows: list[list[int]] = []
+    for index in sorted(range(len(boxes)), key=lambda i: (centres[i][1], centres[i][0])):
+        if rows:
+            first = centres[rows[-1][0]]
+            if centres[index][1] - first[1] < 0.5 * max(first[2], centres[index][2]):
+                rows[-1].append(index)
+                continue
+        rows.append([index])
+    return [index for row in rows for index in sorted(row, key=lambda i: centres[i][0])]
+
+
 def expand_box(
     box: tuple[int, int, int, int], image_shape: tuple[int, ...], margin: float = CROP_MARGIN,
     shift: tuple[float, float] = (0.0, 0.0),
@@ -103,9 +133,11 @@ def expand_box(
     x, y, w, h = box
     height, width = image_shape[:2]
     size = max(w, h)
-    side = max(1, round(size * (1.0 + 2.0 * margin)))
-    left = round(min(max(x + w / 2.0 + shift[0] * size, 0.0), float(width)) - side / 2)
-    top = round(min(max(y + h / 2.0 + shift[1] * size, 0.0), float(height)) - side / 2)
+    side = max(1, _round_half_up(size * (1.0 + 2.0 * margin)))
+    # floor(v + 0.5), not round(): Python rounds halves to even, so a face moved by one pixel
+    # would get its crop moved by zero or two.
+    left = _round_half_up(min(max(x + w / 2.0 + shift[0] * size, 0.0), float(width)) - side / 2)
+    top = _round_half_up(min(max(y + h / 2.0 + shift[1] * size, 0.0), float(height)) - side / 2)
     x0, y0 = min(max(left, 0), width - 1), min(max(top, 0), height - 1)
     x1, y1 = min(left + side, width), min(top + side, height)
     return (x0, y0, max(x1 - x0, 1), max(y1 - y0, 1))
@@ -185,7 +217,28 @@ class FaceDetector:
             padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
             found = self._engines["short"].detect(padded)
             faces = [f for f in (_to_image(f, (-pad, -pad), factor, image_shape) for f in found) if _area(f) > 0]
-        return merge_faces(faces) if self.model == "auto" else faces
+        if self.model != "auto":
+            return faces
+        return merge_faces([self._refine(work, face, factor, image_shape) for face in merge_faces(faces)])
+
+    def _refine(self, work: np.ndarray, face: Face, factor: int, image_shape) -> Face:
+        """The face measured again by the short-range model in a window framed on it (see REFINE_SCALE)."""
+        x, y, w, h = (v / factor for v in face.box)
+        box, seen = (x, y, w, h), []
+        for _ in range(REFINE_STEPS):
+            found, window = _detect_in_window(self._engines["short"], work, box)
+            if found is None:
+                break
+            box = found
+            key = tuple(_round_half_up(v) for v in box)
+            if key in seen:  # a fixed point, or a cycle: take its smallest box, whichever copy of a face this is
+                box = min(seen[seen.index(key):])
+                break
+            seen.append(key)
+        if not seen:
+            return face
+        refined = Face(tuple(_round_half_up(v) for v in box), face.score, ())
+        return replace(_to_image(refined, (0, 0), factor, image_shape), score=face.score, keypoints=face.keypoints)
 
     def close(self) -> None:
         """Free the models (idempotent)."""
@@ -232,3 +285,31 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
     w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
     h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
     return max(w, 0) * max(h, 0)
+
+
+def _round_half_up(value: float) -> int:
+    """The nearest integer, halves up: unlike round(), shifting `value` by n shifts the result by n."""
+    return math.floor(value + 0.5)
+
+
+def _detect_in_window(engine, work: np.ndarray, box) -> tuple[tuple | None, tuple]:
+    """The most confident face the engine finds in a window framed on `box` (x, y, w, h floats), or None.
+
+    The window is a square of a ladder side near REFINE_SCALE x the box's size, centred on the box,
+    grey beyond the image, resized to REFINE_INPUT pixels; the box comes back in `work` pixels.
+    """
+    x, y, w, h = box
+    side = max(8, _round_half_up(2.0 ** (_round_half_up(4 * math.log2(max(w, h, 1.0) * REFINE_SCALE)) / 4)))
+    x0, y0 = _round_half_up(x + w / 2) - side // 2, _round_half_up(y + h / 2) - side // 2
+    height, width = work.shape[:2]
+    window = np.full((side, side, 3), 128, np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None, (x0, y0, side)
+    window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = work[sy0:sy1, sx0:sx1]
+    found = engine.detect(cv2.resize(window, (REFINE_INPUT, REFINE_INPUT), interpolation=cv2.INTER_AREA))
+    if not found:
+        return None, (x0, y0, side)
+    fx, fy, fw, fh = max(found, key=lambda f: f.score).box
+    scale = side / REFINE_INPUT
+    return (x0 + fx * scale, y0 + fy * scale, fw * scale, fh * scale), (x0, y0, side)

@@ -20,7 +20,7 @@ from audience.data.images import read_image
 from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint
 from audience.predict.crop_geometry import crop_geometry_of
-from audience.predict.faces import Face, FaceDetector, expand_box
+from audience.predict.faces import Face, FaceDetector, expand_box, reading_order
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
@@ -108,7 +108,7 @@ class Predictor:
     margin: the crop margin around a detected box (default: the checkpoint's measured `crop`, else CROP_MARGIN).
     tta_flip: also classify the mirrored crops and average the probabilities.
     uncertain_below: a face is `uncertain` when either head's top probability is below this.
-    max_faces: at most this many faces per image, the largest first.
+    max_faces: at most this many faces per image (the largest), returned in reading order.
 
     Thread safety: concurrent predict() calls are allowed. Decoding runs in parallel; detection,
     cropping and the forward pass run under one lock. A forward in eval mode would be safe to
@@ -174,7 +174,10 @@ class Predictor:
         self.close()
 
     def predict(self, source, whole_image: bool = False, tta_flip: bool | None = None) -> list[FacePrediction]:
-        """Faces in `source` (path, bytes, RGB array or PIL image), largest first, at most max_faces.
+        """Faces in `source` (path, bytes, RGB array or PIL image), the largest max_faces, in reading order.
+
+        Reading order (`reading_order`): rows top to bottom, left to right within a row, the order
+        of the numbers drawn on the boxes, the UI table, the JSON and the CLI.
 
         whole_image=True skips detection and classifies the whole image as one face crop.
         tta_flip overrides the constructor's setting for this call. No face found: [].
@@ -197,6 +200,7 @@ class Predictor:
             else:
                 faces = self.detector.detect(image)
             faces = sorted(faces, key=lambda face: face.box[2] * face.box[3], reverse=True)[: self.max_faces]
+            faces = [faces[i] for i in reading_order([face.box for face in faces])]
             timings.detect_ms = (time.perf_counter() - start) * 1000
             predictions, crops = [], []
             for face in faces:

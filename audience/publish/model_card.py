@@ -83,6 +83,16 @@ def _front_matter(synthetic: bool | None, data_format: str | None = None) -> str
     return f"{head}tags:\n{_yaml_list(tags)}\n---\n"
 
 
+def _metric_title(key: str, metadata: dict) -> str:
+    """The metric's card title; an ECE says "uncalibrated" when its head kept T = 1 (calibration skipped)."""
+    head = key.removesuffix("_ece")
+    if key.endswith("_ece"):
+        temperature = (metadata.get("temperature") or {}).get(head)
+        if temperature is None or float(temperature) == 1.0:
+            return f"{head} ECE (uncalibrated: T = 1, temperature scaling skipped or not fitted)"
+    return METRIC_NAMES[key]
+
+
 def _metrics_table(metadata: dict) -> list[str]:
     metrics = metadata.get("metrics") or {}
     keys = [k for k in METRIC_NAMES if isinstance(metrics.get(k), int | float)]
@@ -91,7 +101,7 @@ def _metrics_table(metadata: dict) -> list[str]:
     where = metadata.get("metrics_on") or "?"
     fold = metadata.get("fold")
     lines = [f"Metrics of this checkpoint on its **{where}** set (fold {fold}):", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {METRIC_NAMES[k]} | {_fmt(k, metrics[k])} |" for k in keys]
+    lines += [f"| {_metric_title(k, metadata)} | {_fmt(k, metrics[k])} |" for k in keys]
     return lines
 
 
@@ -111,7 +121,9 @@ def _folds_table(summary: dict | None) -> list[str]:
         cells = [_fmt(k, row["per_fold"].get(f)) for f in folds]
         mean, std = row.get("mean"), row.get("std")
         spread = f"{_fmt(k, mean)} ± {_fmt(k, std)}" if mean is not None else "-"
-        lines.append(f"| {METRIC_NAMES[k]} | " + " | ".join(cells) + f" | {spread} |")
+        title = f"{k.removesuffix('_ece')} ECE (after temperature scaling; T = 1 where skipped)" \
+            if k.endswith("_ece") else METRIC_NAMES[k]
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {spread} |")
     if len(folds) < 5 and summary.get("protocol") == "folds":
         lines += ["", f"Only {len(folds)} of the 5 folds {'was' if len(folds) == 1 else 'were'} run: "
                   "this is not a full 5-fold result."]

@@ -21,9 +21,10 @@ from audience.errors import AudienceError
 from audience.publish.promote import checkpoints_table, promote_checkpoint
 
 ALL_FOLDS = "all folds"
-LATENCY_NOTE = ("CPU ms (per face): the trainer's number when the run stores one, else measured here once per arch and "
-                "image size with a random-init model (batch 1, median of 10 passes; weights do not change the time; "
-                "a busy machine inflates it, so press 'Measure CPU latency' again when it is idle).")
+LATENCY_NOTE = ("CPU ms (per face): the trainer's number when the run stores one; '-' until you press 'Measure CPU "
+                "latency', which measures it here once per arch and image size with a random-init model (batch 1, "
+                "median of 10 passes; weights do not change the time; a busy machine inflates it, so press it again "
+                "when the machine is idle).")
 # Pixel widths of compare.runs_table's columns, in its order (a test checks it): without them the
 # browser squeezed 19 columns until headers broke mid-word. The 1,200 px of a 1,400 px page show a run
 # through its cost; calibration, latency source and problems scroll into view. (pinned_columns would

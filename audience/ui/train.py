@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -61,6 +62,29 @@ def full_preset() -> dict:
     return {"data": str(root) if root is not None else "demo"}
 
 
+def initial_preset() -> dict:
+    """The form's first values: the configured dataset (AUDIENCE_DATA) with the full-run defaults, else the demo."""
+    from audience.settings import configured_data_root
+
+    return full_preset() if configured_data_root() is not None else DEMO_PRESET
+
+
+def data_root_hint() -> str:
+    """The data-root field's info line: 'demo' and the folders a typed root may lie under (the real allow-list)."""
+    from audience.settings import demo_root
+
+    home = Path.home()
+
+    def short(folder: Path) -> str:
+        return "~/" + str(folder.relative_to(home)) if folder.is_relative_to(home) else str(folder)
+
+    folders = [short(d) for d in allowed_data_dirs() if d != demo_root()]
+    if not folders:
+        return ("'demo' (the built-in synthetic set); to open your Adience or UTKFace copy, start the app "
+                "with AUDIENCE_DATA=/path (or AUDIENCE_DATA_DIRS)")
+    return "'demo', or an Adience root or UTKFace folder in or under: " + "; ".join(folders)
+
+
 def form_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.name not in HIDDEN_FIELDS]
 
@@ -79,8 +103,7 @@ def _component(item: dataclasses.Field, hint, value) -> gr.components.Component:
         return gr.Dropdown(FOLD_CHOICES, value=value, label=label, allow_custom_value=True,
                            info="'all' = the five folds; one fold (0-4) for a quick run; or a list such as 0,2")
     if item.name == "data":
-        where = ", ".join(str(d) for d in allowed_data_dirs())
-        return gr.Textbox(value=value, label="data root", info=f"'demo', or an Adience root under: {where}")
+        return gr.Textbox(value=value, label="data root", info=data_root_hint())
     if choices:
         return gr.Dropdown(list(choices), value=value, label=label, info=help_text)
     if base is bool and optional:
@@ -214,7 +237,7 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     with gr.Row():
         demo_button = gr.Button("Demo preset (one fold, quick on a CPU)", size="sm")
         full_button = gr.Button("Full run preset (TrainConfig defaults)", size="sm")
-    inputs = _build_form(preset_values())
+    inputs = _build_form(preset_values(initial_preset()))
     with gr.Row():
         start = gr.Button("Train fold(s)", variant="primary")
         stop = gr.Button("Stop", variant="stop")
