@@ -204,3 +204,16 @@ def test_resume_runs_the_saved_config(monkeypatch, tmp_path):
     assert jobs.resumable_runs() == []  # the run being resumed is not offered twice
     fake.release.set()
     assert jobs.wait_job(timeout=10).state == "finished"
+
+
+def test_a_finished_run_puts_its_test_accuracy_in_the_status_line():
+    from audience.train.job_status import JobStatus, apply_event
+
+    status = JobStatus(state="running", epochs=2, epoch=2)
+    summary = {"age_exact": {"mean": 0.612, "std": 0.01, "per_fold": {"0": 0.602, "1": 0.622}},
+               "gender_acc_fm": {"mean": 0.92, "std": 0.0, "per_fold": {"0": 0.92, "1": 0.92}}}
+    apply_event(status, {"type": "run_end", "run_dir": "/runs/r1", "summary": summary, "message": "run r1 finished"})
+    assert "test: age exact" not in status.progress_line()  # still running: no result yet
+    status.state = "finished"
+    line = status.progress_line()
+    assert line.startswith("finished") and "test: age exact 61.2 ± 1.0 %, gender (f/m) 92.0 ± 0.0 %" in line
