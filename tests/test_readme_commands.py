@@ -106,7 +106,9 @@ def test_every_readme_command_runs_without_a_traceback(places):
         print(f"{time.perf_counter() - start:5.1f} s  {command}")
         assert "Traceback" not in done.stderr + done.stdout, f"{command}\n{done.stderr[-3000:]}"
         assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
-        if argv[1].endswith("train.py"):
+        if argv[1].endswith("train.py") and "--clear-cache" in argv:
+            assert done.stdout.startswith("freed "), command
+        elif argv[1].endswith("train.py"):
             last = done.stdout.strip().splitlines()[-1]
             assert last.startswith("run folder: "), command
             run_dir = Path(last.removeprefix("run folder: "))
