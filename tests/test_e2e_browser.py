@@ -174,14 +174,16 @@ def test_train_tab_runs_one_demo_fold_with_a_moving_log(page, screenshots, serve
     settle_job(server)  # no other test's job running: this run starts, and its log is the one shown
     before = {p.name for p in server.runs.iterdir()}
     log = page.get_by_label("Log", exact=True)
-    earlier = log.input_value()  # a finished job's log stays until the next job replaces it
     page.get_by_role("button", name=re.compile(r"^Train")).click()
 
+    # A finished job's log stays on the page until the next job's replaces it (the page polls, so the
+    # previous test's log may only show up now): only a log that starts with this run's line counts.
+    ours = re.compile(r"^\S+ starting a training run: tiny, folds 0, 1 epoch, data the demo set\n")
     seen: list[str] = []
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
         text = log.input_value()
-        if text and text != earlier and (not seen or seen[-1] != text):
+        if ours.match(text + "\n") and (not seen or seen[-1] != text):
             seen.append(text)
         if seen and (_new_run_finished(seen[-1], before) or "error:" in seen[-1]):
             break

@@ -175,6 +175,13 @@ def _checked_data(config):
     return config.replace(data=str(training_data_root(config.data)))
 
 
+def _start_line(config) -> str:
+    """The log's first line: what this run trains, so a log is never mistaken for another run's."""
+    data = "the demo set" if config.data == DEMO_DATA else config.data
+    epochs = f"{config.epochs} epoch" + ("" if config.epochs == 1 else "s")
+    return f"starting a training run: {config.arch}, folds {config.folds}, {epochs}, data {data}"
+
+
 def _launch(config, resume: Path | None, server_name: str | None, share: bool, measure_crop=None) -> JobStatus:
     global _job
     allowed, reason = training_allowed(server_name, share)
@@ -187,7 +194,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
         job = _Job(config, resume, measure_crop)
         if resume is not None:
             job.status.run_dir, job.status.run_id = str(resume), resume.name
-        job.add_log(f"resuming run {resume.name}" if resume is not None else "starting a training run")
+        job.add_log(f"resuming run {resume.name}" if resume is not None else _start_line(config))
         job.thread = threading.Thread(target=_run, args=(job,), name="audience-training", daemon=True)
         _job = job
         job.thread.start()
