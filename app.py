@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 
 from audience import settings
 from audience.data.demo import ensure_demo_dataset
+from audience.errors import AudienceError
 from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
@@ -33,7 +34,13 @@ and try a model on your own photos or webcam."""
 def default_data_root() -> str:
     """AUDIENCE_DATA when set, else the synthetic demo dataset (made here on first start)."""
     configured = settings.configured_data_root()
-    return str(configured if configured is not None else ensure_demo_dataset())
+    if configured is not None:
+        return str(configured)
+    try:
+        return str(ensure_demo_dataset())
+    except AudienceError as exc:  # e.g. the demo folder holds something else: a sentence, not a traceback
+        raise SystemExit(f"Audience cannot start: {exc} The demo folder is AUDIENCE_HOME/demo-data: "
+                         "set AUDIENCE_HOME to another folder, or AUDIENCE_DATA to a dataset.") from None
 
 
 def build_demo() -> gr.Blocks:

@@ -10,3 +10,23 @@ def test_uploads_are_deleted_after_a_short_time(monkeypatch):
     assert app.build_demo().delete_cache == (60, 120)  # every minute, files older than two minutes
     monkeypatch.setenv("AUDIENCE_KEEP_FILES_S", "forever")
     assert app.build_demo().delete_cache == (60, 600)
+
+
+def test_a_foreign_demo_folder_stops_the_app_with_one_sentence(tmp_path):
+    """A non-empty demo folder that holds something else is never overwritten: the app says so and exits."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    (home / "demo-data").mkdir(parents=True)
+    (home / "demo-data" / "notes.txt").write_text("mine")
+    env = {**os.environ, "AUDIENCE_HOME": str(home), "GRADIO_SERVER_PORT": "1"}
+    env.pop("AUDIENCE_DATA", None)
+    app_py = Path(__file__).resolve().parents[1] / "app.py"
+    done = subprocess.run([sys.executable, str(app_py)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("Audience cannot start:") and "demo-data" in done.stderr
+    assert (home / "demo-data" / "notes.txt").read_text() == "mine"
