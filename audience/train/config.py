@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -170,7 +171,7 @@ class TrainConfig:
             raise AudienceError(f"val_fraction must be between 0 and 0.5 (exclusive); got {self.val_fraction}.")
         if self.task == "age+gender" and self.age_weight == 0 and self.gender_weight == 0:
             raise AudienceError("age_weight and gender_weight cannot both be 0.")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,3}", self.device)):
             raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {quoted(self.device)}.")
 
     def default_workers(self, device_type: str) -> int:
@@ -249,7 +250,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{item.name.replace('_', '-')}", *item.metadata["flags"]]
         kind = _base_type(hints[item.name])
         default = item.default
-        help_text = item.metadata["help"] + ("" if default in (None, "") else f" (default: {default})")
+        minimum, maximum = item.metadata["minimum"], item.metadata["maximum"]
+        notes = ([] if default in (None, "") else [f"default: {default}"]) + \
+            ([f"{_plain(minimum)} to {_plain(maximum)}"] if maximum is not None else [])
+        help_text = item.metadata["help"] + (f" ({'; '.join(notes)})" if notes else "")
         options = {"dest": item.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **options)
@@ -257,6 +261,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             choices = item.metadata["choices"]
             metavar = "{" + ",".join(choices) + "}" if choices else item.name.upper()
             parser.add_argument(*flags, type=str, metavar=metavar, **options)
+
+
+def _plain(number) -> str:
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
 
 
 def config_from_args(namespace: argparse.Namespace) -> TrainConfig:

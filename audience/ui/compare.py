@@ -132,9 +132,9 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None):
     try:
         if not run_id:
             raise AudienceError("Choose a run first.")
-        if str(run_id).startswith(SHIPPED_PREFIX):
-            raise AudienceError(f"{run_id} is a served checkpoint already; pick it in the Predict tab.")
         check_path(run_id, "Run id")
+        if str(run_id).startswith(SHIPPED_PREFIX):
+            raise AudienceError(f"{shorten(run_id)} is a served checkpoint already; pick it in the Predict tab.")
         run = _run_by_id(compare.read_runs(settings.runs_dir()), run_id)
         if run is None:
             raise AudienceError(f"Run {shorten(run_id)} is not in the runs folder.")
