@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -176,11 +177,28 @@ def plain(markdown: str) -> str:
     return markdown.replace("\\", "")
 
 
-def test_api_text_inputs_get_one_sentence(server):
-    eda = [(NUL, CONTROL), (LONG, "Data root is too long")]
+def write_root_with_nul_user_id(root: Path, source: Path) -> Path:
+    """`source`'s fold files (labels only) with a NUL byte in the first user_id of fold 0."""
+    root.mkdir(exist_ok=True)
+    for fold in range(5):
+        text = (source / f"fold_{fold}_data.txt").read_text(encoding="utf-8-sig")
+        if fold == 0:
+            lines = text.split("\n")
+            lines[1] = "ab\0c" + lines[1][lines[1].index("\t"):]
+            text = "\n".join(lines)
+        (root / f"fold_{fold}_data.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+NUL_USER_ID = "line 2: user_id and original_image must be plain names, without '/', '\\', '..' or a NUL byte."
+
+
+def test_api_text_inputs_get_one_sentence(server, demo_root):
+    nul_user = write_root_with_nul_user_id(server.data_dirs / "nul-user-id", demo_root)
+    eda = [(NUL, CONTROL), (LONG, "Data root is too long"), (str(nul_user), NUL_USER_ID)]
     for root, sentence in eda:
-        summary = plain(call_named(server, "eda", root=root)[0])
-        assert summary.startswith("**Could not load the data:**") and sentence in summary, summary
+        summary = plain(call_named(server, "eda", root=root, images="none")[0])
+        assert summary.startswith("**Could not load the data:**") and plain(sentence) in summary, summary
     train = [({"data": NUL}, f"data {CONTROL}"), ({"data": LONG}, "data is too long"),
              ({"data": "demo", "epochs": 1e18}, "epochs must be at most 10,000; got 1,000,000,000,000,000,000."),
              ({"data": "demo", "epochs": 1.5}, "epochs must be int; got 1.5."),
@@ -352,17 +370,10 @@ def test_predict_cli_out_that_cannot_be_a_folder_is_refused(tmp_path):
     assert existing.read_text() == "keep me\n"
 
 
-def test_eda_cli_names_a_nul_byte_in_a_user_id(adience_meta, tmp_path):
-    for fold in range(5):
-        text = (adience_meta / f"fold_{fold}_data.txt").read_text(encoding="utf-8-sig")
-        if fold == 0:
-            lines = text.split("\n")
-            lines[1] = "ab\0c" + lines[1][lines[1].index("\t"):]
-            text = "\n".join(lines)
-        (tmp_path / f"fold_{fold}_data.txt").write_text(text, encoding="utf-8")
+def test_eda_cli_names_a_nul_byte_in_a_user_id(demo_root, tmp_path):
+    write_root_with_nul_user_id(tmp_path, demo_root)
     before = (tmp_path / "fold_0_data.txt").read_bytes()
     code, err = finished(run_cli("eda.py", "--data", tmp_path, "--images", "none", "--json"))
     assert code == 2 and "Traceback" not in err, err
-    assert err.strip() == (f"error: {tmp_path / 'fold_0_data.txt'} line 2: user_id and original_image must be "
-                           "plain names, without '/', '\\', '..' or a NUL byte."), err
+    assert err.strip() == f"error: {tmp_path / 'fold_0_data.txt'} {NUL_USER_ID}", err
     assert (tmp_path / "fold_0_data.txt").read_bytes() == before
