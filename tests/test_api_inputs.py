@@ -377,3 +377,11 @@ def test_eda_cli_names_a_nul_byte_in_a_user_id(demo_root, tmp_path):
     assert code == 2 and "Traceback" not in err, err
     assert err.strip() == f"error: {tmp_path / 'fold_0_data.txt'} {NUL_USER_ID}", err
     assert (tmp_path / "fold_0_data.txt").read_bytes() == before
+
+
+def test_a_unicode_run_name_names_the_run_folder(tmp_path):
+    """Run names were cut to ASCII ('été 年齢' left nothing): the folder keeps them as typed."""
+    from audience.train.runs import create_run_dir
+
+    config = TrainConfig.from_dict({"data": "demo", "arch": "tiny", "run_name": "été 年齢"})
+    assert create_run_dir(tmp_path, config).name.endswith("-tiny-folds-été-年齢")
