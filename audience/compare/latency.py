@@ -50,7 +50,10 @@ def cached_latency(arch: str, image_size: int) -> dict | None:
 def measure_cpu_latency(arch: str, image_size: int, repeats: int = 10, refresh: bool = False) -> dict:
     """Median CPU milliseconds per face (batch 1, random-init `arch` at `image_size`), cached."""
     from audience.model.network import build_model
+    from audience.train.config import check_setting
 
+    check_setting("arch", arch)
+    check_setting("image_size", image_size)  # a run's config.json may say -5 or 10^6
     if not refresh and (entry := cached_latency(arch, image_size)):
         return entry
     with _lock:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audience.data.contained import files_inside, is_plain_name, resolves_inside
+from audience.data.contained import files_inside, is_plain_name, is_symlink_loop, missing_reason, resolves_inside
 from audience.errors import AudienceError, quoted, shorten
 from audience.labels import NO_CLASS, POLICIES, parse_age, parse_gender
 
@@ -90,6 +90,8 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
     Windows line endings and a UTF-8 byte-order mark are accepted.
     """
     path = Path(path)
+    if is_symlink_loop(path):
+        raise AudienceError(f"{path}: the fold file is {missing_reason(path)}.")
     if not path.is_file():
         raise AudienceError(f"{path}: fold file not found (an Adience root needs fold_0_data.txt ... fold_4_data.txt).")
     try:
@@ -98,7 +100,11 @@ def read_fold_file(path: Path, fold: int) -> pd.DataFrame:
         raise AudienceError(f"{path}: not a text file ({exc.reason} at byte {exc.start}).") from None
     except OSError as exc:  # e.g. no read permission, or a folder named like the file
         raise AudienceError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    lines = text.splitlines()
+    # Lines end at \n or \r\n only, as in any TSV reader: str.splitlines() also breaks at a form feed, U+2028
+    # and other separators inside a field, which then reads as a line with too few fields.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines[-1] == "":
+        lines.pop()
     if not lines:
         raise AudienceError(f"{path} line 1: the file is empty; expected a header line.")
     header = tuple(cell.strip() for cell in lines[0].split("\t"))

@@ -8,6 +8,7 @@ user folder that is a symlink, or a `..` in a name read from a fold file. Paths 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,6 +19,22 @@ def resolves_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
         return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
     except (OSError, ValueError):  # a symlink loop, a NUL byte
         return False
+
+
+def is_symlink_loop(path: str | os.PathLike) -> bool:
+    """Whether `path` is a symlink that leads back to itself (exists() says False, as for a missing file)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    except ValueError:  # a NUL byte
+        return False
+    return False
+
+
+def missing_reason(path: str | os.PathLike, missing: str = "no such file") -> str:
+    """Why a path that does not exist cannot be opened: `missing`, or that it is a symlink loop."""
+    return "a symlink loop (the link leads back to itself)" if is_symlink_loop(path) else missing
 
 
 def is_plain_name(name: str) -> bool:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from audience.data.contained import missing_reason
 from audience.errors import AudienceError
 
 MAX_PIXELS = 40_000_000  # header check: a larger image is refused before decoding (a 16-bit RGBA one is 320 MB)
@@ -65,7 +66,7 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_side: int 
         path = Path(source)
         name = path.name or str(path)
         if not path.exists():
-            raise AudienceError(f"{source}: no such file")
+            raise AudienceError(f"{source}: {missing_reason(path)}")
         if path.is_dir():
             raise AudienceError(f"{source}: is a folder, not an image file")
         try:
@@ -98,7 +99,7 @@ def list_images(paths: str | Path | Iterable[str | Path], recursive: bool = Fals
         elif path.exists():
             found.append(path)
         else:
-            raise AudienceError(f"{entry}: no such file or folder")
+            raise AudienceError(f"{entry}: {missing_reason(path, 'no such file or folder')}")
     return list(dict.fromkeys(found))
 
 

@@ -10,11 +10,14 @@ resolved the same way, so that neither a `..` nor a symlink inside an allowed fo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from audience.data.contained import is_symlink_loop, missing_reason
 from audience.data.demo import ensure_demo_dataset
 from audience.errors import AudienceError, shorten
+from audience.inputs import check_path
 
 DEMO_DATA = "demo"  # the keyword for the built-in synthetic demo set (made on first use)
 
@@ -34,17 +37,19 @@ def resolve_data_root(text: str | Path, allowed: Iterable[str | Path] | None = N
     """
     if is_demo_root(text):
         return ensure_demo_dataset()
-    raw = str(text).strip()
+    raw = check_path(text, "Data root").strip()
     if not raw:
         raise AudienceError("enter a data root: a folder with fold_0_data.txt ... fold_4_data.txt, or 'demo'.")
-    path = Path(raw).expanduser().resolve()
+    path = Path(os.path.realpath(Path(raw).expanduser()))  # Path.resolve() raises RuntimeError on a symlink loop
     if allowed is not None:
-        folders = [Path(folder).expanduser().resolve() for folder in allowed]
+        folders = [Path(os.path.realpath(Path(folder).expanduser())) for folder in allowed]
         if not any(path.is_relative_to(folder) for folder in folders):
             names = ", ".join(str(folder) for folder in folders)
             raise AudienceError(f"Data root {shorten(path)} is not under a folder the app may open ({names}); "
                                 "set AUDIENCE_DATA or AUDIENCE_DATA_DIRS to allow it, or type 'demo'.")
     if not path.is_dir():
+        if is_symlink_loop(path):
+            raise AudienceError(f"{shorten(path)}: data root not found: it is {missing_reason(path)}.")
         raise AudienceError(f"{shorten(path)}: data root not found: it does not exist or is not a folder "
                             "(expected an Adience root with fold_0_data.txt ... fold_4_data.txt, or a UTKFace folder).")
     return path

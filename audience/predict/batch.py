@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from audience.data.images import read_image
-from audience.errors import AudienceError
+from audience.errors import AudienceError, shorten
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.drawing import draw_predictions
 from audience.predict.predictor import Predictor
@@ -47,6 +47,21 @@ def _annotated_path(out_dir: Path, image_path: Path, used: set[Path]) -> Path:
     return target
 
 
+def _make_out_folder(out: Path) -> None:
+    """Create the folder for annotated images, or AudienceError saying why it cannot be one (nothing is
+    written over an existing file)."""
+    if out.exists() and not out.is_dir():
+        raise AudienceError(f"The output folder {shorten(out)} is an existing file, not a folder; give a folder "
+                            "for the annotated images (the file is left as it is).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = ("a part of the path is a file" if isinstance(error, FileExistsError | NotADirectoryError)
+                  else error.strerror or error)
+        raise AudienceError(f"Cannot create the output folder {shorten(out)} for the annotated images "
+                            f"({reason}).") from None
+
+
 def predict_files(
     images: Iterable[Path],
     predictor: Predictor,
@@ -61,7 +76,7 @@ def predict_files(
     """
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        _make_out_folder(out)
     used: set[Path] = set()
     for path in images:
         record: dict = {"image": str(path)}

@@ -19,6 +19,7 @@ from pathlib import Path
 from audience import settings
 from audience.errors import AudienceError
 from audience.files import write_temp_beside
+from audience.inputs import name_slug
 from audience.labels import format_percent
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
@@ -129,7 +130,7 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise AudienceError(f"Cannot create the checkpoints folder {folder} ({error.strerror}).") from None
-    base = _slug(name) if name and _slug(name) else readable_name(metadata, run_dir.name, int(fold))
+    base = name_slug(name, "The checkpoint name") if name else readable_name(metadata, run_dir.name, int(fold))
     half = source_weights.stat().st_size > HALF_ABOVE_BYTES if half is None else bool(half)
     weights_temp = write_temp_beside(folder / ".promote", lambda temp: _write_weights(source_weights, temp, half))
     stored_sha256 = file_sha256(weights_temp) if half else sha256  # float16 bytes differ from the source's

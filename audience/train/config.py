@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from audience.data.roots import DEMO_DATA, resolve_data_root
 from audience.data.splits import PROTOCOLS
 from audience.data.transforms import AUGMENT_STRENGTHS
 from audience.errors import AudienceError, quoted
+from audience.inputs import check_path, name_slug
 from audience.labels import POLICIES, TASKS
 from audience.model.network import ARCHS, model_data_config
 
@@ -34,19 +36,23 @@ DEMO_RECIPE: dict = {"data": DEMO_DATA, "arch": "tiny", "folds": "0", "epochs": 
                      "image_size": 64, "augment": "none", "drop_rate": 0.0, "workers": 0}
 
 
-def _setting(default, help: str, choices: tuple | None = None, flags: tuple[str, ...] = (), minimum=None):
-    return field(default=default, metadata={"help": help, "choices": choices, "flags": flags, "minimum": minimum})
+def _setting(default, help: str, choices: tuple | None = None, flags: tuple[str, ...] = (), minimum=None,
+             maximum=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "flags": flags, "minimum": minimum,
+                                            "maximum": maximum})
 
 
 def _check_field(item: dataclasses.Field, value) -> None:
-    """AudienceError when `value` is not among the field's choices, not finite or below its minimum."""
-    choices, minimum = item.metadata["choices"], item.metadata["minimum"]
+    """AudienceError when `value` is not among the field's choices, not finite or outside its range."""
+    choices, minimum, maximum = item.metadata["choices"], item.metadata["minimum"], item.metadata["maximum"]
     if choices and value not in choices:
         raise AudienceError(f"{item.name} must be one of {', '.join(map(str, choices))}; got {quoted(value)}.")
     if isinstance(value, float) and not math.isfinite(value):
         raise AudienceError(f"{item.name} must be a finite number; got {value}.")
     if minimum is not None and value < minimum:
         raise AudienceError(f"{item.name} must be at least {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise AudienceError(f"{item.name} must be at most {maximum:,}; got {value:,}.")
 
 
 @dataclass
@@ -64,34 +70,39 @@ class TrainConfig:
     protocol: str = _setting("folds", "folds: test on official fold k, train and validate (by album) on the "
                              "others; random: the seed's leaky random split (val_fraction of the images)", PROTOCOLS)
     folds: str = _setting("all", "test folds to run: all, or a comma list such as 0 or 0,2")
-    epochs: int = _setting(10, "training epochs per fold", minimum=1)
-    batch_size: int = _setting(64, "images per training batch", minimum=1)
-    lr: float = _setting(1e-3, "peak learning rate (AdamW)", minimum=0.0)
-    weight_decay: float = _setting(0.05, "AdamW weight decay (not applied to biases and norm layers)", minimum=0.0)
+    epochs: int = _setting(10, "training epochs per fold", minimum=1, maximum=10_000)
+    batch_size: int = _setting(64, "images per training batch", minimum=1, maximum=4096)
+    lr: float = _setting(1e-3, "peak learning rate (AdamW)", minimum=0.0, maximum=10.0)
+    weight_decay: float = _setting(0.05, "AdamW weight decay (not applied to biases and norm layers)", minimum=0.0,
+                                  maximum=10.0)
     schedule: str = _setting("onecycle", "learning-rate schedule, stepped every batch", SCHEDULES)
     warmup_pct: float = _setting(0.2, "fraction of the steps spent warming up to the peak rate", minimum=0.0)
-    div_factor: float = _setting(50.0, "initial rate = lr / div_factor", minimum=1.0)
-    final_div_factor: float = _setting(1e3, "final rate = initial rate / final_div_factor", minimum=1.0)
+    div_factor: float = _setting(50.0, "initial rate = lr / div_factor", minimum=1.0, maximum=1e6)
+    final_div_factor: float = _setting(1e3, "final rate = initial rate / final_div_factor", minimum=1.0,
+                                      maximum=1e9)
     label_smoothing: float = _setting(0.1, "label smoothing of both cross-entropy losses", minimum=0.0)
-    age_weight: float = _setting(1.0, "weight of the age loss", minimum=0.0)
-    gender_weight: float = _setting(1.0, "weight of the gender loss", minimum=0.0)
+    age_weight: float = _setting(1.0, "weight of the age loss", minimum=0.0, maximum=100.0)
+    gender_weight: float = _setting(1.0, "weight of the gender loss", minimum=0.0, maximum=100.0)
     drop_rate: float = _setting(0.2, "dropout before the heads", minimum=0.0)
     augment: str = _setting("default", "training augmentation strength", AUGMENT_STRENGTHS)
-    image_size: int | None = _setting(None, "input size in pixels (default: the architecture's)", minimum=8)
+    image_size: int | None = _setting(None, "input size in pixels (default: the architecture's)", minimum=8,
+                                      maximum=1024)
     pretrained: bool | None = _setting(None, "start from ImageNet weights (default: yes for real data, "
                                        "no for the synthetic demo data)")
     weights_file: str | None = _setting(None, "local ImageNet weights (.safetensors/.pth) for the backbone",
                                         flags=("--weights",))
     val_fraction: float = _setting(0.1, "share of the training images held out (whole albums) for validation")
-    seed: int = _setting(0, "random seed (splits, initialisation, augmentation, order)", minimum=0)
+    seed: int = _setting(0, "random seed (splits, initialisation, augmentation, order)", minimum=0,
+                         maximum=2**32 - 1)
     workers: int | None = _setting(None, "data-loading worker processes (default: cores - 1 up to 8 with a GPU, "
-                                   "a quarter of the cores on the CPU)", minimum=0)
+                                   "a quarter of the cores on the CPU)", minimum=0,
+                                   maximum=64)
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
-    grad_clip: float = _setting(1.0, "gradient-norm clipping (0: off)", minimum=0.0)
+    grad_clip: float = _setting(1.0, "gradient-norm clipping (0: off)", minimum=0.0, maximum=1e6)
     out: str | None = _setting(None, "runs folder (default: AUDIENCE_RUNS or ./runs)")
     run_name: str | None = _setting(None, "a name added to the run folder's name")
     max_train_batches: int | None = _setting(None, "stop each epoch after this many batches (smoke tests)",
-                                             minimum=1)
+                                             minimum=1, maximum=10**9)
     calibrate: bool = _setting(True, "fit a temperature per head on the validation set")
     cache_dir: str | None = _setting(None, "decoded-image cache folder (default: AUDIENCE_HOME/image-cache)")
 
@@ -146,6 +157,11 @@ class TrainConfig:
         """The rules a single field's choices and minimum cannot say."""
         if not str(self.data).strip():
             raise AudienceError("data is required: give an Adience root folder, or 'demo' for the demo dataset.")
+        for name in ("data", "out", "cache_dir", "weights_file"):
+            if getattr(self, name):
+                check_path(getattr(self, name), name)
+        if self.run_name:
+            name_slug(self.run_name, "run_name")
         if self.lr <= 0:
             raise AudienceError(f"lr must be greater than 0; got {self.lr}.")
         for name in ("warmup_pct", "label_smoothing", "drop_rate"):
@@ -155,7 +171,7 @@ class TrainConfig:
             raise AudienceError(f"val_fraction must be between 0 and 0.5 (exclusive); got {self.val_fraction}.")
         if self.task == "age+gender" and self.age_weight == 0 and self.gender_weight == 0:
             raise AudienceError("age_weight and gender_weight cannot both be 0.")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,3}", self.device)):
             raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {quoted(self.device)}.")
 
     def default_workers(self, device_type: str) -> int:
@@ -169,6 +185,16 @@ class TrainConfig:
             return self.workers
         cores = os.cpu_count() or 1
         return min(8, max(0, cores - 1)) if device_type == "cuda" else cores // 4
+
+
+def check_setting(name: str, value):
+    """`value` converted to the type of TrainConfig's field `name`, or AudienceError when it breaks the field's
+    rules: for values read back from a run's config.json (which may have been edited) one at a time."""
+    item = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    converted = _convert(name, value, typing.get_type_hints(TrainConfig)[name])
+    if converted is not None:
+        _check_field(item, converted)
+    return converted
 
 
 def _optional(hint) -> bool:
@@ -204,7 +230,17 @@ def _convert(name: str, value, hint):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise AudienceError(f"{name} must be {kind.__name__}; got {quoted(value)}.") from None
+        # a number typed on the command line reads as the same number sent as JSON: "got 1.5", not "got '1.5'"
+        shown = value.strip() if isinstance(value, str) and _is_number(value) else quoted(value)
+        raise AudienceError(f"{name} must be {kind.__name__}; got {shown}.") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -214,7 +250,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{item.name.replace('_', '-')}", *item.metadata["flags"]]
         kind = _base_type(hints[item.name])
         default = item.default
-        help_text = item.metadata["help"] + ("" if default in (None, "") else f" (default: {default})")
+        minimum, maximum = item.metadata["minimum"], item.metadata["maximum"]
+        notes = ([] if default in (None, "") else [f"default: {default}"]) + \
+            ([f"{_plain(minimum)} to {_plain(maximum)}"] if maximum is not None else [])
+        help_text = item.metadata["help"] + (f" ({'; '.join(notes)})" if notes else "")
         options = {"dest": item.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **options)
@@ -222,6 +261,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             choices = item.metadata["choices"]
             metavar = "{" + ",".join(choices) + "}" if choices else item.name.upper()
             parser.add_argument(*flags, type=str, metavar=metavar, **options)
+
+
+def _plain(number) -> str:
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
 
 
 def config_from_args(namespace: argparse.Namespace) -> TrainConfig:
@@ -264,7 +307,7 @@ def build_cache_for(config: TrainConfig, data: AdienceData, emit: Callable[[dict
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig saved in a run folder's config.json (to resume it); AudienceError says what is wrong."""
-    run_dir = Path(run_dir)
+    run_dir = Path(check_path(run_dir, "The run folder"))
     path = run_dir / "config.json"
     if not path.is_file():
         raise AudienceError(f"{run_dir}: not a run folder (it has no config.json), so it cannot be resumed.")

@@ -31,6 +31,7 @@ from pathlib import Path
 from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError
+from audience.inputs import check_path
 from audience.train.config import read_run_config
 from audience.train.job_status import JobStatus, apply_event
 from audience.train.runs import describe_owner, run_owner
@@ -106,7 +107,7 @@ def training_data_root(text: str | None) -> Path:
 
 def _resolve_run_dir(run_dir: str | Path) -> Path:
     runs = settings.runs_dir().resolve()
-    path = Path(run_dir)
+    path = Path(check_path(run_dir, "Run id"))
     path = (path if path.is_absolute() else runs / path).resolve()
     if not path.is_relative_to(runs) or path == runs:
         raise AudienceError(f"Run {run_dir} is not a folder under the runs folder {runs}.")

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, create
 
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
+from audience.inputs import name_slug
 from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.model.metadata import first_problem
 
@@ -65,10 +66,6 @@ def read_epochs(path: str | Path, upto: int | None = None) -> list[dict]:
     return frame.to_dict("records")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+]+", "-", text).strip("-")[:40]
-
-
 def create_run_dir(out: str | Path, config) -> Path:
     """A new, empty run folder under `out`, named from the time, arch, protocol and run_name."""
     out = Path(out)
@@ -78,7 +75,7 @@ def create_run_dir(out: str | Path, config) -> Path:
         raise AudienceError(f"{out}: cannot create the runs folder ({error.strerror}).") from None
     parts = [datetime.now().strftime("%Y%m%d-%H%M%S"), config.arch, config.protocol]
     if config.run_name:
-        parts.append(_slug(config.run_name))
+        parts.append(name_slug(config.run_name, "run_name"))
     base = "-".join(p for p in parts if p)
     for attempt in range(1, 1000):
         candidate = out / (base if attempt == 1 else f"{base}-{attempt}")

@@ -17,7 +17,9 @@ from audience.compare import plots
 from audience.compare import tables as compare
 from audience.compare.latency import measure_cpu_latency
 from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
-from audience.errors import AudienceError
+from audience.data.adience import N_FOLDS
+from audience.errors import AudienceError, quoted, shorten
+from audience.inputs import check_path
 from audience.publish.promote import checkpoints_table, promote_checkpoint
 
 ALL_FOLDS = "all folds"
@@ -112,22 +114,33 @@ def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None,
     )
 
 
+def _fold_to_promote(run, fold) -> str:
+    """The fold number to promote: the chosen one, or the run's first finished fold for 'all folds'."""
+    if fold in (None, "", ALL_FOLDS):
+        if not run.test_metrics:
+            raise AudienceError(f"Run {run.run_id} has no finished fold to serve yet.")
+        return str(min(run.test_metrics))
+    text = str(fold).strip()
+    if text not in {str(number) for number in range(N_FOLDS)}:
+        raise AudienceError(f"Fold {quoted(fold)} is not a fold: choose '{ALL_FOLDS}' or a fold number 0 to "
+                            f"{N_FOLDS - 1}.")
+    return text
+
+
 def promote(run_id: str | None, fold: str | None, name: str | None = None):
     """The /promote handler: copy the run's best checkpoint of `fold` into the checkpoints folder."""
     try:
         if not run_id:
             raise AudienceError("Choose a run first.")
+        check_path(run_id, "Run id")
         if str(run_id).startswith(SHIPPED_PREFIX):
-            raise AudienceError(f"{run_id} is a served checkpoint already; pick it in the Predict tab.")
+            raise AudienceError(f"{shorten(run_id)} is a served checkpoint already; pick it in the Predict tab.")
         run = _run_by_id(compare.read_runs(settings.runs_dir()), run_id)
         if run is None:
-            raise AudienceError(f"Run {run_id} is not in the runs folder.")
-        if fold in (None, "", ALL_FOLDS):
-            if not run.test_metrics:
-                raise AudienceError(f"Run {run_id} has no finished fold to serve yet.")
-            fold = str(min(run.test_metrics))
-        path = promote_checkpoint(run.path, int(fold), name=name or None)
-    except (AudienceError, ValueError) as error:
+            raise AudienceError(f"Run {shorten(run_id)} is not in the runs folder.")
+        fold = _fold_to_promote(run, fold)
+        path = promote_checkpoint(run.path, int(fold), name=str(name or "").strip() or None)
+    except AudienceError as error:
         gr.Warning(str(error))
         return f"**Not promoted:** {error}", checkpoints_table()
     return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab "

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from audience.errors import AudienceError, quoted
+from audience.inputs import check_path
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.predictor import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
@@ -70,7 +71,7 @@ def resolve_checkpoint(name: str | None) -> Path | None:
         name = default_model()
     if str(name).strip() == NO_MODEL:
         return None
-    name = str(name).strip()
+    name = check_path(name, "Model name").strip()
     hub_path = hub.find_hub_checkpoint(name)  # None unless `name` is the configured Hub model's value
     if hub_path is not None:
         return hub_path

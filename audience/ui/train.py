@@ -112,7 +112,9 @@ def _component(item: dataclasses.Field, hint, value) -> gr.components.Component:
     if base is bool:
         return gr.Checkbox(value=bool(value), label=label, info=help_text)
     if base in (int, float):
-        return gr.Number(value=value, label=label, info=help_text, precision=0 if base is int else None)
+        # No precision=0: gradio would round an API caller's 1.5 epochs to 2 unsaid; TrainConfig refuses it,
+        # with the same sentence as the CLI.
+        return gr.Number(value=value, label=label, info=help_text, precision=None, step=1 if base is int else None)
     return gr.Textbox(value="" if value is None else str(value), label=label, info=help_text)
 
 

@@ -1,0 +1,69 @@
+"""The rules for text a person types that becomes a path or a file name: one definition for the command
+lines, the UI and the API.
+
+A data root, a run id or a model name may arrive through the raw HTTP API with anything in it: a NUL
+byte (Python's path functions raise ValueError on it), thousands of characters (the system refuses a
+file name over 255 bytes with OSError 36), control characters. `check_path` refuses those with one
+sentence before any path function sees them. A name the app makes a file or folder name from (a run
+name, a checkpoint name) goes through `name_slug`: letters and digits of any script are kept as typed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from audience.errors import AudienceError, quoted
+
+PATH_LIMIT = 4096  # characters of a typed path (Linux's PATH_MAX)
+NAME_BYTES_LIMIT = 255  # bytes of one file or folder name in UTF-8 (Linux's NAME_MAX)
+NAME_LIMIT = 50  # characters of a run or checkpoint name: with the parts the app adds it stays under NAME_MAX
+NAME_PUNCTUATION = "_.+-"  # kept in a name besides letters, marks and digits; any other run of characters is '-'
+
+
+def check_text(value, what: str, limit: int) -> str:
+    """`value` as text, or AudienceError when it holds a control character (a NUL byte, a line break) or
+    is longer than `limit` characters. `what` names the field at the start of the sentence."""
+    text = "" if value is None else str(value)
+    if len(text) > limit:
+        raise AudienceError(f"{what} is too long: at most {limit:,} characters, got {len(text):,}.")
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise AudienceError(f"{what} must not contain a control character such as a NUL byte or a line break; "
+                            f"got {quoted(text)}.")
+    return text
+
+
+def check_path(value, what: str) -> str:
+    """`value` as text that the path functions accept: no control character, at most PATH_LIMIT characters,
+    no part longer than NAME_BYTES_LIMIT bytes. AudienceError says which rule it breaks."""
+    text = check_text(value, what, PATH_LIMIT)
+    for part in text.replace("\\", "/").split("/"):
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > NAME_BYTES_LIMIT:
+            raise AudienceError(f"{what} is too long: a file or folder name may have at most {NAME_BYTES_LIMIT} "
+                                f"bytes, one has {size:,} ({quoted(part, 40)}).")
+    return text
+
+
+def _kept(ch: str) -> bool:
+    return ch in NAME_PUNCTUATION or unicodedata.category(ch)[0] in "LMN"
+
+
+def name_slug(value, what: str) -> str:
+    """The file-name form of a name a person gave (a run name, a checkpoint name): letters, marks and digits
+    of any script and `_ . + -` are kept as typed (NFC-normalised), every other run of characters (spaces,
+    slashes) becomes one '-'. AudienceError when the name is too long, holds a control character or has
+    nothing left to name a file with."""
+    text = unicodedata.normalize("NFC", check_text(value, what, NAME_LIMIT))
+    slug, gap = [], False
+    for ch in text:
+        if _kept(ch):
+            if gap and slug:
+                slug.append("-")
+            slug.append(ch)
+            gap = False
+        else:
+            gap = True
+    result = "".join(slug).strip("-.")
+    if not result:
+        raise AudienceError(f"{what} {quoted(text)} has no letter or digit to make a file name from.")
+    return result
