@@ -232,15 +232,21 @@ class FaceDetector:
             x0, y0, x1, y1 = x // factor, y // factor, -(-(x + w) // factor), -(-(y + h) // factor)
             found = self._engines[name].detect(work[y0:y1, x0:x1])
             faces += [_to_image(f, (x0, y0), factor, image_shape) for f in found]
-        if not faces and self.model == "auto":
+        if self.model != "auto":
+            return faces
+        confirmed = self._confirm(work, faces, factor, image_shape)
+        if not confirmed:
             # A face filling the whole frame (an already-cropped face) is larger than BlazeFace's
             # anchors; with a border round it, it becomes an ordinary close-up.
             pad = round(TIGHT_CROP_PAD * max(work.shape[:2]))
             padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
             found = self._engines["short"].detect(padded)
             faces = [f for f in (_to_image(f, (-pad, -pad), factor, image_shape) for f in found) if _area(f) > 0]
-        if self.model != "auto":
-            return faces
+            confirmed = self._confirm(work, faces, factor, image_shape)
+        return confirmed
+
+    def _confirm(self, work: np.ndarray, faces: list[Face], factor: int, image_shape) -> list[Face]:
+        """The candidates merged, each measured again close up (`_refine`); those not seen there are dropped."""
         refined = (self._refine(work, face, factor, image_shape) for face in merge_faces(faces))
         return merge_faces([face for face in refined if face is not None])
 
