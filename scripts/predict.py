@@ -1,7 +1,7 @@
 """Predict age group and gender of every face in images and folders.
 
     python scripts/predict.py photo.jpg folder/ [--checkpoint FILE] [--json] [--out DIR]
-                              [--whole-image] [--tta] [--detector mediapipe|haar]
+                              [--whole-image] [--tta] [--detector mediapipe|haar] [--max-faces N]
 
 Default checkpoint: the newest in checkpoints/ (AUDIENCE_CHECKPOINTS); without one, faces are
 only detected. --json prints one JSON object per image and line on stdout (progress and notes go
@@ -24,6 +24,9 @@ from audience.predict.batch import find_newest_checkpoint, predict_files
 from audience.predict.faces import FaceDetector
 from audience.predict.predictor import NO_FACE_NOTE, Predictor
 
+MAX_FACES = 20
+MAX_FACES_LIMIT = 500  # each face is a crop in one forward pass: bounded like every other input
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -36,7 +39,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--whole-image", action="store_true", help="each image is already a face crop: no detection")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored crop (twice the compute)")
     parser.add_argument("--detector", choices=("mediapipe", "haar"), default="mediapipe", help="face detector backend")
+    parser.add_argument("--max-faces", type=_max_faces, default=MAX_FACES, metavar="N",
+                        help=f"classify at most the N largest faces per image ({MAX_FACES}; at most {MAX_FACES_LIMIT})")
     return parser.parse_args(argv)
+
+
+def _max_faces(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:40]!r}") from None
+    if not 1 <= value <= MAX_FACES_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_FACES_LIMIT}, not {value}")
+    return value
 
 
 def _describe(record: dict) -> str:
@@ -46,6 +61,8 @@ def _describe(record: dict) -> str:
     if not faces:
         return f"{record['image']}: {NO_FACE_NOTE} (--whole-image)"
     lines = [f"{record['image']}: {len(faces)} face{'s' if len(faces) != 1 else ''}"]
+    if record.get("note"):
+        lines[0] += f" ({record['note']})"
     for number, face in enumerate(faces, 1):
         parts = [f"box {tuple(face['box'])}"]
         if face["score"] is not None:
@@ -67,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             raise AudienceError(f"No images found in {', '.join(args.paths)}.")
         checkpoint = args.checkpoint or find_newest_checkpoint()
         detector = FaceDetector(backend=args.detector)
-        predictor = Predictor(checkpoint, detector=detector)
+        predictor = Predictor(checkpoint, detector=detector, max_faces=args.max_faces)
     except AudienceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -84,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             succeeded += "error" not in record
             if args.json:
                 print(json.dumps(record, allow_nan=False), flush=True)
+                if record.get("note"):
+                    print(f"note: {record['image']}: {record['note']}", file=sys.stderr)
                 if record.get("faces") == []:
                     print(f"note: {record['image']}: {NO_FACE_NOTE} (--whole-image)", file=sys.stderr)
             else:

@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.clear_cache:
-        from audience.data.cache import clear_caches
+        from audience.data.cache import clear_caches, describe_bytes
 
         folder = getattr(args, "cache_dir", None)
-        print(f"freed {clear_caches(folder) / 1e9:.2f} GB of image caches")
+        print(f"freed {describe_bytes(clear_caches(folder))} of image caches")
         return 0
     given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "preset", "clear_cache")}
     if args.resume and args.preset:

@@ -40,6 +40,17 @@ def adience_sample(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def group_photo(shared_dir: Path):
+    """25 real UTKFace faces in a grid (tests/fixtures/group_photo.py), an RGB array made in memory."""
+    from fixtures.group_photo import utkface_group_photo
+
+    folder = shared_dir / "utkface" / "UTKFace"
+    if not folder.is_dir():
+        pytest.skip("../shared/utkface/UTKFace is not present")
+    return utkface_group_photo(folder)
+
+
+@pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic demo dataset, made once per test session (read-only for tests: copy to change it)."""
     from audience.data.demo import make_demo_dataset

@@ -30,3 +30,15 @@ def test_a_foreign_demo_folder_stops_the_app_with_one_sentence(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("Audience cannot start:") and "demo-data" in done.stderr
     assert (home / "demo-data" / "notes.txt").read_text() == "mine"
+
+
+def test_pyplot_is_imported_before_any_event_runs():
+    """gradio's matplotlib.use() around each event fails while a handler or training thread is half-way
+    through importing pyplot (mediapipe's vision package does); the UI imports it first, in one thread."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import audience.ui.train; "
+            "print('matplotlib.pyplot' in sys.modules, 'mediapipe.tasks.python.vision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]

@@ -298,3 +298,31 @@ def test_requests_and_decoded_pixels_are_bounded(server, tmp_path):
     _, status = predict_status(Client(server.url, verbose=False), handle_file(str(bomb)))
     assert status == "**Error:** bomb.png: the image is 7000 x 7000 pixels, more than the limit of 40,000,000 pixels"
     assert server.alive()
+
+
+def test_clear_cache_over_raw_http_is_refused_while_a_job_trains_then_frees_the_cache(server, demo_root):
+    """/clear_cache (the Train tab's button) deletes the decoded-image caches and says what it freed; while
+    the server's job trains it refuses with a sentence and deletes nothing."""
+    from audience.data.adience import read_adience
+    from audience.data.cache import build_image_cache, describe_bytes
+
+    cache = server.home / "image-cache"  # the app's AUDIENCE_HOME/image-cache
+    build_image_cache(read_adience(demo_root).faces["path"].astype(str).tolist()[:6], 16, cache_dir=cache)
+    settle_job(server)
+    client = Client(server.url, verbose=False)
+    try:
+        started = client.predict(data="demo", arch="tiny", folds="0", epochs=50, api_name="/train_start")[0]
+        assert started.startswith("Started"), started
+        cached = sorted(cache.glob("*.npy"))  # the job's own cache may be among them by now
+        message = sse_data(call_raw(server, "clear_cache", []))[0]
+        assert message.startswith("**Not cleared:** The image cache is in use by the training run in progress")
+        assert set(cached) <= set(cache.glob("*.npy"))
+    finally:
+        settle_job(server)
+    expected = sum(path.stat().st_size for path in cache.glob("*.npy"))
+    message = sse_data(call_raw(server, "clear_cache", []))[0]
+    assert message == (f"Cleared the image cache: freed {describe_bytes(expected)}. "
+                       "The next run decodes its images again.")
+    assert not list(cache.glob("*.npy")) and not list(cache.glob("*px.json"))
+    assert sse_data(call_raw(server, "clear_cache", []))[0] == "The image cache was already empty."
+    assert server.alive()

@@ -19,7 +19,7 @@ from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
 from audience.predict.drawing import OVERLAY_BAND, draw_predictions, label_position
 from audience.predict.faces import expand_box, reading_order
-from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor
+from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor, capped_note
 from audience.predict.smoothing import FaceTracker, box_iou
 
 data = pytest.importorskip("skimage.data")
@@ -336,3 +336,11 @@ def test_a_crop_moves_with_its_face_pixel_for_pixel():
         moved = expand_box((101 + shift, 80 + shift, 51, 51), (600, 600, 3), 0.4)
         assert moved[:2] == (expand_box((101, 80, 51, 51), (600, 600, 3), 0.4)[0] + shift,
                              expand_box((101, 80, 51, 51), (600, 600, 3), 0.4)[1] + shift)
+
+
+def test_timings_count_the_faces_beyond_the_cap(checkpoint, group_photo):
+    with Predictor(checkpoint, max_faces=7) as capped:
+        faces, timings = capped.predict_timed(group_photo)
+    assert len(faces) == timings.faces == 7 and timings.faces_found == 25
+    assert capped_note(7, 25, "raise it") == "7 of at least 25 faces shown (the largest); raise it."
+    assert capped_note(25, 25, "raise it") is None

@@ -86,6 +86,26 @@ def test_human_output_and_whole_image(cli, checkpoint, mixed_folder, capsys):
     assert "crop.png: 1 face" in out and "age " in out and "gender " in out
 
 
+def test_the_face_cap_is_reported_and_can_be_raised(cli, checkpoint, group_photo, tmp_path, capsys):
+    photo = tmp_path / "group.png"  # made from ../shared at test time, deleted with tmp_path
+    Image.fromarray(group_photo).save(photo)
+    assert cli.main([str(photo), "--checkpoint", str(checkpoint), "--json"]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert len(record["faces"]) == 20 and record["faces_found"] == 25
+    assert record["note"] == "20 of at least 25 faces shown (the largest); raise --max-faces to see the rest."
+    assert "20 of at least 25 faces shown" in captured.err  # the JSON's readers and people both hear it
+    assert cli.main([str(photo), "--checkpoint", str(checkpoint), "--max-faces", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "group.png: 25 faces\n" in out and "face 25:" in out and "faces shown" not in out
+    for bad in ("0", "abc", "100000"):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([str(photo), "--max-faces", bad])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert "--max-faces" in err and "Traceback" not in err
+
+
 def test_all_broken_exits_1_and_missing_path_exits_2(cli, checkpoint, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")

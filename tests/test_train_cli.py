@@ -197,6 +197,63 @@ def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(small_root, tmp_pat
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
 
 
+@pytest.mark.slow
+def test_ctrl_c_mid_epoch_then_resume_ends_like_an_uninterrupted_run(small_root, tmp_path):
+    """SIGINT in the middle of an epoch, then `--resume`: the same per-epoch metrics, test metrics and best
+    weights as the same run never interrupted (kill -9 is covered in test_train.py). One persistent loader
+    worker, as in test_train.py's stop-and-resume test: the path where resuming must not disturb the
+    random streams."""
+    import numpy as np
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    def flags(name: str) -> list[str]:
+        out = quick_flags(small_root, tmp_path)
+        out[out.index("--epochs") + 1] = "3"
+        out[out.index("--max-train-batches") + 1] = "1000"  # every batch
+        return [*out, "--workers", "1", "--run-name", name, "--quiet"]
+
+    env = _environment(tmp_path)
+    straight = subprocess.run([sys.executable, "scripts/train.py", *flags("straight")], cwd=PROJECT, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr
+    straight_dir = Path(straight.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+
+    process = subprocess.Popen([sys.executable, "scripts/train.py", *flags("interrupted")], cwd=PROJECT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    metrics = None
+    while time.time() < deadline and process.poll() is None:
+        metrics = next((tmp_path / "runs").glob("*-interrupted/fold0/metrics.csv"), None)
+        if metrics is not None and len(metrics.read_text().splitlines()) >= 2:  # epoch 1 done: now in epoch 2
+            break
+        time.sleep(0.05)
+    assert metrics is not None and process.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    run_dir = metrics.parent.parent
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "stopped", status
+    epochs_done = len(metrics.read_text().splitlines()) - 1
+    assert 1 <= epochs_done < 3
+
+    resumed = subprocess.run([sys.executable, "scripts/train.py", "--resume", str(run_dir), "--quiet"], cwd=PROJECT,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    ours, theirs = (pd.read_csv(run / "fold0" / "metrics.csv") for run in (run_dir, straight_dir))
+    columns = ["epoch", "train_loss", "val_loss", "val_age_exact", "val_gender_acc", "lr"]  # not the timings
+    assert len(ours) == len(theirs) == 3
+    assert np.allclose(ours[columns].to_numpy(), theirs[columns].to_numpy(), atol=1e-6, rtol=0), (ours, theirs)
+    ours, theirs = (json.loads((run / "fold0" / "test_metrics.json").read_text()) for run in (run_dir, straight_dir))
+    assert ours["metrics"].keys() == theirs["metrics"].keys()
+    for key, value in theirs["metrics"].items():
+        assert np.allclose(ours["metrics"][key], value, atol=1e-6, rtol=0), key
+    ours, theirs = (load_file(run / "fold0" / "best.safetensors") for run in (run_dir, straight_dir))
+    assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+
+
 def test_benchmark_cli_ends_with_a_json_line(small_root, capsys):
     code = benchmark_cli.main(["train", "--data", str(small_root), "--arch", "tiny", "--batches", "1",
                                "--batch-size", "4", "--image-size", "32", "--full-size", "192", "--workers", "1",

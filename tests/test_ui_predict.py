@@ -177,3 +177,13 @@ def test_predict_api_through_gradio_client(checkpoints, astronaut_file, tmp_path
         assert "No trained model" in status and result["faces"][0]["age"] is None and len(table["data"]) == 1
     finally:
         demo.close()
+
+
+def test_a_photo_with_more_faces_than_the_cap_says_so(checkpoints, group_photo):
+    _, table, _, result, status = predict_image(group_photo, "tiny.json")
+    assert len(table) == 20 and len(result["faces"]) == 20 and result["faces_found"] == 25
+    assert "20 of at least 25 faces shown (the largest)" in status and "--max-faces" in status
+    _, table, _, result, status = predict_image(group_photo[:600, :600], "tiny.json")  # 4 faces: no note
+    assert len(table) == result["faces_found"] == 4 and "faces shown" not in status
+    _, _, status = stream_frame(group_photo, "tiny.json", None)  # the webcam's status says it too
+    assert status.startswith("20 faces") and "20 of at least 25 faces shown (the largest)" in status

@@ -141,3 +141,46 @@ def test_the_train_form_opens_on_the_configured_dataset_and_names_the_real_allow
     assert values["data"] == str(adience.resolve()) and values["arch"] != DEMO_RECIPE["arch"]
     hint = data_root_hint()
     assert str(adience.resolve()) in hint and str(extra.resolve()) in hint and "demo-data" not in hint
+
+
+def test_clear_cache_handler_frees_the_cache_and_waits_for_a_running_job(monkeypatch, tmp_path, demo_root):
+    from types import SimpleNamespace
+
+    from audience.data.adience import read_adience
+    from audience.data.cache import build_image_cache
+    from audience.settings import cache_dir
+    from audience.train.job_status import JobStatus
+    from audience.ui.train import clear_cache
+
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    for name in ("SPACE_ID", "AUDIENCE_ALLOW_TRAINING"):
+        monkeypatch.delenv(name, raising=False)
+    paths = read_adience(demo_root).faces["path"].astype(str).tolist()[:6]
+    for size in (16, 24):
+        build_image_cache(paths, size, cache_dir=cache_dir())
+    cached = sorted(cache_dir().glob("*.npy"))
+    expected = sum(path.stat().st_size for path in cached)
+    local, public = SimpleNamespace(server_name="127.0.0.1"), SimpleNamespace(server_name="0.0.0.0")
+
+    running = SimpleNamespace(status=JobStatus(state="running", run_id="r1", epoch=2, epochs=5))
+    monkeypatch.setattr(jobs, "_job", running)
+    message = clear_cache(local)
+    assert message.startswith("**Not cleared:** The image cache is in use by the training run in progress (run r1")
+    assert sorted(cache_dir().glob("*.npy")) == cached  # nothing deleted under a running job
+
+    monkeypatch.setattr(jobs, "_job", None)
+    assert clear_cache(public).startswith("**Not cleared:**") and len(list(cache_dir().glob("*.npy"))) == 2
+    from audience.data.cache import describe_bytes
+
+    assert clear_cache(local) == (f"Cleared the image cache: freed {describe_bytes(expected)}. "
+                                  "The next run decodes its images again.")
+    assert not list(cache_dir().iterdir())
+    assert clear_cache(local) == "The image cache was already empty."
+
+
+@pytest.mark.parametrize(("count", "text"), [(0, "0 bytes"), (999, "999 bytes"), (3_400, "3.4 kB"),
+                                             (12_000_000, "12.0 MB"), (1_250_000_000, "1.25 GB")])
+def test_describe_bytes(count, text):
+    from audience.data.cache import describe_bytes
+
+    assert describe_bytes(count) == text

@@ -231,6 +231,13 @@ def clear_caches(folder: str | Path | None = None) -> int:
     return freed
 
 
+def describe_bytes(count: int) -> str:
+    """A byte count as people read it: '512 bytes', '3.4 kB', '12.0 MB', '1.25 GB'."""
+    if count < 1_000_000:
+        return f"{count / 1000:.1f} kB" if count >= 1000 else f"{count} bytes"
+    return f"{count / 1e6:.1f} MB" if count < 1e9 else f"{count / 1e9:.2f} GB"
+
+
 def describe_unreadable(cache: ImageCache, examples: int = 3) -> str | None:
     """One sentence on the images that could not be read (a count and a few examples), or None.
 

@@ -12,7 +12,7 @@ from audience.data.images import read_image
 from audience.errors import AudienceError, shorten
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.drawing import draw_predictions
-from audience.predict.predictor import Predictor
+from audience.predict.predictor import Predictor, capped_note
 from audience.settings import checkpoints_dir
 
 
@@ -69,7 +69,10 @@ def predict_files(
     whole_image: bool = False,
     tta_flip: bool | None = None,
 ) -> Iterator[dict]:
-    """For each image: {"image": path, "faces": [face dicts]} or {"image": path, "error": sentence}.
+    """For each image: {"image": path, "faces": [face dicts], "faces_found": n} or {"image": path, "error": sentence}.
+
+    `faces_found` counts the faces before the predictor's max_faces cut; when it is larger than
+    len(faces), the record also has a "note" saying so.
 
     A file that cannot be read yields its error record and the others go on. With `out_dir`, an
     annotated JPEG per readable image is written there (the record gains "annotated": path).
@@ -82,12 +85,16 @@ def predict_files(
         record: dict = {"image": str(path)}
         try:
             image = read_image(path)
-            predictions = predictor.predict(image, whole_image=whole_image, tta_flip=tta_flip)
+            predictions, timings = predictor.predict_timed(image, whole_image=whole_image, tta_flip=tta_flip)
         except AudienceError as error:
             record["error"] = str(error)
             yield record
             continue
         record["faces"] = [prediction.to_dict() for prediction in predictions]
+        record["faces_found"] = timings.faces_found
+        note = capped_note(len(predictions), timings.faces_found, "raise --max-faces to see the rest")
+        if note:
+            record["note"] = note
         if out is not None:
             target = _annotated_path(out, Path(path), used)
             annotated = draw_predictions(image, predictions)

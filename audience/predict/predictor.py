@@ -32,6 +32,15 @@ SYNTHETIC_NOTE = "Trained on synthetic demo data: predictions on real photos are
 NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the whole image instead."
 
 
+def capped_note(shown: int, found: int, remedy: str) -> str | None:
+    """The sentence saying that only the largest `shown` of `found` faces are shown (None when all are).
+
+    `remedy` says how to see the rest where the sentence is shown (a flag, a setting)."""
+    if found <= shown:
+        return None
+    return f"{shown} of at least {found} faces shown (the largest); {remedy}."
+
+
 @dataclass
 class FacePrediction:
     """One face: where it is and, when a model is loaded, its calibrated class probabilities.
@@ -94,6 +103,7 @@ class Timings:
     detect_ms: float = 0.0
     classify_ms: float = 0.0
     faces: int = 0
+    faces_found: int = 0  # before the max_faces cut: more than `faces` when the cap was hit
 
     @property
     def total_ms(self) -> float:
@@ -108,7 +118,8 @@ class Predictor:
     margin: the crop margin around a detected box (default: the checkpoint's measured `crop`, else CROP_MARGIN).
     tta_flip: also classify the mirrored crops and average the probabilities.
     uncertain_below: a face is `uncertain` when either head's top probability is below this.
-    max_faces: at most this many faces per image (the largest), returned in reading order.
+    max_faces: at most this many faces per image (the largest), returned in reading order; the
+    detector's own max_faces is not used (predict_timed's Timings tells how many there were).
 
     Thread safety: concurrent predict() calls are allowed. Decoding runs in parallel; detection,
     cropping and the forward pass run under one lock. A forward in eval mode would be safe to
@@ -198,7 +209,8 @@ class Predictor:
             if whole_image:
                 faces = [Face(box=(0, 0, width, height), score=None, keypoints=())]
             else:
-                faces = self.detector.detect(image)
+                faces = self.detector.detect_all(image)
+            timings.faces_found = len(faces)
             faces = sorted(faces, key=lambda face: face.box[2] * face.box[3], reverse=True)[: self.max_faces]
             faces = [faces[i] for i in reading_order([face.box for face in faces])]
             timings.detect_ms = (time.perf_counter() - start) * 1000

@@ -160,13 +160,17 @@ def _run(job: _Job) -> None:
 # ---------------------------------------------------------------- public API
 
 
-def _refusal(status: JobStatus) -> AudienceError:
+def _where(status: JobStatus) -> str:
     where = f"run {status.run_id or '(starting)'}"
     if status.n_folds and status.fold_index:
         where += f", fold {status.fold_index}/{status.n_folds}"
     if status.epochs:
         where += f", epoch {status.epoch}/{status.epochs}"
-    return AudienceError(f"A training run is already in progress ({where}); stop it or wait.")
+    return where
+
+
+def _refusal(status: JobStatus) -> AudienceError:
+    return AudienceError(f"A training run is already in progress ({_where(status)}); stop it or wait.")
 
 
 def _checked_data(config):
@@ -217,6 +221,28 @@ def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bo
     if owner is not None:
         raise AudienceError(describe_owner(path, owner))
     return _launch(read_run_config(path), path, server_name, share, measure_crop)
+
+
+def clear_image_cache(*, server_name: str | None = None, share: bool = False) -> int:
+    """Delete the decoded-image caches (settings.cache_dir()) and return the bytes freed.
+
+    Refused (AudienceError) where training is not allowed (the cache only serves training) and while
+    the server's job runs: it may be building or about to open a cache. The job lock is held while
+    the files are deleted, so no job starts meanwhile.
+    """
+    from audience.data.cache import clear_caches
+
+    allowed, reason = training_allowed(server_name, share)
+    if not allowed:
+        raise AudienceError(reason)
+    with _lock:
+        if _job is not None and _job.status.active:
+            raise AudienceError(f"The image cache is in use by the training run in progress ({_where(_job.status)}); "
+                                "stop it or wait for it to end, then clear the cache.")
+        try:
+            return clear_caches(settings.cache_dir())
+        except OSError as error:
+            raise AudienceError(f"The image cache could not be cleared ({error.strerror or error}).") from None
 
 
 def stop_job() -> JobStatus:

@@ -15,8 +15,10 @@ import pandas as pd
 from audience.data.images import read_image
 from audience.errors import AudienceError
 from audience.predict.drawing import draw_predictions
+from audience.predict.predictor import capped_note
 from audience.predict.smoothing import FaceTracker
 from audience.ui.predict_view import (
+    MORE_FACES,
     TABLE_COLUMNS,
     default_model,
     faces_table,
@@ -53,7 +55,8 @@ def predict_image(image, model_name: str | None, whole_image: bool = False, tta:
     except AudienceError as error:
         return None, EMPTY_TABLE, None, None, f"**Error:** {error}"
     faces = [prediction.to_dict() for prediction in predictions]
-    result = {"model": None if checkpoint is None else checkpoint.name, "note": predictor.note, "faces": faces}
+    result = {"model": None if checkpoint is None else checkpoint.name, "note": predictor.note, "faces": faces,
+              "faces_found": timings.faces_found}
     return (
         draw_predictions(rgb, predictions),
         faces_table(predictions),
@@ -84,7 +87,7 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
     try:
         frame = read_image(source_of(frame))
         predictor = get_predictor(resolve_checkpoint(model_name))
-        predictions = predictor.predict(frame)
+        predictions, timings = predictor.predict_timed(frame)
     except AudienceError as error:
         return None, session, f"**Error:** {error}"
     if session["tracker"] is None:
@@ -92,6 +95,8 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
     smoothed = session["tracker"].update(predictions)
     elapsed = (time.perf_counter() - start) * 1000
     note = f" **{predictor.note}**" if predictor.note else ""
+    capped = capped_note(len(predictions), timings.faces_found, MORE_FACES)
+    note = f" {capped}{note}" if capped else note
     status = f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame.{note}"
     return draw_predictions(frame, smoothed), session, status
 

@@ -19,11 +19,19 @@ from audience.errors import AudienceError, quoted
 from audience.inputs import check_path
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
-from audience.predict.predictor import DETECTION_ONLY_NOTE, NO_FACE_NOTE, FacePrediction, Predictor, Timings
+from audience.predict.predictor import (
+    DETECTION_ONLY_NOTE,
+    NO_FACE_NOTE,
+    FacePrediction,
+    Predictor,
+    Timings,
+    capped_note,
+)
 from audience.publish import served as hub
 from audience.settings import checkpoints_dir
 
 log = logging.getLogger(__name__)
+MORE_FACES = "`scripts/predict.py --max-faces N` shows more"  # the app shows at most Predictor's max_faces
 
 NO_MODEL = "none"  # dropdown value of detection-only mode (a checkpoint value always ends in .json)
 NO_MODEL_LABEL = "No model: detect faces only"
@@ -173,6 +181,9 @@ def status_text(predictions: list[FacePrediction], timings: Timings, predictor: 
             f"{what[0].upper()}{what[1:]} in {timings.total_ms:.0f} ms (decode {timings.decode_ms:.0f}, "
             f"detect {timings.detect_ms:.0f}, classify {timings.classify_ms:.0f})."
         ]
+        capped = capped_note(count, timings.faces_found, MORE_FACES)
+        if capped:
+            lines.append(f"**{capped}**")
         uncertain = sum(p.uncertain for p in predictions)
         if uncertain and not predictor.detection_only:
             threshold = predictor.uncertain_below

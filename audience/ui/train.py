@@ -7,7 +7,8 @@ same job; a gr.Timer polls it every second while it runs and once at page load.
 
 API: `/train_start` (the form's fields as keyword arguments; unspecified ones keep the form's
 initial value) -> (message, timer); `/train_status` -> (progress, log, curves, status JSON, timer);
-`/train_stop` -> message; `/train_resume` (run id) -> (message, timer). Nothing raises: a refusal
+`/train_stop` -> message; `/train_resume` (run id) -> (message, timer); `/clear_cache` -> message (what was
+freed, or why not while a run trains). Nothing raises: a refusal
 or bad input is a sentence in the message (and a toast in the browser).
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import gradio as gr
 
 from audience.compare.plots import plot_job_curves
+from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
 from audience.model.network import ARCHS
 from audience.predict.crop_geometry import measure_crop_geometry
@@ -191,6 +193,18 @@ def stop_training():
     return f"Nothing to stop ({status.state})."
 
 
+def clear_cache(demo: gr.Blocks) -> str:
+    """Delete the decoded-image caches; the message says how much was freed, or why nothing was."""
+    try:
+        freed = jobs.clear_image_cache(server_name=_server(demo)[0], share=_server(demo)[1])
+    except AudienceError as error:
+        gr.Warning(str(error))
+        return f"**Not cleared:** {error}"
+    if not freed:
+        return "The image cache was already empty."
+    return f"Cleared the image cache: freed {describe_bytes(freed)}. The next run decodes its images again."
+
+
 def poll(points_shown: int, ended: str | None):
     """The job's progress, log, curves (redrawn only when a point was added) and JSON status."""
     status = jobs.job_status(LOG_LINES_SHOWN)
@@ -254,6 +268,10 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
                                 allow_custom_value=True)
         refresh_runs = gr.Button("Refresh list", size="sm", scale=1)
         resume = gr.Button("Resume", scale=1)
+    with gr.Accordion("Image cache", open=False), gr.Row():
+        gr.Markdown("Training decodes each image once into a cache (kept up to `AUDIENCE_CACHE_GB`, least "
+                    "recently used deleted first). Clearing it frees the disk; the next run decodes again.")
+        clear = gr.Button("Clear image cache", size="sm", scale=0)
     with gr.Accordion("Job status (JSON)", open=False):
         status_json = gr.JSON()
     timer = gr.Timer(POLL_S, active=True)  # ticks once at page load, so a reload picks up a running job
@@ -273,6 +291,8 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
                outputs=[progress, log, curves, status_json, timer, shown_points, run_ended],
                api_name="train_status", show_progress="hidden")
     refresh_runs.click(refresh_resumable, outputs=[resumable], api_visibility="private")
+    clear.click(functools.partial(clear_cache, demo), outputs=[message], api_name="clear_cache",
+                concurrency_limit=1, concurrency_id="train_control")
     run_ended.change(refresh_resumable, outputs=[resumable], api_visibility="private")
     demo.load(functools.partial(check_permission, demo), outputs=[permission, start, resume],
               api_visibility="private")
