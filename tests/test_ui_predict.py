@@ -177,3 +177,31 @@ def test_predict_api_through_gradio_client(checkpoints, astronaut_file, tmp_path
         assert "No trained model" in status and result["faces"][0]["age"] is None and len(table["data"]) == 1
     finally:
         demo.close()
+
+
+def test_use_this_model_refreshes_the_predict_model_list(checkpoints, tmp_path, monkeypatch):
+    """'Use this model' in Compare bumps a state the Predict tab listens to: its model list and banner are
+    rebuilt without the Refresh button (the browser test presses 'Use this model' and reads the list)."""
+    from audience.ui.compare import build_compare_tab, promote
+    from audience.ui.predict import build_predict_tab, refresh_models
+
+    monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+    with gr.Blocks() as demo:
+        events = build_compare_tab(demo)
+        build_predict_tab(demo, events)
+    by_fn = {}
+    for dependency in demo.fns.values():
+        by_fn.setdefault(dependency.fn, []).append(dependency)
+    (press,) = by_fn[promote]
+    follow_ups = [d for d in demo.fns.values() if d.trigger_after == press._id]
+    assert [d.outputs[0]._id for d in follow_ups] == [events.promoted._id]
+    assert follow_ups[0].fn(None) == 1 and follow_ups[0].fn(1) == 2  # a new value every press: .change fires
+    refreshes = [d for d in by_fn[refresh_models] if d.targets == [(events.promoted._id, "change")]]
+    assert len(refreshes) == 1
+    model = refreshes[0].outputs[0]
+    assert isinstance(model, gr.Dropdown) and model.label == "Model"
+    # what the refresh gives once a checkpoint was promoted: the new one is listed, the pick kept
+    torch.manual_seed(1)
+    save_checkpoint(checkpoints / "promoted", build_model("tiny"), {"dataset": {"name": "demo", "synthetic": True}})
+    dropdown, _ = refresh_models("tiny.json")
+    assert "promoted.json" in [value for _, value in dropdown.choices] and dropdown.value == "tiny.json"

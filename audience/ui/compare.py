@@ -9,6 +9,8 @@ leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
@@ -130,8 +132,19 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None):
     except (AudienceError, ValueError) as error:
         gr.Warning(str(error))
         return f"**Not promoted:** {error}", checkpoints_table()
-    return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab "
-            "(press its Refresh list)."), checkpoints_table()
+    return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab's "
+            "model list."), checkpoints_table()
+
+
+def _count_promotion(count: int | None) -> int:
+    return (count or 0) + 1
+
+
+@dataclass
+class CompareTabEvents:
+    """What other tabs may listen to: `promoted` changes (a count) after every press of 'Use this model'."""
+
+    promoted: gr.State
 
 
 def measure_latency():
@@ -152,10 +165,11 @@ def measure_latency():
     return f"CPU latency (random-init model, batch 1):\n{text}", _runs_table(runs) if runs else gr.skip()
 
 
-def build_compare_tab(demo: gr.Blocks, train_events=None) -> None:
+def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
     """The tab's components and events; call inside `with gr.Tab("Compare", id="compare"):`.
 
-    `train_events` (what build_train_tab returns) refreshes the tab whenever a training run ends.
+    `train_events` (what build_train_tab returns) refreshes the tab whenever a training run ends; the
+    Predict tab listens to the returned events to list a promoted model at once.
     """
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=1)
@@ -199,7 +213,10 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> None:
     for control in (chosen, detail, fold):
         control.input(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
     demo.load(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
-    use.click(promote, inputs=[detail, fold, name], outputs=[use_message, served], api_name="promote")
+    promoted = gr.State(0)
+    use.click(promote, inputs=[detail, fold, name], outputs=[use_message, served], api_name="promote").then(
+        _count_promotion, inputs=[promoted], outputs=[promoted], api_visibility="private")
     latency.click(measure_latency, outputs=[latency_message, table], api_name="measure_latency")
     if train_events is not None:
         train_events.run_ended.change(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
+    return CompareTabEvents(promoted=promoted)

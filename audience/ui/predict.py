@@ -101,8 +101,11 @@ def refresh_models(current: str | None):
     return gr.Dropdown(choices=choices, value=value), model_banner(value)
 
 
-def build_predict_tab(demo: gr.Blocks) -> None:
-    """The tab's components and events; call inside `with gr.Tab("Predict", id="predict"):`."""
+def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
+    """The tab's components and events; call inside `with gr.Tab("Predict", id="predict"):`.
+
+    `compare_events` (what build_compare_tab returns) refreshes the model list after 'Use this model'.
+    """
     choices = model_choices()
     with gr.Row():
         model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=5,
@@ -159,6 +162,9 @@ def build_predict_tab(demo: gr.Blocks) -> None:
     refresh.click(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
     model.change(model_banner, inputs=[model], outputs=[banner], api_visibility="private")
     demo.load(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
+    if compare_events is not None:
+        compare_events.promoted.change(refresh_models, inputs=[model], outputs=[model, banner],
+                                       api_visibility="private")
 
 
 __all__ = ["build_predict_tab", "default_model", "predict_image", "stream_frame"]
