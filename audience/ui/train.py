@@ -43,7 +43,7 @@ TEXT_FIELDS = tuple(name for name, hint in typing.get_type_hints(TrainConfig).it
 TRISTATE = {"auto": None, "yes": True, "no": False}
 ARCH_TRADE_OFF = "MobileNetV3 is fast; ResNet-50 more accurate but slow on a CPU; tiny is for smoke runs"
 
-# The demo preset is the training recipe that learns the demo set in seconds on a CPU
+# The demo preset is the training recipe that learns the demo set quickly on a CPU (its time: docs/measurements.md)
 # (audience.train.config.DEMO_RECIPE; the numbers are in docs/measurements.md); the form starts from it.
 DEMO_PRESET: dict = dict(DEMO_RECIPE)
 
