@@ -115,14 +115,15 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
     with gr.Tab("Image"):
         with gr.Row():
             with gr.Column():
-                image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image")
+                image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image",
+                                    elem_id="predict-image")
                 whole_image = gr.Checkbox(False, label="the image is already a face crop",
                                           info="Skip face detection and classify the whole image.")
                 tta = gr.Checkbox(False, label="flip test-time augmentation",
                                   info="Also classify the mirrored faces and average (twice the compute).")
                 run = gr.Button("Predict", variant="primary")
             with gr.Column():
-                annotated = gr.Image(label="Faces", interactive=False, format="jpeg")
+                annotated = gr.Image(label="Faces", interactive=False, format="jpeg", elem_id="predict-faces")
                 status = gr.Markdown()
         table = gr.Dataframe(EMPTY_TABLE, label="Faces (click a row to chart it)", interactive=False)
         with gr.Row():
