@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,11 @@ def test_stream_smooths_per_session(checkpoints):
         annotated, session, status = stream_frame(frame, "tiny.json", session)
     assert annotated.shape == frame.shape and "1 face" in status and "ms per frame" in status
     assert session["tracker"].tracks[0].frames == 3
+    # the smoothed classes in words, numbered as in the picture: "1 face, 12 ms per frame: 1 22-32 · m."
+    from audience.labels import AGE_CLASSES, GENDER_CLASSES
+
+    label = re.search(r"ms per frame: 1 (\S+) · (\S+)\.", status)
+    assert label and label.group(1) in AGE_CLASSES and label.group(2) in GENDER_CLASSES, status
     _, session, _ = stream_frame(frame, predict_view.NO_MODEL, session)  # another model: a fresh tracker
     assert session["model"] == predict_view.NO_MODEL and session["tracker"].tracks[0].frames == 1
 

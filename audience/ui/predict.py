@@ -14,6 +14,7 @@ import pandas as pd
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
+from audience.labels import HEADS
 from audience.predict.drawing import draw_predictions
 from audience.predict.smoothing import FaceTracker
 from audience.ui.predict_view import (
@@ -89,7 +90,11 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
     smoothed = session["tracker"].update(predictions)
     elapsed = (time.perf_counter() - start) * 1000
     note = f" **{predictor.note}**" if predictor.note else ""
-    status = f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame.{note}"
+    # the smoothed classes in words too (numbered as in the picture): readable without the image
+    labels = "; ".join(f"{number} " + " · ".join(p.label_of(head) for head in HEADS if p.probs_of(head) is not None)
+                       for number, p in enumerate(smoothed, 1) if p.age_probs is not None or p.gender_probs is not None)
+    status = (f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame"
+              f"{': ' + labels if labels else ''}.{note}")
     return draw_predictions(frame, smoothed), session, status
 
 
