@@ -162,5 +162,6 @@ def test_the_runs_table_shows_few_columns_until_all_are_asked_for(monkeypatch, t
     # a header breaks only between words: its longest word (about 8 px a character, 24 px padding) fits
     assert all(8 * max(map(len, name.split())) + 24 <= RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS)
     assert sum(RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS) <= 1200  # no sideways scrolling
-    table = compare_runs(None, None, None, True)[1]
-    assert list(table.value["headers"]) == list(RUN_COLUMN_WIDTHS)
+    table = compare_runs(None, None, None, True)[1]  # the API's table: a plain table, all columns asked for
+    assert list(table.columns) == list(RUN_COLUMN_WIDTHS)
+    assert list(compare_runs()[1].columns) == list(DEFAULT_RUN_COLUMNS)

@@ -52,16 +52,19 @@ def _all_runs() -> list:
     return compare.read_runs(settings.runs_dir()) + checkpoint_runs()
 
 
-def _runs_table(runs: list, all_columns: bool = False):
+def _runs_table(runs: list, all_columns: bool = False) -> pd.DataFrame:
     """The runs table as the tab shows it: DEFAULT_RUN_COLUMNS, or every column with `all_columns`."""
     columns = list(RUN_COLUMN_WIDTHS) if all_columns else list(DEFAULT_RUN_COLUMNS)
-    table = compare.runs_table(runs)[columns] if runs else pd.DataFrame(columns=columns)
-    return gr.Dataframe(value=table, column_widths=[RUN_COLUMN_WIDTHS[name] for name in columns])
+    return compare.runs_table(runs)[columns] if runs else pd.DataFrame(columns=columns)
 
 
 def show_columns(all_columns: bool):
-    """The runs table with the default or all columns (the 'show all columns' box)."""
-    return _runs_table(_all_runs(), all_columns)
+    """The runs table with the default or all columns, and their widths (the 'show all columns' box).
+
+    The other handlers return the table's value only (a plain table in the API); the widths set here
+    stay until the box changes again, and they follow the same box."""
+    table = _runs_table(_all_runs(), all_columns)
+    return gr.Dataframe(value=table, column_widths=[RUN_COLUMN_WIDTHS[name] for name in table.columns])
 
 
 def _problems(runs: list) -> str:
