@@ -55,9 +55,9 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 train_events = build_train_tab(demo)
             with gr.Tab("Compare", id="compare"):
-                build_compare_tab(demo, train_events)
+                compare_events = build_compare_tab(demo, train_events)
             with gr.Tab("Predict", id="predict"):
-                build_predict_tab(demo)
+                build_predict_tab(demo, compare_events)
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo
 

@@ -2,7 +2,9 @@
 
     python scripts/benchmark.py train --data demo --arch mobilenetv3_large_100 --batches 10
     python scripts/benchmark.py predict [--images DIR] [--repeat N]
+    python scripts/benchmark.py startup [--keep-home]
 
+`startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, with the load.
 `train`: images/s of this training pipeline (decoded-image cache, worker processes,
 albumentations, bf16 on CUDA) against a naive seed-like one (full-size decode every step, no
 workers, fp32), for the data loader alone and for full training steps.
@@ -82,12 +84,27 @@ def run_accuracy(args: argparse.Namespace) -> dict:
                               log=lambda line: print(line, flush=True))
 
 
+def add_startup_parser(subparsers) -> None:
+    parser = subparsers.add_parser("startup", help="seconds from starting app.py to its first HTTP 200 (cold start)")
+    parser.add_argument("--keep-home", action="store_true",
+                        help="use AUDIENCE_HOME as it is (demo data made already) instead of a fresh temporary one")
+    parser.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds (default: 180)")
+    parser.set_defaults(run=run_startup)
+
+
+def run_startup(args: argparse.Namespace) -> dict:
+    from audience.ui.startup_benchmark import measure_cold_start
+
+    return measure_cold_start(timeout_s=args.timeout, keep_home=args.keep_home)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
     add_accuracy_parser(subparsers)
+    add_startup_parser(subparsers)
     return parser
 
 

@@ -1,9 +1,11 @@
 """End to end in a real browser: Debian's headless Chromium, driven by Playwright, against `python app.py`.
 
-Each tab renders without console errors; EDA draws its charts; Predict annotates an uploaded photo;
-Train runs one fold of the demo data (tiny arch, 1 epoch) to the end with its log moving; Compare
-lists that run. Screenshots of the four tabs go to <artifacts>/screenshots/ (AUDIENCE_ARTIFACTS,
-default ./artifacts). Chromium is never downloaded: scripts/ensure_chromium.sh installs Debian's.
+Each tab renders without console errors; EDA draws its charts; Predict annotates an uploaded photo,
+and no gradio overlay (name badge, toolbar) covers a drawn label, in a group photo and on a face crop;
+Train runs one fold of the demo data (tiny arch, 2 epochs) to the end with its log moving and kept at
+its end, also after a reload; Compare lists that run, and "Use this model" lists it in Predict.
+Screenshots of the four tabs go to <artifacts>/screenshots/ (AUDIENCE_ARTIFACTS, default ./artifacts).
+Chromium is never downloaded: scripts/ensure_chromium.sh installs Debian's.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 # Console errors that are not the app's fault, each with why. None is known with gradio 6.31 and
 # Chromium 156: every console error and uncaught page exception fails the test.
 BENIGN_CONSOLE_ERRORS: tuple[tuple[str, str], ...] = ()
-TRAIN_TIMEOUT_S = 90
+TRAIN_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +158,114 @@ def test_predict_tab_annotates_an_uploaded_photo(page, screenshots, tmp_path):
     page.console_errors.check()
 
 
+LABEL_COLOURS = ((46, 204, 64), (255, 165, 0), (0, 150, 255))  # audience.predict.drawing: label fills
+
+
+def drawn_labels(annotated: np.ndarray, original: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) image-pixel boxes of the label fills drawn into `original` (boxes' thin lines removed)."""
+    import cv2
+
+    changed = np.abs(annotated.astype(int) - original.astype(int)).max(axis=2) > 60
+    fill = np.zeros(changed.shape, bool)
+    for colour in LABEL_COLOURS:
+        fill |= np.abs(annotated.astype(int) - np.array(colour)).max(axis=2) < 60
+    mask = cv2.morphologyEx((changed & fill).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    return [(x, y, x + w, y + h) for x, y, w, h, area in stats[1:count] if area >= 30]
+
+
+def overlays_over_labels(page, labels: list[tuple[int, int, int, int]]) -> list[str]:
+    """The overlays of the Faces image block (badge, buttons) whose on-screen box meets a label's on-screen box."""
+    image_block = page.locator("#predict-faces")
+    image = image_block.locator("img").first
+    image.hover()  # toolbars that show on hover are shown
+    page.wait_for_timeout(300)
+    shown = image.evaluate("""img => {
+        const r = img.getBoundingClientRect();
+        const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);  // object-fit: contain
+        return {x: r.x + (r.width - img.naturalWidth * scale) / 2, y: r.y + (r.height - img.naturalHeight * scale) / 2,
+                scale: scale};
+    }""")
+    overlays = image_block.evaluate("""(block, img) => [...block.querySelectorAll(
+            'button, [data-testid="block-label"], .icon-button-wrapper, .icon-buttons')]
+        .filter(el => !el.contains(img) && el.offsetParent !== null)
+        .map(el => { const r = el.getBoundingClientRect();
+                     return {name: el.getAttribute('aria-label') || el.className || el.tagName,
+                             x0: r.x, y0: r.y, x1: r.x + r.width, y1: r.y + r.height}; })
+        .filter(r => r.x1 > r.x0 && r.y1 > r.y0)""", image.element_handle())
+    assert overlays, "found no overlay to check: gradio's image block changed"
+    hits = []
+    for x0, y0, x1, y1 in labels:
+        left, top = shown["x"] + x0 * shown["scale"], shown["y"] + y0 * shown["scale"]
+        right, bottom = shown["x"] + x1 * shown["scale"], shown["y"] + y1 * shown["scale"]
+        for o in overlays:
+            if left < o["x1"] and o["x0"] < right and top < o["y1"] and o["y0"] < bottom:
+                hits.append(f"{o['name']} at ({o['x0']:.0f}, {o['y0']:.0f})-({o['x1']:.0f}, {o['y1']:.0f}) covers the "
+                            f"label at ({left:.0f}, {top:.0f})-({right:.0f}, {bottom:.0f})")
+    return hits
+
+
+def _annotated(page) -> np.ndarray:
+    response = page.request.get(page.locator("#predict-faces img").first.get_attribute("src"))
+    assert response.ok
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
+
+
+def test_no_overlay_covers_a_label_in_a_group_photo_or_on_a_face_crop(page, tmp_path):
+    """Labels used to hide under the "Faces" badge (a face crop: label top-left) and the toolbar (a group
+    photo: the top-right face's label). Checked on screen: each drawn label's box, scaled to the shown image,
+    against the box of every overlay of the image block."""
+    from skimage import data
+
+    head = data.astronaut()[0:260, 100:360]
+    group = np.full((520, 780, 3), 235, np.uint8)  # three heads in a row, one below: faces near every edge
+    for left, top in ((0, 0), (260, 0), (520, 0), (260, 260)):
+        group[top:top + 260, left:left + 260] = head
+    crop = data.astronaut()[40:220, 130:310]  # the face filling the picture
+    open_tab(page, "Predict")
+    whole = page.get_by_label("the image is already a face crop")
+    for name, picture, crop_mode, least in (("group", group, False, 3), ("crop", crop, True, 1)):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(picture).save(path)
+        if whole.is_checked() != crop_mode:
+            whole.click()
+        page.locator("#predict-image input[type=file]").set_input_files(str(path))  # there also with a photo shown
+        height, width = picture.shape[:2]  # the three pictures have three sizes: this one's answer has come
+        page.wait_for_function("([w, h]) => { const img = document.querySelector('#predict-faces img');"
+                               " return img && img.complete && img.naturalWidth === w && img.naturalHeight === h; }",
+                               arg=[width, height], timeout=60_000)
+        page.wait_for_timeout(500)
+        if crop_mode:
+            faces = 1
+            page.get_by_text(re.compile(r"^The whole image as one face")).wait_for()
+        else:
+            status = page.get_by_text(re.compile(r"^\d+ faces? found in \d+ ms")).first
+            status.wait_for()
+            faces = int(status.inner_text().split()[0])
+        assert faces >= least, name
+        annotated = _annotated(page)
+        assert annotated.shape == picture.shape, name
+        labels = drawn_labels(annotated, picture)
+        assert len(labels) >= faces, f"{name}: found {len(labels)} drawn labels for {faces} faces"
+        hits = overlays_over_labels(page, labels)
+        assert not hits, f"{name}: " + "; ".join(hits)
+    if whole.is_checked():
+        whole.click()
+    page.console_errors.check()
+
+
 def _new_run_finished(log: str, earlier_runs: set[str]) -> bool:
     """Whether `log` says that a run other than `earlier_runs` finished."""
     return any(run_id not in earlier_runs for run_id in re.findall(r"run (\S+) finished", log))
+
+
+def log_below_view(page) -> float:
+    """Pixels of the Train log below its visible part (0: at its end); the log must overflow its box."""
+    box = page.locator("#train-log textarea")
+    height, shown, below = box.evaluate(
+        "box => [box.scrollHeight, box.clientHeight, box.scrollHeight - box.scrollTop - box.clientHeight]")
+    assert height > shown + 20, f"the log ({height} px) fits its box ({shown} px): nothing to scroll"
+    return below
 
 
 def test_train_tab_runs_one_demo_fold_with_a_moving_log(page, screenshots, server):
@@ -169,7 +276,7 @@ def test_train_tab_runs_one_demo_fold_with_a_moving_log(page, screenshots, serve
     assert "Tiny" in page.get_by_label("arch", exact=True).input_value()
     assert page.get_by_label("folds", exact=True).input_value() == "0"
     epochs = page.get_by_label("epochs", exact=True)
-    epochs.fill("1")
+    epochs.fill("2")  # two epochs: a log longer than its box, so where it is scrolled to matters
     epochs.press("Tab")
     settle_job(server)  # no other test's job running: this run starts, and its log is the one shown
     before = {p.name for p in server.runs.iterdir()}
@@ -178,7 +285,7 @@ def test_train_tab_runs_one_demo_fold_with_a_moving_log(page, screenshots, serve
 
     # A finished job's log stays on the page until the next job's replaces it (the page polls, so the
     # previous test's log may only show up now): only a log that starts with this run's line counts.
-    ours = re.compile(r"^\S+ starting a training run: tiny, folds 0, 1 epoch, data the demo set\n")
+    ours = re.compile(r"^\S+ starting a training run: tiny, folds 0, 2 epochs, data the demo set\n")
     seen: list[str] = []
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -193,8 +300,15 @@ def test_train_tab_runs_one_demo_fold_with_a_moving_log(page, screenshots, serve
     page.get_by_text(re.compile(r"^finished · run ")).wait_for()
     (run_dir,) = [server.runs / name for name in {p.name for p in server.runs.iterdir()} - before]
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["arch"], config["epochs"], str(config["folds"])) == ("tiny", 1, "0")
+    assert (config["arch"], config["epochs"], str(config["folds"])) == ("tiny", 2, "0")
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    # the log stays at its end when the run ends, and after a reload (it used to show its first lines)
+    assert log_below_view(page) <= 4
+    page.reload()
+    open_tab(page, "Train")
+    expect(log).to_have_value(re.compile(rf"run {run_dir.name} finished"), timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert log_below_view(page) <= 4
     screenshot(page, screenshots / "train.png")
     page.console_errors.check()
     test_train_tab_runs_one_demo_fold_with_a_moving_log.run_id = run_dir.name
@@ -211,4 +325,23 @@ def test_compare_tab_shows_the_run(page, screenshots):
     assert "finished" in cells and "tiny" in cells and "synthetic demo" in cells
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot svg.main-svg').length >= 10")
     screenshot(page, screenshots / "compare.png")
+    page.console_errors.check()
+
+
+def test_use_this_model_lists_it_in_predict_without_refresh(page):
+    run_id = getattr(test_train_tab_runs_one_demo_fold_with_a_moving_log, "run_id", None)
+    if run_id is None:
+        pytest.fail("the Train test made no run to promote (see its failure)")
+    open_tab(page, "Compare")
+    detail = page.get_by_label("Run for the confusion matrices and 'Use this model'")
+    detail.fill(run_id)
+    detail.press("Enter")
+    page.get_by_text("Use this model (serve it in the Predict tab)").click()
+    page.get_by_label("Name (optional)").fill("e2e-promoted")
+    page.get_by_role("button", name="Use this model", exact=True).click()
+    page.get_by_text(re.compile(r"is served as e2e-promoted")).wait_for(timeout=60_000)
+    open_tab(page, "Predict")  # no press of its Refresh list
+    page.get_by_label("Model", exact=True).click()
+    expect(page.get_by_role("option", name=re.compile(r"^e2e-promoted"))).to_have_count(1, timeout=15_000)
+    page.keyboard.press("Escape")
     page.console_errors.check()

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 
+import gradio as gr
 import plotly.graph_objects as go
 import pytest
 from PIL import Image
@@ -129,7 +130,12 @@ def test_images_per_subject_says_how_many_images_share_a_subject(meta_data):
     counts = eda.subject_image_counts(meta_data)
     faces = meta_data.faces
     shared = int((faces.groupby(["user_id", "face_id"])["fold"].transform("size") > 1).sum())
-    assert list(figure.data[0].x) == counts.tolist() and len(counts) == 2284
+    assert len(counts) == 2284 and counts.max() == 417  # one subject with 417 images: the long tail
+    # widening bins, so 417 does not squash the 1-5 bars against the axis; log y keeps the tail visible
+    assert list(figure.data[0].x) == ["1", "2", "3", "4", "5", "6-7", "8-10", "11-15", "16-25", "26-50", "51-100",
+                                      "101-200", "201-500"]
+    assert sum(figure.data[0].y) == 2284 and figure.data[0].y[0] == int((counts == 1).sum())
+    assert figure.data[0].y[-1] == int((counts >= 201).sum()) > 0 and figure.layout.yaxis.type == "log"
     assert f"{shared} of 19487 images ({shared / 19487:.0%})" in figure.layout.annotations[0].text
     assert shared / 19487 > 0.9  # nearly every Adience image has a sibling of the same person: split by subject
 
@@ -213,7 +219,30 @@ def test_only_allowed_roots_are_opened(allowed_demo, tmp_path):
             resolve_allowed_root(root)
     outputs = run_eda("/etc", "bins", "auto")
     assert "not under a folder the app may open" in outputs[0] and str(allowed_demo.parent) in outputs[0]
-    assert all(figure is None for figure in outputs[1:-2]) and outputs[-2].empty and outputs[-1] is None
+    # a refusal changes the summary only: the charts, table and faces already shown stay
+    assert len(outputs) == len(FIGURE_NAMES) + 3
+    assert all(isinstance(output, gr.skip().__class__) for output in outputs[1:])
+
+
+def test_a_labels_only_root_opens_with_images_none_and_says_so(allowed_demo, adience_meta, monkeypatch):
+    from audience.ui.eda import LABELS_ONLY_NOTE, run_eda
+
+    monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(adience_meta.parent))
+    summary, *figures, noise, grid = run_eda(str(adience_meta), "bins", "auto")
+    assert summary.startswith(LABELS_ONLY_NOTE) and "images **none**" in summary and "Could not" not in summary
+    assert "| 19487 |" in summary.replace("rows (faces) ", "")  # every labelled row counted
+    assert all(isinstance(figure, go.Figure) for figure in figures) and not noise.empty
+    assert isinstance(grid, Image.Image)  # the montage says that no image was read
+    # asked for a folder it does not have, it still refuses with the reason
+    assert "aligned: folder not found" in run_eda(str(adience_meta), "bins", "aligned")[0]
+
+
+def test_the_summary_table_has_a_header_not_a_blank_row(allowed_demo):
+    from audience.ui.eda import run_eda
+
+    lines = run_eda(str(allowed_demo), "bins", "auto")[0].splitlines()
+    header = lines[lines.index("|---|---|") - 1]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == ["what", "value"]
 
 
 def test_run_eda_returns_every_output(allowed_demo):
@@ -249,6 +278,6 @@ def test_eda_tab_over_the_client(allowed_demo):
         assert Image.open(grid).size[0] > 0
         summary, *plots, noise, grid = client.predict("/etc", "bins", "auto", api_name="/eda")
         assert "not under a folder the app may open" in summary and "Traceback" not in summary
-        assert plots == [None] * len(FIGURE_NAMES) and noise["data"] == [] and grid is None
+        assert not any(isinstance(plot, dict) and plot.get("type") == "plotly" for plot in plots)
     finally:
         demo.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,11 @@ def test_stream_smooths_per_session(checkpoints):
         annotated, session, status = stream_frame(frame, "tiny.json", session)
     assert annotated.shape == frame.shape and "1 face" in status and "ms per frame" in status
     assert session["tracker"].tracks[0].frames == 3
+    # the smoothed classes in words, numbered as in the picture: "1 face, 12 ms per frame: 1 22-32 · m."
+    from audience.labels import AGE_CLASSES, GENDER_CLASSES
+
+    label = re.search(r"ms per frame: 1 (\S+) · (\S+)\.", status)
+    assert label and label.group(1) in AGE_CLASSES and label.group(2) in GENDER_CLASSES, status
     _, session, _ = stream_frame(frame, predict_view.NO_MODEL, session)  # another model: a fresh tracker
     assert session["model"] == predict_view.NO_MODEL and session["tracker"].tracks[0].frames == 1
 
@@ -187,3 +193,31 @@ def test_a_photo_with_more_faces_than_the_cap_says_so(checkpoints, group_photo):
     assert len(table) == result["faces_found"] == 4 and "faces shown" not in status
     _, _, status = stream_frame(group_photo, "tiny.json", None)  # the webcam's status says it too
     assert status.startswith("20 faces") and "20 of at least 25 faces shown (the largest)" in status
+
+
+def test_use_this_model_refreshes_the_predict_model_list(checkpoints, tmp_path, monkeypatch):
+    """'Use this model' in Compare bumps a state the Predict tab listens to: its model list and banner are
+    rebuilt without the Refresh button (the browser test presses 'Use this model' and reads the list)."""
+    from audience.ui.compare import build_compare_tab, promote
+    from audience.ui.predict import build_predict_tab, refresh_models
+
+    monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+    with gr.Blocks() as demo:
+        events = build_compare_tab(demo)
+        build_predict_tab(demo, events)
+    by_fn = {}
+    for dependency in demo.fns.values():
+        by_fn.setdefault(dependency.fn, []).append(dependency)
+    (press,) = by_fn[promote]
+    follow_ups = [d for d in demo.fns.values() if d.trigger_after == press._id]
+    assert [d.outputs[0]._id for d in follow_ups] == [events.promoted._id]
+    assert follow_ups[0].fn(None) == 1 and follow_ups[0].fn(1) == 2  # a new value every press: .change fires
+    refreshes = [d for d in by_fn[refresh_models] if d.targets == [(events.promoted._id, "change")]]
+    assert len(refreshes) == 1
+    model = refreshes[0].outputs[0]
+    assert isinstance(model, gr.Dropdown) and model.label == "Model"
+    # what the refresh gives once a checkpoint was promoted: the new one is listed, the pick kept
+    torch.manual_seed(1)
+    save_checkpoint(checkpoints / "promoted", build_model("tiny"), {"dataset": {"name": "demo", "synthetic": True}})
+    dropdown, _ = refresh_models("tiny.json")
+    assert "promoted.json" in [value for _, value in dropdown.choices] and dropdown.value == "tiny.json"

@@ -95,9 +95,9 @@ def test_train_stop_resume_and_compare(client, monkeypatch):
     message, table, chosen, detail, *figures = client.predict(api_name="/compare")
     assert "1 run(s)" in message
     row = dict(zip(table["headers"], table["data"][0], strict=True))
-    from audience.ui.compare import RUN_COLUMN_WIDTHS
+    from audience.ui.compare import DEFAULT_RUN_COLUMNS
 
-    assert table["headers"] == list(RUN_COLUMN_WIDTHS)  # the tab's column widths follow the columns
+    assert table["headers"] == list(DEFAULT_RUN_COLUMNS)  # the few columns shown by default
     assert (row["run"], row["arch"], row["state"], row["folds"], row["dataset"]) == (
         run_id, "tiny", "finished", "1/1", "synthetic demo")
     assert row["age exact %"] != "-"
@@ -184,3 +184,27 @@ def test_describe_bytes(count, text):
     from audience.data.cache import describe_bytes
 
     assert describe_bytes(count) == text
+
+
+def test_the_runs_table_shows_few_columns_until_all_are_asked_for(monkeypatch, tmp_path):
+    """19 columns squeezed headers mid-word ("age 1-" / "off %") and scrolled the run id away: by default the
+    table shows the run and its accuracy; 'show all columns' adds the rest, each with its width."""
+    import gradio as gr
+
+    from audience.ui.compare import DEFAULT_RUN_COLUMNS, RUN_COLUMN_WIDTHS, compare_runs, show_columns
+
+    monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("AUDIENCE_CHECKPOINTS", raising=False)  # the shipped model: one row
+    few, every = show_columns(False), show_columns(True)
+    assert isinstance(few, gr.Dataframe) and list(few.value["headers"]) == list(DEFAULT_RUN_COLUMNS)
+    assert list(every.value["headers"]) == list(RUN_COLUMN_WIDTHS)
+    assert len(few.value["data"]) == len(every.value["data"]) >= 1
+    for table in (few, every):
+        assert [int(str(w).removesuffix("px")) for w in table.column_widths] == [
+            RUN_COLUMN_WIDTHS[name] for name in table.value["headers"]]
+    # a header breaks only between words: its longest word (about 8 px a character, 24 px padding) fits
+    assert all(8 * max(map(len, name.split())) + 24 <= RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS)
+    assert sum(RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS) <= 1200  # no sideways scrolling
+    table = compare_runs(None, None, None, True)[1]  # the API's table: a plain table, all columns asked for
+    assert list(table.columns) == list(RUN_COLUMN_WIDTHS)
+    assert list(compare_runs()[1].columns) == list(DEFAULT_RUN_COLUMNS)

@@ -143,13 +143,17 @@ def _checked_names(path: Path, number: int, cells: list[str]) -> tuple[str, str,
     return user_id, original_image, face_id
 
 
+def image_folder_of(root: Path) -> str | None:
+    """The image folder `images="auto"` reads ("aligned", else "faces"), or None for a labels-only root."""
+    return next((candidate for candidate in ("aligned", "faces") if (Path(root) / candidate).is_dir()), None)
+
+
 def _resolve_images(root: Path, images: str) -> str:
     if images not in IMAGE_MODES:
         raise AudienceError(f"unknown image folder {quoted(images)}: use one of {', '.join(IMAGE_MODES)}.")
     if images == "auto":
-        for candidate in ("aligned", "faces"):
-            if (root / candidate).is_dir():
-                return candidate
+        if (found := image_folder_of(root)) is not None:
+            return found
         raise AudienceError(
             f"{root}: neither aligned/ nor faces/ exists; point to a root with images, "
             "or read the labels only (images 'none')."

@@ -217,8 +217,24 @@ def plot_fold_classes(data: AdienceData) -> go.Figure:
     return set_title(figure, data, "Age classes per fold", "share of each fold's rows with an age class")
 
 
+SUBJECT_BIN_EDGES = (1, 2, 3, 4, 5, 6, 8, 11, 16, 26, 51, 101, 201, 501)  # a bin is [edge, next edge)
+
+
+def subject_count_bins(counts: pd.Series) -> pd.Series:
+    """Subjects per bin of images per subject: one bin per count up to 5, then wider (6-7, 8-10, 11-15, ...
+    201-500, 501+) so a long tail (Adience has subjects with hundreds of images) does not squash the chart.
+    Indexed by the bin's label, empty bins beyond the largest count left out."""
+    edges = [*SUBJECT_BIN_EDGES, max(SUBJECT_BIN_EDGES[-1], int(counts.max()) + 1) + 1]
+    labels = [str(low) if high - low == 1 else (f"{low}+" if high == edges[-1] else f"{low}-{high - 1}")
+              for low, high in zip(edges, edges[1:], strict=False)]
+    binned = pd.cut(counts, bins=edges, right=False, labels=labels).value_counts().reindex(labels, fill_value=0)
+    last = max(i for i, label in enumerate(labels) if binned[label] > 0) if binned.any() else 0
+    return binned.iloc[: last + 1].rename("subjects")
+
+
 def plot_images_per_subject(data: AdienceData) -> go.Figure:
-    """Histogram of images per subject, with the share of images whose subject has more than one."""
+    """Subjects per number of their images (widening bins, log y), with the share of images whose subject
+    has more than one."""
     counts = subject_image_counts(data)
     title = title_for(data, "Images per subject")
     if counts.empty:
@@ -227,9 +243,11 @@ def plot_images_per_subject(data: AdienceData) -> go.Figure:
         return empty_figure(title, f"{data.name} lists no identities: each image is its own subject, so its "
                                    "folds are image-level (one person may be in two).")
     shared = int(counts[counts > 1].sum())
-    figure = go.Figure(go.Histogram(x=counts, xbins={"start": 0.5, "size": 1}))
-    figure.update_layout(xaxis_title="images of the same subject", yaxis_title="subjects", bargap=0.05,
-                         margin={"b": 120})
+    binned = subject_count_bins(counts)
+    figure = go.Figure(go.Bar(x=list(binned.index), y=binned.tolist(), text=binned.tolist(), textposition="outside",
+                              cliponaxis=False))
+    figure.update_layout(xaxis_title="images of the same subject", yaxis_title="subjects (log scale)", bargap=0.05,
+                         xaxis_type="category", yaxis_type="log", margin={"b": 120})
     set_title(figure, data, "Images per subject", "subject = user_id + face_id: one person in one album")
     # a caption under the axis title, in two lines: one line did not fit a half-width chart
     figure.add_annotation(

@@ -9,6 +9,8 @@ leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
@@ -23,20 +25,23 @@ from audience.inputs import check_path
 from audience.publish.promote import checkpoints_table, promote_checkpoint
 
 ALL_FOLDS = "all folds"
-LATENCY_NOTE = ("CPU ms (per face): the trainer's number when the run stores one; '-' until you press 'Measure CPU "
-                "latency', which measures it here once per arch and image size with a random-init model (batch 1, "
-                "median of 10 passes; weights do not change the time; a busy machine inflates it, so press it again "
-                "when the machine is idle).")
+LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's number when the run stores one; "
+                "'-' until you press 'Measure CPU latency', which measures it here once per arch and image size "
+                "with a random-init model (batch 1, median of 10 passes; weights do not change the time; a busy "
+                "machine inflates it, so press it again when the machine is idle).")
 # Pixel widths of compare.runs_table's columns, in its order (a test checks it): without them the
-# browser squeezed 19 columns until headers broke mid-word. The 1,200 px of a 1,400 px page show a run
-# through its cost; calibration, latency source and problems scroll into view. (pinned_columns would
-# keep the run id in sight, but Gradio 6.31 renders no sticky column for it.)
+# browser squeezed 19 columns until headers broke mid-word ("age 1-" / "off %"). By default the table
+# shows DEFAULT_RUN_COLUMNS only, each wide enough for its header on one or two whole words; "show all
+# columns" adds cost, calibration, latency and problems, scrolling right. (pinned_columns would keep
+# the run id in sight, but Gradio 6.31 renders no sticky column for it.)
 RUN_COLUMN_WIDTHS = {
-    "run": 160, "arch": 100, "task": 104, "protocol": 84, "dataset": 92, "state": 84, "folds": 62,
-    "age exact %": 70, "age 1-off %": 70, "gender f/m/u %": 70, "gender f/m %": 70, "params (M)": 74,
-    "GFLOPs": 74, "CPU ms": 62, "train time": 62, "age ECE": 62, "gender ECE": 74, "latency source": 110,
+    "run": 190, "arch": 120, "task": 104, "protocol": 96, "dataset": 120, "state": 84, "folds": 70,
+    "age exact %": 84, "age 1-off %": 96, "gender f/m/u %": 96, "gender f/m %": 96, "params (M)": 84,
+    "GFLOPs": 74, "CPU ms": 62, "train time": 90, "age ECE": 62, "gender ECE": 74, "latency source": 110,
     "problems": 160,
 }
+DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", "age exact %", "age 1-off %",
+                       "gender f/m %", "train time")
 # source, arch, protocol, dataset, age exact, age 1-off, gender, note: "50.7 ± 5.1" on one line
 LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 180]
 # promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, age exact, gender, metrics on,
@@ -49,8 +54,19 @@ def _all_runs() -> list:
     return compare.read_runs(settings.runs_dir()) + checkpoint_runs()
 
 
-def _runs_table(runs: list) -> pd.DataFrame:
-    return compare.runs_table(runs) if runs else pd.DataFrame(columns=["run"])
+def _runs_table(runs: list, all_columns: bool = False) -> pd.DataFrame:
+    """The runs table as the tab shows it: DEFAULT_RUN_COLUMNS, or every column with `all_columns`."""
+    columns = list(RUN_COLUMN_WIDTHS) if all_columns else list(DEFAULT_RUN_COLUMNS)
+    return compare.runs_table(runs)[columns] if runs else pd.DataFrame(columns=columns)
+
+
+def show_columns(all_columns: bool):
+    """The runs table with the default or all columns, and their widths (the 'show all columns' box).
+
+    The other handlers return the table's value only (a plain table in the API); the widths set here
+    stay until the box changes again, and they follow the same box."""
+    table = _runs_table(_all_runs(), all_columns)
+    return gr.Dataframe(value=table, column_widths=[RUN_COLUMN_WIDTHS[name] for name in table.columns])
 
 
 def _problems(runs: list) -> str:
@@ -62,10 +78,11 @@ def _problems(runs: list) -> str:
 
 def _message(runs: list) -> str:
     if not any(not run.run_id.startswith(SHIPPED_PREFIX) for run in runs):
-        return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset "
-                "takes about a minute on a CPU) or run `python scripts/train.py --data demo --arch tiny --folds 0`; "
-                "it appears here when it ends. Rows named `checkpoint:` are served models with the "
-                "metrics recorded in their JSON (state *shipped*: it came with the app).")
+        return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset; "
+                "its time on a CPU is in docs/measurements.md) or run "
+                "`.venv/bin/python scripts/train.py --preset demo`; it appears here when it ends. Rows named "
+                "`checkpoint:` are served models with the metrics recorded in their JSON (state *shipped*: it came "
+                "with the app).")
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
              "done, in percent. " + LATENCY_NOTE]
@@ -86,8 +103,10 @@ def _fold_choices(run) -> list[str]:
     return [ALL_FOLDS] + [str(fold) for fold in sorted(run.test_metrics)] if run is not None else [ALL_FOLDS]
 
 
-def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None, fold: str | None = None):
-    """The /compare handler: everything the tab shows, for the chosen runs (default: ResNet50 vs MobileNetV3)."""
+def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None, fold: str | None = None,
+                 all_columns: bool = False):
+    """The /compare handler: everything the tab shows, for the chosen runs (default: ResNet50 vs MobileNetV3);
+    the runs table with its default columns, or every column with `all_columns`."""
     runs = _all_runs()
     ids = [run.run_id for run in runs]
     chosen = [run_id for run_id in (chosen or []) if run_id in ids] or compare.default_selection(runs)
@@ -99,7 +118,7 @@ def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None,
     leakage = compare.leakage_frame(runs)
     return (
         _message(runs),
-        _runs_table(runs),
+        _runs_table(runs, all_columns),
         gr.Dropdown(choices=ids, value=chosen),
         gr.Dropdown(choices=ids, value=detail.run_id if detail else None),
         gr.Dropdown(choices=folds, value=fold),
@@ -143,11 +162,22 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None):
     except AudienceError as error:
         gr.Warning(str(error))
         return f"**Not promoted:** {error}", checkpoints_table()
-    return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab "
-            "(press its Refresh list)."), checkpoints_table()
+    return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab's "
+            "model list."), checkpoints_table()
 
 
-def measure_latency():
+def _count_promotion(count: int | None) -> int:
+    return (count or 0) + 1
+
+
+@dataclass
+class CompareTabEvents:
+    """What other tabs may listen to: `promoted` changes (a count) after every press of 'Use this model'."""
+
+    promoted: gr.State
+
+
+def measure_latency(all_columns: bool = False):
     """Measure (once per arch and image size, cached) the CPU latency of every arch in the runs folder."""
     runs = _all_runs()
     wanted = sorted({(r.config["arch"], compare.image_size_of(r)) for r in runs
@@ -162,21 +192,24 @@ def measure_latency():
         lines.append(f"{arch} at {size}px: {entry['ms']:.1f} ms per face, median (fastest {entry['min_ms']:.1f} ms; "
                      f"{entry['threads']} threads)")
     text = "\n".join(f"- {line}" for line in lines) or "No run with a known arch and image size."
-    return f"CPU latency (random-init model, batch 1):\n{text}", _runs_table(runs) if runs else gr.skip()
+    return f"CPU latency (random-init model, batch 1):\n{text}", _runs_table(runs, all_columns) if runs else gr.skip()
 
 
-def build_compare_tab(demo: gr.Blocks, train_events=None) -> None:
+def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
     """The tab's components and events; call inside `with gr.Tab("Compare", id="compare"):`.
 
-    `train_events` (what build_train_tab returns) refreshes the tab whenever a training run ends.
+    `train_events` (what build_train_tab returns) refreshes the tab whenever a training run ends; the
+    Predict tab listens to the returned events to list a promoted model at once.
     """
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=1)
         latency = gr.Button("Measure CPU latency", size="sm", scale=1)
     latency_message = gr.Markdown()
     message = gr.Markdown()
-    table = gr.Dataframe(label="Runs (newest first) · scroll right for cost, calibration and problems",
-                         interactive=False, wrap=True, column_widths=list(RUN_COLUMN_WIDTHS.values()))
+    all_columns = gr.Checkbox(False, label="show all columns",
+                              info="also task, gender f/m/u, parameters, GFLOPs, CPU ms, calibration, problems")
+    table = gr.Dataframe(label="Runs (newest first)", interactive=False, wrap=True,
+                         column_widths=[RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS])
     # allow_custom_value on the choosers: the handlers check every id against the runs folder themselves.
     chosen = gr.Dropdown(multiselect=True, label="Runs to chart (default: newest ResNet50 and MobileNetV3)",
                          allow_custom_value=True)
@@ -207,12 +240,16 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> None:
 
     outputs = [message, table, chosen, detail, fold, fold_accuracy, curves, per_class, age_confusion,
                gender_confusion, leakage, leakage_plot, served]
-    inputs = [chosen, detail, fold]
+    inputs = [chosen, detail, fold, all_columns]
     refresh.click(compare_runs, inputs=inputs, outputs=outputs, api_name="compare")
     for control in (chosen, detail, fold):
         control.input(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
     demo.load(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
-    use.click(promote, inputs=[detail, fold, name], outputs=[use_message, served], api_name="promote")
-    latency.click(measure_latency, outputs=[latency_message, table], api_name="measure_latency")
+    promoted = gr.State(0)
+    use.click(promote, inputs=[detail, fold, name], outputs=[use_message, served], api_name="promote").then(
+        _count_promotion, inputs=[promoted], outputs=[promoted], api_visibility="private")
+    latency.click(measure_latency, inputs=[all_columns], outputs=[latency_message, table], api_name="measure_latency")
+    all_columns.input(show_columns, inputs=[all_columns], outputs=[table], api_visibility="private")
     if train_events is not None:
         train_events.run_ended.change(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
+    return CompareTabEvents(promoted=promoted)

@@ -12,8 +12,8 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
-from audience.data.adience import IMAGE_MODES
-from audience.data.formats import DATA_FORMATS, read_dataset
+from audience.data.adience import IMAGE_MODES, image_folder_of
+from audience.data.formats import DATA_FORMATS, detect_format, read_dataset
 from audience.data.roots import resolve_data_root
 from audience.eda.report import FIGURE_NAMES, build_eda
 from audience.eda.tables import plot_age_years, plot_race
@@ -31,6 +31,9 @@ SYNTHETIC_BANNER = (
     "> **Synthetic demo data.** These numbers and charts describe generated faces, not Adience. "
     "Point the data root at an Adience folder for the real analysis."
 )
+LABELS_ONLY_NOTE = ("> **Labels only.** This root has its fold files but neither `aligned/` nor `faces/`, so "
+                    "images are **none**: the label charts below are complete; image sizes and sample faces need "
+                    "a root with images.")
 IMAGE_SPLIT_NOTE = ("> **Image-level folds.** This dataset lists no identities, so its folds split images by file "
                     "name: one person may be in two folds, and its test numbers are not subject-exclusive.")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+|!~])")
@@ -67,31 +70,39 @@ def format_summary(summary: dict) -> str:
         f"`{summary['root'].replace('`', '')}`: policy **{summary['policy']}**, images **{summary['images']}**",
         *([f"\n{IMAGE_SPLIT_NOTE}"] if summary.get("split_level") == "image" else []),
         "",
-        "| | |",
+        "| what | value |",  # a blank header renders as an empty first row
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
     ]
     return "\n".join(lines)
 
 
-def _empty_outputs(message: str) -> tuple:
-    return (f"**Could not load the data:** {escape_markdown(message)}", *([None] * len(FIGURE_NAMES)),
-            pd.DataFrame(columns=NOISE_COLUMNS), None)
+def _refusal(message: str) -> tuple:
+    """The summary says why the root was refused; every chart, table and picture keeps what it showed."""
+    return (f"**Could not load the data:** {escape_markdown(message)}", *([gr.skip()] * (len(FIGURE_NAMES) + 2)))
 
 
 def run_eda(root: str, policy: str, images: str) -> tuple:
-    """(summary Markdown, one plotly figure per FIGURE_NAMES, noise table, sample montage) for a data root."""
+    """(summary Markdown, one plotly figure per FIGURE_NAMES, noise table, sample montage) for a data root.
+
+    A refused root changes only the summary (the previous charts stay); `images="auto"` on an Adience root
+    without an image folder reads its labels only and says so.
+    """
+    note = ""
     try:
-        data = read_dataset(resolve_data_root(root, allowed=settings.allowed_data_dirs()), policy=policy,
-                            images=images)
+        resolved = resolve_data_root(root, allowed=settings.allowed_data_dirs())
+        if images == "auto" and detect_format(resolved) == "adience" and image_folder_of(resolved) is None:
+            images, note = "none", LABELS_ONLY_NOTE
+        data = read_dataset(resolved, policy=policy, images=images)
         result = build_eda(data, sample=SIZE_SAMPLE)
     except AudienceError as exc:
-        return _empty_outputs(str(exc))
+        return _refusal(str(exc))
     except OSError as exc:  # e.g. a fold file without read permission
-        return _empty_outputs(f"{exc.filename or root}: cannot be read ({exc.strerror or exc}).")
+        return _refusal(f"{exc.filename or root}: cannot be read ({exc.strerror or exc}).")
     # a chart the data cannot have (exact ages, race on Adience) says why instead of staying blank
     figures = {"age_years": plot_age_years, "race": plot_race}
-    return (format_summary(result.summary),
+    summary = format_summary(result.summary)
+    return (f"{note}\n\n{summary}" if note else summary,
             *(result.figures[name] if name in result.figures else figures[name](data) for name in FIGURE_NAMES),
             result.noise, result.grid)
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
+from audience.labels import HEADS
 from audience.predict.drawing import draw_predictions
 from audience.predict.predictor import capped_note
 from audience.predict.smoothing import FaceTracker
@@ -97,7 +98,11 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
     note = f" **{predictor.note}**" if predictor.note else ""
     capped = capped_note(len(predictions), timings.faces_found, MORE_FACES)
     note = f" {capped}{note}" if capped else note
-    status = f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame.{note}"
+    # the smoothed classes in words too (numbered as in the picture): readable without the image
+    labels = "; ".join(f"{number} " + " · ".join(p.label_of(head) for head in HEADS if p.probs_of(head) is not None)
+                       for number, p in enumerate(smoothed, 1) if p.age_probs is not None or p.gender_probs is not None)
+    status = (f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame"
+              f"{': ' + labels if labels else ''}.{note}")
     return draw_predictions(frame, smoothed), session, status
 
 
@@ -109,8 +114,11 @@ def refresh_models(current: str | None):
     return gr.Dropdown(choices=choices, value=value), model_banner(value)
 
 
-def build_predict_tab(demo: gr.Blocks) -> None:
-    """The tab's components and events; call inside `with gr.Tab("Predict", id="predict"):`."""
+def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
+    """The tab's components and events; call inside `with gr.Tab("Predict", id="predict"):`.
+
+    `compare_events` (what build_compare_tab returns) refreshes the model list after 'Use this model'.
+    """
     choices = model_choices()
     with gr.Row():
         model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=5,
@@ -120,14 +128,15 @@ def build_predict_tab(demo: gr.Blocks) -> None:
     with gr.Tab("Image"):
         with gr.Row():
             with gr.Column():
-                image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image")
+                image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image",
+                                    elem_id="predict-image")
                 whole_image = gr.Checkbox(False, label="the image is already a face crop",
                                           info="Skip face detection and classify the whole image.")
                 tta = gr.Checkbox(False, label="flip test-time augmentation",
                                   info="Also classify the mirrored faces and average (twice the compute).")
                 run = gr.Button("Predict", variant="primary")
             with gr.Column():
-                annotated = gr.Image(label="Faces", interactive=False, format="jpeg")
+                annotated = gr.Image(label="Faces", interactive=False, format="jpeg", elem_id="predict-faces")
                 status = gr.Markdown()
         table = gr.Dataframe(EMPTY_TABLE, label="Faces (click a row to chart it)", interactive=False)
         with gr.Row():
@@ -167,6 +176,9 @@ def build_predict_tab(demo: gr.Blocks) -> None:
     refresh.click(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
     model.change(model_banner, inputs=[model], outputs=[banner], api_visibility="private")
     demo.load(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
+    if compare_events is not None:
+        compare_events.promoted.change(refresh_models, inputs=[model], outputs=[model, banner],
+                                       api_visibility="private")
 
 
 __all__ = ["build_predict_tab", "default_model", "predict_image", "stream_frame"]

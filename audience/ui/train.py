@@ -45,7 +45,7 @@ TEXT_FIELDS = tuple(name for name, hint in typing.get_type_hints(TrainConfig).it
 TRISTATE = {"auto": None, "yes": True, "no": False}
 ARCH_TRADE_OFF = "MobileNetV3 is fast; ResNet-50 more accurate but slow on a CPU; tiny is for smoke runs"
 
-# The demo preset is the training recipe that learns the demo set in seconds on a CPU
+# The demo preset is the training recipe that learns the demo set quickly on a CPU (its time: docs/measurements.md)
 # (audience.train.config.DEMO_RECIPE; the numbers are in docs/measurements.md); the form starts from it.
 DEMO_PRESET: dict = dict(DEMO_RECIPE)
 
@@ -128,6 +128,37 @@ def config_from_form(values: dict) -> TrainConfig:
             value = TRISTATE[value]
         converted[name] = value
     return TrainConfig.from_dict(converted)
+
+
+# gradio's own autoscroll (Textbox autoscroll=True) scrolls only when the box was near its end before
+# the update: a log filled while the Train tab was hidden (after a reload, or a run that ended on
+# another tab) showed its first lines. This page script keeps the log at its end whenever its text
+# changes or it comes into view, unless the reader scrolled up (scrolling back down re-attaches).
+KEEP_LOG_AT_END_JS = """
+() => {
+  const follow = () => {
+    const box = document.querySelector('#train-log textarea');
+    if (!box) return;
+    if (box.audienceFollow === undefined) {
+      box.audienceFollow = true;
+      const settle = () => setTimeout(() => {
+        box.audienceFollow = box.scrollHeight - box.scrollTop - box.clientHeight <= 4;
+      }, 50);
+      for (const name of ['wheel', 'touchmove', 'keyup', 'mouseup']) {
+        box.addEventListener(name, settle, {passive: true});
+      }
+    }
+    const shown = box.offsetParent !== null;
+    if (shown && (box.value !== box.audienceText || !box.audienceShown)) {
+      if (box.audienceText && !box.value.startsWith(box.audienceText.split('\\n')[0])) box.audienceFollow = true;
+      if (box.audienceFollow) box.scrollTop = box.scrollHeight;
+      box.audienceText = box.value;
+    }
+    box.audienceShown = shown;
+  };
+  setInterval(follow, 200);
+}
+"""
 
 
 @dataclass
@@ -260,7 +291,8 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     message = gr.Markdown()
     progress = gr.Markdown(jobs.job_status().progress_line())
     with gr.Row():
-        log = gr.Textbox(label="Log", lines=16, max_lines=16, autoscroll=True, interactive=False, scale=1)
+        log = gr.Textbox(label="Log", lines=16, max_lines=16, autoscroll=True, interactive=False, scale=1,
+                         elem_id="train-log")
         curves = gr.Plot(label="Loss and validation accuracy per epoch", scale=1)
     with gr.Accordion("Resume a stopped run", open=False), gr.Row():
         # allow_custom_value: API callers name any run id; resume_job checks it is a run of the runs folder.
@@ -296,6 +328,7 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     run_ended.change(refresh_resumable, outputs=[resumable], api_visibility="private")
     demo.load(functools.partial(check_permission, demo), outputs=[permission, start, resume],
               api_visibility="private")
+    demo.load(None, js=KEEP_LOG_AT_END_JS)
     return TrainTabEvents(run_ended=run_ended, timer=timer)
 
 
