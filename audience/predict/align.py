@@ -1,0 +1,165 @@
+"""Face alignment: turn each detected face so its eyes are level, with the eyes where the training crops have them.
+
+UTKFace chips (and Adience's `aligned/` faces) are aligned by the eyes; a face cut from a photo is
+not, and a slight head tilt then moves a model's answer. BlazeFace gives six keypoints per face,
+the two eyes first (the person's right eye, then the left). A checkpoint whose training images
+were aligned records it in its JSON (`alignment`, measured by `measure_alignment` on a fixed sample
+of those images with the same detector): where the midpoint of the eyes sits in the training image
+(`eye_x`, `eye_y`, fractions of its side). `cut_face` then rotates the face about that midpoint by
+the eye line's angle and places the midpoint there, in a square of the side the crop geometry
+gives (audience.predict.crop_geometry). A checkpoint without `alignment`, a face without keypoints
+(the Haar fallback) or whole-image mode keeps the plain crop of `expand_box`, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from audience.data.images import read_image
+from audience.errors import AudienceError
+from audience.predict.crop_geometry import CROP_SAMPLE, CropGeometry, crop_geometry_of, sample_paths
+from audience.predict.faces import Face, FaceDetector, expand_box
+
+LEVEL_DEGREES = 5.0  # training images whose eye lines' median |angle| is under this count as aligned (level)
+MAX_TILT_DEGREES = 60.0  # a steeper eye line is a mislabelled keypoint or a face lying down: not turned
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where the eyes' midpoint sits in a training image, as fractions of its side (x from the left, y from the top)."""
+
+    eye_x: float = 0.5
+    eye_y: float = 0.4
+
+
+def alignment_of(metadata: dict | None) -> Alignment | None:
+    """The alignment recorded in checkpoint metadata (`alignment`), or None: then faces are cut unturned.
+
+    Raises AudienceError for a recorded value that is not a fraction.
+    """
+    recorded = (metadata or {}).get("alignment")
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict) or recorded.get("method") != "eyes":
+        raise AudienceError("checkpoint metadata 'alignment' must be an object with method \"eyes\", eye_x, eye_y.")
+    values = {}
+    for key in ("eye_x", "eye_y"):
+        value = recorded.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise AudienceError(f"checkpoint metadata alignment.{key} must be a fraction from 0 to 1; got {value!r}.")
+        values[key] = float(value)
+    return Alignment(**values)
+
+
+def eyes_of(face: Face) -> tuple[np.ndarray, np.ndarray] | None:
+    """(right eye, left eye) of a BlazeFace face as (x, y) arrays, or None for a face without keypoints."""
+    if len(face.keypoints) < 2:
+        return None
+    return np.asarray(face.keypoints[0], np.float64), np.asarray(face.keypoints[1], np.float64)
+
+
+def eye_angle(face: Face) -> float | None:
+    """The eye line's angle in degrees (0: level; positive: the person's left eye, on the image's right, is lower)."""
+    eyes = eyes_of(face)
+    if eyes is None:
+        return None
+    (dx, dy) = eyes[1] - eyes[0]
+    return math.degrees(math.atan2(dy, dx))
+
+
+def aligned_transform(face: Face, side: int, alignment: Alignment) -> np.ndarray | None:
+    """The 2x3 affine matrix (image -> side x side crop) that levels the eyes and puts their midpoint at
+    `alignment`'s place; None when the face has no usable eyes (then the plain crop is used)."""
+    angle = eye_angle(face)
+    if angle is None or abs(angle) > MAX_TILT_DEGREES:
+        return None
+    right, left = eyes_of(face)
+    middle = (right + left) / 2.0
+    matrix = cv2.getRotationMatrix2D((float(middle[0]), float(middle[1])), angle, 1.0)
+    matrix[:, 2] += (alignment.eye_x * side - middle[0], alignment.eye_y * side - middle[1])
+    return matrix
+
+
+def cut_face(image: np.ndarray, face: Face, geometry: CropGeometry, alignment: Alignment | None
+             ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """(the face crop a checkpoint classifies, its box in the image).
+
+    Without `alignment` (or eyes): `expand_box` with the geometry, the crop a view of `image`. With
+    it: a square of the same side, turned so the eyes are level and their midpoint sits where the
+    training crops have it; beyond the image the edge pixels are repeated. The box is then the
+    axis-aligned square of that side round the crop's centre, clipped to the image (for drawing).
+    """
+    box = expand_box(face.box, image.shape, geometry.margin, (geometry.shift_x, geometry.shift_y))
+    side = max(1, math.floor(max(face.box[2], face.box[3]) * (1.0 + 2.0 * geometry.margin) + 0.5))
+    matrix = None if alignment is None else aligned_transform(face, side, alignment)
+    if matrix is None:
+        x, y, w, h = box
+        return image[y:y + h, x:x + w], box
+    crop = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    centre = cv2.invertAffineTransform(matrix) @ np.array([side / 2.0, side / 2.0, 1.0])
+    height, width = image.shape[:2]
+    x0 = int(np.clip(math.floor(centre[0] - side / 2.0 + 0.5), 0, width - 1))
+    y0 = int(np.clip(math.floor(centre[1] - side / 2.0 + 0.5), 0, height - 1))
+    x1, y1 = min(x0 + side, width), min(y0 + side, height)
+    return crop, (x0, y0, max(x1 - x0, 1), max(y1 - y0, 1))
+
+
+def measure_alignment(paths: Sequence[str], detector: FaceDetector | None = None,
+                      count: int = CROP_SAMPLE) -> dict:
+    """Where the eyes sit in training images, and whether those images are aligned (level eyes).
+
+    The same fixed sample as the crop geometry; each image's largest face with eye keypoints gives
+    one measurement (found on a grey border, so a tight chip's face is not clipped). Returns
+    {"method": "eyes", "eye_x", "eye_y" (medians, fractions of the image's side), "angle_median",
+    "angle_p90" (degrees, |angle|), "level" (median |angle| < LEVEL_DEGREES), "measured_on", "sampled",
+    "detector"}; "level" False and no eye_x/eye_y when no face was found.
+    """
+    chosen = sample_paths([p for p in paths if p], count)
+    xs, ys, angles = [], [], []
+    own = detector is None
+    detector = detector or FaceDetector(model="auto")
+    try:
+        for path in chosen:
+            try:
+                image = read_image(path)
+            except AudienceError:
+                continue
+            height, width = image.shape[:2]
+            pad = max(height, width) // 2
+            faces = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                                       value=(128, 128, 128)))
+            eyes = eyes_of(faces[0]) if faces else None
+            if eyes is None:
+                continue
+            middle = (eyes[0] + eyes[1]) / 2.0 - pad
+            xs.append(middle[0] / width)
+            ys.append(middle[1] / height)
+            angles.append(abs(eye_angle(faces[0])))
+    finally:
+        if own:
+            detector.close()
+    record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": len(chosen),
+                    "detector": "mediapipe BlazeFace keypoints (audience.predict.faces.FaceDetector)"}
+    if not xs:
+        return {**record, "level": False}
+    median_angle = float(np.median(angles))
+    return {**record, "eye_x": round(float(np.median(xs)), 4), "eye_y": round(float(np.median(ys)), 4),
+            "angle_median": round(median_angle, 2), "angle_p90": round(float(np.percentile(angles, 90)), 2),
+            "level": median_angle < LEVEL_DEGREES}
+
+
+def face_cropper(metadata: dict | None, detector: FaceDetector) -> Callable[[np.ndarray], np.ndarray]:
+    """image -> the crop the Predict path would classify: its largest face cut with the checkpoint's geometry
+    and alignment (`cut_face`); the whole image when no face is found."""
+    geometry, alignment = crop_geometry_of(metadata), alignment_of(metadata)
+
+    def crop(image: np.ndarray) -> np.ndarray:
+        faces = detector.detect(image)
+        return cut_face(image, faces[0], geometry, alignment)[0] if faces else image
+
+    return crop
