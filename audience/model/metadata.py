@@ -32,12 +32,13 @@ class WeightsInfo(BaseModel):
 
 
 class AlignmentInfo(BaseModel):
-    """How the training images were aligned (audience.predict.align): eyes level, their midpoint here."""
+    """How the training images were aligned (audience.predict.align): eyes level, their midpoint here ("eyes"),
+    or eyes level in the crop geometry's framing ("level")."""
 
     model_config = ConfigDict(extra="allow")
-    method: Literal["eyes"]
-    eye_x: Fraction
-    eye_y: Fraction
+    method: Literal["eyes", "level"]
+    eye_x: Fraction | None = None  # required by "eyes" (audience.predict.align.alignment_of says so)
+    eye_y: Fraction | None = None
 
 
 class StabilityInfo(BaseModel):

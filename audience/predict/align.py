@@ -5,9 +5,11 @@ not, and a slight head tilt then moves a model's answer. BlazeFace gives six key
 the two eyes first (the person's right eye, then the left). A checkpoint whose training images
 were aligned records it in its JSON (`alignment`, measured by `measure_alignment` on a fixed sample
 of those images with the same detector): where the midpoint of the eyes sits in the training image
-(`eye_x`, `eye_y`, fractions of its side). `cut_face` then rotates the face about that midpoint by
-the eye line's angle and places the midpoint there, in a square of the side the crop geometry
-gives (audience.predict.crop_geometry). A checkpoint without `alignment`, a face without keypoints
+(`eye_x`, `eye_y`, fractions of its side) and how level the eyes are there. `cut_face` then turns
+the face by the eye line's angle, in a square of the side the crop geometry gives
+(audience.predict.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
+have it; method "level" only turns the face about the plain crop's centre, keeping the framing the
+crop geometry measured. A checkpoint without `alignment`, a face without keypoints
 (the Haar fallback) or whole-image mode keeps the plain crop of `expand_box`, bit for bit.
 """
 
@@ -29,12 +31,18 @@ LEVEL_DEGREES = 5.0  # training images whose eye lines' median |angle| is under 
 MAX_TILT_DEGREES = 60.0  # a steeper eye line is a mislabelled keypoint or a face lying down: not turned
 
 
+METHODS = ("eyes", "level")
+
+
 @dataclass(frozen=True)
 class Alignment:
-    """Where the eyes' midpoint sits in a training image, as fractions of its side (x from the left, y from the top)."""
+    """How a face is turned before it is cut. method "eyes": eyes level, their midpoint at (eye_x, eye_y) of the
+    crop (fractions of its side, from the left and the top); "level": eyes level, the crop centred where the
+    crop geometry puts it (the training images are level, but their framing follows the detector's box)."""
 
     eye_x: float = 0.5
     eye_y: float = 0.4
+    method: str = "eyes"
 
 
 def alignment_of(metadata: dict | None) -> Alignment | None:
@@ -45,11 +53,14 @@ def alignment_of(metadata: dict | None) -> Alignment | None:
     recorded = (metadata or {}).get("alignment")
     if recorded is None:
         return None
-    if not isinstance(recorded, dict) or recorded.get("method") != "eyes":
-        raise AudienceError("checkpoint metadata 'alignment' must be an object with method \"eyes\", eye_x, eye_y.")
-    values = {}
+    if not isinstance(recorded, dict) or recorded.get("method") not in METHODS:
+        raise AudienceError("checkpoint metadata 'alignment' must be an object with method \"eyes\" (and eye_x, "
+                            "eye_y) or \"level\".")
+    values = {"method": recorded["method"]}
     for key in ("eye_x", "eye_y"):
         value = recorded.get(key)
+        if value is None and recorded["method"] == "level":
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
             raise AudienceError(f"checkpoint metadata alignment.{key} must be a fraction from 0 to 1; got {value!r}.")
         values[key] = float(value)
@@ -72,16 +83,20 @@ def eye_angle(face: Face) -> float | None:
     return math.degrees(math.atan2(dy, dx))
 
 
-def aligned_transform(face: Face, side: int, alignment: Alignment) -> np.ndarray | None:
+def aligned_transform(face: Face, side: int, alignment: Alignment, centre: tuple[float, float]) -> np.ndarray | None:
     """The 2x3 affine matrix (image -> side x side crop) that levels the eyes and puts their midpoint at
-    `alignment`'s place; None when the face has no usable eyes (then the plain crop is used)."""
+    `alignment`'s place ("eyes"), or turns the face about `centre`, the plain crop's centre, and keeps it
+    there ("level"); None when the face has no usable eyes (then the plain crop is used)."""
     angle = eye_angle(face)
     if angle is None or abs(angle) > MAX_TILT_DEGREES:
         return None
     right, left = eyes_of(face)
-    middle = (right + left) / 2.0
-    matrix = cv2.getRotationMatrix2D((float(middle[0]), float(middle[1])), angle, 1.0)
-    matrix[:, 2] += (alignment.eye_x * side - middle[0], alignment.eye_y * side - middle[1])
+    if alignment.method == "level":
+        pivot, target = np.asarray(centre, np.float64), (side / 2.0, side / 2.0)
+    else:
+        pivot, target = (right + left) / 2.0, (alignment.eye_x * side, alignment.eye_y * side)
+    matrix = cv2.getRotationMatrix2D((float(pivot[0]), float(pivot[1])), angle, 1.0)
+    matrix[:, 2] += (target[0] - pivot[0], target[1] - pivot[1])
     return matrix
 
 
@@ -95,14 +110,19 @@ def cut_face(image: np.ndarray, face: Face, geometry: CropGeometry, alignment: A
     axis-aligned square of that side round the crop's centre, clipped to the image (for drawing).
     """
     box = expand_box(face.box, image.shape, geometry.margin, (geometry.shift_x, geometry.shift_y))
-    side = max(1, math.floor(max(face.box[2], face.box[3]) * (1.0 + 2.0 * geometry.margin) + 0.5))
-    matrix = None if alignment is None else aligned_transform(face, side, alignment)
+    x, y, w, h = face.box
+    size = max(w, h)
+    side = max(1, math.floor(size * (1.0 + 2.0 * geometry.margin) + 0.5))
+    height, width = image.shape[:2]
+    # the plain crop's centre, kept inside the image as expand_box keeps it
+    centre = (min(max(x + w / 2.0 + geometry.shift_x * size, 0.0), float(width)),
+              min(max(y + h / 2.0 + geometry.shift_y * size, 0.0), float(height)))
+    matrix = None if alignment is None else aligned_transform(face, side, alignment, centre)
     if matrix is None:
         x, y, w, h = box
         return image[y:y + h, x:x + w], box
     crop = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     centre = cv2.invertAffineTransform(matrix) @ np.array([side / 2.0, side / 2.0, 1.0])
-    height, width = image.shape[:2]
     x0 = int(np.clip(math.floor(centre[0] - side / 2.0 + 0.5), 0, width - 1))
     y0 = int(np.clip(math.floor(centre[1] - side / 2.0 + 0.5), 0, height - 1))
     x1, y1 = min(x0 + side, width), min(y0 + side, height)

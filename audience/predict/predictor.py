@@ -37,7 +37,8 @@ NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the
 class FacePrediction:
     """One face: where it is and, when a model is loaded, its calibrated class probabilities.
 
-    `box` is the detector's (x, y, w, h) in pixels, `crop_box` the expanded box the classifier saw,
+    `box` is the detector's (x, y, w, h) in pixels, `crop_box` the expanded box the classifier saw (for a
+    face turned level by the alignment: the upright square of the crop's side round its centre),
     `score` the detector's confidence (None when the whole image was taken as the face). A head the
     model lacks (or detection-only mode) leaves its label and probs None.
     """

@@ -31,7 +31,8 @@ LATENCY_NOTE = ("CPU ms (per face): the trainer's number when the run stores one
 # keep the run id in sight, but Gradio 6.31 renders no sticky column for it.)
 RUN_COLUMN_WIDTHS = {
     "run": 160, "arch": 100, "task": 104, "protocol": 84, "dataset": 92, "state": 84, "folds": 62,
-    "age exact %": 70, "age 1-off %": 70, "gender f/m/u %": 70, "gender f/m %": 70, "params (M)": 74,
+    "age exact %": 70, "age 1-off %": 70, "gender f/m/u %": 70, "gender f/m %": 70, "age stable %": 70,
+    "gender stable %": 70, "params (M)": 74,
     "GFLOPs": 74, "CPU ms": 62, "train time": 62, "age ECE": 62, "gender ECE": 74, "latency source": 110,
     "problems": 160,
 }
@@ -66,7 +67,9 @@ def _message(runs: list) -> str:
                 "metrics recorded in their JSON (state *shipped*: it came with the app).")
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
-             "done, in percent. " + LATENCY_NOTE]
+             "done, in percent. *Stable %*: how often a served model's answer stays the same when the photo "
+             "changes a little (shift, scale, tilt, light, JPEG, mirror; `scripts/benchmark.py stability`). "
+             + LATENCY_NOTE]
     if leaky:
         parts.append("Runs marked **random (leaky)** test on images of people seen in training: their numbers are "
                      "inflated and not comparable with `folds` runs.")
