@@ -12,7 +12,15 @@ from audience.errors import AudienceError
 from audience.model.checkpoint import save_checkpoint
 from audience.model.metadata import check_checkpoint_metadata
 from audience.model.network import build_model
-from audience.predict.align import Alignment, alignment_of, cut_face, eye_angle, face_cropper, measure_alignment
+from audience.predict.align import (
+    MIN_TILT_DEGREES,
+    Alignment,
+    alignment_of,
+    cut_face,
+    eye_angle,
+    face_cropper,
+    measure_alignment,
+)
 from audience.predict.crop_geometry import DEFAULT_GEOMETRY, CropGeometry
 from audience.predict.faces import Face, FaceDetector, expand_box
 from audience.predict.predictor import Predictor
@@ -75,6 +83,15 @@ def test_without_alignment_the_crop_is_todays_bit_for_bit(detector, level_face):
     for alignment, kept in ((None, face), (Alignment(), Face(face.box, face.score, ()))):  # no keypoints: Haar
         crop, box = cut_face(tilted, kept, geometry, alignment)
         assert box == (x, y, w, h) and np.array_equal(crop, tilted[y:y + h, x:x + w])
+
+
+def test_a_face_level_within_the_keypoints_noise_is_not_turned(detector, level_face):
+    face = detector.detect(level_face)[0]
+    assert abs(eye_angle(face)) < MIN_TILT_DEGREES
+    x, y, w, h = expand_box(face.box, level_face.shape, DEFAULT_GEOMETRY.margin)
+    for method in ("eyes", "level"):
+        crop, box = cut_face(level_face, face, DEFAULT_GEOMETRY, Alignment(method=method))
+        assert box == (x, y, w, h) and np.array_equal(crop, level_face[y:y + h, x:x + w])
 
 
 def _checkpoint(folder, name: str, extra: dict):
