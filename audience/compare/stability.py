@@ -40,26 +40,31 @@ from audience.train.evaluation import evaluation_rows
 
 SEED = 0
 DEFAULT_LIMIT = 200
-BORDER = {"border_mode": cv2.BORDER_REPLICATE}
 
 
 def _affine(**kwargs) -> A.Affine:
-    return A.Affine(p=1.0, **BORDER, **kwargs)
+    return A.Affine(p=1.0, border_mode=cv2.BORDER_REPLICATE, **kwargs)
 
 
-# name -> the albumentations step; each image draws its own parameters from a seed of its name.
-PERTURBATIONS: dict[str, A.BasicTransform | A.Compose] = {
-    "shift": _affine(translate_percent=(-0.1, 0.1)),
-    "scale": _affine(scale=(0.9, 1.1)),
-    "rotate": _affine(rotate=(-15, 15)),
-    "brightness": A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=1.0),
-    "jpeg50": A.ImageCompression(quality_range=(50, 50), p=1.0),
-    "flip": A.HorizontalFlip(p=1.0),
-    "mix1": A.Compose([_affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-15, 15)),
-                       A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=1.0)]),
-    "mix2": A.Compose([_affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-15, 15)),
-                       A.ImageCompression(quality_range=(50, 50), p=1.0)]),
-}
+def _brightness() -> A.RandomBrightnessContrast:
+    return A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.0, p=1.0)
+
+
+def _jpeg50() -> A.ImageCompression:
+    return A.ImageCompression(quality_range=(50, 50), p=1.0)
+
+
+# name -> the albumentations pipeline; each image draws its own parameters from a seed of its name.
+PERTURBATIONS: dict[str, A.Compose] = {name: A.Compose(steps) for name, steps in {
+    "shift": [_affine(translate_percent=(-0.1, 0.1))],
+    "scale": [_affine(scale=(0.9, 1.1))],
+    "rotate": [_affine(rotate=(-15, 15))],
+    "brightness": [_brightness()],
+    "jpeg50": [_jpeg50()],
+    "flip": [A.HorizontalFlip(p=1.0)],
+    "mix1": [_affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-15, 15)), _brightness()],
+    "mix2": [_affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-15, 15)), _jpeg50()],
+}.items()}
 DESCRIPTION = ("per image: shift <= 10 %, scale 0.9-1.1, rotation <= 15 deg, brightness +-20 %, JPEG quality 50, "
                "horizontal flip, and two mixes (shift+scale+rotation with brightness / with JPEG 50); "
                "edges repeated; seeded")
@@ -70,9 +75,8 @@ Answer = tuple[int, int] | None  # (age class, gender class) of the largest face
 def perturbed_versions(image: np.ndarray, key: str, seed: int = SEED) -> dict[str, np.ndarray]:
     """The image's perturbed versions (name -> RGB uint8), the same for the same image name and seed."""
     versions = {}
-    for index, (name, step) in enumerate(PERTURBATIONS.items()):
+    for index, (name, pipeline) in enumerate(PERTURBATIONS.items()):
         draw = (zlib.crc32(key.encode("utf-8")) + 7919 * index + seed) % 2**32
-        pipeline = step if isinstance(step, A.Compose) else A.Compose([step])
         pipeline.set_random_state(np.random.default_rng(draw), random.Random(draw))
         versions[name] = np.ascontiguousarray(pipeline(image=image)["image"])
     return versions

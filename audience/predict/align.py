@@ -10,8 +10,8 @@ the face by the eye line's angle, in a square of the side the crop geometry give
 (audience.predict.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
 have it; method "level" only turns the face about the plain crop's centre, keeping the framing the
 crop geometry measured. A face tilted less than MIN_TILT_DEGREES (the keypoints' own noise) is
-not turned. A checkpoint without `alignment`, a face without keypoints
-(the Haar fallback) or whole-image mode keeps the plain crop of `expand_box`, bit for bit.
+not turned. A checkpoint without `alignment`, a face without keypoints (the Haar fallback) or
+whole-image mode keeps the plain crop of `expand_box`, bit for bit.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ MAX_TILT_DEGREES = 60.0  # a steeper eye line is a mislabelled keypoint or a fac
 # measured |angle| had median 1.9 and 90th percentile 5.1 degrees, and turning every held-out chip by
 # its noise cost 0.5 points of age accuracy. A face tilted less than this keeps the plain crop.
 MIN_TILT_DEGREES = 5.0
-
-
 METHODS = ("eyes", "level")
 
 
@@ -110,9 +108,9 @@ def cut_face(image: np.ndarray, face: Face, geometry: CropGeometry, alignment: A
              ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """(the face crop a checkpoint classifies, its box in the image).
 
-    Without `alignment` (or eyes): `expand_box` with the geometry, the crop a view of `image`. With
-    it: a square of the same side, turned so the eyes are level and their midpoint sits where the
-    training crops have it; beyond the image the edge pixels are repeated. The box is then the
+    Without `alignment` (or usable eyes, or with a tilt under MIN_TILT_DEGREES): `expand_box` with the
+    geometry, the crop a view of `image`. Otherwise a square of the same side, turned so the eyes are
+    level (see `aligned_transform`); beyond the image the edge pixels are repeated. The box is then the
     axis-aligned square of that side round the crop's centre, clipped to the image (for drawing).
     """
     box = expand_box(face.box, image.shape, geometry.margin, (geometry.shift_x, geometry.shift_y))
