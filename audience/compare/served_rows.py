@@ -34,6 +34,7 @@ def _summary(metadata: dict) -> dict:
         "params": metadata.get("params"), "flops": metadata.get("flops"),
         "train_seconds": (metadata.get("training") or {}).get("train_seconds"),
         "folds_done": [int(fold_key)] if summary else [], "metrics_on": metadata.get("metrics_on"),
+        "stability": metadata.get("stability"),
     })
     return summary
 

