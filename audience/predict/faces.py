@@ -21,7 +21,6 @@ import math
 import threading
 import warnings
 import weakref
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -254,23 +253,24 @@ class FaceDetector:
         """The face measured again by the short-range model in a window framed on it (see REFINE_SCALE),
         with the score it gets there; None when the close-up finds no face (noise, a texture)."""
         x, y, w, h = (v / factor for v in face.box)
-        box, seen, scores = (x, y, w, h), [], []
+        box, seen, found_there = (x, y, w, h), [], []
         for _ in range(REFINE_STEPS):
-            found, score = _detect_in_window(self._engines["short"], work, box)
+            found, score, keypoints = _detect_in_window(self._engines["short"], work, box)
             if found is None:
                 break
             box = found
             key = tuple(_round_half_up(v) for v in box)
             if key in seen:  # a fixed point, or a cycle: take its smallest box, whichever copy of a face this is
                 box = min(seen[seen.index(key):])
-                score = scores[seen.index(box)]
+                score, keypoints = found_there[seen.index(box)]
                 break
             seen.append(key)
-            scores.append(score)
+            found_there.append((score, keypoints))
         if not seen:
             return None
-        refined = Face(tuple(_round_half_up(v) for v in box), score, ())
-        return replace(_to_image(refined, (0, 0), factor, image_shape), score=score, keypoints=face.keypoints)
+        # box, score and keypoints all from the same close-up (a first-view candidate can sit off the face)
+        refined = Face(tuple(_round_half_up(v) for v in box), score, keypoints)
+        return _to_image(refined, (0, 0), factor, image_shape)
 
     def close(self) -> None:
         """Free the models (idempotent)."""
@@ -324,9 +324,9 @@ def _round_half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def _detect_in_window(engine, work: np.ndarray, box) -> tuple[tuple | None, float]:
-    """The most confident face the engine finds in a window framed on `box` (x, y, w, h floats) and its
-    score, or (None, 0.0).
+def _detect_in_window(engine, work: np.ndarray, box) -> tuple[tuple | None, float, tuple]:
+    """The most confident face the engine finds in a window framed on `box` (x, y, w, h floats), its
+    score and keypoints, or (None, 0.0, ()).
 
     The window is a square of a ladder side near REFINE_SCALE x the box's size, centred on the box,
     grey beyond the image, resized to REFINE_INPUT pixels; the box comes back in `work` pixels.
@@ -338,12 +338,13 @@ def _detect_in_window(engine, work: np.ndarray, box) -> tuple[tuple | None, floa
     window = np.full((side, side, 3), 128, np.uint8)
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
     if sx1 <= sx0 or sy1 <= sy0:
-        return None, 0.0
+        return None, 0.0, ()
     window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = work[sy0:sy1, sx0:sx1]
     found = engine.detect(cv2.resize(window, (REFINE_INPUT, REFINE_INPUT), interpolation=cv2.INTER_AREA))
     if not found:
-        return None, 0.0
+        return None, 0.0, ()
     best = max(found, key=lambda f: f.score)
     fx, fy, fw, fh = best.box
     scale = side / REFINE_INPUT
-    return (x0 + fx * scale, y0 + fy * scale, fw * scale, fh * scale), float(best.score)
+    keypoints = tuple((x0 + kx * scale, y0 + ky * scale) for kx, ky in best.keypoints)
+    return (x0 + fx * scale, y0 + fy * scale, fw * scale, fh * scale), float(best.score), keypoints
