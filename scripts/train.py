@@ -147,6 +147,26 @@ def install_stop_handlers(stop: threading.Event):
     return restore
 
 
+def given_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The settings given as flags; a usage error when --resume comes with any (it uses the run's own)."""
+    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "preset", "clear_cache")}
+    if args.resume and args.preset:
+        parser.error("--resume uses the run's saved settings; drop --preset")
+    if args.resume and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        parser.error(f"--resume uses the run's saved settings; drop {flags}")
+    return given
+
+
+def command_line(argv: list[str] | None) -> str:
+    """This command as a user would type it again (with torchrun's process count under torchrun)."""
+    from audience.train import distributed
+
+    launcher = ["python"] if not distributed.launched() else \
+        ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
+    return shlex.join([*launcher, "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -156,22 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, "cache_dir", None)
         print(f"freed {clear_caches(folder) / 1e9:.2f} GB of image caches")
         return 0
-    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "preset", "clear_cache")}
-    if args.resume and args.preset:
-        parser.error("--resume uses the run's saved settings; drop --preset")
-    if args.resume and given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        parser.error(f"--resume uses the run's saved settings; drop {flags}")
+    given = given_settings(parser, args)
     stop = threading.Event()
     restore_signals = install_stop_handlers(stop)
     from audience.predict.crop_geometry import measure_crop_geometry
     from audience.train import distributed
     from audience.train.cross_validate import cross_validate, resume
 
-    launcher = ["python"] if not distributed.launched() else \
-        ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
-    progress = _Progress(args.quiet, shlex.join([*launcher, "scripts/train.py", *(sys.argv[1:] if argv is None
-                                                                                   else argv)]))
+    progress = _Progress(args.quiet, command_line(argv))
     try:
         if args.resume:
             run_dir = resume(args.resume, on_event=progress, stop=stop, measure_crop=measure_crop_geometry)
@@ -185,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         progress._close()
         message = str(error)
         print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)
+        return 2
+    except distributed.GroupFailure as error:  # torchrun stopped this process while it was failing already
+        progress._close()
+        run_dir = progress.run_dir or args.resume
+        print(f"error: {error}" + (f"; continue with: torchrun ... scripts/train.py --resume {run_dir}" if run_dir
+                                   else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         progress._close()

@@ -180,7 +180,8 @@ def test_torch_compile_trains_on_the_cpu(small_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_data_parallel_run_is_written_once_and_its_test_metrics_equal_evaluate(small_root, tmp_path, capsys):
+def test_data_parallel_run_is_written_once_and_its_test_metrics_equal_evaluate(small_root, tmp_path, capsys,
+                                                                             monkeypatch):
     done = torchrun(quick_flags(small_root, tmp_path), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = run_folder_of(done)
@@ -198,8 +199,9 @@ def test_data_parallel_run_is_written_once_and_its_test_metrics_equal_evaluate(s
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     test = json.loads((run_dir / "fold0" / "test_metrics.json").read_text())
     capsys.readouterr()
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))  # its image cache
     assert evaluate_cli.main([str(run_dir / "fold0" / "best.json"), "--data", str(small_root), "--fold", "0",
-                              "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+                              "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     for key in ("age_exact", "age_one_off", "gender_acc"):
         assert test["summary"][key] == pytest.approx(evaluated[key], abs=1e-12), key
@@ -328,3 +330,62 @@ def test_the_torchrun_command_gives_the_same_config(tmp_path):
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     script = command.index(str(jobs.TRAIN_SCRIPT))
     assert train_cli.config_of(train_cli.build_parser().parse_args(command[script + 1:])) == config
+
+
+# ---------------------------------------------------------------- scripts/gpu_check.sh
+
+
+def _check_environment(tmp_path) -> dict:
+    return {**_environment(tmp_path), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+
+
+def test_gpu_check_without_a_gpu_is_one_sentence_and_fails(tmp_path):
+    assert torch.cuda.device_count() == 0  # this test describes the CPU machine it runs on
+    done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=PROJECT, capture_output=True, text=True,
+                          env=_check_environment(tmp_path), timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: no CUDA GPU is visible") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
+def test_the_gpu_report_reads_the_steps_outputs(small_root, tmp_path):
+    from audience.train import gpu_report
+    from audience.train.cross_validate import cross_validate
+
+    run_dir = cross_validate(TrainConfig(data=str(small_root), arch="tiny", folds="0", epochs=1, batch_size=16,
+                                         image_size=32, max_train_batches=2, out=str(tmp_path / "runs"),
+                                         cache_dir=str(tmp_path / "cache"), workers=0))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "gpu.json").write_text(json.dumps({"gpu_count": 2, "gpu_name": "NVIDIA H200", "torch": "2", "cuda": "13"}))
+    # benchmark.py train's last line on CUDA: its "cuda" section holds both archs
+    (work / "bench-mobilenetv3_large_100.json").write_text(json.dumps(
+        {"arch": "mobilenetv3_large_100", "headline_variant": "given", "variants": {"given": {"step_images_per_s": 1}},
+         "cuda": {"mobilenetv3_large_100": {"images_per_s": 5000.04}, "resnet50": {"images_per_s": 1500.0}}}))
+    (work / "epoch.json").write_text(json.dumps({"seconds": 12.34, "run_dir": str(run_dir)}))
+    report = gpu_report.build_report(work)
+    summary = json.loads((run_dir / "cv_summary.json").read_text())
+    rows = (run_dir / "fold0" / "metrics.csv").read_text().strip().splitlines()
+    row = dict(zip(rows[0].split(","), rows[1].split(","), strict=True))
+    assert report["gpu_name"] == "NVIDIA H200" and report["gpu_count"] == 2
+    assert report["benchmark_train_images_per_s"] == {"mobilenetv3_large_100": 5000.0, "resnet50": 1500.0}
+    epoch = report["one_epoch"]
+    assert epoch["seconds"] == 12.3 and epoch["age_exact"] == summary["age_exact"]["mean"]
+    assert epoch["train_images_per_s"] == pytest.approx(float(row["images_per_s"]), abs=0.051)
+    estimate = report["cv_estimate"]
+    assert estimate["all_gpus_minutes"] == pytest.approx(estimate["one_gpu_minutes"] * 3 / 5, rel=0.01)  # 3 rounds
+    assert report["data_parallel_smoke"] is None and report["parallel_folds_smoke"] is None
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu-dry-run"], cwd=PROJECT, capture_output=True,
+                          text=True, env=_check_environment(tmp_path), timeout=840)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["gpu_check"] == "cpu-dry-run" and report["gpu_count"] == 0
+    assert report["benchmark_train_images_per_s"]["tiny"] > 0
+    assert report["one_epoch"]["folds_done"] == [0] and report["one_epoch"]["seconds"] > 0
+    assert report["data_parallel_smoke"]["folds_done"] == [0]
+    assert report["parallel_folds_smoke"]["folds_done"] == [0, 1]
+    assert not list(tmp_path.glob("gpu-check.*"))  # its scratch folder is removed

@@ -132,8 +132,15 @@ def lost_contact(error: BaseException, ranks: Ranks) -> GroupFailure | None:
     return None
 
 
+_terminated: list[int] = []
+
+
 def terminated(signum, frame) -> None:
-    """SIGTERM handler for a process under torchrun, which sends it to the others when one fails."""
+    """SIGTERM handler for a process under torchrun, which sends it to the others when one fails (once: a
+    repeat would interrupt the run's own failure handling)."""
+    if _terminated:
+        return
+    _terminated.append(signum)
     raise GroupFailure(f"torchrun stopped rank {current().rank} (signal {signum}): another process of the run "
                        "failed or the launch was cancelled")
 
