@@ -389,3 +389,22 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
     assert report["data_parallel_smoke"]["folds_done"] == [0]
     assert report["parallel_folds_smoke"]["folds_done"] == [0, 1]
     assert not list(tmp_path.glob("gpu-check.*"))  # its scratch folder is removed
+
+
+@pytest.mark.slow
+def test_an_all_gpus_job_runs_torchrun_and_logs_every_rank(small_root, tmp_path, monkeypatch):
+    """The Train tab's 'all GPUs' path for real: torchrun with 2 processes (gloo on this CPU), parallel folds."""
+    from audience.train import job as jobs
+
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(small_root.parent))
+    config = TrainConfig(data=str(small_root), arch="tiny", folds="0,1", epochs=1, batch_size=16, image_size=32,
+                         max_train_batches=2, out=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                         parallel_folds=True)
+    jobs.start_job(config, processes=2)
+    final = jobs.wait_job(timeout=600)
+    assert final.state == "finished", final.log[-20:]
+    run_dir = Path(final.run_dir)
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / "cv_summary.json").is_file()
+    assert any(line.split(" ", 1)[1].startswith("[rank 1] fold 1 epoch 1/1") for line in final.log)
+    assert json.loads((run_dir / "cv_summary.json").read_text())["folds_done"] == [0, 1]
