@@ -211,7 +211,9 @@ class StopSignal:
         if local:
             self.store.set(STOP_KEY, "1")
         if self.ranks.data_parallel:
-            flag = torch.tensor([1 if local else 0], dtype=torch.int32)
+            # NCCL reduces only GPU tensors (its process's GPU, set by start()); gloo CPU ones.
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stopped = bool(flag.item())
         else:
