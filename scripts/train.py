@@ -4,6 +4,7 @@
     python scripts/train.py --preset demo                                    # the demo recipe on the synthetic data
     python scripts/train.py --preset demo --epochs 3                         # the recipe, with a flag overriding it
     python scripts/train.py --resume runs/20261126-101500-tiny-folds          # continue a stopped run
+    torchrun --nproc_per_node 2 scripts/train.py --data ROOT ...              # data parallel (--parallel-folds: folds)
 
 Every setting of audience.train.config.TrainConfig is a flag (see --help). Ctrl-C stops after the
 current batch, keeping the files of the last completed epoch; a second Ctrl-C aborts.
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -114,6 +117,56 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**PRESETS[args.preset], **given})
 
 
+def install_stop_handlers(stop: threading.Event):
+    """Ctrl-C sets `stop` (a second one aborts); under torchrun, SIGTERM (torchrun stopping the survivors of a
+    failed process) ends the run with a sentence. Returns the function that puts the old handlers back."""
+    from audience.train import distributed
+
+    under_torchrun = distributed.launched()
+    first_interrupt: list[float] = []
+
+    def on_interrupt(signum, frame):
+        # Under torchrun a Ctrl-C arrives twice (from the terminal and forwarded by torchrun): the echo is not
+        # a second press.
+        if stop.is_set() and under_torchrun and time.monotonic() - first_interrupt[0] < 3:
+            return
+        if stop.is_set():
+            raise KeyboardInterrupt
+        first_interrupt.append(time.monotonic())
+        stop.set()
+        print("\nstopping after the current batch (press Ctrl-C again to abort now)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous_term = signal.signal(signal.SIGTERM, distributed.terminated) if under_torchrun else None
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+    return restore
+
+
+def given_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The settings given as flags; a usage error when --resume comes with any (it uses the run's own)."""
+    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "preset", "clear_cache")}
+    if args.resume and args.preset:
+        parser.error("--resume uses the run's saved settings; drop --preset")
+    if args.resume and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        parser.error(f"--resume uses the run's saved settings; drop {flags}")
+    return given
+
+
+def command_line(argv: list[str] | None) -> str:
+    """This command as a user would type it again (with torchrun's process count under torchrun)."""
+    from audience.train import distributed
+
+    launcher = ["python"] if not distributed.launched() else \
+        ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", "1")]
+    return shlex.join([*launcher, "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -123,26 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, "cache_dir", None)
         print(f"freed {describe_bytes(clear_caches(folder))} of image caches")
         return 0
-    given = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet", "debug", "preset", "clear_cache")}
-    if args.resume and args.preset:
-        parser.error("--resume uses the run's saved settings; drop --preset")
-    if args.resume and given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        parser.error(f"--resume uses the run's saved settings; drop {flags}")
+    given = given_settings(parser, args)
     stop = threading.Event()
-
-    def on_interrupt(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after the current batch (press Ctrl-C again to abort now)", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    restore_signals = install_stop_handlers(stop)
     from audience.predict.crop_geometry import measure_crop_geometry
+    from audience.train import distributed
     from audience.train.cross_validate import cross_validate, resume
 
-    progress = _Progress(args.quiet, shlex.join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None
-                                                                                  else argv)]))
+    progress = _Progress(args.quiet, command_line(argv))
     try:
         if args.resume:
             run_dir = resume(args.resume, on_event=progress, stop=stop, measure_crop=measure_crop_geometry)
@@ -157,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error)
         print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)
         return 2
+    except distributed.GroupFailure as error:  # torchrun stopped this process while it was failing already
+        progress._close()
+        run_dir = progress.run_dir or args.resume
+        print(f"error: {error}" + (f"; continue with: torchrun ... scripts/train.py --resume {run_dir}" if run_dir
+                                   else ""), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         progress._close()
         print("error: aborted; the files of the last completed epoch are kept.", file=sys.stderr)
@@ -167,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         print(internal_error_line(error, args.debug, run_dir), file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, previous)
-    print(f"run folder: {run_dir}")
+        restore_signals()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"run folder: {run_dir}")
     return 130 if stop.is_set() else 0
 
 

@@ -30,6 +30,7 @@ from audience.labels import POLICIES, TASKS
 from audience.model.network import ARCHS, model_data_config
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
+SWITCHES: tuple[str, ...] = ("auto", "on", "off")  # a GPU path: auto = on with CUDA
 # The demo recipe (the Train tab's demo preset and the learnability test): chosen because it clearly
 # learns fold 0 of the default demo data in seconds on a CPU; the numbers are in docs/measurements.md.
 DEMO_RECIPE: dict = {"data": DEMO_DATA, "arch": "tiny", "folds": "0", "epochs": 15, "batch_size": 16, "lr": 1e-2,
@@ -98,6 +99,16 @@ class TrainConfig:
                                    "a quarter of the cores on the CPU)", minimum=0,
                                    maximum=64)
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    bf16: str = _setting("auto", "bfloat16 autocast of the forward pass (auto: on with CUDA, off on the CPU)", SWITCHES)
+    channels_last: bool = _setting(True, "channels-last memory layout of the network and its input batches")
+    pin_memory: str = _setting("auto", "page-locked loader memory for faster host-to-GPU copies (auto: with CUDA)",
+                               SWITCHES)
+    persistent_workers: bool = _setting(True, "keep the loader's worker processes alive between epochs")
+    compile: bool = _setting(False, "torch.compile the training network (slow to start; pays off on long GPU runs)")
+    parallel_folds: bool = _setting(False, "under torchrun: each process trains whole folds (rank r takes folds r, "
+                                    "r+N, ...) instead of sharing every batch (data parallel)")
+    dist_timeout: int = _setting(300, "under torchrun: seconds a process waits for the others before giving up",
+                                 minimum=10, maximum=86_400)
     grad_clip: float = _setting(1.0, "gradient-norm clipping (0: off)", minimum=0.0, maximum=1e6)
     out: str | None = _setting(None, "runs folder (default: AUDIENCE_RUNS or ./runs)")
     run_name: str | None = _setting(None, "a name added to the run folder's name")
@@ -265,6 +276,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _plain(number) -> str:
     return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+def config_arguments(config: TrainConfig) -> list[str]:
+    """The flags that give `config` again (add_config_arguments' inverse; unset optional fields left out)."""
+    argv = []
+    for item in dataclasses.fields(TrainConfig):
+        value, flag = getattr(config, item.name), item.name.replace("_", "-")
+        if value is None:
+            continue
+        argv += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
+    return argv
 
 
 def config_from_args(namespace: argparse.Namespace) -> TrainConfig:

@@ -55,7 +55,9 @@ from audience.errors import AudienceError
 from audience.files import write_json_atomic
 from audience.labels import SUMMARY_KEYS
 from audience.model.network import build_model, count_flops, count_params
+from audience.train import distributed
 from audience.train.config import TrainConfig, build_cache_for, read_data, read_run_config, resolve_config
+from audience.train.distributed import SINGLE, Ranks, StopSignal
 from audience.train.fold import FoldResult, fit, read_resume_state
 from audience.train.loop import LossNotFinite, describe_device, resolve_device
 from audience.train.metrics import summarize_folds
@@ -104,7 +106,8 @@ def _model_size(config: TrainConfig) -> dict:
     return {"params": count_params(model), "flops": count_flops(model, config.image_size)}
 
 
-def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, resumed: bool) -> None:
+def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, resumed: bool,
+              ranks: Ranks = SINGLE) -> None:
     leaky = config.protocol == "random"
     folds = emit.folds
     emit({"type": "run_start", "run_dir": str(emit.run_dir), "run_id": emit.run_dir.name, "folds": folds,
@@ -113,6 +116,12 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
                      f"task {config.task}, protocol {config.protocol}, folds {','.join(map(str, folds))}, "
                      f"{config.epochs} epochs, {data.name} ({DATA_FORMATS[data.format]}, {len(data.faces)} faces), "
                      f"device {emit.device}"})
+    shared = ranks.describe(config.batch_size)
+    if shared:
+        emit({"type": "log", "message": shared})
+    elif config.parallel_folds:
+        emit({"type": "log", "message": "note: parallel_folds takes effect under torchrun with several processes; "
+                                        "this one process trains the folds one after another"})
     if device.type == "cpu":
         emit({"type": "log", "message": "warning: no GPU, training on the CPU is slow (use the tiny arch or a "
                                         "small --image-size for a quick try)"})
@@ -128,24 +137,53 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
                                         f"{data.crop['shift_x']:+.2f}, {data.crop['shift_y']:+.2f} box sizes"})
 
 
+def resume_command(run_dir: Path, ranks: Ranks = SINGLE) -> str:
+    if ranks.world == 1:
+        return f"python scripts/train.py --resume {run_dir}"
+    return f"torchrun --nproc_per_node {ranks.local_world} scripts/train.py --resume {run_dir}"
+
+
+def _report_stop(emit: RunEmitter, run_dir: Path, fold: int, epochs_done: int, ranks: Ranks) -> None:
+    command = resume_command(run_dir, ranks)
+    emit.set_status(state="stopped", ended=now_iso(), epoch=epochs_done,
+                    message=f"stopped in fold {fold} after epoch {epochs_done}")
+    emit({"type": "stopped", "run_dir": str(run_dir), "fold": fold, "epoch": epochs_done,
+          "resume": command, "message": f"stopped in fold {fold} after {epochs_done} completed "
+                                        f"epoch(s); continue with: {command}"})
+
+
 def _train_folds(config: TrainConfig, data: AdienceData, emit: RunEmitter, stop, model_size: dict,
-                 cache: ImageCache) -> dict | None:
-    """Train every fold not finished yet; the summary, or None when stopped."""
-    run_dir = emit.run_dir
+                 cache: ImageCache, run_dir: Path, ranks: Ranks = SINGLE) -> dict | None:
+    """Train every fold not finished yet (this process's share of them under torchrun); the summary (on
+    rank 0), or None when stopped."""
     extra = {**model_size, "device": emit.device, "run_id": run_dir.name}
     results: dict[int, dict] = {}
-    for fold in emit.folds:
-        result = _run_fold(config, data, run_dir, fold, emit, stop, cache)
+    summary, stopped = None, None
+    for fold in ranks.my_folds(emit.folds):
+        result = _run_fold(config, data, run_dir, fold, emit, stop, cache, ranks)
         if result.state == "stopped":
-            command = f"python scripts/train.py --resume {run_dir}"
-            emit.set_status(state="stopped", ended=now_iso(), epoch=result.epochs_done,
-                            message=f"stopped in fold {fold} after epoch {result.epochs_done}")
-            emit({"type": "stopped", "run_dir": str(run_dir), "fold": fold, "epoch": result.epochs_done,
-                  "resume": command, "message": f"stopped in fold {fold} after {result.epochs_done} completed "
-                                                f"epoch(s); continue with: {command}"})
-            return None
+            stopped = (fold, result.epochs_done)
+            break
         results[fold] = result.test_metrics
-        summary = _write_summary(run_dir, config, data, results, {**extra, "train_seconds": _train_seconds(run_dir)})
+        if ranks.main:
+            summary = _write_summary(run_dir, config, data, results,
+                                     {**extra, "train_seconds": _train_seconds(run_dir)})
+    if ranks.parallel_folds:
+        # Rank 0 merges: every process's fold results and log lines, and the first stop.
+        shares = distributed.gather((results, stopped, emit.pending), ranks)
+        emit.pending = []
+        results = {fold: metrics for share, _, _ in shares for fold, metrics in share.items()}
+        stopped = next((share_stopped for _, share_stopped, _ in shares if share_stopped), None)
+        if ranks.main:
+            for rank, (_, _, lines) in enumerate(shares[1:], start=1):
+                for line in lines:
+                    emit.write_log(f"[rank {rank}] {line}")
+            if results:
+                summary = _write_summary(run_dir, config, data, dict(sorted(results.items())),
+                                         {**extra, "train_seconds": _train_seconds(run_dir)})
+    if stopped is not None:
+        _report_stop(emit, run_dir, *stopped, ranks)
+        return None
     return summary
 
 
@@ -154,6 +192,9 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 def _failure_sentence(error: Exception, config: TrainConfig, run_dir: Path) -> str | None:
     """The sentence a failed run ends with; None for an OSError that is not a full disk (a bug)."""
+    if isinstance(error, distributed.GroupFailure):
+        return (f"{error}; the files of the last completed epoch in {run_dir} stay valid. Continue with: "
+                f"{resume_command(run_dir, distributed.current())}")
     if isinstance(error, LossNotFinite):
         return (f"Training stopped: {error} (lr {config.lr}); lower --lr or raise --grad-clip. "
                 f"The files of the last completed epoch in {run_dir} stay valid.")
@@ -218,18 +259,53 @@ def cross_validate(
     (a CLI run beside the app, say) is training is refused with a sentence naming that process.
     """
     held: list[Path] = []  # the run folder this call owns; released whatever happens
+    # Under torchrun every process joins the group; a resume reads its timeout from the run's config.
+    ranks = SINGLE
+    if distributed.launched():
+        ranks = distributed.start(read_run_config(resume) if resume is not None else config.validated())
     try:
-        return _cross_validate(config, on_event, stop, resume, measure_crop, held)
+        return _cross_validate(config, on_event, stop, resume, measure_crop, held, ranks)
     finally:
         for run_dir in held:
             release_run(run_dir)
+        distributed.finish(ranks)
 
 
-def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, held: list[Path]) -> Path:
-    if resume is not None:
-        run_dir = Path(resume)
+def _rank_events(on_event, ranks: Ranks):
+    """What a process other than rank 0 reports: data parallel, nothing (rank 0 speaks for all); parallel folds,
+    its lines marked with its rank (the lines also reach train.log through rank 0 at the end)."""
+    if on_event is None or ranks.main:
+        return on_event
+    if ranks.data_parallel:
+        return None
+
+    def forward(event: dict) -> None:
+        if event.get("message"):
+            event = {**event, "message": f"[rank {ranks.rank}] {event['message']}"}
+        on_event(event)
+
+    return forward
+
+
+def _new_run_dir(config: TrainConfig, ranks: Ranks, held: list[Path]) -> Path:
+    """Rank 0 makes, claims and describes the run folder; the others learn its name (under their own --out,
+    a node's own path)."""
+    if ranks.main:
+        run_dir = create_run_dir(config.out or settings.runs_dir(), config)
         claim_run(run_dir)
         held.append(run_dir)
+        write_json_atomic(run_dir / "config.json", config.to_dict())
+    name = distributed.broadcast(run_dir.name if ranks.main else None, ranks)
+    return Path(config.out or settings.runs_dir()) / name
+
+
+def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, held: list[Path],
+                    ranks: Ranks = SINGLE) -> Path:
+    if resume is not None:
+        run_dir = Path(resume)
+        if ranks.main:
+            claim_run(run_dir)
+            held.append(run_dir)
         config = read_run_config(run_dir)
     config, data = _prepare(config.validated(), measure_crop)
     folds = config.fold_list()
@@ -238,45 +314,50 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, h
               for fold in folds}
     device = resolve_device(config.device)
     model_size = _model_size(config)
-    emit = RunEmitter(on_event, folds, describe_device(device))
-    cache = build_cache_for(config, data, emit)
+    emit = RunEmitter(_rank_events(on_event, ranks), folds, describe_device(device), record=ranks.main)
+    cache = distributed.local_first(ranks, lambda: build_cache_for(config, data, emit))
     check_readable(data, splits, cache)
     if resume is None:
-        run_dir = create_run_dir(config.out or settings.runs_dir(), config)
-        claim_run(run_dir)
-        held.append(run_dir)
-        write_json_atomic(run_dir / "config.json", config.to_dict())
+        run_dir = _new_run_dir(config, ranks, held)
     emit.attach(run_dir)
-    _announce(emit, config, data, device, resume is not None)
+    if ranks.world > 1:
+        if ranks.main:
+            (run_dir / distributed.STOP_FILE).unlink(missing_ok=True)  # a resume must not stop at once
+        distributed.barrier(ranks)
+        stop = StopSignal(stop, ranks, run_dir / distributed.STOP_FILE)
+    _announce(emit, config, data, device, resume is not None, ranks)
     # torch's thread count belongs to the whole process (in the app, predictions share it): set for the
     # run, restored after it whatever happens.
     threads = torch.get_num_threads()
     try:
         if device.type == "cpu":
             # The loader's worker processes need cores too; more compute threads than free cores thrash.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.default_workers(device.type)))
-        summary = _train_folds(config, data, emit, stop, model_size, cache)
-    except (AudienceError, LossNotFinite, OSError) as error:
-        message = _failure_sentence(error, config, run_dir)
-        if message is None:  # an OSError other than a full disk: a bug
+            cores = (os.cpu_count() or 1) // ranks.local_world  # the processes of a node share its cores
+            torch.set_num_threads(max(1, cores - config.default_workers(device.type)))
+        summary = _train_folds(config, data, emit, stop, model_size, cache, run_dir, ranks)
+    except BaseException as error:
+        failure = distributed.lost_contact(error, ranks) or error
+        expected = (AudienceError, LossNotFinite, OSError, distributed.GroupFailure)
+        message = _failure_sentence(failure, config, run_dir) if isinstance(failure, expected) else None
+        if message is None:  # a bug (an OSError other than a full disk is one too)
             _record_bug(emit, error)
             raise
         _record_failure(emit, run_dir, message)
         raise AudienceError(message) from None
-    except BaseException as error:
-        _record_bug(emit, error)
-        raise
     finally:
         torch.set_num_threads(threads)
-    if summary is None:
-        return run_dir
+    if summary is not None and ranks.main:
+        _report_end(emit, config, run_dir, summary)
+    return run_dir
+
+
+def _report_end(emit: RunEmitter, config: TrainConfig, run_dir: Path, summary: dict) -> None:
     emit.set_status(state="finished", ended=now_iso(), message="finished")
     lines = [f"{key} {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
              for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm") if summary[key]["mean"] is not None]
     emit({"type": "run_end", "run_dir": str(run_dir), "summary": summary,
           "message": f"run {run_dir.name} finished{' (LEAKY protocol)' if config.protocol == 'random' else ''}: "
                      + ", ".join(lines)})
-    return run_dir
 
 
 def _train_seconds(run_dir: Path) -> float:
@@ -292,21 +373,36 @@ def _train_seconds(run_dir: Path) -> float:
     return total
 
 
-def _run_fold(config: TrainConfig, data: AdienceData, run_dir: Path, fold: int, emit: Callable, stop,
-              cache: ImageCache) -> FoldResult:
+def _finished_summary(folder: Path, fold: int, emit: Callable) -> dict | None:
+    """The test summary of a fold finished before (a resumed run), or None."""
     import json
 
-    folder = fold_dir(run_dir, fold)
     done = folder / "test_metrics.json"
     if done.is_file():
         try:
             summary = json.loads(done.read_text(encoding="utf-8"))["summary"]
             emit({"type": "log", "message": f"fold {fold} was already finished; its test metrics are kept"})
-            return FoldResult(fold, "finished", config.epochs, None, summary)
+            return summary
         except (OSError, ValueError, KeyError, TypeError):
             emit({"type": "log", "message": f"fold {fold}: test_metrics.json is unreadable; evaluating again"})
+    return None
+
+
+def _run_fold(config: TrainConfig, data: AdienceData, run_dir: Path, fold: int, emit: Callable, stop,
+              cache: ImageCache, ranks: Ranks = SINGLE) -> FoldResult:
+    folder = fold_dir(run_dir, fold)
+    # Data parallel: rank 0's files decide for every process (another node may not see the run folder).
+    reads = ranks.main or not ranks.data_parallel
+    summary = _finished_summary(folder, fold, emit) if reads else None
+    if ranks.data_parallel:
+        summary = distributed.broadcast(summary, ranks)
+    if summary is not None:
+        return FoldResult(fold, "finished", config.epochs, None, summary)
     split = make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
-    return fit(config, data, split, folder, emit, stop, read_resume_state(folder), cache)
+    state = read_resume_state(folder) if reads else None
+    if ranks.data_parallel:
+        state = distributed.broadcast(state, ranks)
+    return fit(config, data, split, folder, emit, stop, state, cache, ranks)
 
 
 def resume(run_dir: str | Path, on_event: Callable[[dict], None] | None = None,

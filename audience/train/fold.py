@@ -30,6 +30,14 @@ from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model, count_flops, model_data_config
 from audience.model.state import load_state_strictly
 from audience.train.config import build_cache_for, resolve_config
+from audience.train.distributed import (
+    SINGLE,
+    Ranks,
+    SeededDistributedSampler,
+    broadcast_module,
+    eval_sampler,
+    gather_predictions,
+)
 from audience.train.evaluation import calibrate_heads, calibration_line
 from audience.train.loop import (
     LossNotFinite,
@@ -106,8 +114,12 @@ def epoch_line(fold: int, row: dict, epochs: int, best: bool) -> str:
 class _FoldTrainer:
     """State shared by the epochs of one fold (kept out of fit() to keep each step readable)."""
 
-    def __init__(self, config, data: AdienceData, split: Split, fold_dir: Path, cache: ImageCache, emit: Callable):
+    def __init__(self, config, data: AdienceData, split: Split, fold_dir: Path, cache: ImageCache, emit: Callable,
+                 ranks: Ranks = SINGLE):
         self.config, self.data, self.split, self.fold_dir, self.emit = config, data, split, Path(fold_dir), emit
+        self.ranks = ranks
+        # Data parallel: only rank 0 writes; parallel folds: each process writes the folds it trains.
+        self.writes = ranks.main or not ranks.data_parallel
         self.fold = split.test_fold
         self.device = resolve_device(config.device)
         self.heads = HEADS_OF_TASK[config.task]
@@ -124,21 +136,41 @@ class _FoldTrainer:
             age = np.full_like(age, -1)
         if "gender" not in self.heads:
             gender = np.full_like(gender, -1)
-        self.loaders = {}
+        self.loaders, self.shares = {}, {}
         for name, index in self.sets.items():
             dataset = CachedFaces(cache, rows[index], age[index], gender[index],
                                   transforms["train" if name == "train" else "eval"])
+            sampler = None
+            if ranks.data_parallel:
+                sampler = (SeededDistributedSampler(len(dataset), ranks) if name == "train"
+                           else eval_sampler(len(dataset), ranks))
+                self.shares[name] = list(sampler)
             self.loaders[name] = make_loader(dataset, config.batch_size, self.device, workers, train=name == "train",
-                                             persistent=name != "test")
+                                             persistent=config.persistent_workers and name != "test",
+                                             pin_memory=config.pin_memory, sampler=sampler)
         self.steps = steps_per_epoch(self.loaders["train"], config.max_train_batches)
 
         torch.manual_seed(epoch_seed(config.seed, self.fold, 0))
         self.model = build_model(config.arch, config.task, pretrained=bool(config.pretrained),
                                  weights_file=config.weights_file, drop_rate=config.drop_rate)
         self.flops = count_flops(self.model, size)
-        self.model.to(self.device, memory_format=torch.channels_last)
+        if config.channels_last:
+            self.model.to(self.device, memory_format=torch.channels_last)
+        else:
+            self.model.to(self.device)
+        self.train_model = self.model  # wrap() makes it the DDP and/or compiled form
         self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps * config.epochs)
+
+    def wrap(self) -> None:
+        """The network as trained: DistributedDataParallel across processes (its constructor copies rank 0's
+        weights to all), torch.compile'd when asked for. Checkpoints and evaluation use the plain network."""
+        if self.ranks.data_parallel:
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+                if self.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.config.compile:
+            self.train_model = torch.compile(self.train_model)
 
     def _usable(self, name: str, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
         kept = index[rows[index] >= 0]
@@ -162,7 +194,10 @@ class _FoldTrainer:
         }
 
     def evaluate(self, name: str) -> tuple[dict, dict, float]:
-        predicted = predict_logits(self.model, self.loaders[name], self.device)
+        predicted = predict_logits(self.model, self.loaders[name], self.device, self.config.bf16,
+                                   self.config.channels_last)
+        if self.ranks.data_parallel:
+            predicted = gather_predictions(predicted, self.shares[name], len(self.sets[name]), self.ranks)
         loss = logits_loss(predicted, self.config)
         if not math.isfinite(loss):
             # A model with a NaN/inf loss must never become "best" nor "last": the run stops here and the files
@@ -178,8 +213,10 @@ class _FoldTrainer:
                 f"{self.fold_dir}: the saved state has {state.get('steps_per_epoch')} batches per epoch but the data "
                 f"now gives {self.steps}; the data or settings changed since the run stopped, so it cannot resume."
             )
-        model, _, _ = load_checkpoint(self.fold_dir / "last", device="cpu")
-        load_state_strictly(self.model, model.state_dict(), f"{self.fold_dir / 'last'} does not fit the run's model")
+        if self.writes:  # data parallel: rank 0 loads, wrap() copies its weights to the others
+            model, _, _ = load_checkpoint(self.fold_dir / "last", device="cpu")
+            load_state_strictly(self.model, model.state_dict(),
+                                f"{self.fold_dir / 'last'} does not fit the run's model")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         return int(state["epoch"]), float(state["best_score"]), state.get("best_epoch")
@@ -207,17 +244,18 @@ def _batch_reporter(trainer: _FoldTrainer, epoch: int, started: float, measured:
 
 
 def _train_epoch(trainer: _FoldTrainer, epoch: int, measured: float | None, stop) -> tuple[dict, dict, float] | None:
-    """Train and validate one epoch: (metrics.csv row, validation metrics, validation loss), or None if stopped."""
+    """Train and validate one epoch: (metrics.csv row, validation metrics, validation loss), or None if stopped.
+
+    `stop`: the should_stop callable (None: never)."""
     config = trainer.config
     started = time.perf_counter()
     seed = epoch_seed(config.seed, trainer.fold, epoch)
     torch.manual_seed(seed)
     trainer.loaders["train"].sampler.set_seed(seed)
     lr = trainer.optimizer.param_groups[0]["lr"]
-    train_loss, images, stopped = train_epoch(trainer.model, trainer.loaders["train"], trainer.optimizer,
+    train_loss, images, stopped = train_epoch(trainer.train_model, trainer.loaders["train"], trainer.optimizer,
                                               trainer.scheduler, config, trainer.device, trainer.steps,
-                                              _batch_reporter(trainer, epoch, started, measured),
-                                              stop.is_set if stop is not None else None)
+                                              _batch_reporter(trainer, epoch, started, measured), stop)
     if stopped:
         return None
     train_seconds = time.perf_counter() - started
@@ -227,7 +265,8 @@ def _train_epoch(trainer: _FoldTrainer, epoch: int, measured: float | None, stop
         raise LossNotFinite(f"{error} after epoch {epoch} (training loss {train_loss:.4g})") from None
     row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
            **{f"val_{k}": val_metrics[k] for k in ACCURACY_KEYS},
-           "lr": lr, "images_per_s": images / train_seconds, "seconds": time.perf_counter() - started}
+           "lr": lr, "images_per_s": images * trainer.ranks.world / train_seconds if trainer.ranks.data_parallel
+           else images / train_seconds, "seconds": time.perf_counter() - started}
     return row, val_metrics, val_loss
 
 
@@ -247,17 +286,22 @@ def _save_epoch(trainer: _FoldTrainer, row: dict, val_metrics: dict, improved: b
 def _finish_fold(trainer: _FoldTrainer, best_epoch: int | None, sizes: dict) -> FoldResult:
     """Reload the best epoch, calibrate it on validation, test it, and write best.* and test_metrics.json."""
     fold, fold_dir, split = trainer.fold, trainer.fold_dir, trainer.split
-    best_model, _, _ = load_checkpoint(fold_dir / "best", device="cpu")
-    load_state_strictly(trainer.model, best_model.state_dict(), f"{fold_dir / 'best'} does not fit the run's model")
+    if trainer.writes:
+        best_model, _, _ = load_checkpoint(fold_dir / "best", device="cpu")
+        load_state_strictly(trainer.model, best_model.state_dict(), f"{fold_dir / 'best'} does not fit the run's model")
+    if trainer.ranks.data_parallel:
+        broadcast_module(trainer.model, trainer.ranks)
     temperature, test_metrics, calibration = _calibrate(trainer)
     scalars = _scalars(test_metrics)
     scalars.update({f"{head}_ece_uncalibrated": calibration[head]["test_ece_before"] for head in trainer.heads})
-    save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(
-        best_epoch, test_metrics, temperature, metrics_on="test", calibration=calibration, selected_epoch=best_epoch))
-    write_json_atomic(fold_dir / "test_metrics.json", {
-        "fold": fold, "protocol": split.protocol, "leaky": split.leaky, "best_epoch": best_epoch, "sizes": sizes,
-        "temperature": temperature, "calibration": calibration, "metrics": test_metrics, "summary": scalars,
-    })
+    if trainer.writes:
+        save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(
+            best_epoch, test_metrics, temperature, metrics_on="test", calibration=calibration,
+            selected_epoch=best_epoch))
+        write_json_atomic(fold_dir / "test_metrics.json", {
+            "fold": fold, "protocol": split.protocol, "leaky": split.leaky, "best_epoch": best_epoch, "sizes": sizes,
+            "temperature": temperature, "calibration": calibration, "metrics": test_metrics, "summary": scalars,
+        })
     trainer.emit({"type": "fold_end", "fold": fold, "best_epoch": best_epoch, "metrics": scalars,
                   "temperature": temperature,
                   "calibration": {head: {key: c[key] for key in ("temperature", "applied", "reason")}
@@ -278,24 +322,32 @@ def fit(
     stop: threading.Event | None = None,
     resume_state: dict | None = None,
     cache: ImageCache | None = None,
+    ranks: Ranks = SINGLE,
 ) -> FoldResult:
     """Train one fold and evaluate it on split.test (config's automatic settings are resolved from `data`).
 
     `resume_state` (read_resume_state) continues after the last completed epoch saved in
     `fold_dir`. Setting `stop` ends the fold after the current batch, keeping the files of the last
     completed epoch (FoldResult.state "stopped"). Raises loop.LossNotFinite on a NaN/inf loss.
+
+    `stop` may also be a should_stop callable (distributed.StopSignal: a stop that reaches every process).
+    `ranks` (distributed.start) shares the fold between processes (data parallel: every process gets the
+    same resume_state; only rank 0 writes).
     """
     emit = on_event or (lambda event: None)
+    should_stop = stop if callable(stop) else (stop.is_set if stop is not None else None)
     fold_dir = Path(fold_dir)
-    fold_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_config(config, data)
     if cache is None:
         cache = build_cache_for(config, data, emit)
-    trainer = _FoldTrainer(config, data, split, fold_dir, cache, emit)
+    trainer = _FoldTrainer(config, data, split, fold_dir, cache, emit, ranks)
+    if trainer.writes:
+        fold_dir.mkdir(parents=True, exist_ok=True)
     fold, epochs, steps = trainer.fold, config.epochs, trainer.steps
     start_epoch, best_score, best_epoch = 0, -math.inf, None
     if resume_state is not None:
         start_epoch, best_score, best_epoch = trainer.restore(resume_state)
+    trainer.wrap()
     rows = read_epochs(fold_dir / "metrics.csv", upto=start_epoch)
     sizes = {name: len(index) for name, index in trainer.sets.items()}
     emit({"type": "fold_start", "fold": fold, "epoch": start_epoch, "epochs": epochs, "steps": steps, "sizes": sizes,
@@ -303,18 +355,20 @@ def fit(
                      f"{steps} batches per epoch" + (f", resuming after epoch {start_epoch}" if start_epoch else "")})
     seconds_per_step = None
     for epoch in range(start_epoch + 1, epochs + 1):
-        trained = None if stop is not None and stop.is_set() else _train_epoch(trainer, epoch, seconds_per_step, stop)
+        trained = None if should_stop is not None and should_stop() else \
+            _train_epoch(trainer, epoch, seconds_per_step, should_stop)
         if trained is None:
             return FoldResult(fold, "stopped", epoch - 1, best_epoch)
         row, val_metrics, val_loss = trained
         rows.append(row)
         seconds_per_step = row["seconds"] / steps
-        write_epochs(fold_dir / "metrics.csv", rows)
         score = selection_score(val_metrics, val_loss, config.task)
         improved = score > best_score  # ties keep the earlier epoch
         if improved:
             best_score, best_epoch = score, epoch
-        _save_epoch(trainer, row, val_metrics, improved, (best_score, best_epoch))
+        if trainer.writes:
+            write_epochs(fold_dir / "metrics.csv", rows)
+            _save_epoch(trainer, row, val_metrics, improved, (best_score, best_epoch))
         emit({"type": "epoch", "fold": fold, "epoch": epoch, "epochs": epochs, "loss": row["train_loss"],
               "lr": row["lr"], "images_per_s": row["images_per_s"], "metrics": row, "best": improved,
               "seconds_per_step": seconds_per_step, "fold_eta_s": (epochs - epoch) * row["seconds"],

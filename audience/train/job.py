@@ -21,6 +21,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -32,7 +35,7 @@ from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError
 from audience.inputs import check_path
-from audience.train.config import read_run_config
+from audience.train.config import config_arguments, read_run_config
 from audience.train.job_status import JobStatus, apply_event
 from audience.train.runs import describe_owner, run_owner
 
@@ -44,9 +47,10 @@ LOOPBACK_NAMES = ("localhost", "")
 class _Job:
     """The live job: the status the events update, the stop Event, the thread."""
 
-    def __init__(self, config, resume: Path | None, measure_crop=None):
+    def __init__(self, config, resume: Path | None, measure_crop=None, processes: int = 1):
         self.config = config
         self.resume = resume
+        self.processes = processes  # more than 1: torchrun runs scripts/train.py, one process per GPU
         self.measure_crop = measure_crop  # the predict stage's crop measurement, handed in by the UI
         self.stop = threading.Event()
         self.status = JobStatus(state="running", started_at=time.time(), arch=getattr(config, "arch", None))
@@ -129,13 +133,62 @@ def _on_event(job: _Job, event: dict) -> None:
             job.add_log(f"(could not read a progress event: {error})")
 
 
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
+
+
+def torchrun_command(job: _Job) -> list[str]:
+    """`torchrun --standalone --nproc_per_node N scripts/train.py ...` for the job's config or resume."""
+    flags = ["--resume", str(job.resume)] if job.resume is not None else config_arguments(job.config)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(job.processes),
+            str(TRAIN_SCRIPT), "--quiet", *flags]
+
+
+def _run_torchrun(job: _Job) -> Path | None:
+    """Train in torchrun's processes, their lines (every rank's) into the job's log; a stop leaves the run
+    folder's STOP file, which rank 0 passes on to every process. AudienceError with the run's last error line."""
+    from audience.train.distributed import STOP_FILE
+
+    run_dir = job.resume
+    process = subprocess.Popen(torchrun_command(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=TRAIN_SCRIPT.parent.parent)
+    errors = []
+
+    def relay_stop() -> None:
+        job.stop.wait()
+        if process.poll() is None:
+            if run_dir is not None and run_dir.is_dir():
+                (run_dir / STOP_FILE).touch()
+            else:
+                process.send_signal(signal.SIGINT)
+
+    threading.Thread(target=relay_stop, name="audience-torchrun-stop", daemon=True).start()
+    for line in process.stdout:
+        line = line.rstrip("\n")
+        if line.startswith("starting run ") or line.startswith("resuming run "):
+            run_id = line.split()[2].rstrip(":")
+            run_dir = Path(job.config.out or settings.runs_dir()) / run_id if job.resume is None else job.resume
+            with _lock:
+                job.status.run_dir, job.status.run_id = str(run_dir), run_id
+        if line.startswith("error:"):
+            errors.append(line.removeprefix("error: "))
+        with _lock:
+            job.add_log(line)
+    code = process.wait()
+    if code not in (0, 130):
+        raise AudienceError(errors[-1] if errors else f"torchrun ended with exit status {code}; see the log.")
+    return run_dir
+
+
 def _run(job: _Job) -> None:
     from audience.train.cross_validate import cross_validate
 
     run_dir, error = None, None
     try:
-        run_dir = cross_validate(job.config, on_event=lambda e: _on_event(job, e), stop=job.stop, resume=job.resume,
-                                 measure_crop=job.measure_crop)
+        if job.processes > 1:
+            run_dir = _run_torchrun(job)
+        else:
+            run_dir = cross_validate(job.config, on_event=lambda e: _on_event(job, e), stop=job.stop,
+                                     resume=job.resume, measure_crop=job.measure_crop)
         outcome = "stopped" if job.stop.is_set() else "finished"
     except AudienceError as exc:
         outcome, error = "failed", str(exc)
@@ -187,7 +240,8 @@ def _start_line(config) -> str:
     return f"starting a training run: {config.arch}, folds {config.folds}, {epochs}, data {data}"
 
 
-def _launch(config, resume: Path | None, server_name: str | None, share: bool, measure_crop=None) -> JobStatus:
+def _launch(config, resume: Path | None, server_name: str | None, share: bool, measure_crop=None,
+            processes: int = 1) -> JobStatus:
     global _job
     allowed, reason = training_allowed(server_name, share)
     if not allowed:
@@ -196,7 +250,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
     with _lock:
         if _job is not None and _job.status.active:
             raise _refusal(_job.status)
-        job = _Job(config, resume, measure_crop)
+        job = _Job(config, resume, measure_crop, processes)
         if resume is not None:
             job.status.run_dir, job.status.run_id = str(resume), resume.name
         job.add_log(f"resuming run {resume.name}" if resume is not None else _start_line(config))
@@ -206,21 +260,25 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
         return _snapshot(job)
 
 
-def start_job(config, *, server_name: str | None = None, share: bool = False, measure_crop=None) -> JobStatus:
+def start_job(config, *, server_name: str | None = None, share: bool = False, measure_crop=None,
+              processes: int = 1) -> JobStatus:
     """Start cross_validate(config) in the background; AudienceError (nothing started) when training is
-    not allowed here or a run is already in progress. `measure_crop`: see cross_validate."""
-    return _launch(config, None, server_name, share, measure_crop)
+    not allowed here or a run is already in progress. `measure_crop`: see cross_validate.
+
+    `processes` > 1: torchrun trains it in that many processes (one per GPU; config.parallel_folds picks the
+    mode), and the log shows their lines."""
+    return _launch(config, None, server_name, share, measure_crop, processes)
 
 
 def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False,
-               measure_crop=None) -> JobStatus:
+               measure_crop=None, processes: int = 1) -> JobStatus:
     """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state; refused at
     once (AudienceError naming the process) when another live process is training that run."""
     path = _resolve_run_dir(run_dir)
     owner = run_owner(path)
     if owner is not None:
         raise AudienceError(describe_owner(path, owner))
-    return _launch(read_run_config(path), path, server_name, share, measure_crop)
+    return _launch(read_run_config(path), path, server_name, share, measure_crop, processes)
 
 
 def clear_image_cache(*, server_name: str | None = None, share: bool = False) -> int:

@@ -71,14 +71,23 @@ def _init_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def switch_on(setting: str, device: torch.device) -> bool:
+    """A GPU-path setting ("auto", "on", "off"): auto means on with CUDA, off on the CPU."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
 def make_loader(
-    dataset: Dataset, batch_size: int, device: torch.device, workers: int, train: bool, persistent: bool = True
+    dataset: Dataset, batch_size: int, device: torch.device, workers: int, train: bool, persistent: bool = True,
+    pin_memory: str = "auto", sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A training loader (seeded shuffle, drops a last partial batch when there is more than one) or an eval loader."""
+    """A training loader (seeded shuffle, drops a last partial batch when there is more than one) or an eval loader.
+
+    `sampler` replaces the default one (a distributed run gives each process its share of the rows).
+    """
     options = {
         "batch_size": batch_size,
         "num_workers": workers,
-        "pin_memory": device.type == "cuda",
+        "pin_memory": switch_on(pin_memory, device),
         "worker_init_fn": _init_worker if workers else None,
         "persistent_workers": bool(workers) and persistent,
         # Starting or resetting an iterator draws worker seeds; from its own generator it leaves the global
@@ -88,8 +97,9 @@ def make_loader(
     if workers:
         options["prefetch_factor"] = 4
     if train:
-        return DataLoader(dataset, sampler=SeededSampler(len(dataset)), drop_last=len(dataset) > batch_size, **options)
-    return DataLoader(dataset, shuffle=False, **options)
+        sampler = sampler if sampler is not None else SeededSampler(len(dataset))
+        return DataLoader(dataset, sampler=sampler, drop_last=len(sampler) > batch_size, **options)
+    return DataLoader(dataset, shuffle=False, sampler=sampler, **options)
 
 
 def steps_per_epoch(loader: DataLoader, max_batches: int | None) -> int:
@@ -138,14 +148,15 @@ def task_loss(outputs: dict, age: torch.Tensor, gender: torch.Tensor, config) ->
     return loss
 
 
-def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
     # channels_last on the CPU too: oneDNN's depthwise convolutions (MobileNetV3) train about 7x
     # faster in it than in NCHW (docs/benchmarks.md).
-    return images.to(device, non_blocking=device.type == "cuda", memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return images.to(device, non_blocking=device.type == "cuda", memory_format=layout)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, bf16: str = "auto"):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=switch_on(bf16, device))
 
 
 def train_epoch(
@@ -172,9 +183,9 @@ def train_epoch(
             break
         if should_stop is not None and should_stop():
             return (total / max(1, step - 1), images, True)
-        batch = _to_device(batch, device)
+        batch = _to_device(batch, device, config.channels_last)
         age, gender = age.to(device, non_blocking=True), gender.to(device, non_blocking=True)
-        with _autocast(device):
+        with _autocast(device, config.bf16):
             outputs = model(batch)
         loss = task_loss(outputs, age, gender, config)
         value = float(loss.item())
@@ -195,14 +206,15 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, np.ndarray]:
+def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device, bf16: str = "auto",
+                   channels_last: bool = True) -> dict[str, np.ndarray]:
     """Float32 logits of every head over the loader, with the labels: keys age, gender, age_true, gender_true."""
     model.eval()
     logits: dict[str, list] = {}
     labels: dict[str, list] = {"age_true": [], "gender_true": []}
     for batch, age, gender in loader:
-        with _autocast(device):
-            outputs = model(_to_device(batch, device))
+        with _autocast(device, bf16):
+            outputs = model(_to_device(batch, device, channels_last))
         for head, values in outputs.items():
             logits.setdefault(head, []).append(values.float().cpu().numpy())
         labels["age_true"].append(age.numpy())

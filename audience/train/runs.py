@@ -287,9 +287,10 @@ class RunEmitter:
     writes them to train.log, so train.log still holds every message in order.
     """
 
-    def __init__(self, on_event: Callable[[dict], None] | None, folds: list[int], device: str):
+    def __init__(self, on_event: Callable[[dict], None] | None, folds: list[int], device: str, record: bool = True):
         self.run_dir: Path | None = None
         self.on_event, self.folds, self.device = on_event, folds, device
+        self.record = record  # False: another process (distributed rank 0) writes train.log and status.json
         self.fold_index = 0
         self.pending: list[str] = []
         self.status = {"state": "running", "run_id": None, "folds": folds, "fold": None, "epoch": 0,
@@ -304,7 +305,7 @@ class RunEmitter:
         self.set_status()
 
     def write_log(self, text: str) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.record:
             self.pending.append(text)
             return
         with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
@@ -312,7 +313,7 @@ class RunEmitter:
 
     def set_status(self, **changes) -> None:
         self.status.update(changes, updated=now_iso())
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.record:
             write_json_atomic(self.run_dir / "status.json", self.status)
 
     def __call__(self, event: dict) -> None:

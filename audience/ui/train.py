@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 from audience.compare.plots import plot_job_curves
 from audience.data.cache import describe_bytes
@@ -36,13 +37,18 @@ LOG_LINES_SHOWN = 200
 MAIN_FIELDS = ("data", "policy", "images", "arch", "task", "protocol", "folds", "epochs", "batch_size", "lr",
                "schedule", "image_size", "pretrained")
 # Server paths are the operator's business (CLI), never a visitor's; the rest goes under "Advanced".
-HIDDEN_FIELDS = ("out", "cache_dir", "weights_file")
+HIDDEN_FIELDS = ("out", "cache_dir", "weights_file", "bf16", "channels_last", "pin_memory", "persistent_workers",
+                 "compile", "parallel_folds", "dist_timeout")
 ADVANCED_PER_ROW = 6
 FOLD_CHOICES = ["all", "0", "1", "2", "3", "4"]
 NULLABLE = tuple(name for name, hint in typing.get_type_hints(TrainConfig).items()
                  if isinstance(hint, typing.types.UnionType) and type(None) in hint.__args__)
 TEXT_FIELDS = tuple(name for name, hint in typing.get_type_hints(TrainConfig).items() if hint in (str, str | None))
 TRISTATE = {"auto": None, "yes": True, "no": False}
+# With more than one GPU the tab offers them all: torchrun runs the training, one process per GPU.
+GPU_MODES = {"one GPU": None, "all GPUs: parallel folds": True, "all GPUs: data parallel": False}
+GPU_MODES_INFO = ("parallel folds: each GPU trains whole folds (best for small models such as MobileNetV3); "
+                  "data parallel: every GPU shares each batch of one fold")
 ARCH_TRADE_OFF = "MobileNetV3 is fast; ResNet-50 more accurate but slow on a CPU; tiny is for smoke runs"
 
 # The demo preset is the training recipe that learns the demo set quickly on a CPU (its time: docs/measurements.md)
@@ -189,7 +195,17 @@ def check_permission(demo: gr.Blocks):
     return text, gr.Button(interactive=allowed), gr.Button(interactive=allowed)
 
 
-def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_batches=None, **form):
+def gpu_count() -> int:
+    return torch.cuda.device_count()
+
+
+def _processes(gpus: str | None) -> tuple[int, bool | None]:
+    """(processes, parallel_folds) of the GPUs choice: one process, or one per GPU in the chosen mode."""
+    mode = GPU_MODES.get(gpus or "one GPU")
+    return (1, None) if mode is None or gpu_count() < 2 else (gpu_count(), mode)
+
+
+def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_batches=None, gpus=None, **form):
     """Start a run from the form's values; API callers may give only the fields they change.
 
     Gradio makes an API argument optional when its component has a value or the handler's parameter
@@ -197,21 +213,24 @@ def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_
     that every such field of TrainConfig is); every other field arrives in **form.
     """
     form.update(image_size=image_size, workers=workers, max_train_batches=max_train_batches)
+    processes, parallel_folds = _processes(gpus)
+    if parallel_folds is not None:
+        form["parallel_folds"] = parallel_folds
     try:
         config = config_from_form({k: v for k, v in form.items() if v is not None or k in NULLABLE})
         jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1],
-                       measure_crop=measure_crop_geometry)
+                       measure_crop=measure_crop_geometry, processes=processes)
     except AudienceError as error:
         return _refusal(error), _timer(jobs.job_status().active)
     return f"Started a training run ({config.arch}, folds {config.folds}, {config.epochs} epochs).", _timer(True)
 
 
-def resume_training(demo: gr.Blocks, run_id: str | None):
+def resume_training(demo: gr.Blocks, run_id: str | None, gpus: str | None = None):
     if not run_id:
         return "Choose a stopped run to resume.", _timer(jobs.job_status().active)
     try:
         status = jobs.resume_job(run_id, server_name=_server(demo)[0], share=_server(demo)[1],
-                                 measure_crop=measure_crop_geometry)
+                                 measure_crop=measure_crop_geometry, processes=_processes(gpus)[0])
     except AudienceError as error:
         return _refusal(error), _timer(jobs.job_status().active)
     return f"Resuming run {status.run_id}.", _timer(True)
@@ -285,6 +304,9 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
         demo_button = gr.Button("Demo preset (one fold, quick on a CPU)", size="sm")
         full_button = gr.Button("Full run preset (TrainConfig defaults)", size="sm")
     inputs = _build_form(preset_values(initial_preset()))
+    # Hidden with one GPU or none: nothing changes there.
+    gpus = gr.Radio(list(GPU_MODES), value="one GPU", label=f"GPUs ({gpu_count()} visible)", info=GPU_MODES_INFO,
+                    visible=gpu_count() > 1)
     with gr.Row():
         start = gr.Button("Train fold(s)", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -314,10 +336,10 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     form_outputs = list(inputs.values())
     demo_button.click(functools.partial(load_preset, names), outputs=form_outputs, api_visibility="private")
     full_button.click(lambda: load_preset(names, full_preset()), outputs=form_outputs, api_visibility="private")
-    start.click(functools.partial(start_training, demo), inputs_kwargs=inputs,
+    start.click(functools.partial(start_training, demo), inputs_kwargs={**inputs, "gpus": gpus},
                 outputs=[message, timer], api_name="train_start", concurrency_limit=1, concurrency_id="train_control")
     stop.click(stop_training, outputs=[message], api_name="train_stop")
-    resume.click(functools.partial(resume_training, demo), inputs=[resumable], outputs=[message, timer],
+    resume.click(functools.partial(resume_training, demo), inputs=[resumable, gpus], outputs=[message, timer],
                  api_name="train_resume", concurrency_limit=1, concurrency_id="train_control")
     timer.tick(poll, inputs=[shown_points, run_ended],
                outputs=[progress, log, curves, status_json, timer, shown_points, run_ended],
