@@ -209,7 +209,7 @@ def test_api_text_inputs_get_one_sentence(server, demo_root):
         assert message == f"**Not started:** {sentence}" or (message.startswith("**Not started:**")
                                                              and sentence in message), (values, message)
     for run_id, sentence in ((NUL, f"Run id {CONTROL}"), (LONG, "Run id is too long")):
-        message = sse_data(call_raw(server, "train_resume", [run_id]))[0]
+        message = sse_data(call_raw(server, "train_resume", [run_id, "one GPU"]))[0]
         assert message.startswith(f"**Not started:** {sentence}"), message
         message = sse_data(call_raw(server, "promote", [run_id, "0", ""]))[0]
         assert message.startswith(f"**Not promoted:** {sentence}"), message
@@ -257,7 +257,7 @@ def test_measure_latency_names_a_run_config_with_a_bad_size(server):
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "image_size": -5}))
     try:
-        message = sse_data(call_raw(server, "measure_latency", []))[0]
+        message = sse_data(call_raw(server, "measure_latency", [True]))[0]
         assert "tiny at -5px: image_size must be at least 8; got -5." in message, message
     finally:
         shutil.rmtree(run)
@@ -304,7 +304,7 @@ def test_predict_and_compare_answer_malformed_served_checkpoints(server):
             status = sse_data(call_raw(server, "predict", [photo, f"{name}.json", False, True]))[-1]
             path = server.checkpoints / f"{name}.json"
             assert status.startswith(f"**Error:** Checkpoint metadata {path}: ") and sentence in status, status
-        outputs = sse_data(call_raw(server, "compare", [[], None, "all folds"]))
+        outputs = sse_data(call_raw(server, "compare", [[], None, "all folds", True]))
         table = outputs[1]
         rows = {row[table["headers"].index("run")]: row[table["headers"].index("problems")] for row in table["data"]}
         assert any(run_id.endswith("e2e-tiny") for run_id in rows), rows
