@@ -229,6 +229,10 @@ def test_no_overlay_covers_a_label_in_a_group_photo_or_on_a_face_crop(page, tmp_
         Image.fromarray(picture).save(path)
         if whole.is_checked() != crop_mode:
             whole.click()
+            # the tick answers the picture shown again: let that answer land first, or under load it can
+            # arrive after (and replace) the answer to the picture uploaded next
+            answered = r"^The whole image as one face" if crop_mode else r"^\d+ faces? found in \d+ ms"
+            page.get_by_text(re.compile(answered)).first.wait_for()
         page.locator("#predict-image input[type=file]").set_input_files(str(path))  # there also with a photo shown
         height, width = picture.shape[:2]  # the three pictures have three sizes: this one's answer has come
         page.wait_for_function("([w, h]) => { const img = document.querySelector('#predict-faces img');"
