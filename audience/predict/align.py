@@ -23,9 +23,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.predict.crop_geometry import CROP_SAMPLE, CropGeometry, crop_geometry_of, sample_paths
+from audience.predict.crop_geometry import (
+    CROP_SAMPLE,
+    CropGeometry,
+    crop_geometry_of,
+    detect_on_border,
+    sample_paths,
+)
 from audience.predict.faces import Face, FaceDetector, expand_box
 
 LEVEL_DEGREES = 5.0  # training images whose eye lines' median |angle| is under this count as aligned (level)
@@ -145,28 +150,14 @@ def measure_alignment(paths: Sequence[str], detector: FaceDetector | None = None
     """
     chosen = sample_paths([p for p in paths if p], count)
     xs, ys, angles = [], [], []
-    own = detector is None
-    detector = detector or FaceDetector(model="auto")
-    try:
-        for path in chosen:
-            try:
-                image = read_image(path)
-            except AudienceError:
-                continue
-            height, width = image.shape[:2]
-            pad = max(height, width) // 2
-            faces = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                                       value=(128, 128, 128)))
-            eyes = eyes_of(faces[0]) if faces else None
-            if eyes is None:
-                continue
-            middle = (eyes[0] + eyes[1]) / 2.0 - pad
-            xs.append(middle[0] / width)
-            ys.append(middle[1] / height)
-            angles.append(abs(eye_angle(faces[0])))
-    finally:
-        if own:
-            detector.close()
+    for (height, width), pad, faces in detect_on_border(chosen, detector):
+        eyes = eyes_of(faces[0]) if faces else None
+        if eyes is None:
+            continue
+        middle = (eyes[0] + eyes[1]) / 2.0 - pad
+        xs.append(middle[0] / width)
+        ys.append(middle[1] / height)
+        angles.append(abs(eye_angle(faces[0])))
     record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": len(chosen),
                     "detector": "mediapipe BlazeFace keypoints (audience.predict.faces.FaceDetector)"}
     if not xs:

@@ -73,6 +73,28 @@ def sample_paths(paths: Sequence[str], count: int = CROP_SAMPLE) -> list[str]:
     return sorted(paths, key=lambda path: (zlib.crc32(str(path).encode("utf-8")), str(path)))[:count]
 
 
+def detect_on_border(paths: Sequence[str], detector: FaceDetector | None = None):
+    """For each readable image of `paths`: ((height, width), pad, faces), the faces (largest first) found
+    with the image on a grey border `pad` pixels wide, so the detector's box is never clipped by the
+    image edge (tight chips such as UTKFace's are smaller than the box BlazeFace draws round their face).
+    Unreadable images are skipped. A detector made here is closed at the end."""
+    own = detector is None
+    detector = detector or FaceDetector(model="auto")
+    try:
+        for path in paths:
+            try:
+                image = read_image(path)
+            except AudienceError:
+                continue
+            height, width = image.shape[:2]
+            pad = max(height, width) // 2
+            yield (height, width), pad, detector.detect(
+                cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128)))
+    finally:
+        if own:
+            detector.close()
+
+
 def measure_crop_geometry(paths: Sequence[str], detector: FaceDetector | None = None,
                           count: int = CROP_SAMPLE) -> dict | None:
     """The crop geometry of training images (`CropGeometry.as_metadata`), or None if no face was found.
@@ -82,33 +104,17 @@ def measure_crop_geometry(paths: Sequence[str], detector: FaceDetector | None = 
     """
     chosen = sample_paths([p for p in paths if p], count)
     margins, shifts_x, shifts_y = [], [], []
-    own = detector is None
-    detector = detector or FaceDetector(model="auto")
-    try:
-        for path in chosen:
-            try:
-                image = read_image(path)
-            except AudienceError:
-                continue
-            height, width = image.shape[:2]
-            # On a grey border the detector's box is never clipped by the image edge: tight chips
-            # (UTKFace) are smaller than the box BlazeFace draws round their face.
-            pad = max(height, width) // 2
-            faces = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                                       value=(128, 128, 128)))
-            if not faces:
-                continue
-            x, y, w, h = faces[0].box
-            side = max(w, h)
-            margin = (max(height, width) / max(side, 1) - 1.0) / 2.0
-            if side < 1 or not MIN_MARGIN <= margin <= MAX_MARGIN:
-                continue
-            margins.append(margin)
-            shifts_x.append((pad + width / 2.0 - (x + w / 2.0)) / side)
-            shifts_y.append((pad + height / 2.0 - (y + h / 2.0)) / side)
-    finally:
-        if own:
-            detector.close()
+    for (height, width), pad, faces in detect_on_border(chosen, detector):
+        if not faces:
+            continue
+        x, y, w, h = faces[0].box
+        side = max(w, h)
+        margin = (max(height, width) / max(side, 1) - 1.0) / 2.0
+        if side < 1 or not MIN_MARGIN <= margin <= MAX_MARGIN:
+            continue
+        margins.append(margin)
+        shifts_x.append((pad + width / 2.0 - (x + w / 2.0)) / side)
+        shifts_y.append((pad + height / 2.0 - (y + h / 2.0)) / side)
     if not margins:
         return None
     geometry = CropGeometry(float(np.median(margins)), float(np.median(shifts_x)), float(np.median(shifts_y)))
