@@ -19,9 +19,11 @@ from audience.predict.align import (
     cut_face,
     eye_angle,
     face_cropper,
+    head_roll,
     measure_alignment,
+    measure_framing,
 )
-from audience.predict.crop_geometry import DEFAULT_GEOMETRY, CropGeometry
+from audience.predict.crop_geometry import DEFAULT_GEOMETRY, CropGeometry, measure_crop_geometry
 from audience.predict.faces import Face, FaceDetector, expand_box
 from audience.predict.predictor import Predictor
 
@@ -150,6 +152,40 @@ def test_the_eyes_of_level_chips_are_measured_where_they_are(tmp_path, detector,
     assert measured["eye_x"] == pytest.approx((eyes[0][0] + eyes[1][0]) / 2 / width, abs=0.03)
     assert measured["eye_y"] == pytest.approx((eyes[0][1] + eyes[1][1]) / 2 / height, abs=0.03)
     check_checkpoint_metadata({**_minimal(), "alignment": measured}, "x.json")
+
+
+def test_the_trainer_records_level_alignment_only_for_level_training_faces(tmp_path, detector, level_face):
+    def chips(name: str, angles: tuple[float, ...]) -> list[str]:
+        paths = []
+        for index, degrees in enumerate(angles):
+            path = tmp_path / f"{name}{index}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(_rotated(level_face, degrees), cv2.COLOR_RGB2BGR))
+            paths.append(str(path))
+        return paths
+
+    level = chips("level", (0.0, 0.0, 20.0))
+    framing = measure_framing(level, detector)  # one detection pass gives both records
+    assert framing["crop"] == measure_crop_geometry(level, detector)
+    assert framing["alignment"] == {**measure_alignment(level, detector), "method": "level"}
+    check_checkpoint_metadata({**_minimal(), **framing}, "x.json")
+    tilted = measure_framing(chips("tilted", (25.0, -30.0, 20.0)), detector)
+    assert tilted["alignment"] is None and tilted["crop"]["measured_on"] == 3  # unlevel faces: never turned
+
+
+def test_the_demo_sets_drawn_faces_are_turned_too_much_to_count_as_aligned(demo_root, detector):
+    from audience.data.formats import read_dataset
+
+    paths = read_dataset(demo_root).faces["path"].dropna().astype(str).tolist()
+    framing = measure_framing(paths, detector)  # faces drawn turned by N(0, 6) degrees: a demo model cuts them unturned
+    assert framing["alignment"] is None and framing["crop"]["measured_on"] > 150
+
+
+def test_the_tilt_comes_from_eyes_and_mouth(level_face, detector):
+    face = detector.detect(level_face)[0]
+    right, left, nose, mouth = (np.asarray(point) for point in face.keypoints[:4])
+    turned = Face(face.box, face.score, tuple(face.keypoints[:3]) + (tuple(mouth + (20.0, 0.0)),))
+    assert head_roll(turned) < head_roll(face) - 3  # the mouth moved to the image's right: the head turned that way
+    assert head_roll(Face(face.box, face.score, face.keypoints[:2])) == eye_angle(face)  # eyes only: their line
 
 
 def _minimal() -> dict:

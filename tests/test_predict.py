@@ -307,17 +307,23 @@ def test_a_label_wider_than_the_image_is_shrunk_not_cut(astronaut):
     assert label_rows.any() and not label_rows[:, -1].all()  # drawn, and it ends before the right edge
 
 
-@pytest.mark.parametrize("gap", [0, 7, 40])
+@pytest.mark.parametrize("gap", [(0, 0), (7, 7), (40, 40), (51, 38), (18, 2), (4, 0), (30, 36), (58, 43)])
 def test_the_same_face_tiled_four_times_is_cut_the_same_way_wherever_it_sits(predictor, astronaut, gap):
     """Before: boxes of 93-108 px for one face depending on its place and on which BlazeFace model's box
-    the merge kept; now every face is measured again as a close-up by one model (faces.REFINE_SCALE).
-    BlazeFace is not translation-equivariant, so a pixel or two of jitter remains."""
+    the merge kept; now every face is measured again as a close-up by one model (faces.REFINE_SCALE), and
+    the same face gets the same answer wherever it sits.
+
+    The crops are not bit-identical, and cannot be with this detector: BlazeFace is not translation-
+    equivariant (its box for a face moves by up to 5 px when the face moves by 1 px against its anchor
+    grid), so the close-up of each copy settles a pixel or two apart. On these layouts and 10 single
+    placements, 11 of 70 crops were bit-identical to the lone face's; averaging the close-up over 16
+    shifted windows made it 23 of 70 at 4x the detection time (measurements in docs/measurements.md)."""
     head = astronaut[20:240, 120:340]
     alone = predictor.predict(head)
     assert len(alone) == 1
-    side = 440 + gap
-    canvas = np.full((side, side, 3), 255, np.uint8)
-    offsets = [(0, 0), (220 + gap, 0), (0, 220 + gap), (220 + gap, 220 + gap)]  # reading order
+    gap_x, gap_y = gap
+    canvas = np.full((440 + gap_y, 440 + gap_x, 3), 255, np.uint8)
+    offsets = [(0, 0), (220 + gap_x, 0), (0, 220 + gap_y), (220 + gap_x, 220 + gap_y)]  # reading order
     for left, top in offsets:
         canvas[top : top + 220, left : left + 220] = head
     faces = predictor.predict(canvas)
@@ -327,7 +333,9 @@ def test_the_same_face_tiled_four_times_is_cut_the_same_way_wherever_it_sits(pre
         x, y, w, h = face.crop_box
         assert abs(x - left - reference[0]) <= 2 and abs(y - top - reference[1]) <= 2
         assert abs(w - reference[2]) <= 0.03 * reference[2] and w == h
+        assert (face.age_label, face.gender_label) == (alone[0].age_label, alone[0].gender_label)
         np.testing.assert_allclose(face.age_probs, alone[0].age_probs, atol=1e-3)
+        np.testing.assert_allclose(face.gender_probs, alone[0].gender_probs, atol=1e-3)
 
 
 def test_a_crop_moves_with_its_face_pixel_for_pixel():

@@ -57,6 +57,22 @@ def test_it_answers_the_astronaut_with_an_age_group_and_a_gender(path):
 
 
 @pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
+def test_it_gives_one_face_the_same_answer_wherever_it_sits(path):
+    """Four copies of one head in a grid, with even and uneven gaps, and the head alone: one answer. (The crops
+    differ by a pixel or two, see test_predict's tiled test, and the probabilities by up to ~0.16.)"""
+    data = pytest.importorskip("skimage.data")
+    head = data.astronaut()[20:240, 120:340]
+    with Predictor(path) as predictor:
+        [alone] = predictor.predict(head)
+        for gap_x, gap_y in ((0, 0), (40, 40), (51, 38), (4, 0)):
+            canvas = np.full((440 + gap_y, 440 + gap_x, 3), 255, np.uint8)
+            for left, top in ((0, 0), (220 + gap_x, 0), (0, 220 + gap_y), (220 + gap_x, 220 + gap_y)):
+                canvas[top : top + 220, left : left + 220] = head
+            answers = {(face.age_label, face.gender_label) for face in predictor.predict(canvas)}
+            assert answers == {(alone.age_label, alone.gender_label)}, (gap_x, gap_y)
+
+
+@pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
 def test_its_model_card_is_the_one_the_code_generates(path):
     from audience.publish.model_card import build_model_card
 

@@ -173,7 +173,7 @@ def test_evaluate_needs_a_fold_or_split_all(small_utkface, tmp_path, capsys):
 @pytest.mark.slow
 def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, monkeypatch):
     """The Train tab's path (the background job, the crop measurement handed in) on a UTKFace folder."""
-    from audience.predict.crop_geometry import measure_crop_geometry
+    from audience.predict.align import measure_framing
     from audience.train import job as jobs
     from audience.train.config import TrainConfig
 
@@ -185,7 +185,12 @@ def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, m
     monkeypatch.setattr(jobs, "_job", None)
     config = TrainConfig(data=str(small_utkface), arch="tiny", folds="0", epochs=1, batch_size=16, image_size=32,
                          workers=0, calibrate=False)
-    jobs.start_job(config, server_name="127.0.0.1", measure_crop=measure_crop_geometry)
+    level = {"method": "level", "angle_median": 1.2, "angle_p90": 3.0, "level": True, "measured_on": 7, "sampled": 9}
+
+    def framing(paths):  # the real crop measurement; these synthetic chips have no eyes, so a recorded alignment
+        return {**measure_framing(paths), "alignment": level}
+
+    jobs.start_job(config, server_name="127.0.0.1", measure_crop=framing)
     jobs.wait_job(timeout=300)
     status = jobs.job_status(200)
     assert status.state == "finished", status.error
@@ -193,3 +198,4 @@ def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, m
     assert "UTKFace folder" in log and "image-level" in log
     best = json.loads(next((tmp_path / "runs").glob("*/fold0/best.json")).read_text(encoding="utf-8"))
     assert best["split_level"] == "image" and best["dataset"]["format"] == "utkface"
+    assert best["alignment"] == level and "the training faces are level (median tilt 1.2 degrees)" in log

@@ -56,6 +56,7 @@ class AdienceData:
     between_groups: int = 0  # rows whose exact age lies in no age group of the policy (UTKFace)
     licence: str | None = None
     crop: dict | None = None  # where faces sit in the images (measured for training, see audience.crop_geometry)
+    alignment: dict | None = None  # how level their eyes are, when they are (measured for training, see align)
 
     def describe(self) -> dict:
         """What a run, checkpoint or card records about the data: name, format, split level, counts, licence."""

@@ -5,12 +5,13 @@ not, and a slight head tilt then moves a model's answer. BlazeFace gives six key
 the two eyes first (the person's right eye, then the left). A checkpoint whose training images
 were aligned records it in its JSON (`alignment`, measured by `measure_alignment` on a fixed sample
 of those images with the same detector): where the midpoint of the eyes sits in the training image
-(`eye_x`, `eye_y`, fractions of its side) and how level the eyes are there. `cut_face` then turns
-the face by the eye line's angle, in a square of the side the crop geometry gives
+(`eye_x`, `eye_y`, fractions of its side) and how level the eyes are there; the trainer records
+method "level" for level training images (`measure_framing`, with the crop geometry, in one pass).
+`cut_face` then turns the face by its tilt (`head_roll`), in a square of the side the crop geometry gives
 (audience.predict.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
 have it; method "level" only turns the face about the plain crop's centre, keeping the framing the
-crop geometry measured. A face tilted less than MIN_TILT_DEGREES (the keypoints' own noise) is
-not turned. A checkpoint without `alignment`, a face without keypoints (the Haar fallback) or
+crop geometry measured. A face tilted less than MIN_TILT_DEGREES (what the training chips
+themselves show) is not turned. A checkpoint without `alignment`, a face without keypoints (the Haar fallback) or
 whole-image mode keeps the plain crop of `expand_box`, bit for bit.
 """
 
@@ -28,17 +29,26 @@ from audience.predict.crop_geometry import (
     CROP_SAMPLE,
     CropGeometry,
     crop_geometry_of,
+    crop_geometry_of_detections,
     detect_on_border,
     sample_paths,
 )
 from audience.predict.faces import Face, FaceDetector, expand_box
 
-LEVEL_DEGREES = 5.0  # training images whose eye lines' median |angle| is under this count as aligned (level)
+# Training images whose median |head_roll| is under this count as aligned (level). Measured: UTKFace chips
+# 1.45 degrees (200 sampled), Adience's coarse-tilt-aligned faces 2.64 (the 19 in ../shared), the demo set,
+# whose faces are drawn turned by N(0, 6) degrees, 4.92 (200 sampled): not aligned.
+LEVEL_DEGREES = 3.5
 MAX_TILT_DEGREES = 60.0  # a steeper eye line is a mislabelled keypoint or a face lying down: not turned
-# BlazeFace's eye keypoints are noisy by a few degrees: on 200 UTKFace chips, which are level, the
-# measured |angle| had median 1.9 and 90th percentile 5.1 degrees, and turning every held-out chip by
-# its noise cost 0.5 points of age accuracy. A face tilted less than this keeps the plain crop.
-MIN_TILT_DEGREES = 5.0
+# The head's tilt is measured from BlazeFace's keypoints (`head_roll`): the mean of the eye line's angle and
+# the angle of the line from the eyes' midpoint down to the mouth (turned by 90 degrees). On the 4,198
+# held-out UTKFace fold-0 chips whose face has keypoints (chips aligned by the eyes) its |angle| has
+# median 1.35, 90th percentile 3.5 and 99th 6.5 degrees; the eye line alone 1.7 / 4.5 / 8.6.
+# A face tilted less than MIN_TILT_DEGREES keeps the plain crop: the model was trained on chips tilted
+# that much and answers them as they are, while turning them only adds the keypoints' noise. Measured on
+# that fold through the Predict path (docs/measurements.md): turning from 5 degrees on cost 0.07 points of
+# age accuracy, from 8 degrees 0.05, from 10 degrees none (+0.03 age, +0.07 gender).
+MIN_TILT_DEGREES = 10.0
 METHODS = ("eyes", "level")
 
 
@@ -91,12 +101,24 @@ def eye_angle(face: Face) -> float | None:
     return math.degrees(math.atan2(dy, dx))
 
 
+def head_roll(face: Face) -> float | None:
+    """The head's in-plane tilt in degrees (sign as `eye_angle`): the mean of the eye line's angle and the
+    angle of the eyes-to-mouth line turned by 90 degrees, less noisy than the eye line alone (see
+    MIN_TILT_DEGREES); the eye line alone for a face with only two keypoints, None without them."""
+    eyes_tilt = eye_angle(face)
+    if eyes_tilt is None or len(face.keypoints) < 4:
+        return eyes_tilt
+    right, left = eyes_of(face)
+    down = np.asarray(face.keypoints[3], np.float64) - (right + left) / 2.0
+    return (eyes_tilt + math.degrees(math.atan2(-down[0], down[1]))) / 2.0
+
+
 def aligned_transform(face: Face, side: int, alignment: Alignment, centre: tuple[float, float]) -> np.ndarray | None:
     """The 2x3 affine matrix (image -> side x side crop) that levels the eyes and puts their midpoint at
     `alignment`'s place ("eyes"), or turns the face about `centre`, the plain crop's centre, and keeps it
     there ("level"); None when the face has no usable eyes or is level within the keypoints' noise
     (MIN_TILT_DEGREES): then the plain crop is used."""
-    angle = eye_angle(face)
+    angle = head_roll(face)
     if angle is None or not MIN_TILT_DEGREES <= abs(angle) <= MAX_TILT_DEGREES:
         return None
     right, left = eyes_of(face)
@@ -145,20 +167,36 @@ def measure_alignment(paths: Sequence[str], detector: FaceDetector | None = None
     The same fixed sample as the crop geometry; each image's largest face with eye keypoints gives
     one measurement (found on a grey border, so a tight chip's face is not clipped). Returns
     {"method": "eyes", "eye_x", "eye_y" (medians, fractions of the image's side), "angle_median",
-    "angle_p90" (degrees, |angle|), "level" (median |angle| < LEVEL_DEGREES), "measured_on", "sampled",
+    "angle_p90" (degrees, |head_roll|), "level" (median under LEVEL_DEGREES), "measured_on", "sampled",
     "detector"}; "level" False and no eye_x/eye_y when no face was found.
     """
     chosen = sample_paths([p for p in paths if p], count)
+    return _alignment_of_detections(list(detect_on_border(chosen, detector)), len(chosen))
+
+
+def measure_framing(paths: Sequence[str], detector: FaceDetector | None = None, count: int = CROP_SAMPLE) -> dict:
+    """What a checkpoint records about its training images' framing, from one detection pass over the fixed
+    sample: {"crop": `measure_crop_geometry`'s record or None, "alignment": `measure_alignment`'s record
+    with method "level" when the images are level (then Predict turns tilted faces level), else None}.
+    The trainer is handed this (cross_validate's `measure_crop`)."""
+    chosen = sample_paths([p for p in paths if p], count)
+    detections = list(detect_on_border(chosen, detector))
+    alignment = _alignment_of_detections(detections, len(chosen))
+    return {"crop": crop_geometry_of_detections(detections, len(chosen)),
+            "alignment": {**alignment, "method": "level"} if alignment["level"] else None}
+
+
+def _alignment_of_detections(detections: list, sampled: int) -> dict:
     xs, ys, angles = [], [], []
-    for (height, width), pad, faces in detect_on_border(chosen, detector):
+    for (height, width), pad, faces in detections:
         eyes = eyes_of(faces[0]) if faces else None
         if eyes is None:
             continue
         middle = (eyes[0] + eyes[1]) / 2.0 - pad
         xs.append(middle[0] / width)
         ys.append(middle[1] / height)
-        angles.append(abs(eye_angle(faces[0])))
-    record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": len(chosen),
+        angles.append(abs(head_roll(faces[0])))
+    record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": sampled,
                     "detector": "mediapipe BlazeFace keypoints (audience.predict.faces.FaceDetector)"}
     if not xs:
         return {**record, "level": False}

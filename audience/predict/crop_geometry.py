@@ -103,8 +103,13 @@ def measure_crop_geometry(paths: Sequence[str], detector: FaceDetector | None = 
     skipped (and counted in `sampled` - `measured_on`).
     """
     chosen = sample_paths([p for p in paths if p], count)
+    return crop_geometry_of_detections(list(detect_on_border(chosen, detector)), len(chosen))
+
+
+def crop_geometry_of_detections(detections: list, sampled: int) -> dict | None:
+    """`measure_crop_geometry` on the output of `detect_on_border` for a sample of `sampled` paths."""
     margins, shifts_x, shifts_y = [], [], []
-    for (height, width), pad, faces in detect_on_border(chosen, detector):
+    for (height, width), pad, faces in detections:
         if not faces:
             continue
         x, y, w, h = faces[0].box
@@ -118,4 +123,4 @@ def measure_crop_geometry(paths: Sequence[str], detector: FaceDetector | None = 
     if not margins:
         return None
     geometry = CropGeometry(float(np.median(margins)), float(np.median(shifts_x)), float(np.median(shifts_y)))
-    return geometry.as_metadata(measured_on=len(margins), sampled=len(chosen))
+    return geometry.as_metadata(measured_on=len(margins), sampled=sampled)

@@ -215,12 +215,15 @@ def _training_lines(metadata: dict) -> list[str]:
 
 
 def _alignment_line(alignment) -> str:
+    from audience.predict.align import MIN_TILT_DEGREES  # the Predict path's rule, not the checkpoint's
+
     if not isinstance(alignment, dict):
         return "- face alignment: none recorded; the app cuts each face upright round the detector's box, unturned"
     measured = (f", measured on {alignment['measured_on']} of {alignment.get('sampled')} training images (median "
-                f"eye-line tilt {alignment.get('angle_median')} degrees)" if alignment.get("measured_on") else "")
+                f"tilt {alignment.get('angle_median')} degrees)" if alignment.get("measured_on") else "")
     if alignment.get("method") == "level":
-        how = "each face turned about its crop's centre so its eyes are level, as in the training images"
+        how = (f"each face tilted {MIN_TILT_DEGREES:g} degrees or more (more than the training faces are) turned "
+               "about its crop's centre so it is level, as the training faces are")
     else:
         how = (f"each face turned so its eyes are level, their midpoint placed at ({alignment.get('eye_x')}, "
                f"{alignment.get('eye_y')}) of the crop as in the training images")

@@ -135,6 +135,9 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
         emit({"type": "log", "message": f"crop geometry of the training images (on {data.crop['measured_on']} of "
                                         f"{data.crop['sampled']} sampled): margin {data.crop['margin']:.2f}, shift "
                                         f"{data.crop['shift_x']:+.2f}, {data.crop['shift_y']:+.2f} box sizes"})
+    if data.alignment:
+        emit({"type": "log", "message": f"the training faces are level (median tilt {data.alignment['angle_median']:.1f} "
+                                        "degrees): Predict turns a face tilted more than the training faces are"})
 
 
 def resume_command(run_dir: Path, ranks: Ranks = SINGLE) -> str:
@@ -231,12 +234,14 @@ def _record_bug(emit: RunEmitter, error: BaseException) -> None:
 
 
 def _prepare(config: TrainConfig, measure_crop) -> tuple[TrainConfig, AdienceData]:
-    """The data and the config with its automatic settings; the data's crop geometry when `measure_crop` is given
-    (the predict stage's detector, handed in by the caller: train never imports it)."""
+    """The data and the config with its automatic settings; the data's crop geometry and alignment when
+    `measure_crop` is given (paths -> {"crop", "alignment"}: the predict stage's `measure_framing`, handed in
+    by the caller: train never imports it)."""
     data = read_data(config)
     config = resolve_config(config, data)
     if measure_crop is not None:
-        data.crop = measure_crop(data.faces["path"].dropna().astype(str).tolist())
+        framing = measure_crop(data.faces["path"].dropna().astype(str).tolist()) or {}
+        data.crop, data.alignment = framing.get("crop"), framing.get("alignment")
     return config, data
 
 

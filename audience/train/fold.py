@@ -189,6 +189,7 @@ class _FoldTrainer:
             "image_size": self.config.image_size, "mean": self.mean, "std": self.std,
             "temperature": temperature or dict.fromkeys(self.heads, 1.0),
             "dataset": data.describe(), "split_level": data.split_level, **({"crop": data.crop} if data.crop else {}),
+            **({"alignment": data.alignment} if data.alignment else {}),
             "protocol": self.split.protocol, "leaky": self.split.leaky, "fold": self.fold, "epoch": epoch,
             "metrics": metrics, "flops": self.flops, "train_config": self.config.to_dict(), **extra,
         }
