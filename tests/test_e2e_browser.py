@@ -272,6 +272,40 @@ def test_no_overlay_covers_a_label_in_a_group_photo_or_on_a_face_crop(page, tmp_
     page.console_errors.check()
 
 
+def _shown_size(page, width: int, height: int) -> None:
+    """Wait until the Faces image shows a picture of this size (the answer to that picture has come)."""
+    page.wait_for_function("([w, h]) => { const img = document.querySelector('#predict-faces img');"
+                           " return img && img.complete && img.naturalWidth === w && img.naturalHeight === h; }",
+                           arg=[width, height], timeout=60_000)
+
+
+def test_a_photo_uploaded_while_the_last_is_answered_is_answered_too(page, tmp_path):
+    """Ticking "already a face crop" answers the photo shown again; a photo uploaded at once, while that answer
+    was computed, was dropped by the page (gradio's trigger_mode "once") and the old photo's answer stayed."""
+    from skimage import data
+
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    # large, so that its second answer (decoding it again) is still being computed when the small one arrives
+    Image.fromarray(data.astronaut()[0:400, 0:480]).resize((2880, 2400)).save(first)
+    Image.fromarray(data.astronaut()[40:220, 130:310]).save(second)  # the face filling the picture
+    open_tab(page, "Predict")
+    whole = page.get_by_label("the image is already a face crop")
+    if whole.is_checked():
+        whole.click()
+    upload = page.locator("#predict-image input[type=file]")
+    upload.set_input_files(str(first))
+    _shown_size(page, 2880, 2400)
+    page.get_by_text(re.compile(r"^\d+ faces? found in \d+ ms")).first.wait_for()
+    whole.click()  # the astronaut again, as one face: pending while the next photo arrives
+    upload.set_input_files(str(second))
+    _shown_size(page, 180, 180)
+    page.get_by_text(re.compile(r"^The whole image as one face")).first.wait_for()
+    whole.click()  # back to detection; let that answer land before the next test
+    page.get_by_text(re.compile(r"^\d+ faces? found in \d+ ms")).first.wait_for()
+    _shown_size(page, 180, 180)
+    page.console_errors.check()
+
+
 def _new_run_finished(log: str, earlier_runs: set[str]) -> bool:
     """Whether `log` says that a run other than `earlier_runs` finished."""
     return any(run_id not in earlier_runs for run_id in re.findall(r"run (\S+) finished", log))

@@ -152,6 +152,19 @@ def test_stream_frames_open_no_server_file(checkpoints, astronaut_file, tmp_path
     assert len(streams) == 1 and streams[0].preprocess is False
 
 
+def test_a_photo_sent_while_the_last_is_answered_is_answered_next_not_dropped(checkpoints):
+    """gradio's default for an event that a click starts is "once": the page drops a new trigger while the
+    last answer is pending, so a photo uploaded right after ticking "already a face crop" was never answered
+    and the page kept the previous photo's answer. "always_last" answers it next, with the inputs of then."""
+    from audience.ui.predict import build_predict_tab
+
+    with gr.Blocks() as demo:
+        build_predict_tab(demo)
+    [predict] = [dep for dep in demo.config["dependencies"] if dep.get("api_name") == "predict"]
+    assert predict["trigger_mode"] == "always_last"
+    assert {target[1] for target in predict["targets"]} >= {"click", "change", "input"}
+
+
 @pytest.mark.slow
 def test_predict_api_through_gradio_client(checkpoints, astronaut_file, tmp_path, monkeypatch):
     from audience.ui.predict import build_predict_tab

@@ -160,6 +160,10 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
         api_name="predict",
         preprocess=False,  # our read_image validates the upload, so a bad file becomes a status sentence
         show_progress="minimal",
+        # A photo uploaded (or a box ticked) while the previous answer is still computed is answered right
+        # after it, with the inputs of that moment: gradio's default for a click ("once") dropped it, and the
+        # page kept the answer to the previous photo.
+        trigger_mode="always_last",
     )
     table.select(show_selected_face, inputs=[result], outputs=[chart], api_visibility="private")
     webcam.stream(
