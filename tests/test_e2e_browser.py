@@ -249,9 +249,7 @@ def test_no_overlay_covers_a_label_in_a_group_photo_or_on_a_face_crop(page, tmp_
             page.get_by_text(re.compile(answered)).first.wait_for()
         page.locator("#predict-image input[type=file]").set_input_files(str(path))  # there also with a photo shown
         height, width = picture.shape[:2]  # the three pictures have three sizes: this one's answer has come
-        page.wait_for_function("([w, h]) => { const img = document.querySelector('#predict-faces img');"
-                               " return img && img.complete && img.naturalWidth === w && img.naturalHeight === h; }",
-                               arg=[width, height], timeout=60_000)
+        _shown_size(page, width, height)
         page.wait_for_timeout(500)
         if crop_mode:
             faces = 1
