@@ -67,3 +67,27 @@ def name_slug(value, what: str) -> str:
     if not result:
         raise AudienceError(f"{what} {quoted(text)} has no letter or digit to make a file name from.")
     return result
+
+
+# Letters of other scripts (and digits) drawn like a Latin letter, after case folding: a subset of Unicode's
+# confusables (TR39) for the scripts a name is most often faked with. With NFKC and case folding (which
+# cover full-width and mathematical letters, ligatures and case) two names with the same skeleton read alike.
+CONFUSABLE_LETTERS = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "з": "3", "і": "i", "ј": "j", "к": "k", "м": "m", "н": "h", "о": "o",
+    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "һ": "h",
+    "ӏ": "l", "ү": "y", "ɡ": "g",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "ζ": "z", "ϲ": "c", "ϳ": "j",
+    # digits and Latin letters drawn alike
+    "0": "o", "1": "l", "ı": "i",
+})
+
+
+def name_skeleton(text: str) -> str:
+    """What a name looks like: NFKC, case-folded, look-alike letters of other scripts replaced by their Latin
+    twin ('Ｍodel', 'MODEL' and 'mоdel' with a Cyrillic о all give 'model'). Two different names with one
+    skeleton are homoglyphs: one imitates the other."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(text)).casefold())
+    return folded.translate(CONFUSABLE_LETTERS).replace("rn", "m")

@@ -4,7 +4,9 @@ AUDIENCE_DATA        an Adience root (or the demo root) the app opens first; uns
 AUDIENCE_DATA_DIRS   extra folders (os.pathsep-separated) under which the UI may open data roots
 AUDIENCE_HOME        where the app keeps its own files (demo data, image cache); default ~/.cache/audience
 AUDIENCE_RUNS        training runs folder; default ./runs
-AUDIENCE_CHECKPOINTS served checkpoints folder; default ./checkpoints
+AUDIENCE_CHECKPOINTS the shipped checkpoints folder (served, tracked by git); default ./checkpoints
+AUDIENCE_MODELS      the user's own models ("Use this model", export_onnx.py), not tracked by git;
+                     default ./models; also holds the stored choice of the default model
 AUDIENCE_DEBUG       the command lines also print an internal error's traceback (like --debug)
 """
 
@@ -63,7 +65,13 @@ def runs_dir() -> Path:
 
 
 def checkpoints_dir() -> Path:
+    """The shipped models (tracked by git): served, never written by the app."""
     return _path_from_env("AUDIENCE_CHECKPOINTS", PROJECT_ROOT / "checkpoints")
+
+
+def models_dir() -> Path:
+    """The user's own models (promoted runs, ONNX exports): served beside checkpoints_dir(), ignored by git."""
+    return _path_from_env("AUDIENCE_MODELS", PROJECT_ROOT / "models")
 
 
 def configured_data_root() -> Path | None:

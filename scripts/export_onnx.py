@@ -1,6 +1,6 @@
 """Export a checkpoint to ONNX and check it against PyTorch with onnxruntime.
 
-    python scripts/export_onnx.py checkpoints/NAME.json [--out FILE.onnx] [--opset 18]
+    python scripts/export_onnx.py checkpoints/NAME.json [--out FILE.onnx] [--opset 18]   # default out: models/NAME.onnx
 
 Outputs `age_logits` / `gender_logits` (dynamic batch); class names, image size, mean, std and
 temperature are in the ONNX metadata_props. Exit 1 when the largest difference from PyTorch on
@@ -20,7 +20,7 @@ from audience.publish.onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, expor
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="the checkpoint's .json or .safetensors")
-    parser.add_argument("--out", type=Path, help="the .onnx file to write (default: beside the checkpoint)")
+    parser.add_argument("--out", type=Path, help="the .onnx file to write (default: models/NAME.onnx, AUDIENCE_MODELS)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"largest allowed |ONNX - PyTorch| logit difference (default: {DEFAULT_TOLERANCE:g})")

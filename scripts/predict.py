@@ -3,10 +3,11 @@
     python scripts/predict.py photo.jpg folder/ [--checkpoint FILE] [--json] [--out DIR]
                               [--whole-image] [--tta] [--detector mediapipe|haar] [--max-faces N]
 
-Default checkpoint: the newest in checkpoints/ (AUDIENCE_CHECKPOINTS); without one, faces are
-only detected. --json prints one JSON object per image and line on stdout (progress and notes go
-to stderr). Exit code: 0 when at least one image was read, 1 when every image failed, 2 for a
-usage error (no images, unreadable checkpoint).
+Default checkpoint: the default model, as in the Predict tab (the one you last made the default
+with "Use this model" or "Make default", else the shipped real model in checkpoints/); without one,
+faces are only detected. --json prints one JSON object per image and line on stdout (progress and
+notes go to stderr). Exit code: 0 when every image was read, 1 when any failed (the last line says
+how many), 2 for a usage error (no images, unreadable checkpoint).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from audience.data.images import list_images
 from audience.errors import AudienceError
-from audience.predict.batch import find_newest_checkpoint, predict_files
+from audience.predict.batch import find_default_checkpoint, predict_files, read_default_choice
 from audience.predict.faces import FaceDetector
 from audience.predict.predictor import NO_FACE_NOTE, Predictor
 
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     parser.add_argument(
-        "--checkpoint", type=Path, help="a checkpoint .json/.safetensors (default: the newest in checkpoints/)"
+        "--checkpoint", type=Path, help="a checkpoint .json/.safetensors (default: the Predict tab's default model)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line on stdout")
     parser.add_argument("--out", type=Path, help="write annotated images to this folder")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         images = list_images(args.paths, recursive=True)
         if not images:
             raise AudienceError(f"No images found in {', '.join(args.paths)}.")
-        checkpoint = args.checkpoint or find_newest_checkpoint()
+        checkpoint = args.checkpoint or find_default_checkpoint()
         detector = FaceDetector(backend=args.detector)
         predictor = Predictor(checkpoint, detector=detector, max_faces=args.max_faces)
     except AudienceError as error:
@@ -93,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"checkpoint: {checkpoint}", file=sys.stderr)
         if predictor.note:
-            print(f"note: {predictor.note}", file=sys.stderr)
-    succeeded = 0
+            chosen = (" (it is the default model because you chose it with 'Use this model' or 'Make default')"
+                      if args.checkpoint is None and checkpoint.name == read_default_choice() else "")
+            print(f"note: {predictor.note}{chosen}", file=sys.stderr)
+    succeeded = failed = 0
     progress = tqdm(images, unit="image", file=sys.stderr, disable=len(images) < 2 or not sys.stderr.isatty())
     try:
         for record in predict_files(progress, predictor, args.out, args.whole_image, args.tta):
             succeeded += "error" not in record
+            failed += "error" in record
             if args.json:
                 print(json.dumps(record, allow_nan=False), flush=True)
                 if record.get("note"):
@@ -114,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         predictor.close()
         detector.close()
-    return 0 if succeeded else 1
+    if failed:
+        print(f"error: {failed} of {succeeded + failed} image{'s' if succeeded + failed != 1 else ''} could not be "
+              "read (see the lines above); the others were predicted.", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

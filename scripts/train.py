@@ -55,10 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """Turns training events into tqdm bars (one per epoch) and printed lines."""
+    """Turns training events into tqdm bars (one per epoch) and printed lines.
+
+    The bars are drawn only on a terminal: redirected to a file (`> train.out 2>&1`, nohup, a CI log) they
+    would fill it with carriage-return redraws; the epoch lines say the same there."""
 
     def __init__(self, quiet: bool, command: str = ""):
-        self.quiet, self.bar, self.command = quiet, None, command
+        self.quiet, self.bar, self.command = quiet or not sys.stderr.isatty(), None, command
         self.run_dir: str | None = None  # known from run_start on, for pointing at its train.log
 
     def _close(self) -> None:

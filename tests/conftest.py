@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -56,3 +57,28 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from audience.data.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo-data", seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_models_dir(tmp_path_factory: pytest.TempPathFactory):
+    """AUDIENCE_MODELS in a temporary folder for the whole session (servers and scripts started by fixtures
+    inherit it): no test writes a model or the default-model choice into the project's models/."""
+    previous = os.environ.get("AUDIENCE_MODELS")
+    os.environ["AUDIENCE_MODELS"] = str(tmp_path_factory.mktemp("user-models"))
+    yield
+    if previous is None:
+        os.environ.pop("AUDIENCE_MODELS", None)
+    else:
+        os.environ["AUDIENCE_MODELS"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _own_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test its own models folder (not made until used): a model promoted or a default chosen by one test
+    is not served to the next."""
+    monkeypatch.setenv("AUDIENCE_MODELS", str(tmp_path_factory.getbasetemp() / "models" / str(next(_MODELS_NUMBERS))))
+
+
+_MODELS_NUMBERS = itertools.count()
+
+

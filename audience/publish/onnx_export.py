@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audience import settings
 from audience.errors import AudienceError, quoted
 from audience.files import atomic_path
 from audience.labels import HEADS_OF_TASK
@@ -136,7 +137,8 @@ def check_parity(path: Path, wrapper: torch.nn.Module, image_size: int, seed: in
 
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                 exporter: str = "auto") -> ExportResult:
-    """Export `checkpoint` to ONNX at `out` (default: beside it, <stem>.onnx) and check it against PyTorch.
+    """Export `checkpoint` to ONNX at `out` (default: the user's models folder, settings.models_dir()/<stem>.onnx,
+    which git does not track) and check it against PyTorch.
 
     The file is written to a temporary name and renamed into place only after the metadata is
     embedded and the model passes onnx.checker; parity is measured, not enforced (see ExportResult.passed).
@@ -151,7 +153,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     heads = HEADS_OF_TASK[metadata["task"]]
     outputs = [f"{head}_logits" for head in heads]
     size = int(metadata["image_size"])
-    target = Path(out) if out is not None else json_path.with_suffix(".onnx")
+    if out is None:
+        folder = settings.models_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AudienceError(f"Cannot create the models folder {folder} ({error.strerror or error}); "
+                                "give --out or set AUDIENCE_MODELS.") from None
+    target = Path(out) if out is not None else settings.models_dir() / json_path.with_suffix(".onnx").name
     if target.suffix != ".onnx":
         raise AudienceError(f"Output {target} must end in .onnx.")
     if not target.parent.is_dir():

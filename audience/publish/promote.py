@@ -1,4 +1,7 @@
-"""Promoting a run's best checkpoint into the served checkpoints folder ("Use this model").
+"""Promoting a run's best checkpoint into the user's models folder ("Use this model").
+
+The copy goes to settings.models_dir() (`models/`, not tracked by git), which is served beside the
+shipped checkpoints/.
 
 The fold's best.safetensors and best.json are copied under a readable name
 (`<arch>-<task>-<protocol>-fold<k>-<run date>`); the weights are checked against the sha256 in the
@@ -19,7 +22,7 @@ from pathlib import Path
 from audience import settings
 from audience.errors import AudienceError
 from audience.files import write_temp_beside
-from audience.inputs import name_slug
+from audience.inputs import name_skeleton, name_slug
 from audience.labels import format_percent
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
@@ -28,6 +31,8 @@ from audience.model.checkpoint import (
     file_sha256,
     read_checkpoint_metadata,
 )
+from audience.predict.batch import list_checkpoints, served_folders
+from audience.publish.served import VALUE_PREFIX
 from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
@@ -47,6 +52,28 @@ def readable_name(metadata: dict, run_id: str, fold: int) -> str:
     synthetic = (metadata.get("dataset") or {}).get("synthetic")
     parts = [metadata.get("arch"), metadata.get("task"), metadata.get("protocol") or "run", f"fold{fold}", date]
     return _slug("-".join(str(p) for p in parts if p) + ("-demo" if synthetic else ""))
+
+
+def check_promoted_name(base: str, folder: Path) -> None:
+    """AudienceError when a name given for a promoted model would mislead: one that starts like a Hub model's
+    value ('hub--...', which the Predict tab would take for the Hub model), or one that reads like an existing
+    model's name without being it (the same letters once Unicode width, case and look-alike letters of other
+    scripts are ignored: 'Ｍodel' or 'mоdel' beside 'model')."""
+    if name_skeleton(base).startswith(name_skeleton(VALUE_PREFIX)):
+        raise AudienceError(f"The checkpoint name {base} starts with '{VALUE_PREFIX}', which names models served from "
+                            "the Hugging Face Hub; choose a name that does not.")
+    skeleton = name_skeleton(base)
+    stems = {path.name[:-len(METADATA_SUFFIX)] for where in {folder, *served_folders()}
+             for path in list_checkpoints(where)}
+    twin = next((stem for stem in sorted(stems) if stem != base and name_skeleton(stem) == skeleton), None)
+    if twin is not None:
+        raise AudienceError(f"The checkpoint name {base} looks like the served model {twin} (the same letters once "
+                            "width, case and look-alike letters are ignored); choose a clearly different name.")
+
+
+def _taken_elsewhere(name: str, folder: Path) -> bool:
+    """Whether another served folder holds the file `name`: a promoted copy never hides a served model."""
+    return any((where / name).exists() for where in served_folders() if where != folder)
 
 
 def _link_new(source: Path, target: Path) -> bool:
@@ -106,9 +133,12 @@ def training_record(run_dir: Path) -> dict:
 def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
                        checkpoints_dir: str | Path | None = None, half: bool | None = None,
                        shipped: bool = False) -> Path:
-    """Copy fold `fold`'s best checkpoint of `run_dir` into the checkpoints folder; return the new .json.
+    """Copy fold `fold`'s best checkpoint of `run_dir` into the user's models folder (settings.models_dir(), or
+    `checkpoints_dir`); return the new .json.
 
-    `name` (optional) replaces the readable default name; a taken name gets a numbered suffix. `half`
+    `name` (optional) replaces the readable default name; a taken name gets a numbered suffix (a name taken
+    in another served folder too); a name that starts like a Hub value or imitates a served model's name is
+    refused (check_promoted_name). `half`
     stores the weights in float16; None (default) does so when they exceed HALF_ABOVE_BYTES. The copy's
     JSON records `promoted_from` and `training` (command, time, device); `shipped` marks a model that is
     committed with the app (the Compare tab shows it so).
@@ -125,12 +155,14 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
     if recorded and recorded != sha256:
         raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} does not match its recorded "
                             "sha256 (the file is damaged or was replaced), so it was not promoted.")
-    folder = Path(checkpoints_dir) if checkpoints_dir is not None else settings.checkpoints_dir()
+    folder = Path(checkpoints_dir) if checkpoints_dir is not None else settings.models_dir()
+    base = name_slug(name, "The checkpoint name") if name else readable_name(metadata, run_dir.name, int(fold))
+    if name:
+        check_promoted_name(base, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AudienceError(f"Cannot create the checkpoints folder {folder} ({error.strerror}).") from None
-    base = name_slug(name, "The checkpoint name") if name else readable_name(metadata, run_dir.name, int(fold))
+        raise AudienceError(f"Cannot create the models folder {folder.name} ({error.strerror}).") from None
     half = source_weights.stat().st_size > HALF_ABOVE_BYTES if half is None else bool(half)
     weights_temp = write_temp_beside(folder / ".promote", lambda temp: _write_weights(source_weights, temp, half))
     stored_sha256 = file_sha256(weights_temp) if half else sha256  # float16 bytes differ from the source's
@@ -141,7 +173,8 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
                 return stem.with_name(stem.name + METADATA_SUFFIX)
             weights_path, meta_path = stem.with_name(stem.name + WEIGHTS_SUFFIX), stem.with_name(stem.name +
                                                                                                    METADATA_SUFFIX)
-            if meta_path.exists() or not _link_new(weights_temp, weights_path):
+            if (meta_path.exists() or _taken_elsewhere(meta_path.name, folder)
+                    or not _link_new(weights_temp, weights_path)):
                 continue
             stored = {"file": weights_path.name, "bytes": weights_temp.stat().st_size, "sha256": stored_sha256,
                       "dtype": "float16" if half else "float32"}
@@ -157,16 +190,15 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
             finally:
                 meta_temp.unlink(missing_ok=True)
             weights_path.unlink(missing_ok=True)  # its JSON name was taken meanwhile: try the next name
-        raise AudienceError(f"No free checkpoint name for {base} in {folder}.")
+        raise AudienceError(f"No free checkpoint name for {base} in the models folder.")
     finally:
         weights_temp.unlink(missing_ok=True)
 
 
 def checkpoints_table(folder: str | Path | None = None):
-    """One row per served checkpoint (newest first); an unreadable one is listed with the reason."""
+    """One row per served checkpoint (both served folders, newest first); an unreadable one is listed with
+    the reason."""
     import pandas as pd
-
-    from audience.predict.batch import list_checkpoints
 
     rows = []
     for path in list_checkpoints(folder):

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -140,10 +142,42 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
                                         "degrees): Predict turns a face tilted more than the training faces are"})
 
 
+TRAIN_PROGRAMS = ("train.py",)  # a script of this name, or a module of audience.train, is the training command
+TRAIN_MODULE = "audience.train"
+INTERPRETER_OPTIONS_WITH_VALUE = ("-X", "-W", "--check-hash-based-pycs")
+
+
+def invoked_train_command(argv: list[str] | None = None) -> list[str] | None:
+    """How this process's training command was typed, without its arguments: the interpreter and the script or
+    `-m module` from sys.orig_argv (e.g. ['.venv/bin/python', 'scripts/train.py'] or ['python', '-m',
+    'audience.train']); None when this process is not the training command (a test, the app)."""
+    argv = list(getattr(sys, "orig_argv", None) or []) if argv is None else list(argv)
+    index = 1
+    while index < len(argv):
+        part = argv[index]
+        if part == "-m" and index + 1 < len(argv):
+            module = argv[index + 1]
+            return argv[:index + 2] if module.split(".__main__")[0].startswith(TRAIN_MODULE) else None
+        if part.startswith("-c") or part.startswith("-m"):
+            return None
+        if part in INTERPRETER_OPTIONS_WITH_VALUE:
+            index += 2
+            continue
+        if part.startswith("-"):
+            index += 1
+            continue
+        return argv[:index + 1] if Path(part).name in TRAIN_PROGRAMS else None
+    return None
+
+
 def resume_command(run_dir: Path, ranks: Ranks = SINGLE) -> str:
+    """The command that continues `run_dir`: the user's own training command (its interpreter and script as
+    typed), else `python scripts/train.py`; under torchrun, torchrun with this run's process count."""
+    invoked = invoked_train_command()
     if ranks.world == 1:
-        return f"python scripts/train.py --resume {run_dir}"
-    return f"torchrun --nproc_per_node {ranks.local_world} scripts/train.py --resume {run_dir}"
+        return shlex.join([*(invoked or ["python", "scripts/train.py"]), "--resume", str(run_dir)])
+    program = (["-m", invoked[-1]] if invoked[-2:-1] == ["-m"] else [invoked[-1]]) if invoked else ["scripts/train.py"]
+    return shlex.join(["torchrun", "--nproc_per_node", str(ranks.local_world), *program, "--resume", str(run_dir)])
 
 
 def _report_stop(emit: RunEmitter, run_dir: Path, fold: int, epochs_done: int, ranks: Ranks) -> None:
@@ -204,9 +238,9 @@ def _failure_sentence(error: Exception, config: TrainConfig, run_dir: Path) -> s
     if isinstance(error, OSError):
         if error.errno not in DISK_FULL:
             return None
+        command = resume_command(run_dir, distributed.current())
         return (f"The disk is full: {error.filename or 'a file of the run'} could not be written. Free some space, "
-                f"then continue with: python scripts/train.py --resume {run_dir} (the files of the last completed "
-                "epoch stay valid).")
+                f"then continue with: {command} (the files of the last completed epoch stay valid).")
     return str(error)
 
 

@@ -80,6 +80,18 @@ def _is_loopback(server_name: str | None) -> bool:
         return False
 
 
+def _public_where(server_name: str | None, share: bool) -> str | None:
+    """Where a public deployment is served ('on the Hugging Face Space ...'), None for a local run."""
+    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
+    if os.environ.get("SPACE_ID"):
+        return f"on the Hugging Face Space {os.environ['SPACE_ID']}"
+    if share:
+        return "through a public share link"
+    if not _is_loopback(server_name):
+        return f"on the network address {server_name}"
+    return None
+
+
 def training_allowed(server_name: str | None = None, share: bool = False) -> tuple[bool, str]:
     """(allowed, reason). Public deployments train only with AUDIENCE_ALLOW_TRAINING=1.
 
@@ -88,19 +100,26 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     """
     if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
         return True, "Training is enabled (AUDIENCE_ALLOW_TRAINING=1)."
-    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
-    if os.environ.get("SPACE_ID"):
-        where = f"on the Hugging Face Space {os.environ['SPACE_ID']}"
-    elif share:
-        where = "through a public share link"
-    elif not _is_loopback(server_name):
-        where = f"on the network address {server_name}"
-    else:
+    where = _public_where(server_name, share)
+    if where is None:
         return True, "Training is enabled (the app runs locally)."
     return False, (
         f"Training is turned off because this app is served {where}; start it with the environment variable "
         "AUDIENCE_ALLOW_TRAINING=1 to allow training (it uses the server's CPU/GPU for minutes to hours)."
     )
+
+
+def server_change_refusal(action: str, server_name: str | None = None, share: bool = False) -> str | None:
+    """One sentence refusing `action` (e.g. "'Use this model'") on a public deployment, where a visitor must
+    not change what every other visitor gets nor spend the server's CPU; None where it is allowed (a local
+    run, or AUDIENCE_ALLOW_TRAINING=1, as for training)."""
+    if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
+        return None
+    where = _public_where(server_name, share)
+    if where is None:
+        return None
+    return (f"{action} is turned off because this app is served {where}; start it with the environment variable "
+            "AUDIENCE_ALLOW_TRAINING=1 to allow it.")
 
 
 def training_data_root(text: str | None) -> Path:

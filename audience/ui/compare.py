@@ -4,11 +4,14 @@ view beside published numbers, and "Use this model" to serve a run's checkpoint 
 A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
 accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
-leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table).
+leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table): the
+copy goes to the user's models folder and becomes the default model. `/promote` and `/measure_latency`
+are refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1, like training.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gradio as gr
@@ -22,7 +25,10 @@ from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
 from audience.data.adience import N_FOLDS
 from audience.errors import AudienceError, quoted, shorten
 from audience.inputs import check_path
+from audience.model.checkpoint import read_checkpoint_metadata
+from audience.predict.batch import is_synthetic, save_default_choice
 from audience.publish.promote import checkpoints_table, promote_checkpoint
+from audience.train import job as jobs
 
 ALL_FOLDS = "all folds"
 LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's number when the run stores one; "
@@ -149,9 +155,18 @@ def _fold_to_promote(run, fold) -> str:
     return text
 
 
-def promote(run_id: str | None, fold: str | None, name: str | None = None):
-    """The /promote handler: copy the run's best checkpoint of `fold` into the checkpoints folder."""
+def _server(demo: gr.Blocks | None) -> tuple[str | None, bool]:
+    return getattr(demo, "server_name", None), bool(getattr(demo, "share", False))
+
+
+def promote(run_id: str | None, fold: str | None, name: str | None = None, demo: gr.Blocks | None = None):
+    """The /promote handler: copy the run's best checkpoint of `fold` into the user's models folder and make it
+    the default model (the Predict tab selects it at once; a restart keeps it). Refused on a public
+    deployment (without AUDIENCE_ALLOW_TRAINING=1): a visitor must not change the model everyone gets."""
     try:
+        refusal = jobs.server_change_refusal("'Use this model'", *_server(demo))
+        if refusal:
+            raise AudienceError(refusal)
         if not run_id:
             raise AudienceError("Choose a run first.")
         check_path(run_id, "Run id")
@@ -162,11 +177,17 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None):
             raise AudienceError(f"Run {shorten(run_id)} is not in the runs folder.")
         fold = _fold_to_promote(run, fold)
         path = promote_checkpoint(run.path, int(fold), name=str(name or "").strip() or None)
+        save_default_choice(path.name)
+        synthetic = is_synthetic(read_checkpoint_metadata(path))
     except AudienceError as error:
         gr.Warning(str(error))
         return f"**Not promoted:** {error}", checkpoints_table()
-    return (f"Fold {fold} of run {run_id} is served as **{path.stem}** (`{path}`); pick it in the Predict tab's "
-            "model list."), checkpoints_table()
+    message = (f"Fold {fold} of run {run_id} is served as **{path.stem}** (in the models folder) and is now the "
+               "default model: the Predict tab uses it, also after a restart.")
+    if synthetic:
+        message += (" **It was trained on synthetic demo data: its predictions on real photos are meaningless.** To "
+                    "serve a real model again, pick it in the Predict tab and press 'Make default'.")
+    return message, checkpoints_table()
 
 
 def _count_promotion(count: int | None) -> int:
@@ -180,8 +201,13 @@ class CompareTabEvents:
     promoted: gr.State
 
 
-def measure_latency(all_columns: bool = False):
-    """Measure (once per arch and image size, cached) the CPU latency of every arch in the runs folder."""
+def measure_latency(all_columns: bool = False, demo: gr.Blocks | None = None):
+    """Measure (once per arch and image size, cached) the CPU latency of every arch in the runs folder; refused
+    on a public deployment (seconds of CPU a call) without AUDIENCE_ALLOW_TRAINING=1."""
+    refusal = jobs.server_change_refusal("Measuring the CPU latency", *_server(demo))
+    if refusal:
+        gr.Warning(refusal)
+        return f"**Not measured:** {refusal}", gr.skip()
     runs = _all_runs()
     wanted = sorted({(r.config["arch"], compare.image_size_of(r)) for r in runs
                      if r.config and r.config.get("arch") and compare.image_size_of(r)})
@@ -249,9 +275,11 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
         control.input(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
     demo.load(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")
     promoted = gr.State(0)
-    use.click(promote, inputs=[detail, fold, name], outputs=[use_message, served], api_name="promote").then(
-        _count_promotion, inputs=[promoted], outputs=[promoted], api_visibility="private")
-    latency.click(measure_latency, inputs=[all_columns], outputs=[latency_message, table], api_name="measure_latency")
+    use.click(functools.partial(promote, demo=demo), inputs=[detail, fold, name], outputs=[use_message, served],
+              api_name="promote").then(_count_promotion, inputs=[promoted], outputs=[promoted],
+                                       api_visibility="private")
+    latency.click(functools.partial(measure_latency, demo=demo), inputs=[all_columns],
+                  outputs=[latency_message, table], api_name="measure_latency")
     all_columns.input(show_columns, inputs=[all_columns], outputs=[table], api_visibility="private")
     if train_events is not None:
         train_events.run_ended.change(compare_runs, inputs=inputs, outputs=outputs, api_visibility="private")

@@ -2,11 +2,14 @@
 webcam, see every face boxed with its age group and gender, a table, a probability chart and JSON.
 
 API: `/predict` (image, model name, whole_image, tta) -> (annotated image, faces table, chart,
-JSON, status). Bad input never raises: the status says what is wrong in one sentence.
+JSON, status). Bad input never raises: the status says what is wrong in one sentence. `/make_default`
+(model name) -> (model list, banner) stores the model served when none is named (refused on a public
+deployment unless AUDIENCE_ALLOW_TRAINING=1).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import gradio as gr
@@ -15,11 +18,14 @@ import pandas as pd
 from audience.data.images import read_image
 from audience.errors import AudienceError
 from audience.labels import HEADS
+from audience.predict.batch import save_default_choice
 from audience.predict.drawing import draw_predictions
 from audience.predict.predictor import capped_note
 from audience.predict.smoothing import FaceTracker
+from audience.train import job as jobs
 from audience.ui.predict_view import (
     MORE_FACES,
+    NO_MODEL,
     TABLE_COLUMNS,
     default_model,
     faces_table,
@@ -107,11 +113,36 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
 
 
 def refresh_models(current: str | None):
-    """New dropdown choices (keeping the current pick when it still exists) and the banner."""
+    """New dropdown choices (keeping the current pick when it still exists, else the default) and the banner."""
     choices = model_choices()
     values = [value for _, value in choices]
-    value = current if current in values else values[0]
+    value = current if current in values else default_model()
     return gr.Dropdown(choices=choices, value=value), model_banner(value)
+
+
+def select_default_model():
+    """New dropdown choices with the default model picked (after 'Use this model' made one), and the banner."""
+    value = default_model()
+    return gr.Dropdown(choices=model_choices(), value=value), model_banner(value)
+
+
+def make_default(model_name: str | None, demo: gr.Blocks | None = None):
+    """The /make_default handler: store the picked model as the default (served when no model is named, and
+    picked first after a restart). Refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1."""
+    server = getattr(demo, "server_name", None), bool(getattr(demo, "share", False))
+    try:
+        refusal = jobs.server_change_refusal("'Make default'", *server)
+        if refusal:
+            raise AudienceError(refusal)
+        value = str(model_name or "").strip()
+        if value == NO_MODEL:
+            raise AudienceError("Pick a model to make it the default (detection only cannot be the default).")
+        resolve_checkpoint(value)  # a served model, or a sentence saying why not
+        save_default_choice(value)
+    except AudienceError as error:
+        gr.Warning(str(error))
+        return gr.skip(), f"**Not changed:** {error}"
+    return gr.Dropdown(choices=model_choices(), value=value), model_banner(value)
 
 
 def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
@@ -119,12 +150,14 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
 
     `compare_events` (what build_compare_tab returns) refreshes the model list after 'Use this model'.
     """
-    choices = model_choices()
+    choices, default = model_choices(), default_model()
     with gr.Row():
-        model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=5,
-                            info="Checkpoints in the checkpoints folder, newest first.")
+        model = gr.Dropdown(choices=choices, value=default, label="Model", scale=5,
+                            info="The default model first, then the shipped checkpoints and your own models "
+                                 "(models folder), newest first.")
         refresh = gr.Button("Refresh list", scale=1, size="sm")
-    banner = gr.Markdown(model_banner(choices[0][1]))
+        set_default = gr.Button("Make default", scale=1, size="sm")
+    banner = gr.Markdown(model_banner(default))
     with gr.Tab("Image"):
         with gr.Row():
             with gr.Column():
@@ -180,9 +213,10 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
     refresh.click(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
     model.change(model_banner, inputs=[model], outputs=[banner], api_visibility="private")
     demo.load(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
-    if compare_events is not None:
-        compare_events.promoted.change(refresh_models, inputs=[model], outputs=[model, banner],
-                                       api_visibility="private")
+    set_default.click(functools.partial(make_default, demo=demo), inputs=[model], outputs=[model, banner],
+                      api_name="make_default")
+    if compare_events is not None:  # 'Use this model' made the promoted model the default: pick it at once
+        compare_events.promoted.change(select_default_model, outputs=[model, banner], api_visibility="private")
 
 
 __all__ = ["build_predict_tab", "default_model", "predict_image", "stream_frame"]

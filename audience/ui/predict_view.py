@@ -19,6 +19,12 @@ from audience.errors import AudienceError, quoted
 from audience.inputs import check_path
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
+from audience.predict.batch import (
+    find_default_checkpoint,
+    find_served_checkpoint,
+    is_synthetic,
+    read_default_choice,
+)
 from audience.predict.predictor import (
     DETECTION_ONLY_NOTE,
     NO_FACE_NOTE,
@@ -28,13 +34,13 @@ from audience.predict.predictor import (
     capped_note,
 )
 from audience.publish import served as hub
-from audience.settings import checkpoints_dir
 
 log = logging.getLogger(__name__)
 MORE_FACES = "`scripts/predict.py --max-faces N` shows more"  # the app shows at most Predictor's max_faces
 
 NO_MODEL = "none"  # dropdown value of detection-only mode (a checkpoint value always ends in .json)
 NO_MODEL_LABEL = "No model: detect faces only"
+SERVED_FOLDERS = "the checkpoints or models folder"  # named, not resolved: a message never shows a server path
 TABLE_COLUMNS = ["face", "box (x, y, w, h)", "detector score", "age", "p(age)", "gender", "p(gender)", "uncertain"]
 CACHE_SIZE = 2  # predictors kept loaded; a ResNet-50 is ~100 MB, and the UI rarely switches between more
 
@@ -51,8 +57,10 @@ def describe_checkpoint(metadata: dict) -> str:
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """(label, value) of every served checkpoint (hub.resolve_served_checkpoints: the Hub model, then the
-    checkpoints folder's newest first), then detection-only."""
+    """(label, value) of every served checkpoint: the default model first (its label says so), then the Hub
+    model and both served folders' checkpoints newest first (hub.resolve_served_checkpoints), then
+    detection-only."""
+    default = default_model()
     choices = []
     for path in hub.resolve_served_checkpoints()[0]:
         try:
@@ -60,17 +68,36 @@ def model_choices() -> list[tuple[str, str]]:
         except AudienceError as error:
             log.warning("skipping %s: %s", path, error)
             continue
-        choices.append((f"{hub.served_label(path)} - {describe_checkpoint(metadata)}", hub.served_name(path)))
+        value = hub.served_name(path)
+        label = f"{hub.served_label(path)} - {describe_checkpoint(metadata)}"
+        choices.append((f"{label} (default)" if value == default else label, value))
+    choices.sort(key=lambda choice: choice[1] != default)  # stable: the rest keep their order
     return [*choices, (NO_MODEL_LABEL, NO_MODEL)]
 
 
 def default_model() -> str:
-    """The newest checkpoint's value, or NO_MODEL."""
-    return model_choices()[0][1]
+    """The value of the model served when none is named: the user's stored choice ('Use this model', 'Make
+    default'), else the configured Hub model, else the shipped real model (find_default_checkpoint), else
+    NO_MODEL. A synthetic model is the default only when the user chose it."""
+    hub_path, _ = hub.served_hub_checkpoint()
+    hub_value = hub.served_name(hub_path) if hub_path is not None else None
+    choice = read_default_choice()
+    if choice is not None and choice == hub_value:
+        return choice
+    path = find_default_checkpoint()
+    chosen = path is not None and choice is not None and path.name == choice
+    if hub_value is not None and not chosen:
+        return hub_value
+    return path.name if path is not None else NO_MODEL
+
+
+def is_chosen_default(name: str | None) -> bool:
+    return name is not None and name == read_default_choice()
 
 
 def resolve_checkpoint(name: str | None) -> Path | None:
-    """The checkpoint file a dropdown value (or API argument) names, inside checkpoints_dir() only.
+    """The checkpoint file a dropdown value (or API argument) names, inside the served folders only
+    (the shipped checkpoints/ and the user's models/, settings.models_dir()).
 
     No name (an API call that leaves it out) means the default model, the one the tab opens with;
     NO_MODEL asks for detection only.
@@ -80,18 +107,27 @@ def resolve_checkpoint(name: str | None) -> Path | None:
     if str(name).strip() == NO_MODEL:
         return None
     name = check_path(name, "Model name").strip()
-    hub_path = hub.find_hub_checkpoint(name)  # None unless `name` is the configured Hub model's value
+    try:
+        hub_path = hub.find_hub_checkpoint(name)  # None unless `name` starts as a Hub model's value does
+    except AudienceError:
+        hub_path = _local_checkpoint(name)  # a local file may be named like a Hub value: it is served too
+        if hub_path is None:
+            raise
     if hub_path is not None:
         return hub_path
+    path = _local_checkpoint(name)
+    if path is None:
+        if Path(name).name != name:  # no paths: the UI serves only the served folders' files
+            raise AudienceError(f"Model name {quoted(name)} must be a file name in {SERVED_FOLDERS}, not a path.")
+        raise AudienceError(f"Model {name} is not in {SERVED_FOLDERS}: press the refresh button and pick "
+                            "another.")
+    return path
+
+
+def _local_checkpoint(name: str) -> Path | None:
     if not name.endswith(METADATA_SUFFIX):
         name += METADATA_SUFFIX
-    folder = checkpoints_dir()
-    if Path(name).name != name:  # no paths: the UI serves only the checkpoints folder
-        raise AudienceError(f"Model name {quoted(name)} must be a file name in {folder}, not a path.")
-    path = folder / name
-    if not path.is_file():
-        raise AudienceError(f"Model {name} is not in {folder}: press the refresh button and pick another.")
-    return path
+    return find_served_checkpoint(name) if Path(name).name == name else None
 
 
 def get_predictor(checkpoint: Path | None) -> Predictor:
@@ -123,14 +159,18 @@ def model_banner(name: str | None) -> str:
     hub_note = hub.served_hub_checkpoint()[1]
     note = f"\n\n{hub_note}" if hub_note else ""
     try:
+        name = name if name is not None and str(name).strip() else default_model()
         path = resolve_checkpoint(name)
         if path is None:
             return f"**Detection only.** {DETECTION_ONLY_NOTE}{note}"
         metadata = read_checkpoint_metadata(path)
     except AudienceError as error:
         return f"**Error:** {error}{note}"
-    if (metadata.get("dataset") or {}).get("synthetic"):
-        return f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{note}"
+    if is_synthetic(metadata):
+        chosen = (" It is the default model because you chose it ('Use this model' or 'Make default'); make "
+                  "another model the default to stop serving it." if is_chosen_default(name) else "")
+        return (f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{chosen}"
+                f"{note}")
     return f"Model: {hub.served_label(path)} ({describe_checkpoint(metadata)}).{note}"
 
 
