@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fixtures.app_server import PROJECT_ROOT, save_tiny_checkpoint, shared_app_server
+from fixtures.app_server import PROJECT_ROOT, reset_served_checkpoints, save_tiny_checkpoint, shared_app_server
 from PIL import Image
 from test_bad_inputs import call_raw, sse_data
 from test_compare import make_run
@@ -234,21 +234,33 @@ def upload(server, image: Image.Image, name: str = "face.png") -> dict:
 def test_promote_checks_fold_and_name_and_keeps_unicode_names(server):
     run = make_run(server.runs, "20200101-000000-tiny-folds-promote", folds={0: (10, 12)})
     save_tiny_checkpoint(run / "fold0", "best")
-    before = set(server.checkpoints.iterdir())
+    before = set(server.models.iterdir()) | set(server.checkpoints.iterdir())
     try:
         for fold, name, sentence in (("abc", "", "Fold 'abc' is not a fold: choose 'all folds' or a fold number"),
                                      ("7", "", "Fold '7' is not a fold"),
                                      ("0", "n" * 300, f"The checkpoint name is too long: at most {NAME_LIMIT}"),
-                                     ("0", "a\0b", f"The checkpoint name {CONTROL}")):
+                                     ("0", "a\0b", f"The checkpoint name {CONTROL}"),
+                                     ("0", "hub--x--y--model", "The checkpoint name hub--x--y--model starts with "
+                                                               "'hub--', which names models served from the Hugging "
+                                                               "Face Hub; choose a name that does not."),
+                                     ("0", "ＨＵＢ--x", "starts with 'hub--'"),
+                                     ("0", "E2E-tiny", "The checkpoint name E2E-tiny looks like the served model "
+                                                       "e2e-tiny (the same letters once width, case and look-alike "
+                                                       "letters are ignored); choose a clearly different name."),
+                                     ("0", "е2е-tiny", "looks like the served model e2e-tiny"),  # Cyrillic е
+                                     ("0", "e2e-ｔｉｎｙ", "looks like the served model e2e-tiny")):
             message = sse_data(call_raw(server, "promote", [run.name, fold, name]))[0]
-            assert message.startswith(f"**Not promoted:** {sentence}"), message
-        assert set(server.checkpoints.iterdir()) == before
+            assert message.startswith(f"**Not promoted:** {sentence}") or (
+                message.startswith("**Not promoted:**") and sentence in message), message
+        assert set(server.models.iterdir()) | set(server.checkpoints.iterdir()) == before
         message = sse_data(call_raw(server, "promote", [run.name, "0", "Modèle été 年齢"]))[0]
         assert "is served as **Modèle-été-年齢**" in message, message
-        assert (server.checkpoints / "Modèle-été-年齢.json").is_file()
+        assert (server.models / "Modèle-été-年齢.json").is_file()  # the user's models folder, not checkpoints/
+        for name in ("modèle-été-年齢", "Modèle-ÉTÉ-年齢"):  # case-only twins of the new one are refused too
+            message = sse_data(call_raw(server, "promote", [run.name, "0", name]))[0]
+            assert "looks like the served model Modèle-été-年齢" in message, message
     finally:
-        for path in set(server.checkpoints.iterdir()) - before:
-            path.unlink()
+        reset_served_checkpoints(server)
         shutil.rmtree(run)
 
 

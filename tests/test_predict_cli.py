@@ -14,7 +14,7 @@ from PIL import Image
 
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
-from audience.predict.batch import find_newest_checkpoint
+from audience.predict.batch import find_default_checkpoint, save_default_choice
 
 data = pytest.importorskip("skimage.data")
 
@@ -64,7 +64,9 @@ def test_json_lines_for_a_mixed_folder(cli, checkpoint, mixed_folder, tmp_path, 
     out = tmp_path / "annotated"
     code = cli.main([str(mixed_folder), "--checkpoint", str(checkpoint), "--json", "--out", str(out)])
     captured = capsys.readouterr()
-    assert code == 0
+    assert code == 1  # two inputs are not images: the others are answered, the exit status says some failed
+    assert captured.err.rstrip().splitlines()[-1] == ("error: 2 of 5 images could not be read (see the lines above); "
+                                                      "the others were predicted.")
     records = [json.loads(line) for line in captured.out.splitlines()]
     by_name = {Path(r["image"]).name: r for r in records}
     assert sorted(by_name) == ["astronaut.jpg", "crop.png", "empty.jpg", "notes.jpg", "sky.jpg"]
@@ -120,9 +122,12 @@ def test_all_broken_exits_1_and_missing_path_exits_2(cli, checkpoint, tmp_path, 
     assert "bad.json" in capsys.readouterr().err
 
 
-def test_default_checkpoint_is_the_newest_or_detection_only(cli, tmp_path, monkeypatch, mixed_folder, capsys):
+def test_default_checkpoint_is_the_chosen_or_a_real_shipped_one(cli, tmp_path, monkeypatch, mixed_folder, capsys):
+    """The default is the user's stored choice, else a real-data model of the shipped folder (the one marked
+    `shipped` first), never a synthetic model nobody chose however new it is; without one: detection only."""
     monkeypatch.setenv("AUDIENCE_CHECKPOINTS", str(tmp_path / "none-here"))
-    assert find_newest_checkpoint() is None
+    monkeypatch.setenv("AUDIENCE_MODELS", str(tmp_path / "models"))
+    assert find_default_checkpoint() is None
     assert cli.main([str(mixed_folder / "astronaut.jpg"), "--json", "--detector", "haar"]) == 0
     captured = capsys.readouterr()
     assert "No trained model" in captured.err
@@ -131,9 +136,22 @@ def test_default_checkpoint_is_the_newest_or_detection_only(cli, tmp_path, monke
     folder = tmp_path / "ckpts"
     folder.mkdir()
     (folder / "notes.json").write_text('{"not": "a checkpoint"}')
-    first = save_tiny(folder, task="age", synthetic=False)
+    real = save_tiny(folder, task="age", synthetic=False)
     monkeypatch.setenv("AUDIENCE_CHECKPOINTS", str(folder))
-    assert find_newest_checkpoint() == first
+    assert find_default_checkpoint() == real
+    synthetic = save_tiny(tmp_path / "models", synthetic=True)  # newer, in the user's folder: not the default
+    save_tiny(folder, task="gender", synthetic=True)  # newer, in the shipped folder: not the default either
+    assert find_default_checkpoint() == real
+    save_default_choice(synthetic.name)  # the user chose it: now it is, and the script says it is synthetic
+    assert find_default_checkpoint() == synthetic
+    assert cli.main([str(mixed_folder / "astronaut.jpg"), "--json", "--detector", "haar"]) == 0
+    err = capsys.readouterr().err
+    assert f"checkpoint: {synthetic}" in err
+    assert "synthetic demo data" in err and "it is the default model because you chose it" in err
+    (tmp_path / "models" / ".default-model.json").write_text("{" * 10_000)  # a damaged choice: ignored
+    assert find_default_checkpoint() == real
+    save_default_choice("gone.json")  # a chosen model that was deleted: the rule applies again
+    assert find_default_checkpoint() == real
 
 
 @pytest.mark.slow

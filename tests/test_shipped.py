@@ -10,7 +10,7 @@ import pytest
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint
-from audience.predict.batch import find_newest_checkpoint
+from audience.predict.batch import find_default_checkpoint
 from audience.predict.predictor import Predictor
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -37,9 +37,15 @@ def test_the_repository_ships_a_model_trained_on_real_faces():
         assert not meta["train_config"]["pretrained"]  # from scratch: no ImageNet weights were at hand
 
 
-def test_a_fresh_clone_serves_it_by_default(monkeypatch):
+def test_a_fresh_clone_serves_it_by_default(monkeypatch, tmp_path):
+    """Also when the user's models folder holds a newer synthetic model that nobody made the default."""
     monkeypatch.delenv("AUDIENCE_CHECKPOINTS", raising=False)
-    assert find_newest_checkpoint() in shipped()
+    assert find_default_checkpoint() in shipped()
+    from fixtures.app_server import save_tiny_checkpoint
+
+    monkeypatch.setenv("AUDIENCE_MODELS", str(tmp_path))
+    newer = save_tiny_checkpoint(tmp_path, "newer-demo")
+    assert find_default_checkpoint() in shipped() and newer not in shipped()
 
 
 @pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)

@@ -208,29 +208,46 @@ def test_a_photo_with_more_faces_than_the_cap_says_so(checkpoints, group_photo):
     assert status.startswith("20 faces") and "20 of at least 25 faces shown (the largest)" in status
 
 
-def test_use_this_model_refreshes_the_predict_model_list(checkpoints, tmp_path, monkeypatch):
-    """'Use this model' in Compare bumps a state the Predict tab listens to: its model list and banner are
-    rebuilt without the Refresh button (the browser test presses 'Use this model' and reads the list)."""
+def test_use_this_model_selects_it_in_predict_at_once(checkpoints, tmp_path, monkeypatch):
+    """'Use this model' in Compare copies the run into the models folder, makes it the default and bumps a state
+    the Predict tab listens to: its model list is rebuilt with the new model picked, without the Refresh button
+    (the browser test presses 'Use this model' and reads the list); a new Predict tab (a restart) picks it too."""
+    from fixtures.app_server import save_tiny_checkpoint
+    from test_compare import make_run
+
     from audience.ui.compare import build_compare_tab, promote
-    from audience.ui.predict import build_predict_tab, refresh_models
+    from audience.ui.predict import build_predict_tab, select_default_model
 
     monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("AUDIENCE_MODELS", str(tmp_path / "models"))
     with gr.Blocks() as demo:
         events = build_compare_tab(demo)
         build_predict_tab(demo, events)
     by_fn = {}
     for dependency in demo.fns.values():
-        by_fn.setdefault(dependency.fn, []).append(dependency)
+        by_fn.setdefault(getattr(dependency.fn, "func", dependency.fn), []).append(dependency)
     (press,) = by_fn[promote]
     follow_ups = [d for d in demo.fns.values() if d.trigger_after == press._id]
     assert [d.outputs[0]._id for d in follow_ups] == [events.promoted._id]
     assert follow_ups[0].fn(None) == 1 and follow_ups[0].fn(1) == 2  # a new value every press: .change fires
-    refreshes = [d for d in by_fn[refresh_models] if d.targets == [(events.promoted._id, "change")]]
-    assert len(refreshes) == 1
-    model = refreshes[0].outputs[0]
+    selects = [d for d in by_fn[select_default_model] if d.targets == [(events.promoted._id, "change")]]
+    assert len(selects) == 1
+    model = selects[0].outputs[0]
     assert isinstance(model, gr.Dropdown) and model.label == "Model"
-    # what the refresh gives once a checkpoint was promoted: the new one is listed, the pick kept
-    torch.manual_seed(1)
-    save_checkpoint(checkpoints / "promoted", build_model("tiny"), {"dataset": {"name": "demo", "synthetic": True}})
-    dropdown, _ = refresh_models("tiny.json")
-    assert "promoted.json" in [value for _, value in dropdown.choices] and dropdown.value == "tiny.json"
+    run = make_run(tmp_path / "runs", "20200101-000000-tiny-folds", folds={0: (10, 12)})
+    save_tiny_checkpoint(run / "fold0", "best")
+    message, _ = press.fn(run.name, "0", "mine")
+    assert "is served as **mine** (in the models folder) and is now the default model" in message, message
+    assert "synthetic demo data" in message  # a demo model the user chose: it says so
+    assert (tmp_path / "models" / "mine.json").is_file() and not (checkpoints / "mine.json").exists()
+    dropdown, banner = select_default_model()
+    assert dropdown.value == "mine.json" and "mine.json" in [value for _, value in dropdown.choices]
+    assert dropdown.choices[0] == (dropdown.choices[0][0], "mine.json") and "(default)" in dropdown.choices[0][0]
+    assert "It is the default model because you chose it" in banner
+    torch.manual_seed(1)  # a newer model in the shipped folder does not displace the choice
+    save_checkpoint(checkpoints / "newer", build_model("tiny"), {"dataset": {"name": "demo", "synthetic": False}})
+    with gr.Blocks() as restarted:  # a restart: the tab opens on the stored choice
+        build_predict_tab(restarted)
+    (picker,) = [b for b in restarted.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
+    assert picker.value == "mine.json"
+    assert predict_view.resolve_checkpoint(None) == tmp_path / "models" / "mine.json"
