@@ -74,10 +74,12 @@ def test_export_matches_pytorch_and_carries_its_metadata(checkpoint, tmp_path, c
     np.testing.assert_allclose(gender, expected["gender"].numpy(), atol=1e-4)
 
 
-def test_single_head_model_has_one_output(tmp_path):
+def test_single_head_model_has_one_output(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "gender", build_model("tiny", "gender"), {"image_size": 64})
+    monkeypatch.setenv("AUDIENCE_MODELS", str(tmp_path / "my-models"))
     result = onnx_export.export_onnx(tmp_path / "gender.json", exporter="legacy")
-    assert result.path == tmp_path / "gender.onnx"
+    # by default into the user's models folder (not tracked by git), never beside a shipped checkpoint
+    assert result.path == tmp_path / "my-models" / "gender.onnx" and not (tmp_path / "gender.onnx").exists()
     assert result.outputs == ["gender_logits"] and result.passed()
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["gender_logits"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -195,6 +196,9 @@ def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(small_root, tmp_pat
     assert "--resume" in out and out.strip().splitlines()[-1].startswith("run folder: ")
     run_dir = logs[0].parent.parent
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
+    # the hint repeats the command as it was run (this interpreter, the script as given), not a fixed one
+    hint = shlex.join([sys.executable, "scripts/train.py", "--resume", str(run_dir)])
+    assert f"continue with: {hint}" in out, out
 
 
 @pytest.mark.slow
