@@ -3,7 +3,7 @@
 Each tab renders without console errors; EDA draws its charts; Predict annotates an uploaded photo,
 and no gradio overlay (name badge, toolbar) covers a drawn label, in a group photo and on a face crop;
 Train runs one fold of the demo data (tiny arch, 2 epochs) to the end with its log moving and kept at
-its end, also after a reload; Compare lists that run, and "Use this model" lists it in Predict.
+its end, also after a reload; Compare lists that run, and "Use this model" selects it in Predict.
 Screenshots of the four tabs go to <artifacts>/screenshots/ (AUDIENCE_ARTIFACTS, default ./artifacts).
 Chromium is never downloaded: scripts/ensure_chromium.sh installs Debian's.
 """
@@ -379,10 +379,18 @@ def test_compare_tab_shows_the_run(page, screenshots):
     page.console_errors.check()
 
 
-def test_use_this_model_lists_it_in_predict_without_refresh(page):
+def test_use_this_model_selects_it_in_predict_without_refresh(page, server):
+    """'Use this model' makes the run's model the default: the Predict tab picks it at once (no Refresh) and
+    says it is synthetic and chosen. The Train test's run when it made one, else a finished run laid out here
+    (so that this test also runs alone)."""
     run_id = getattr(test_train_tab_runs_one_demo_fold_with_a_moving_log, "run_id", None)
     if run_id is None:
-        pytest.fail("the Train test made no run to promote (see its failure)")
+        from fixtures.app_server import save_tiny_checkpoint
+        from test_compare import make_run
+
+        run_id = "20200101-000000-tiny-folds-browser"
+        if not (server.runs / run_id).exists():
+            save_tiny_checkpoint(make_run(server.runs, run_id, folds={0: (10, 12)}) / "fold0", "best")
     open_tab(page, "Compare")
     detail = page.get_by_label("Run for the confusion matrices and 'Use this model'")
     detail.fill(run_id)
@@ -391,8 +399,13 @@ def test_use_this_model_lists_it_in_predict_without_refresh(page):
     page.get_by_label("Name (optional)").fill("e2e-promoted")
     page.get_by_role("button", name="Use this model", exact=True).click()
     page.get_by_text(re.compile(r"is served as e2e-promoted")).wait_for(timeout=60_000)
+    assert (server.models / "e2e-promoted.json").is_file() and not (server.checkpoints / "e2e-promoted.json").exists()
     open_tab(page, "Predict")  # no press of its Refresh list
-    page.get_by_label("Model", exact=True).click()
-    expect(page.get_by_role("option", name=re.compile(r"^e2e-promoted"))).to_have_count(1, timeout=15_000)
-    page.keyboard.press("Escape")
+    model = page.get_by_label("Model", exact=True)
+    expect(model).to_have_value(re.compile(r"^e2e-promoted .*\(default\)$"), timeout=15_000)
+    expect(page.get_by_text("It is the default model because you chose it")).to_be_visible()
+    with page.console_errors.reloading():
+        page.reload()  # a new page (and, as the stored choice says, a restart) opens on it too
+    open_tab(page, "Predict")
+    expect(page.get_by_label("Model", exact=True)).to_have_value(re.compile(r"^e2e-promoted"), timeout=30_000)
     page.console_errors.check()

@@ -212,7 +212,8 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
     )
     refresh.click(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
     model.change(model_banner, inputs=[model], outputs=[banner], api_visibility="private")
-    demo.load(refresh_models, inputs=[model], outputs=[model, banner], api_visibility="private")
+    # a new page opens on the default model of now (the value built at start may be an older default)
+    demo.load(select_default_model, outputs=[model, banner], api_visibility="private")
     set_default.click(functools.partial(make_default, demo=demo), inputs=[model], outputs=[model, banner],
                       api_name="make_default")
     if compare_events is not None:  # 'Use this model' made the promoted model the default: pick it at once
