@@ -63,7 +63,7 @@ def places(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("readme")
     checkpoint = tmp / "checkpoints" / "NAME.json"
     checkpoint.parent.mkdir()
-    shutil.copy(SHIPPED, checkpoint)  # export_onnx writes beside it: never into the repository
+    shutil.copy(SHIPPED, checkpoint)  # a copy: the commands never touch the repository's checkpoints/
     shutil.copy(SHIPPED.with_suffix(".safetensors"), checkpoint.with_suffix(".safetensors"))
     data = pytest.importorskip("skimage.data")
     photo = tmp / "photo.jpg"
@@ -98,7 +98,7 @@ def test_every_readme_command_runs_without_a_traceback(places):
     tmp = places["tmp"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "AUDIENCE_HOME": str(tmp / "home"),
            "AUDIENCE_RUNS": str(tmp / "runs"), "AUDIENCE_CHECKPOINTS": str(tmp / "checkpoints"),
-           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+           "AUDIENCE_MODELS": str(tmp / "models"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     run_dir = None
     for command in readme_commands():
         argv = _substitute(command, places, run_dir)
@@ -117,3 +117,4 @@ def test_every_readme_command_runs_without_a_traceback(places):
             records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]  # JSON Lines
             assert len(records) == 2 and all("faces" in record for record in records)
     assert np.asarray(Image.open(next((tmp / "annotated").iterdir()))).ndim == 3
+    assert (tmp / "models" / "NAME.onnx").is_file()  # export_onnx.py writes into the models folder
