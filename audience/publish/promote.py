@@ -18,7 +18,7 @@ from pathlib import Path
 
 from audience import settings
 from audience.errors import AudienceError
-from audience.files import write_temp_beside
+from audience.files import read_json, write_temp_beside
 from audience.inputs import name_slug
 from audience.labels import format_percent
 from audience.model.checkpoint import (
@@ -64,7 +64,7 @@ def _same_checkpoint(stem: Path, source_sha256: str) -> bool:
     if not (weights.is_file() and meta.is_file()):
         return False
     try:
-        metadata = json.loads(meta.read_text(encoding="utf-8"))
+        metadata = read_json(meta)
         recorded = metadata["weights"]["sha256"]
         source = (metadata.get("promoted_from") or {}).get("sha256", recorded)
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
@@ -95,7 +95,7 @@ def training_record(run_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError):
         pass
     try:
-        summary = json.loads((run_dir / "cv_summary.json").read_text(encoding="utf-8"))
+        summary = read_json(run_dir / "cv_summary.json")
     except (OSError, ValueError):
         summary = {}
     if isinstance(summary, dict):

@@ -29,10 +29,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, FiniteFloat, StrictBool, StrictInt, StrictStr, ValidationError, create_model
 
 from audience.errors import AudienceError
-from audience.files import atomic_path, write_json_atomic
+from audience.files import JsonFileError, atomic_path, read_json, write_json_atomic
 from audience.inputs import name_slug
 from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.model.metadata import first_problem
@@ -102,7 +102,7 @@ def host_and_pid() -> dict:
 def run_owner(run_dir: str | Path) -> dict | None:
     """The live process that owns the run folder ({host, pid, since}), or None (no owner, or it has ended)."""
     try:
-        owner = json.loads((Path(run_dir) / OWNER_FILE).read_text(encoding="utf-8"))
+        owner = read_json(Path(run_dir) / OWNER_FILE)
     except (OSError, ValueError):
         return None
     if not isinstance(owner, dict) or not _process_alive(owner):
@@ -142,7 +142,7 @@ def release_run(run_dir: str | Path) -> None:
     """Give up the run folder if this process owns it (a lock of another process is left alone)."""
     path = Path(run_dir) / OWNER_FILE
     try:
-        owner = json.loads(path.read_text(encoding="utf-8"))
+        owner = read_json(path)
     except (OSError, ValueError):
         return
     if isinstance(owner, dict) and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
@@ -196,9 +196,12 @@ def _read_json(path: Path, errors: list[str]) -> dict | None:
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        errors.append(f"{path.name}: cannot be read ({type(error).__name__})")
+        value = read_json(path)
+    except JsonFileError as error:
+        errors.append(f"{path.name}: cannot be read ({error.reason})")
+        return None
+    except OSError as error:
+        errors.append(f"{path.name}: cannot be read ({error.strerror or type(error).__name__})")
         return None
     if not isinstance(value, dict):
         errors.append(f"{path.name}: not a JSON object")
@@ -217,19 +220,64 @@ class MetricSummary(BaseModel):
 
 # The metrics the Compare tab reads; other keys (what was run) pass through.
 RunSummary = create_model("RunSummary", __config__=ConfigDict(extra="allow"),
-                          **{key: (MetricSummary | None, None) for key in SUMMARY_KEYS})
+                          **{key: (MetricSummary | None, None) for key in SUMMARY_KEYS},
+                          **{key: (StrictStr | None, None) for key in ("protocol", "arch", "task", "split_level")},
+                          dataset=(StrictStr | dict | None, None), synthetic=(StrictBool | None, None),
+                          leaky=(StrictBool | None, None), folds_done=(list[StrictInt] | StrictInt | None, None),
+                          params=(StrictInt | FiniteFloat | None, None), flops=(FiniteFloat | None, None),
+                          train_seconds=(FiniteFloat | None, None), stability=(dict | None, None))
+
+
+# The fields the Compare tab and the resume check read, with the types they need (other keys pass through):
+# a config.json whose `arch` is a list, or a status.json whose `state` is an object, is a problem row,
+# not a crash of /compare or /measure_latency.
+Text = StrictStr | None
+
+
+class RunConfigFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    arch: Text = None
+    task: Text = None
+    protocol: Text = None
+    data: Text = None
+    folds: StrictStr | StrictInt | None = None
+    image_size: StrictInt | None = None
+
+
+class RunStatusFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    state: Text = None
+    host: Text = None
+    pid: StrictInt | None = None
+    run_id: Text = None
+    fold: StrictInt | None = None
+    epoch: StrictInt | None = None
+    epochs: StrictInt | None = None
+    steps: StrictInt | None = None
+    message: Text = None
+
+
+class TestMetricsFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    summary: dict[str, FiniteFloat | None] | None = None
+    metrics: dict | None = None
+
+
+def _checked(value: dict | None, schema: type[BaseModel], name: str, errors: list[str]) -> dict | None:
+    """`value` when the fields its readers use have the types they need, else None and the reason in `errors`."""
+    if value is None:
+        return None
+    try:
+        schema.model_validate(value)
+    except ValidationError as error:
+        errors.append(f"{name}: {first_problem(error)}")
+        return None
+    return value
 
 
 def _checked_summary(summary: dict | None, errors: list[str]) -> dict | None:
     """`summary` when its metrics have the types the readers need, else None and the reason in `errors`."""
-    if summary is None:
-        return None
-    try:
-        RunSummary.model_validate(summary)
-    except ValidationError as error:
-        errors.append(f"cv_summary.json: {first_problem(error)}")
-        return None
-    return summary
+    return _checked(summary, RunSummary, "cv_summary.json", errors)
 
 
 def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
@@ -243,10 +291,10 @@ def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
     if not path.is_dir():
         raise AudienceError(f"{path}: run folder not found.")
     info = RunInfo(path=path, run_id=path.name)
-    info.config = _read_json(path / "config.json", info.errors)
+    info.config = _checked(_read_json(path / "config.json", info.errors), RunConfigFile, "config.json", info.errors)
     if not (path / "config.json").is_file():
         info.errors.append("config.json: missing")
-    info.status = _read_json(path / "status.json", info.errors)
+    info.status = _checked(_read_json(path / "status.json", info.errors), RunStatusFile, "status.json", info.errors)
     info.summary = _checked_summary(_read_json(path / "cv_summary.json", info.errors), info.errors)
     if not details:
         return info
@@ -258,7 +306,8 @@ def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
                 info.epochs[fold] = pd.read_csv(csv)
             except (OSError, ValueError, pd.errors.ParserError) as error:
                 info.errors.append(f"fold{fold}/metrics.csv: cannot be read ({type(error).__name__})")
-        metrics = _read_json(folder / "test_metrics.json", info.errors)
+        metrics = _checked(_read_json(folder / "test_metrics.json", info.errors), TestMetricsFile,
+                           f"fold{fold}/test_metrics.json", info.errors)
         if metrics is not None:
             info.test_metrics[fold] = metrics
     return info
