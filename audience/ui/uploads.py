@@ -101,15 +101,17 @@ def sweep_uploads(older_than_s: float, keep: Iterable[str] = (), folder: str | o
     cutoff = time.time() - older_than_s
     removed = 0
     for root, _, files in os.walk(folder, topdown=False):
+        emptied = False
         for name in files:
             path = os.path.join(root, name)
             try:
                 if os.lstat(path).st_mtime < cutoff and os.path.realpath(path) not in keep:
                     os.unlink(path)
                     removed += 1
+                    emptied = True
             except OSError:
                 continue
-        if Path(root) != folder:
+        if emptied and Path(root) != folder:  # an upload's own folder; gradio's other folders stay
             try:
                 os.rmdir(root)  # only when empty
             except OSError:
