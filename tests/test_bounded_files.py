@@ -182,9 +182,13 @@ def strict_outputs(stream: str) -> list:
 
 
 def problems_by_run(server) -> dict[str, str]:
-    table = sse_data(call_raw(server, "compare", [[], None, "all folds", True]))[1]
+    """The problems cells of /compare's runs table, and of its served-checkpoints table (as 'served:NAME')."""
+    outputs = sse_data(call_raw(server, "compare", [[], None, "all folds", True]))
+    table, served = outputs[1], outputs[-1]
     run, problems = table["headers"].index("run"), table["headers"].index("problems")
-    return {row[run]: row[problems] for row in table["data"]}
+    rows = {row[run]: row[problems] for row in table["data"]}
+    name, problem = served["headers"].index("checkpoint"), served["headers"].index("problem")
+    return rows | {f"served:{row[name]}": row[problem] for row in served["data"]}
 
 
 def test_the_app_starts_and_compare_lists_each_bad_file_as_a_problem(server):
@@ -195,6 +199,8 @@ def test_the_app_starts_and_compare_lists_each_bad_file_as_a_problem(server):
     assert "a number with too many digits" in rows["checkpoint:long-number"], rows
     assert "temperature.age" in rows["checkpoint:temperature-1e-300"], rows
     assert rows["checkpoint:e2e-tiny"] == "", rows  # the good ones stay good
+    assert DEEPER in rows["served:deep"] and "too many digits" in rows["served:long-number"], rows
+    assert rows["served:e2e-tiny"] == "", rows
     assert server.alive()
 
 

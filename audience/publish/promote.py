@@ -32,6 +32,7 @@ from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
 MAX_COMMANDS = 20  # command.txt lines kept (a run resumed many times)
+COMMAND_FILE_LIMIT = 1 << 20  # characters of command.txt read (a bigger one is not a run's own record)
 # A Hugging Face Space refuses files over 10 MB without Git LFS: a larger checkpoint is stored in float16
 # (half the bytes; load_checkpoint reads it back as float32, test_checkpoint checks the predictions agree).
 HALF_ABOVE_BYTES = 10 * 1000 * 1000
@@ -90,7 +91,8 @@ def training_record(run_dir: Path) -> dict:
     """How the run was made, for the model card: its command lines, training seconds and device."""
     record: dict = {}
     try:
-        lines = (run_dir / COMMAND_FILE).read_text(encoding="utf-8").splitlines()
+        with open(run_dir / COMMAND_FILE, encoding="utf-8") as file:
+            lines = file.read(COMMAND_FILE_LIMIT).splitlines()  # a run's own commands: a few hundred bytes each
         record["commands"] = [line for line in lines if line.strip()][:MAX_COMMANDS]
     except (OSError, UnicodeDecodeError):
         pass

@@ -336,7 +336,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     try:
         values = read_json(path)
     except (OSError, ValueError) as error:
-        raise AudienceError(f"{run_dir}: its config.json cannot be read ({type(error).__name__}), so the run cannot "
+        reason = getattr(error, "reason", None) or type(error).__name__
+        raise AudienceError(f"{run_dir}: its config.json cannot be read ({reason}), so the run cannot "
                             "be resumed.") from None
     if not isinstance(values, dict):
         raise AudienceError(f"{path}: not a JSON object, so the run cannot be resumed.")

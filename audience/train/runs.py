@@ -36,7 +36,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, FiniteFloat, StrictBool, StrictInt, StrictStr, ValidationError, create_model
 
 from audience.errors import AudienceError
-from audience.files import JsonFileError, atomic_path, read_json, write_json_atomic
+from audience.files import JSON_MAX_BYTES, JsonFileError, atomic_path, read_json, write_json_atomic
 from audience.inputs import name_slug
 from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.model.metadata import first_problem
@@ -155,8 +155,10 @@ def _try_lock(path: Path) -> int | None:
     """An open, exclusively flocked descriptor of `path` (made if absent), or None when a live process holds it."""
     deadline = time.monotonic() + CLAIM_RETRY_S
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(0, f"{OWNER_FILE} is not a regular file")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
@@ -198,8 +200,13 @@ def claim_run(run_dir: str | Path) -> None:
         if fd is None:
             raise AudienceError(describe_owner(Path(run_dir), run_owner(run_dir) or {}))
         record = json.dumps({**host_and_pid(), "since": now_iso()}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError as error:  # a full disk: the lock is ours, but nobody could tell whose
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            raise AudienceError(f"Run {Path(run_dir).name}: cannot claim the run folder ({error.strerror}).") from None
         _held[key] = fd
 
 
@@ -242,9 +249,18 @@ class RunInfo:
     def state(self) -> str:
         """running / stopped / finished / failed, "interrupted" for a running run whose process is gone."""
         state = (self.status or {}).get("state", "unknown")
-        if state == "running" and not _process_alive(self.status or {}):
+        if state == "running" and (not _process_alive(self.status or {}) or self._left_by_own_pid()):
             return "interrupted"
         return state
+
+    def _left_by_own_pid(self) -> bool:
+        """A status naming this very process, which does not hold the run: written by an earlier process with
+        the same PID (a container restarted: the server is often PID 1 again)."""
+        status = self.status or {}
+        if status.get("host") != socket.gethostname() or status.get("pid") != os.getpid():
+            return False
+        with _held_lock:
+            return str(self.path.resolve()) not in _held
 
     @property
     def leaky(self) -> bool:
@@ -379,7 +395,11 @@ def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
         csv = folder / "metrics.csv"
         if csv.is_file():
             try:
+                if csv.stat().st_size > JSON_MAX_BYTES:  # one row per epoch: far below this (10,000 epochs: 2 MB)
+                    raise JsonFileError(f"larger than {JSON_MAX_BYTES:,} bytes")
                 info.epochs[fold] = pd.read_csv(csv)
+            except JsonFileError as error:
+                info.errors.append(f"fold{fold}/metrics.csv: cannot be read ({error.reason})")
             except (OSError, ValueError, pd.errors.ParserError) as error:
                 info.errors.append(f"fold{fold}/metrics.csv: cannot be read ({type(error).__name__})")
         metrics = _checked(_read_json(folder / "test_metrics.json", info.errors), TestMetricsFile,
