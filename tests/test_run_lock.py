@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from audience.errors import AudienceError
-from audience.train.runs import OWNER_FILE, claim_run, release_run, run_owner
+from audience.train.run_lock import OWNER_FILE, claim_run, release_run, run_owner
 
 PROCESSES, TRIALS = 20, 40
 
@@ -111,7 +111,7 @@ def test_a_lock_released_while_others_claim_has_one_owner_at_most(tmp_path):
 
 
 def test_the_owner_is_named_and_its_lock_released_when_it_ends(tmp_path):
-    holder = ("import sys, time; from audience.train.runs import claim_run; claim_run(sys.argv[1]); "
+    holder = ("import sys, time; from audience.train.run_lock import claim_run; claim_run(sys.argv[1]); "
               "print('held', flush=True); time.sleep(60)")
     other = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

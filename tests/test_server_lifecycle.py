@@ -23,7 +23,7 @@ import pytest
 from fixtures.app_server import start_app_server
 from test_api_inputs import call_named
 
-from audience.train.runs import OWNER_FILE, claim_run, release_run, run_owner
+from audience.train.run_lock import OWNER_FILE, claim_run, release_run, run_owner
 from audience.ui.request_limit import QUOTA_FULL
 from audience.ui.uploads import folder_bytes, sweep_uploads
 

@@ -32,7 +32,7 @@ def shut_down(demo) -> None:
     """After launch() returned: stop the training job at a safe point (waiting at most
     settings.shutdown_wait_seconds()), release every run this process owns, delete this process's uploads."""
     from audience.train import job as jobs
-    from audience.train.runs import release_all_runs
+    from audience.train.run_lock import release_all_runs
     from audience.ui.uploads import delete_own_uploads
 
     status = jobs.job_status(tail=0)
