@@ -19,9 +19,11 @@ from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
 from audience.ui.predict import build_predict_tab
-from audience.ui.request_limit import REQUEST_LIMIT_BYTES, RequestSizeLimit
+from audience.ui.request_limit import REQUEST_LIMIT_BYTES, RequestSizeLimit, UploadQuota
+from audience.ui.shutdown import install_sigterm, shut_down
 from audience.ui.theme import THEME
 from audience.ui.train import build_train_tab
+from audience.ui.uploads import start_upload_sweeper
 
 UPLOAD_LIMIT = "20mb"  # per file; RequestSizeLimit bounds every request, the image reader decoded pixels
 
@@ -65,12 +67,22 @@ def build_demo() -> gr.Blocks:
 install_atomic_image_cache()
 demo = build_demo()
 
+
+def _kept_files() -> set[str]:
+    """Files gradio must keep in its cache (a component's default value, say): the sweeper leaves them."""
+    return set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
+
+
 if __name__ == "__main__":
+    install_sigterm()  # SIGTERM (a Space restarting) stops the server as Ctrl-C does
+    start_upload_sweeper(settings.keep_files_seconds(), _kept_files)  # also files left by an earlier process
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size=UPLOAD_LIMIT,
         theme=THEME,
         allowed_paths=[],
-        app_kwargs={"middleware": [Middleware(RequestSizeLimit, max_bytes=REQUEST_LIMIT_BYTES)]},
+        app_kwargs={"middleware": [Middleware(RequestSizeLimit, max_bytes=REQUEST_LIMIT_BYTES),
+                                   Middleware(UploadQuota, quota_bytes=settings.upload_quota_bytes())]},
     )
+    shut_down(demo)  # launch() returns on Ctrl-C or SIGTERM: stop the run at a safe point, delete the uploads

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,77 @@ from pathlib import Path
 # private 0600 is not kept, and the mode is set explicitly rather than through the umask because
 # reading the umask means changing it, which is not safe while other threads create files.
 FILE_MODE = 0o644
+
+# Every JSON file the package reads (checkpoint metadata, run files, caches' indexes) goes through read_json:
+# a file the app itself wrote is a few KB to a few MB; one of 100,000 nested brackets or a 5,000-digit
+# number once stopped the app from starting.
+JSON_MAX_BYTES = 16 * 1024 * 1024
+JSON_MAX_DEPTH = 64
+
+
+class JsonFileError(ValueError):
+    """A JSON file that cannot be used; `reason` says why in a few words (no path)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _depth_over(value, limit: int) -> bool:
+    """Whether `value` nests lists/dicts more than `limit` levels deep (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return False
+
+
+def read_json(path: str | Path, max_bytes: int = JSON_MAX_BYTES, max_depth: int = JSON_MAX_DEPTH):
+    """The JSON value of the regular file `path`, read within bounds: at most `max_bytes` bytes and
+    `max_depth` levels of nesting, numbers of at most 4,300 digits (Python's own limit).
+
+    Any problem raises JsonFileError (a ValueError) whose `reason` names it for "cannot be read (REASON)":
+    "not valid JSON: ..., line 3, column 5", "larger than 16,777,216 bytes", "nested deeper than 64 levels",
+    "a number with too many digits", "not a regular file", ...; a missing file raises
+    FileNotFoundError as before. A FIFO or device is refused without being opened for a blocking read.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise JsonFileError(str(error.strerror or type(error).__name__)) from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise JsonFileError("not a regular file")
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as error:
+            raise JsonFileError(str(error.strerror or type(error).__name__)) from None
+    if len(data) > max_bytes:
+        raise JsonFileError(f"larger than {max_bytes:,} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JsonFileError("not UTF-8 text") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise JsonFileError(f"not valid JSON: {error.msg}, line {error.lineno}, column {error.colno}") from None
+    except RecursionError:
+        raise JsonFileError(f"nested deeper than {max_depth} levels") from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise JsonFileError("a number with too many digits") from None
+    if _depth_over(value, max_depth):
+        raise JsonFileError(f"nested deeper than {max_depth} levels")
+    return value
 
 
 def fsync_folder(folder: str | Path) -> None:

@@ -8,6 +8,9 @@ AUDIENCE_CHECKPOINTS the shipped checkpoints folder (served, tracked by git); de
 AUDIENCE_MODELS      the user's own models ("Use this model", export_onnx.py), not tracked by git;
                      default ./models; also holds the stored choice of the default model
 AUDIENCE_DEBUG       the command lines also print an internal error's traceback (like --debug)
+AUDIENCE_KEEP_FILES_S      seconds an upload (and the pictures made from it) is kept; default 600
+AUDIENCE_UPLOAD_QUOTA_MB   bytes gradio's upload folder may hold, all visitors together; default 512
+AUDIENCE_SHUTDOWN_WAIT_S   seconds a stopping server (SIGTERM, Ctrl-C) waits for its run to stop; default 8
 """
 
 from __future__ import annotations
@@ -45,6 +48,35 @@ def keep_files_seconds() -> int:
     """How long gradio keeps an uploaded photo and its annotated copy (AUDIENCE_KEEP_FILES_S, default 600)."""
     text = os.environ.get("AUDIENCE_KEEP_FILES_S", "").strip()
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_KEEP_FILES_S
+
+
+DEFAULT_UPLOAD_QUOTA_MB = 512  # gradio's upload folder, all visitors together (a file is at most 20 MB)
+
+
+def upload_quota_bytes() -> int:
+    """What gradio's upload folder may hold, all clients together (AUDIENCE_UPLOAD_QUOTA_MB, default 512);
+    an upload that would pass it is answered 413."""
+    text = os.environ.get("AUDIENCE_UPLOAD_QUOTA_MB", "").strip()
+    try:
+        megabytes = float(text) if text else DEFAULT_UPLOAD_QUOTA_MB
+    except ValueError:
+        megabytes = DEFAULT_UPLOAD_QUOTA_MB
+    if not megabytes > 0 or megabytes == float("inf"):
+        megabytes = DEFAULT_UPLOAD_QUOTA_MB
+    return int(megabytes * 1024 * 1024)
+
+
+DEFAULT_SHUTDOWN_WAIT_S = 8.0  # a container gets about 10 s between SIGTERM and SIGKILL (docker stop's default)
+
+
+def shutdown_wait_seconds() -> float:
+    """How long a stopping server waits for its training run to stop at a safe point (AUDIENCE_SHUTDOWN_WAIT_S)."""
+    text = os.environ.get("AUDIENCE_SHUTDOWN_WAIT_S", "").strip()
+    try:
+        seconds = float(text) if text else DEFAULT_SHUTDOWN_WAIT_S
+    except ValueError:
+        seconds = DEFAULT_SHUTDOWN_WAIT_S
+    return seconds if 0 <= seconds <= 3600 else DEFAULT_SHUTDOWN_WAIT_S
 
 
 DEFAULT_CACHE_GB = 8.0  # UTKFace at 128 px is 1.0 GB, Adience (19,487 faces) at 256 px 3.8 GB

@@ -41,7 +41,9 @@ def make_run(runs: Path, run_id: str, arch: str = "tiny", protocol: str = "folds
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"data": "demo", "arch": arch, "task": "age+gender",
                                                  "protocol": protocol, "folds": planned, "image_size": 32}))
-    (run / "status.json").write_text(json.dumps({"state": state, "host": socket.gethostname(), "pid": os.getpid()}))
+    # A live process (the test runner's parent) that is not this one: a "running" status naming this very
+    # process without its lock reads "interrupted" (runs.RunInfo.state).
+    (run / "status.json").write_text(json.dumps({"state": state, "host": socket.gethostname(), "pid": os.getppid()}))
     per_fold = {}
     for fold, (age, gender) in (folds or {}).items():
         folder = run / f"fold{fold}"

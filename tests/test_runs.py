@@ -85,7 +85,21 @@ def test_a_running_run_whose_process_is_gone_reads_as_interrupted(tmp_path):
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(finished.stdout)
     assert read_run(_fake_run(tmp_path / "gone", state="running", pid=dead_pid)).state == "interrupted"
-    assert read_run(_fake_run(tmp_path / "alive", state="running")).state == "running"
+    assert read_run(_fake_run(tmp_path / "alive", state="running", pid=os.getppid())).state == "running"
+
+
+def test_a_running_status_naming_this_process_is_running_only_while_it_holds_the_run(tmp_path):
+    """After a container restart the server often has the PID that wrote a run's status before: that run is
+    interrupted (and resumable), not running, unless this process really trains it."""
+    from audience.train.runs import claim_run, release_run
+
+    run = _fake_run(tmp_path / "own-pid", state="running")  # status: this host, this PID
+    assert read_run(run).state == "interrupted"
+    claim_run(run)
+    try:
+        assert read_run(run).state == "running"
+    finally:
+        release_run(run)
 
 
 def test_the_emitter_keeps_early_messages_until_the_run_folder_exists(tmp_path):

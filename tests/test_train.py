@@ -316,10 +316,13 @@ def test_a_run_folder_has_one_owner_at_a_time(small_root, tmp_path, monkeypatch)
 
     run_dir = cross_validate(tiny_config(small_root, tmp_path, epochs=1))
     assert not (run_dir / OWNER_FILE).exists()  # released when the run ended
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # The owner holds the run's lock (runs.claim_run), as a CLI run beside the app does.
+    holder = "import sys, time; from audience.train.runs import claim_run; claim_run(sys.argv[1]); print('held', " \
+             "flush=True); time.sleep(60)"
+    other = subprocess.Popen([sys.executable, "-c", holder, str(run_dir)], stdout=subprocess.PIPE, text=True)
     try:
-        (run_dir / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid,
-                                                      "since": "2026-11-30T10:00:00"}))
+        assert other.stdout.readline().strip() == "held"
+        assert json.loads((run_dir / OWNER_FILE).read_text())["host"] == socket.gethostname()
         with pytest.raises(AudienceError, match=f"being trained by process {other.pid} on "):
             cross_validate(TrainConfig(data="demo"), resume=run_dir)
         monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))

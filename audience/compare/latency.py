@@ -9,7 +9,6 @@ the Compare tab measures an architecture once, not on every refresh.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import datetime
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from audience import settings
-from audience.files import write_json_atomic
+from audience.files import read_json, write_json_atomic
 
 CACHE_NAME = "cpu_latency.json"
 _lock = threading.Lock()
@@ -35,7 +34,7 @@ def _key(arch: str, image_size: int) -> str:
 
 def _read_cache() -> dict:
     try:
-        value = json.loads(_cache_path().read_text(encoding="utf-8"))
+        value = read_json(_cache_path())
     except (OSError, ValueError):
         return {}  # absent or damaged: measure again
     return value if isinstance(value, dict) else {}

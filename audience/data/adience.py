@@ -8,7 +8,6 @@ same layout plus a `DEMO_MARKER` file that says it is synthetic.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pandas as pd
 
 from audience.data.contained import files_inside, is_plain_name, is_symlink_loop, missing_reason, resolves_inside
 from audience.errors import AudienceError, quoted, shorten
+from audience.files import read_json
 from audience.labels import NO_CLASS, POLICIES, parse_age, parse_gender
 
 N_FOLDS = 5
@@ -170,7 +170,7 @@ def read_demo_marker(root: Path) -> dict | None:
     if not marker.is_file():
         return None
     try:
-        return json.loads(marker.read_text(encoding="utf-8"))
+        return read_json(marker)
     except (OSError, ValueError):
         return {"synthetic": True}
 

@@ -16,7 +16,6 @@ makes it the square the train transform crops from (a bit larger than the input 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -36,9 +35,10 @@ from audience import settings
 from audience.data.images import IMAGE_ERRORS, check_pixel_count, unreadable_reason
 from audience.data.transforms import TRAIN_MARGIN
 from audience.errors import AudienceError
-from audience.files import atomic_path, write_json_atomic
+from audience.files import atomic_path, read_json, write_json_atomic
 
 CACHE_FORMAT = 1
+INDEX_MAX_BYTES = 256 * 1024 * 1024  # the index lists every image path: ~100 bytes each, far below this
 
 
 def cache_size_for(image_size: int) -> int:
@@ -108,7 +108,7 @@ def _cache_key(paths: Sequence[str], size: int) -> str:
 
 def _load_existing(array_path: Path, index_path: Path, paths: list[str], size: int) -> ImageCache | None:
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index = read_json(index_path, max_bytes=INDEX_MAX_BYTES)
         shape = np.load(array_path, mmap_mode="r").shape
     except (OSError, ValueError):
         return None

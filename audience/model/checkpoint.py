@@ -24,7 +24,7 @@ import torch
 import audience
 from audience.data.transforms import build_eval_transform
 from audience.errors import AudienceError, quoted
-from audience.files import replace_into, write_temp_beside
+from audience.files import JsonFileError, read_json, replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
 from audience.model.metadata import check_checkpoint_metadata
 from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
@@ -133,11 +133,11 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
     if not json_path.is_file():
         raise AudienceError(f"Checkpoint metadata {json_path} does not exist.")
     try:
-        metadata = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AudienceError(f"Checkpoint metadata {json_path} is not valid JSON ({error}).") from error
+        metadata = read_json(json_path)
+    except JsonFileError as error:
+        raise AudienceError(f"Checkpoint metadata {json_path} cannot be read ({error.reason}).") from None
     except OSError as error:
-        raise AudienceError(f"Checkpoint metadata {json_path} cannot be read ({error.strerror}).") from error
+        raise AudienceError(f"Checkpoint metadata {json_path} cannot be read ({error.strerror}).") from None
     if not isinstance(metadata, dict):
         raise AudienceError(f"Checkpoint metadata {json_path} is not a JSON object.")
     missing = [key for key in ("arch", "task", "image_size", "mean", "std", "format_version") if key not in metadata]

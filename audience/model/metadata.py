@@ -14,8 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, Stri
 
 from audience.errors import AudienceError, quoted
 
-Channels = Annotated[list[FiniteFloat], Field(min_length=3, max_length=3)]
 Fraction = Annotated[FiniteFloat, Field(ge=0, le=1)]
+# Normalisation is (pixel / 255 - mean) / std: ImageNet's is about 0.45 and 0.23. A mean of 1e308 or a std of
+# 1e-300 is finite, yet the network's input becomes infinity and every probability NaN; these ranges hold
+# every real normalisation many times over.
+MEAN_LIMIT = 10.0
+STD_RANGE = (1e-3, 10.0)
+# Calibration keeps T in [0.5, 5] (train.metrics.TEMPERATURE_RANGE); a hand-set T may go ten times beyond
+# that either way. A T <= 0 would invert the probabilities, a T of 1e-300 overflow them.
+TEMPERATURE_LIMITS = (0.05, 50.0)
+Channels = Annotated[list[Annotated[FiniteFloat, Field(ge=-MEAN_LIMIT, le=MEAN_LIMIT)]],
+                     Field(min_length=3, max_length=3)]
 
 
 class DatasetInfo(BaseModel):
@@ -61,9 +70,11 @@ class CheckpointMetadata(BaseModel):
     task: StrictStr
     image_size: Annotated[StrictInt, Field(ge=16, le=1024)]
     mean: Channels
-    std: Annotated[list[Annotated[FiniteFloat, Field(gt=0)]], Field(min_length=3, max_length=3)]
-    # 1.0 is uncalibrated; calibration keeps T in [0.5, 5]; a T <= 0 would invert the probabilities
-    temperature: dict[str, Annotated[FiniteFloat, Field(gt=0, le=100)] | None] | None = None
+    std: Annotated[list[Annotated[FiniteFloat, Field(ge=STD_RANGE[0], le=STD_RANGE[1])]],
+                   Field(min_length=3, max_length=3)]
+    # 1.0 is uncalibrated
+    temperature: dict[str, Annotated[FiniteFloat, Field(ge=TEMPERATURE_LIMITS[0], le=TEMPERATURE_LIMITS[1])]
+                      | None] | None = None
     dataset: DatasetInfo | None = None
     weights: WeightsInfo | None = None
     fold: StrictInt | None = None

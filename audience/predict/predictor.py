@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from audience.data.images import read_image
+from audience.errors import AudienceError
 from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint
 from audience.predict.align import alignment_of, cut_face
@@ -30,6 +31,8 @@ DETECTION_ONLY_NOTE = (
     "No trained model: faces are detected but not classified (train one in the Train tab or with scripts/train.py)."
 )
 SYNTHETIC_NOTE = "Trained on synthetic demo data: predictions on real photos are meaningless."
+NON_FINITE = ("Model {name} gave no usable probabilities (NaN or infinity) for this photo: its weights or "
+              "normalisation are broken; pick another model.")
 NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the whole image instead."
 
 
@@ -259,5 +262,7 @@ class Predictor:
             head_probs = torch.softmax(logits[head].float() / temperature, dim=1).numpy()
             if tta_flip:
                 head_probs = (head_probs[: len(crops)] + head_probs[len(crops) :]) / 2
+            if not np.isfinite(head_probs).all():  # weights holding NaN or infinity pass every file check
+                raise AudienceError(NON_FINITE.format(name=self.checkpoint.name if self.checkpoint else "The model"))
             probs[head] = head_probs
         return probs

@@ -8,10 +8,10 @@ A `random`-protocol (leaky) model and a demo-data model get a warning at the top
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from audience import settings
+from audience.files import read_json
 from audience.labels import METRIC_OF, METRICS, format_percent
 
 LEAK_WARNING = (
@@ -58,7 +58,7 @@ def find_run_summary(json_path: str | Path, metadata: dict) -> dict | None:
         candidates.append(settings.runs_dir() / Path(str(run)).name / "cv_summary.json")
     for path in candidates:
         try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
+            summary = read_json(path)
         except (OSError, ValueError):
             continue
         if isinstance(summary, dict):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from audience import settings
 from audience.errors import AudienceError
-from audience.files import write_temp_beside
+from audience.files import read_json, write_temp_beside
 from audience.inputs import name_skeleton, name_slug
 from audience.labels import format_percent
 from audience.model.checkpoint import (
@@ -37,6 +37,7 @@ from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
 MAX_COMMANDS = 20  # command.txt lines kept (a run resumed many times)
+COMMAND_FILE_LIMIT = 1 << 20  # characters of command.txt read (a bigger one is not a run's own record)
 # A Hugging Face Space refuses files over 10 MB without Git LFS: a larger checkpoint is stored in float16
 # (half the bytes; load_checkpoint reads it back as float32, test_checkpoint checks the predictions agree).
 HALF_ABOVE_BYTES = 10 * 1000 * 1000
@@ -91,7 +92,7 @@ def _same_checkpoint(stem: Path, source_sha256: str) -> bool:
     if not (weights.is_file() and meta.is_file()):
         return False
     try:
-        metadata = json.loads(meta.read_text(encoding="utf-8"))
+        metadata = read_json(meta)
         recorded = metadata["weights"]["sha256"]
         source = (metadata.get("promoted_from") or {}).get("sha256", recorded)
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
@@ -117,12 +118,13 @@ def training_record(run_dir: Path) -> dict:
     """How the run was made, for the model card: its command lines, training seconds and device."""
     record: dict = {}
     try:
-        lines = (run_dir / COMMAND_FILE).read_text(encoding="utf-8").splitlines()
+        with open(run_dir / COMMAND_FILE, encoding="utf-8") as file:
+            lines = file.read(COMMAND_FILE_LIMIT).splitlines()  # a run's own commands: a few hundred bytes each
         record["commands"] = [line for line in lines if line.strip()][:MAX_COMMANDS]
     except (OSError, UnicodeDecodeError):
         pass
     try:
-        summary = json.loads((run_dir / "cv_summary.json").read_text(encoding="utf-8"))
+        summary = read_json(run_dir / "cv_summary.json")
     except (OSError, ValueError):
         summary = {}
     if isinstance(summary, dict):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import re
@@ -25,6 +24,7 @@ from audience.data.roots import DEMO_DATA, resolve_data_root
 from audience.data.splits import PROTOCOLS
 from audience.data.transforms import AUGMENT_STRENGTHS
 from audience.errors import AudienceError, quoted
+from audience.files import read_json
 from audience.inputs import check_path, name_slug
 from audience.labels import POLICIES, TASKS
 from audience.model.network import ARCHS, model_data_config
@@ -334,9 +334,10 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     if not path.is_file():
         raise AudienceError(f"{run_dir}: not a run folder (it has no config.json), so it cannot be resumed.")
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = read_json(path)
     except (OSError, ValueError) as error:
-        raise AudienceError(f"{run_dir}: its config.json cannot be read ({type(error).__name__}), so the run cannot "
+        reason = getattr(error, "reason", None) or type(error).__name__
+        raise AudienceError(f"{run_dir}: its config.json cannot be read ({reason}), so the run cannot "
                             "be resumed.") from None
     if not isinstance(values, dict):
         raise AudienceError(f"{path}: not a JSON object, so the run cannot be resumed.")

@@ -414,12 +414,12 @@ def _train_seconds(run_dir: Path) -> float:
 
 def _finished_summary(folder: Path, fold: int, emit: Callable) -> dict | None:
     """The test summary of a fold finished before (a resumed run), or None."""
-    import json
+    from audience.files import read_json
 
     done = folder / "test_metrics.json"
     if done.is_file():
         try:
-            summary = json.loads(done.read_text(encoding="utf-8"))["summary"]
+            summary = read_json(done)["summary"]
             emit({"type": "log", "message": f"fold {fold} was already finished; its test metrics are kept"})
             return summary
         except (OSError, ValueError, KeyError, TypeError):

@@ -14,13 +14,14 @@ import math
 import sys
 from pathlib import Path
 
+from audience.files import read_json
 from audience.train.benchmark import ADIENCE_EVAL_IMAGES_PER_FOLD, ADIENCE_TRAIN_IMAGES_PER_FOLD
 
 FOLDS, EPOCHS = 5, 10
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def benchmark_images_per_s(work: Path) -> dict[str, float]:

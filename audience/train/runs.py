@@ -7,7 +7,8 @@ Layout of `runs/<run-id>/` (run-id: `YYYYMMDD-HHMMSS-<arch>-<protocol>[-<run_nam
     train.log          the lines the CLI printed
     cv_summary.json    per-metric mean/std/per_fold over the folds done so far, plus what was run
     command.txt        the command line(s) of scripts/train.py that started (and resumed) the run
-    owner.lock         while a process trains the run: its host, pid and start (one owner at a time)
+    owner.lock         while a process trains the run it holds an flock on this file (one owner at a time);
+                       inside, its host, pid and start for messages
     fold<k>/metrics.csv        one row per epoch (METRICS_COLUMNS)
     fold<k>/best.safetensors + best.json   best epoch by validation, with test metrics and temperature
     fold<k>/last.safetensors + last.json + last_state.pt   the last completed epoch (resume)
@@ -18,7 +19,6 @@ Every JSON file is written atomically (temporary file, then rename), so a reader
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -29,13 +29,24 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, FiniteFloat, StrictBool, StrictInt, StrictStr, ValidationError, create_model
 
 from audience.errors import AudienceError
-from audience.files import atomic_path, write_json_atomic
+from audience.files import JSON_MAX_BYTES, JsonFileError, atomic_path, read_json, write_json_atomic
 from audience.inputs import name_slug
 from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.model.metadata import first_problem
+from audience.train.run_lock import (  # noqa: F401 - the run folder's lock, re-exported where runs are read
+    OWNER_FILE,
+    claim_run,
+    describe_owner,
+    holds_run,
+    host_and_pid,
+    now_iso,
+    release_all_runs,
+    release_run,
+    run_owner,
+)
 
 # metrics.csv: one row per epoch; the validation accuracies are those of the metric table (labels.METRICS).
 METRICS_COLUMNS: tuple[str, ...] = (
@@ -43,7 +54,6 @@ METRICS_COLUMNS: tuple[str, ...] = (
 )
 STATES: tuple[str, ...] = ("running", "stopped", "finished", "failed")
 COMMAND_FILE = "command.txt"
-OWNER_FILE = "owner.lock"  # the process training the run: {host, pid, since}; removed when it ends
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
@@ -91,64 +101,6 @@ def fold_dir(run_dir: str | Path, fold: int) -> Path:
     return Path(run_dir) / f"fold{fold}"
 
 
-def now_iso() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def host_and_pid() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def run_owner(run_dir: str | Path) -> dict | None:
-    """The live process that owns the run folder ({host, pid, since}), or None (no owner, or it has ended)."""
-    try:
-        owner = json.loads((Path(run_dir) / OWNER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(owner, dict) or not _process_alive(owner):
-        return None
-    return owner
-
-
-def describe_owner(run_dir: Path, owner: dict) -> str:
-    return (f"Run {Path(run_dir).name} is being trained by process {owner.get('pid')} on {owner.get('host')} "
-            f"(since {owner.get('since')}); stop that run first, or delete {Path(run_dir) / OWNER_FILE} if that "
-            "process is gone.")
-
-
-def claim_run(run_dir: str | Path) -> None:
-    """Make this process the run folder's one owner (OWNER_FILE: host, pid, since); AudienceError naming the
-    owner when another live process holds it. A lock left by a process that has ended is taken over."""
-    path = Path(run_dir) / OWNER_FILE
-    record = json.dumps({**host_and_pid(), "since": now_iso()})
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = run_owner(run_dir)
-            if owner is not None:
-                raise AudienceError(describe_owner(Path(run_dir), owner)) from None
-            path.unlink(missing_ok=True)  # stale: its process has ended
-            continue
-        except OSError as error:
-            raise AudienceError(f"{path}: cannot claim the run folder ({error.strerror}).") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(record)
-        return
-    raise AudienceError(f"Run {Path(run_dir).name}: another process keeps claiming it; try again.")
-
-
-def release_run(run_dir: str | Path) -> None:
-    """Give up the run folder if this process owns it (a lock of another process is left alone)."""
-    path = Path(run_dir) / OWNER_FILE
-    try:
-        owner = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(owner, dict) and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
-
-
 @dataclass
 class RunInfo:
     """What is known about one run folder; `errors` names the files that could not be read."""
@@ -166,9 +118,17 @@ class RunInfo:
     def state(self) -> str:
         """running / stopped / finished / failed, "interrupted" for a running run whose process is gone."""
         state = (self.status or {}).get("state", "unknown")
-        if state == "running" and not _process_alive(self.status or {}):
+        if state == "running" and (not _process_alive(self.status or {}) or self._left_by_own_pid()):
             return "interrupted"
         return state
+
+    def _left_by_own_pid(self) -> bool:
+        """A status naming this very process, which does not hold the run: written by an earlier process with
+        the same PID (a container restarted: the server is often PID 1 again)."""
+        status = self.status or {}
+        if status.get("host") != socket.gethostname() or status.get("pid") != os.getpid():
+            return False
+        return not holds_run(self.path)
 
     @property
     def leaky(self) -> bool:
@@ -196,9 +156,12 @@ def _read_json(path: Path, errors: list[str]) -> dict | None:
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        errors.append(f"{path.name}: cannot be read ({type(error).__name__})")
+        value = read_json(path)
+    except JsonFileError as error:
+        errors.append(f"{path.name}: cannot be read ({error.reason})")
+        return None
+    except OSError as error:
+        errors.append(f"{path.name}: cannot be read ({error.strerror or type(error).__name__})")
         return None
     if not isinstance(value, dict):
         errors.append(f"{path.name}: not a JSON object")
@@ -217,19 +180,64 @@ class MetricSummary(BaseModel):
 
 # The metrics the Compare tab reads; other keys (what was run) pass through.
 RunSummary = create_model("RunSummary", __config__=ConfigDict(extra="allow"),
-                          **{key: (MetricSummary | None, None) for key in SUMMARY_KEYS})
+                          **{key: (MetricSummary | None, None) for key in SUMMARY_KEYS},
+                          **{key: (StrictStr | None, None) for key in ("protocol", "arch", "task", "split_level")},
+                          dataset=(StrictStr | dict | None, None), synthetic=(StrictBool | None, None),
+                          leaky=(StrictBool | None, None), folds_done=(list[StrictInt] | StrictInt | None, None),
+                          params=(StrictInt | FiniteFloat | None, None), flops=(FiniteFloat | None, None),
+                          train_seconds=(FiniteFloat | None, None), stability=(dict | None, None))
+
+
+# The fields the Compare tab and the resume check read, with the types they need (other keys pass through):
+# a config.json whose `arch` is a list, or a status.json whose `state` is an object, is a problem row,
+# not a crash of /compare or /measure_latency.
+Text = StrictStr | None
+
+
+class RunConfigFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    arch: Text = None
+    task: Text = None
+    protocol: Text = None
+    data: Text = None
+    folds: StrictStr | StrictInt | None = None
+    image_size: StrictInt | None = None
+
+
+class RunStatusFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    state: Text = None
+    host: Text = None
+    pid: StrictInt | None = None
+    run_id: Text = None
+    fold: StrictInt | None = None
+    epoch: StrictInt | None = None
+    epochs: StrictInt | None = None
+    steps: StrictInt | None = None
+    message: Text = None
+
+
+class TestMetricsFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    summary: dict[str, FiniteFloat | None] | None = None
+    metrics: dict | None = None
+
+
+def _checked(value: dict | None, schema: type[BaseModel], name: str, errors: list[str]) -> dict | None:
+    """`value` when the fields its readers use have the types they need, else None and the reason in `errors`."""
+    if value is None:
+        return None
+    try:
+        schema.model_validate(value)
+    except ValidationError as error:
+        errors.append(f"{name}: {first_problem(error)}")
+        return None
+    return value
 
 
 def _checked_summary(summary: dict | None, errors: list[str]) -> dict | None:
     """`summary` when its metrics have the types the readers need, else None and the reason in `errors`."""
-    if summary is None:
-        return None
-    try:
-        RunSummary.model_validate(summary)
-    except ValidationError as error:
-        errors.append(f"cv_summary.json: {first_problem(error)}")
-        return None
-    return summary
+    return _checked(summary, RunSummary, "cv_summary.json", errors)
 
 
 def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
@@ -243,10 +251,10 @@ def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
     if not path.is_dir():
         raise AudienceError(f"{path}: run folder not found.")
     info = RunInfo(path=path, run_id=path.name)
-    info.config = _read_json(path / "config.json", info.errors)
+    info.config = _checked(_read_json(path / "config.json", info.errors), RunConfigFile, "config.json", info.errors)
     if not (path / "config.json").is_file():
         info.errors.append("config.json: missing")
-    info.status = _read_json(path / "status.json", info.errors)
+    info.status = _checked(_read_json(path / "status.json", info.errors), RunStatusFile, "status.json", info.errors)
     info.summary = _checked_summary(_read_json(path / "cv_summary.json", info.errors), info.errors)
     if not details:
         return info
@@ -255,10 +263,15 @@ def read_run(run_dir: str | Path, details: bool = True) -> RunInfo:
         csv = folder / "metrics.csv"
         if csv.is_file():
             try:
+                if csv.stat().st_size > JSON_MAX_BYTES:  # one row per epoch: far below this (10,000 epochs: 2 MB)
+                    raise JsonFileError(f"larger than {JSON_MAX_BYTES:,} bytes")
                 info.epochs[fold] = pd.read_csv(csv)
+            except JsonFileError as error:
+                info.errors.append(f"fold{fold}/metrics.csv: cannot be read ({error.reason})")
             except (OSError, ValueError, pd.errors.ParserError) as error:
                 info.errors.append(f"fold{fold}/metrics.csv: cannot be read ({type(error).__name__})")
-        metrics = _read_json(folder / "test_metrics.json", info.errors)
+        metrics = _checked(_read_json(folder / "test_metrics.json", info.errors), TestMetricsFile,
+                           f"fold{fold}/test_metrics.json", info.errors)
         if metrics is not None:
             info.test_metrics[fold] = metrics
     return info

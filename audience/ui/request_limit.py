@@ -7,6 +7,7 @@ request declares, or sends, more than `max_bytes`; the app never sees such a bod
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 REQUEST_LIMIT_BYTES = 25 * 1024 * 1024  # an upload of the 20 MB file limit plus its multipart framing
@@ -59,6 +60,52 @@ class RequestSizeLimit:
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"error": TOO_LARGE.format(limit=self.max_bytes // (1024 * 1024))}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+QUOTA_FULL = ("The server's upload space ({quota} MB for all visitors together) is full; try again in a few "
+              "minutes, when older uploads have been deleted.")
+
+
+class UploadQuota:
+    """Answers 413 to an upload (POST .../upload) that would take gradio's upload folder past `quota_bytes`,
+    all clients together. An upload counts by its Content-Length (REQUEST_LIMIT_BYTES without one) from the
+    moment it is accepted until it is on disk, so concurrent uploads cannot pass the quota together."""
+
+    def __init__(self, app, quota_bytes: int, folder=None, max_request_bytes: int = REQUEST_LIMIT_BYTES):
+        self.app = app
+        self.quota_bytes, self.folder, self.max_request_bytes = quota_bytes, folder, max_request_bytes
+        self.reserved = 0
+        self.lock = asyncio.Lock()
+
+    def _used(self) -> int:
+        from gradio.utils import get_upload_folder
+
+        from audience.ui.uploads import folder_bytes
+
+        return folder_bytes(self.folder or get_upload_folder())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope.get("path", "").endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        size = int(declared) if declared is not None and declared.strip().isdigit() else self.max_request_bytes
+        async with self.lock:
+            used = await asyncio.to_thread(self._used)
+            if used + self.reserved + size > self.quota_bytes:
+                await self._refuse(send)
+                return
+            self.reserved += size
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.reserved -= size
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"error": QUOTA_FULL.format(quota=f"{self.quota_bytes / 2**20:g}")}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
