@@ -18,6 +18,7 @@ from audience.errors import AudienceError
 from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
+from audience.ui.payloads import UploadFormCheck, install_upload_refusal
 from audience.ui.predict import build_predict_tab
 from audience.ui.request_limit import REQUEST_LIMIT_BYTES, RequestSizeLimit
 from audience.ui.theme import THEME
@@ -63,6 +64,7 @@ def build_demo() -> gr.Blocks:
 
 
 install_atomic_image_cache()
+install_upload_refusal()
 demo = build_demo()
 
 if __name__ == "__main__":
@@ -72,5 +74,6 @@ if __name__ == "__main__":
         max_file_size=UPLOAD_LIMIT,
         theme=THEME,
         allowed_paths=[],
-        app_kwargs={"middleware": [Middleware(RequestSizeLimit, max_bytes=REQUEST_LIMIT_BYTES)]},
+        app_kwargs={"middleware": [Middleware(RequestSizeLimit, max_bytes=REQUEST_LIMIT_BYTES),
+                                   Middleware(UploadFormCheck)]},
     )

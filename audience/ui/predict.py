@@ -18,6 +18,7 @@ from audience.labels import HEADS
 from audience.predict.drawing import draw_predictions
 from audience.predict.predictor import capped_note
 from audience.predict.smoothing import FaceTracker
+from audience.ui.payloads import ImagePayload
 from audience.ui.predict_view import (
     MORE_FACES,
     TABLE_COLUMNS,
@@ -130,6 +131,7 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
             with gr.Column():
                 image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image",
                                     elem_id="predict-image")
+                image_in.data_model = ImagePayload  # a raw request's plain string or number gets the status sentence
                 whole_image = gr.Checkbox(False, label="the image is already a face crop",
                                           info="Skip face detection and classify the whole image.")
                 tta = gr.Checkbox(False, label="flip test-time augmentation",
@@ -147,6 +149,7 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
         with gr.Row():
             webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
                               webcam_options=gr.WebcamOptions(mirror=True))
+            webcam.data_model = ImagePayload
             live = gr.Image(label="Live faces", interactive=False, format="jpeg")
         live_status = gr.Markdown()
         session = gr.State(None)
