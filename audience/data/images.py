@@ -36,7 +36,7 @@ MAX_PIXELS = 40_000_000  # header check: a larger image is refused before decodi
 MAX_DECODE_BYTES = 160_000_000
 LARGE_PIXELS = 4_000_000  # decodes of images above this many pixels take one of DECODE_SLOTS
 DECODE_SLOTS = 2  # at most this many large decodes at once: bounds the memory and CPU of concurrent requests
-DECODE_WAIT_S = 3.0  # a large image waits at most this long for a slot, then gets a sentence (frees its worker)
+DECODE_WAIT_S = 0.5  # a large image waits at most this long for a slot, then gets a sentence (frees its worker)
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 # Formats whose decode cost follows the pixel count checked above (and gradio's upload limit); the others
 # (JPEG 2000: 12.7 s and 600 MB for a 3 KB file; TIFF's and PSD's compressions, ICO, multi-frame formats)
@@ -302,6 +302,28 @@ def _load_malloc_trim():
 
 
 _malloc_trim = _load_malloc_trim()
+RELEASE_DELAY_S = 2.0  # release_memory_soon: long enough for gradio to encode and let go of a request's images
+_release_timer: threading.Timer | None = None
+_release_lock = threading.Lock()
+
+
+def release_memory_soon(delay_s: float = RELEASE_DELAY_S) -> None:
+    """release_memory() `delay_s` from now, once however often it is asked for meanwhile: for the memory a
+    request still holds when its handler returns (its output image, until gradio has encoded it)."""
+    global _release_timer
+    with _release_lock:
+        if _release_timer is not None or _malloc_trim is None:
+            return
+        _release_timer = threading.Timer(delay_s, _release_now)
+        _release_timer.daemon = True
+        _release_timer.start()
+
+
+def _release_now() -> None:
+    global _release_timer
+    with _release_lock:
+        _release_timer = None
+    release_memory()
 
 
 def _decode_pixels(image: Image.Image, name: str, max_side: int, owned: bool) -> np.ndarray:

@@ -12,7 +12,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from audience.data.images import read_image
+from audience.data.images import LARGE_PIXELS, read_image, release_memory_soon
 from audience.errors import AudienceError
 from audience.labels import HEADS
 from audience.predict.drawing import draw_predictions
@@ -35,6 +35,10 @@ from audience.ui.uploads import source_of
 
 STREAM_EVERY_S = 0.2  # 5 frames/s: what a CPU classifies in time (docs/measurements.md)
 STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart
+# /predict's workers: more than the decode slots (audience/data/images.py), so that requests waiting for a
+# slot (DECODE_WAIT_S at most) or for the model leave workers to a small photo; the slots and the decode
+# budget, not this number, bound the memory and CPU that large images take.
+PREDICT_CONCURRENCY = 8
 EMPTY_TABLE = pd.DataFrame(columns=TABLE_COLUMNS)
 
 
@@ -56,6 +60,8 @@ def predict_image(image, model_name: str | None, whole_image: bool = False, tta:
         timings.decode_ms = decode_ms
     except AudienceError as error:
         return None, EMPTY_TABLE, None, None, f"**Error:** {error}"
+    if rgb.shape[0] * rgb.shape[1] > LARGE_PIXELS:
+        release_memory_soon()  # hand the large image's memory back once gradio has encoded the answer
     faces = [prediction.to_dict() for prediction in predictions]
     result = {"model": None if checkpoint is None else checkpoint.name, "note": predictor.note, "faces": faces,
               "faces_found": timings.faces_found}
@@ -167,6 +173,7 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
         # after it, with the inputs of that moment: gradio's default for a click ("once") dropped it, and the
         # page kept the answer to the previous photo.
         trigger_mode="always_last",
+        concurrency_limit=PREDICT_CONCURRENCY,
     )
     table.select(show_selected_face, inputs=[result], outputs=[chart], api_visibility="private")
     webcam.stream(
