@@ -327,10 +327,13 @@ def test_predict_answers_every_payload_shape_with_a_sentence(public, tmp_path):
     Image.new("RGB", (64, 64)).save(secret)
     # a plain string naming a file gradio received: taken as the path it names
     assert predict(public, uploaded).startswith("No face found")
-    # any path gradio did not receive, however it is sent: the same sentence, never `null`
-    for payload in (str(secret), "/etc/passwd", {"path": str(secret)}, file_payload(str(secret)),
-                    file_payload("/etc/passwd"), file_payload(str(public.outside / "absent.png"))):
+    # any path gradio did not receive, however it is sent: the same sentence, never `null` (the status, or for a
+    # `{path, meta}` payload, which gradio refuses before the app runs, the error event's message)
+    for payload in (str(secret), "/etc/passwd", {"path": str(secret)}):
         assert predict(public, payload) == f"**Error:** {REFUSED}", payload
+    for payload in (file_payload(str(secret)), file_payload("/etc/passwd"), file_payload(str(public.outside / "x"))):
+        assert call(public, "predict", [payload, MODEL, False, False]) == ("error", {
+            "error": REFUSED, "duration": 10, "visible": True, "title": "Error"}), payload
     # values that are no image payload at all
     for payload in (12, True, ["x"], {}, {"url": "http://example.com/x.png"}):
         assert predict(public, payload) == "**Error:** The uploaded image arrived without a file; upload it again.", \
