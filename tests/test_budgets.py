@@ -370,3 +370,30 @@ def test_train_start_refuses_what_the_memory_cannot_hold(public):
     assert server_memory(public)[1] - idle < 100 * MB  # nothing was allocated for them
     assert not (public.runs.exists() and any(public.runs.iterdir())), "a run folder was made"
     assert public.alive()
+
+
+def test_a_served_model_with_larger_inputs_than_the_server_affords_gets_a_sentence(public, tmp_path):
+    """A schema-valid copy of a model with image_size 1,024 (8.2 GB for one 25-face request before): the app
+    refuses to serve it with a sentence; the model it serves stays usable."""
+    from fixtures.app_server import save_tiny_checkpoint
+
+    from audience.predict.predictor import MAX_SERVED_IMAGE_SIZE
+
+    saved = save_tiny_checkpoint(tmp_path, "huge-input")
+    metadata = json.loads(saved.read_text())
+    metadata["image_size"] = 1024
+    (public.checkpoints / "huge-input.json").write_text(json.dumps(metadata))
+    (public.checkpoints / "huge-input.safetensors").write_bytes(saved.with_suffix(".safetensors").read_bytes())
+    photo = tmp_path / "face.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(photo)
+    payload = file_payload(upload(public, photo))
+    try:
+        event, data = call(public, "predict", [payload, "huge-input.json", False, False])
+        assert event == "complete" and data[-1] == (
+            f"**Error:** Model huge-input classifies 1,024 px faces; this app serves models of at most "
+            f"{MAX_SERVED_IMAGE_SIZE} px (their memory and time per face grow with the square of the size): use "
+            "scripts/predict.py for it."), data
+        assert predict(public, payload).startswith("No face found")  # the tiny model still answers
+    finally:
+        for suffix in (".json", ".safetensors"):
+            (public.checkpoints / f"huge-input{suffix}").unlink()

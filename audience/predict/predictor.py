@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from audience.data.images import read_image
+from audience.errors import AudienceError
 from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint
 from audience.predict.align import alignment_of, cut_face
@@ -34,6 +35,19 @@ NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the
 
 
 MAX_FORWARD_PIXELS = 1024 * 1024  # input pixels per forward pass: one face at 1,024 px, 83 at 112 px (shipped)
+# The largest input a server classifies at (the app's Predict tab; the command line takes any valid checkpoint):
+# 20 faces with flip TTA at 512 px cost 40 forwards of 0.3 s (MobileNetV3) to 1.5 s (ResNet50) on 2 CPU cores.
+MAX_SERVED_IMAGE_SIZE = 512
+
+
+def check_served_input(predictor: Predictor, name: str) -> None:
+    """AudienceError when `predictor`'s model takes larger inputs than MAX_SERVED_IMAGE_SIZE."""
+    size = int(predictor.metadata.get("image_size") or 0)
+    if size > MAX_SERVED_IMAGE_SIZE:
+        raise AudienceError(
+            f"Model {name} classifies {size:,} px faces; this app serves models of at most {MAX_SERVED_IMAGE_SIZE} px "
+            "(their memory and time per face grow with the square of the size): use scripts/predict.py for it."
+        )
 
 
 def capped_note(shown: int, found: int, remedy: str) -> str | None:
