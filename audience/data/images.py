@@ -32,7 +32,7 @@ from audience.errors import AudienceError
 
 MAX_PIXELS = 40_000_000  # header check: a larger image is refused before decoding (a 16-bit RGBA one is 320 MB)
 # ...and the bytes its decoded pixels take (pixels x bytes per pixel as the header declares them): an 8-bit
-# RGBA image at the pixel limit, so a 6300 x 6300 16-bit RGBA PNG (317 MB, though 300 KB on disk) is refused.
+# RGBA image at the pixel limit, so a 6300 x 6300 16-bit RGBA PNG (318 MB, though 300 KB on disk) is refused.
 MAX_DECODE_BYTES = 160_000_000
 LARGE_PIXELS = 4_000_000  # decodes of images above this many pixels take one of DECODE_SLOTS
 DECODE_SLOTS = 2  # at most this many large decodes at once: bounds the memory and CPU of concurrent requests
