@@ -18,6 +18,7 @@ from audience.errors import AudienceError
 from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
+from audience.ui.payloads import UploadFormCheck, install_upload_refusal
 from audience.ui.predict import build_predict_tab
 from audience.ui.request_limit import REQUEST_LIMIT_BYTES, RequestSizeLimit, UploadQuota
 from audience.ui.shutdown import install_sigterm, shut_down
@@ -65,6 +66,7 @@ def build_demo() -> gr.Blocks:
 
 
 install_atomic_image_cache()
+install_upload_refusal()
 demo = build_demo()
 
 
@@ -83,6 +85,7 @@ if __name__ == "__main__":
         theme=THEME,
         allowed_paths=[],
         app_kwargs={"middleware": [Middleware(RequestSizeLimit, max_bytes=REQUEST_LIMIT_BYTES),
-                                   Middleware(UploadQuota, quota_bytes=settings.upload_quota_bytes())]},
+                                   Middleware(UploadQuota, quota_bytes=settings.upload_quota_bytes()),
+                                   Middleware(UploadFormCheck)]},
     )
     shut_down(demo)  # launch() returns on Ctrl-C or SIGTERM: stop the run at a safe point, delete the uploads

@@ -243,17 +243,23 @@ def call_raw(server, api_name: str, data: list) -> str:
 
 def test_predict_refuses_server_paths_outside_the_upload_folder(server):
     """/predict runs with preprocess=False; gradio still checks that a file payload was uploaded, so a payload
-    naming a server path is refused, and alike whether the file exists or not (no oracle of the server's files)."""
+    naming a server path is refused, and alike whether the file exists or not (no oracle of the server's files).
+    Each shape gets the app's sentence (it was a bare `null`): gradio's refusal of a `{path, meta}` payload as
+    an error event carrying it (audience/ui/payloads.py), a plain string as the status."""
     secret = server.outside / "secret-face.png"
     Image.fromarray(data.astronaut()).save(secret)
     answers = {}
     for payload in ({"path": str(secret), "meta": {"_type": "gradio.FileData"}},
                     {"path": str(server.outside / "no-such-file.png"), "meta": {"_type": "gradio.FileData"}},
-                    {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, str(secret), "/etc/passwd"):
+                    {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}):
         stream = call_raw(server, "predict", [payload, "e2e-tiny.json", False, False])
         assert stream.startswith("event: error") and "face found" not in stream, f"{payload} was read: {stream}"
+        assert json.loads(stream.split("data:", 1)[1])["error"] == UPLOAD_REFUSED, stream
         answers[str(payload)] = stream
     assert len(set(answers.values())) == 1, f"the answers differ by payload: {answers}"
+    for payload in (str(secret), "/etc/passwd", str(server.outside / "no-such-file.png")):
+        assert sse_data(call_raw(server, "predict", [payload, "e2e-tiny.json", False, False]))[-1] == \
+            f"**Error:** {UPLOAD_REFUSED}", payload
     assert predict_status(Client(server.url, verbose=False), handle_file(str(secret)))[1].startswith("1 face found")
 
 

@@ -36,6 +36,22 @@ NON_FINITE = ("Model {name} gave no usable probabilities (NaN or infinity) for t
 NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the whole image instead."
 
 
+MAX_FORWARD_PIXELS = 1024 * 1024  # input pixels per forward pass: one face at 1,024 px, 83 at 112 px (shipped)
+# The largest input a server classifies at (the app's Predict tab; the command line takes any valid checkpoint):
+# 20 faces with flip TTA at 512 px cost 40 forwards of 0.3 s (MobileNetV3) to 1.5 s (ResNet50) on 2 CPU cores.
+MAX_SERVED_IMAGE_SIZE = 512
+
+
+def check_served_input(predictor: Predictor, name: str) -> None:
+    """AudienceError when `predictor`'s model takes larger inputs than MAX_SERVED_IMAGE_SIZE."""
+    size = int(predictor.metadata.get("image_size") or 0)
+    if size > MAX_SERVED_IMAGE_SIZE:
+        raise AudienceError(
+            f"Model {name} classifies {size:,} px faces; this app serves models of at most {MAX_SERVED_IMAGE_SIZE} px "
+            "(their memory and time per face grow with the square of the size): use scripts/predict.py for it."
+        )
+
+
 def capped_note(shown: int, found: int, remedy: str) -> str | None:
     """The sentence saying that only the largest `shown` of `found` faces are shown (None when all are).
 
@@ -243,7 +259,8 @@ class Predictor:
         return predictions, timings
 
     def classify_crops(self, crops: list[np.ndarray], tta_flip: bool = False) -> dict[str, np.ndarray]:
-        """Calibrated probabilities (head -> array [N, classes]) of N face crops, in one forward pass.
+        """Calibrated probabilities (head -> array [N, classes]) of N face crops, in forward passes of at most
+        MAX_FORWARD_PIXELS input pixels (one pass for the shipped model's 20 faces).
 
         With tta_flip the mirrored crops join the same batch and each face's probabilities are the
         mean of its two views (averaging probabilities, not logits, keeps the calibration of each view).
@@ -253,10 +270,17 @@ class Predictor:
         views = list(crops)
         if tta_flip:
             views += [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
-        batch = torch.stack([self.transform(np.ascontiguousarray(view)) for view in views])
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            logits = self.model(batch)
+        # In chunks of at most MAX_FORWARD_PIXELS input pixels: 40 views of a 1024 px model in one batch took
+        # a request to 8 GB; a chunk's memory no longer grows with the number of faces.
+        size = int(self.metadata.get("image_size") or 224)
+        chunk = max(1, MAX_FORWARD_PIXELS // (size * size))
+        parts = []
+        for start in range(0, len(views), chunk):
+            batch = torch.stack([self.transform(np.ascontiguousarray(view)) for view in views[start:start + chunk]])
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                parts.append(self.model(batch))
+        logits = {head: torch.cat([part[head] for part in parts]) for head in parts[0]}
         probs = {}
         for head, temperature in self.temperature.items():
             head_probs = torch.softmax(logits[head].float() / temperature, dim=1).numpy()

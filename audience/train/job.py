@@ -252,6 +252,15 @@ def _checked_data(config):
     return config.replace(data=str(training_data_root(config.data)))
 
 
+def _check_memory(config) -> None:
+    """Refuse (AudienceError) a run whose training step would not fit in the memory there is (train/memory.py)."""
+    from audience.model.network import model_data_config
+    from audience.train.memory import check_training_memory
+
+    image_size = config.image_size or model_data_config(config.arch)["image_size"]
+    check_training_memory(config.arch, config.batch_size, image_size)
+
+
 def _start_line(config) -> str:
     """The log's first line: what this run trains, so a log is never mistaken for another run's."""
     data = "the demo set" if config.data == DEMO_DATA else config.data
@@ -266,6 +275,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
     if not allowed:
         raise AudienceError(reason)
     config = _checked_data(config)
+    _check_memory(config)
     with _lock:
         if _job is not None and _job.status.active:
             raise _refusal(_job.status)

@@ -15,7 +15,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from audience.data.images import read_image
+from audience.data.images import LARGE_PIXELS, read_image, release_memory_soon
 from audience.errors import AudienceError
 from audience.labels import HEADS
 from audience.predict.batch import save_default_choice
@@ -23,6 +23,7 @@ from audience.predict.drawing import draw_predictions
 from audience.predict.predictor import capped_note
 from audience.predict.smoothing import FaceTracker
 from audience.train import job as jobs
+from audience.ui.payloads import ImagePayload
 from audience.ui.predict_view import (
     MORE_FACES,
     NO_MODEL,
@@ -40,6 +41,10 @@ from audience.ui.uploads import source_of
 
 STREAM_EVERY_S = 0.2  # 5 frames/s: what a CPU classifies in time (docs/measurements.md)
 STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart
+# /predict's workers: more than the decode slots (audience/data/images.py), so that requests waiting for a
+# slot (DECODE_WAIT_S at most) or for the model leave workers to a small photo; the slots and the decode
+# budget, not this number, bound the memory and CPU that large images take.
+PREDICT_CONCURRENCY = 8
 EMPTY_TABLE = pd.DataFrame(columns=TABLE_COLUMNS)
 
 
@@ -61,6 +66,8 @@ def predict_image(image, model_name: str | None, whole_image: bool = False, tta:
         timings.decode_ms = decode_ms
     except AudienceError as error:
         return None, EMPTY_TABLE, None, None, f"**Error:** {error}"
+    if rgb.shape[0] * rgb.shape[1] > LARGE_PIXELS:
+        release_memory_soon()  # hand the large image's memory back once gradio has encoded the answer
     faces = [prediction.to_dict() for prediction in predictions]
     result = {"model": None if checkpoint is None else checkpoint.name, "note": predictor.note, "faces": faces,
               "faces_found": timings.faces_found}
@@ -163,6 +170,7 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
             with gr.Column():
                 image_in = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="Image",
                                     elem_id="predict-image")
+                image_in.data_model = ImagePayload  # a raw request's plain string or number gets the status sentence
                 whole_image = gr.Checkbox(False, label="the image is already a face crop",
                                           info="Skip face detection and classify the whole image.")
                 tta = gr.Checkbox(False, label="flip test-time augmentation",
@@ -180,6 +188,7 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
         with gr.Row():
             webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
                               webcam_options=gr.WebcamOptions(mirror=True))
+            webcam.data_model = ImagePayload
             live = gr.Image(label="Live faces", interactive=False, format="jpeg")
         live_status = gr.Markdown()
         session = gr.State(None)
@@ -197,6 +206,7 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
         # after it, with the inputs of that moment: gradio's default for a click ("once") dropped it, and the
         # page kept the answer to the previous photo.
         trigger_mode="always_last",
+        concurrency_limit=PREDICT_CONCURRENCY,
     )
     table.select(show_selected_face, inputs=[result], outputs=[chart], api_visibility="private")
     webcam.stream(

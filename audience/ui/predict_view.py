@@ -32,6 +32,7 @@ from audience.predict.predictor import (
     Predictor,
     Timings,
     capped_note,
+    check_served_input,
 )
 from audience.publish import served as hub
 
@@ -143,6 +144,8 @@ def get_predictor(checkpoint: Path | None) -> Predictor:
             _cache.move_to_end(key)
             return _cache[key]
         predictor = Predictor(checkpoint)  # under the lock: two requests never load the same model twice
+        if checkpoint is not None:
+            check_served_input(predictor, checkpoint.stem)  # before it is cached: refused on every request
         _cache[key] = predictor
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
