@@ -102,26 +102,30 @@ def test_start_refused_where_training_is_off(monkeypatch):
     assert jobs.job_status().state == "idle"
 
 
-def test_data_root_must_be_under_an_allowed_folder(monkeypatch, tmp_path, demo_root):
+def test_data_root_must_be_under_an_allowed_folder_on_a_public_server(monkeypatch, tmp_path, demo_root):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     with pytest.raises(AudienceError, match="not under a folder the app may open"):
-        jobs.training_data_root(str(outside))
+        jobs.training_data_root(str(outside), "0.0.0.0")
     with pytest.raises(AudienceError, match="not under a folder"):
-        jobs.training_data_root("/etc")
+        jobs.training_data_root("/etc", share=True)
+    # a local run (loopback, no share link, not a Space) opens the folder its user types
+    assert jobs.training_data_root(str(outside), "127.0.0.1") == outside
+    assert jobs.training_data_root(str(outside)) == outside
     monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(demo_root.parent))
-    assert jobs.training_data_root(str(demo_root)) == demo_root.resolve()
+    assert jobs.training_data_root(str(demo_root), "0.0.0.0") == demo_root.resolve()
     with pytest.raises(AudienceError, match="does not exist"):
-        jobs.training_data_root(str(demo_root.parent / "missing"))
+        jobs.training_data_root(str(demo_root.parent / "missing"), "0.0.0.0")
     # 'demo' means the built-in set under AUDIENCE_HOME (the session's demo root is reused, not rebuilt).
     monkeypatch.setenv("AUDIENCE_HOME", str(demo_root.parent))
     assert jobs.training_data_root("demo") == demo_root.resolve()
     assert jobs.training_data_root("") == demo_root.resolve()
 
 
-def test_start_refuses_a_data_root_outside_the_allowed_folders(tmp_path):
+def test_start_refuses_a_data_root_outside_the_allowed_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIENCE_ALLOW_TRAINING", "1")
     with pytest.raises(AudienceError, match="not under a folder"):
-        jobs.start_job(_config().replace(data=str(tmp_path)))
+        jobs.start_job(_config().replace(data=str(tmp_path)), server_name="0.0.0.0")
     assert jobs.job_status().state == "idle"
 
 

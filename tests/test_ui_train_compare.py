@@ -129,7 +129,11 @@ def test_the_train_form_opens_on_the_configured_dataset_and_names_the_real_allow
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("AUDIENCE_DATA", raising=False)
     monkeypatch.delenv("AUDIENCE_DATA_DIRS", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.1")
     assert preset_values(initial_preset())["data"] == "demo"
+    assert "any Adience root or UTKFace folder on this machine" in data_root_hint()  # a local run opens any
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # a public deployment names its allow-list
     alone = data_root_hint()
     assert "demo-data" not in alone and "AUDIENCE_DATA" in alone  # the demo folder is no place for a root
     adience, extra = tmp_path / "adience", tmp_path / "more"

@@ -129,7 +129,7 @@ def test_image_level_folds_split_images_and_say_so(small_utkface):
     assert all(a.isdisjoint(b) for i, a in enumerate(sets) for b in sets[i + 1:])
     assert set(data.faces.loc[list(split.test), "fold"]) == {0}
     figures = build_table_figures(data)
-    assert "lists no identities" in figures["images_per_subject"].layout.annotations[0].text
+    assert "lists no identities" in figures["images_per_subject"].layout.annotations[0].text.replace("<br>", " ")
     assert len(figures["age_years"].layout.shapes) == len(AGE_CLASSES)  # one band per group
     assert sum(figures["race"].data[0].y) == len(data.faces)
     noise = label_noise_table(data)

@@ -12,14 +12,13 @@ the previous value back when the run ends, however it ends; predictions served m
 those same threads next to the training and are slower until it ends, then back to normal.
 
 A job is refused (AudienceError, nothing started) on a public deployment without
-AUDIENCE_ALLOW_TRAINING=1 (`training_allowed`), for a data root outside settings.allowed_data_dirs(),
-and while another job runs.
+AUDIENCE_ALLOW_TRAINING=1 (`training_allowed`), on a public deployment for a data root outside
+settings.allowed_data_dirs() (a local run opens any folder), and while another job runs.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import os
 import signal
 import subprocess
@@ -41,7 +40,6 @@ from audience.train.runs import describe_owner, run_owner
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
 TAIL_LINES = 200  # returned by job_status()
-LOOPBACK_NAMES = ("localhost", "")
 
 
 class _Job:
@@ -70,16 +68,6 @@ _job: _Job | None = None
 # ---------------------------------------------------------------- permission and data root
 
 
-def _is_loopback(server_name: str | None) -> bool:
-    name = (server_name or "").strip().strip("[]").lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def training_allowed(server_name: str | None = None, share: bool = False) -> tuple[bool, str]:
     """(allowed, reason). Public deployments train only with AUDIENCE_ALLOW_TRAINING=1.
 
@@ -88,14 +76,8 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     """
     if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
         return True, "Training is enabled (AUDIENCE_ALLOW_TRAINING=1)."
-    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
-    if os.environ.get("SPACE_ID"):
-        where = f"on the Hugging Face Space {os.environ['SPACE_ID']}"
-    elif share:
-        where = "through a public share link"
-    elif not _is_loopback(server_name):
-        where = f"on the network address {server_name}"
-    else:
+    where = settings.public_deployment(server_name, share)
+    if where is None:
         return True, "Training is enabled (the app runs locally)."
     return False, (
         f"Training is turned off because this app is served {where}; start it with the environment variable "
@@ -103,10 +85,11 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     )
 
 
-def training_data_root(text: str | None) -> Path:
+def training_data_root(text: str | None, server_name: str | None = None, share: bool = False) -> Path:
     """The data root the UI may train on: 'demo' or empty means the demo dataset (made on first use);
-    any other path must lie under settings.allowed_data_dirs()."""
-    return resolve_data_root((text or "").strip() or DEMO_DATA, allowed=settings.allowed_data_dirs())
+    on a public deployment any other path must lie under settings.allowed_data_dirs(), on a local run
+    any folder is opened (settings.data_dirs_for)."""
+    return resolve_data_root((text or "").strip() or DEMO_DATA, allowed=settings.data_dirs_for(server_name, share))
 
 
 def _resolve_run_dir(run_dir: str | Path) -> Path:
@@ -226,11 +209,11 @@ def _refusal(status: JobStatus) -> AudienceError:
     return AudienceError(f"A training run is already in progress ({_where(status)}); stop it or wait.")
 
 
-def _checked_data(config):
+def _checked_data(config, server_name: str | None = None, share: bool = False):
     """The config with its data root checked (and resolved, unless it is the demo set)."""
     if is_demo_root(config.data) or not str(config.data).strip():
         return config.replace(data=DEMO_DATA)
-    return config.replace(data=str(training_data_root(config.data)))
+    return config.replace(data=str(training_data_root(config.data, server_name, share)))
 
 
 def _start_line(config) -> str:
@@ -246,7 +229,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
     allowed, reason = training_allowed(server_name, share)
     if not allowed:
         raise AudienceError(reason)
-    config = _checked_data(config)
+    config = _checked_data(config, server_name, share)
     with _lock:
         if _job is not None and _job.status.active:
             raise _refusal(_job.status)

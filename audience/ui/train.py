@@ -28,7 +28,7 @@ from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
 from audience.model.network import ARCHS
 from audience.predict.align import measure_framing
-from audience.settings import allowed_data_dirs
+from audience.settings import allowed_data_dirs, public_deployment
 from audience.train import job as jobs
 from audience.train.config import DEMO_RECIPE, TrainConfig
 
@@ -78,7 +78,8 @@ def initial_preset() -> dict:
 
 
 def data_root_hint() -> str:
-    """The data-root field's info line: 'demo' and the folders a typed root may lie under (the real allow-list)."""
+    """The data-root field's info line: on a local run any folder; on a public deployment 'demo' and the folders
+    a typed root may lie under (the real allow-list)."""
     from audience.settings import demo_root
 
     home = Path.home()
@@ -86,6 +87,9 @@ def data_root_hint() -> str:
     def short(folder: Path) -> str:
         return "~/" + str(folder.relative_to(home)) if folder.is_relative_to(home) else str(folder)
 
+    if public_deployment() is None:
+        return ("'demo', or any Adience root or UTKFace folder on this machine (a local run opens any folder; "
+                "a public deployment only those under AUDIENCE_DATA or AUDIENCE_DATA_DIRS)")
     folders = [short(d) for d in allowed_data_dirs() if d != demo_root()]
     if not folders:
         return ("'demo' (the built-in synthetic set); to open your Adience or UTKFace copy, start the app "
