@@ -14,8 +14,8 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
-from audience.data.adience import IMAGE_MODES, image_folder_of
-from audience.data.formats import DATA_FORMATS, detect_format, read_dataset
+from audience.data.adience import IMAGE_MODES
+from audience.data.formats import DATA_FORMATS, images_to_explore, read_dataset
 from audience.data.roots import hide_resolved, resolve_data_root
 from audience.eda.report import FIGURE_NAMES, UTKFACE_FIGURES, build_eda
 from audience.errors import AudienceError
@@ -114,7 +114,7 @@ def run_eda(root: str, policy: str, images: str, server_name: str | None = None,
 
     try:
         resolved = resolve_data_root(root, allowed=settings.data_dirs_for(server_name, share))
-        if images == "auto" and detect_format(resolved) == "adience" and image_folder_of(resolved) is None:
+        if images_to_explore(resolved, images) != images:
             images, note = "none", LABELS_ONLY_NOTE
         data = read_dataset(resolved, policy=policy, images=images)
         result = build_eda(data, sample=SIZE_SAMPLE)
