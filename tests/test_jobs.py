@@ -137,7 +137,8 @@ def test_job_reports_progress_and_refuses_a_second_start(monkeypatch, tmp_path):
     assert (status.epoch, status.epochs, status.eta_s) == (1, 4, 70.0)
     assert "fold 2/2" in status.progress_line() and "epoch 1/4" in status.progress_line()
     assert "ETA 1:10" in status.progress_line()
-    assert status.device_line().startswith("Device: cpu") and "slow" in status.device_line()
+    # the run is on the tiny arch: no advice to pick it (issue 21 item 8)
+    assert status.device_line().startswith("Device: cpu") and "use the tiny arch" not in status.device_line()
     assert status.curves == [{"fold": 3, "epoch": 1, "loss": 1.9, "train_loss": 1.9, "val_loss": 2.1,
                               "val_age_exact": 0.25, "val_gender_acc": 0.6}]
     assert any("fold 3 epoch 1/4" in line for line in status.log)
@@ -221,3 +222,12 @@ def test_a_finished_run_puts_its_test_accuracy_in_the_status_line():
     status.state = "finished"
     line = status.progress_line()
     assert line.startswith("finished") and "test: age exact 61.2 ± 1.0 %, gender (f/m) 92.0 ± 0.0 %" in line
+
+
+def test_the_no_gpu_advice_names_the_tiny_arch_only_when_another_is_chosen():
+    from audience.train.job_status import JobStatus
+
+    assert "use the tiny arch" in JobStatus(device="cpu (2 cores)", arch="resnet50").device_line()
+    line = JobStatus(device="cpu (2 cores)", arch="tiny").device_line()
+    assert line.startswith("Device: cpu (2 cores) (no GPU") and "use the tiny arch" not in line
+    assert JobStatus(device="cuda:0 (H100)", arch="tiny").device_line() == "Device: cuda:0 (H100)"
