@@ -133,7 +133,7 @@ def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
                 "and fold, label noise, images per subject, exact ages and race (UTKFace), image sizes and sample "
                 "faces.")
     with gr.Row():
-        root = gr.Textbox(value=default_root, label="Data root", scale=3,
+        root = gr.Textbox(value=default_root, label="Data root", scale=3, elem_id="eda-root",
                           info="An Adience root (fold_0_data.txt ... fold_4_data.txt and aligned/ or faces/) "
                                "or a UTKFace folder (*.jpg.chip.jpg).")
         policy = gr.Radio(list(POLICIES), value="bins", label="Age label policy",
@@ -141,7 +141,7 @@ def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
         images = gr.Radio(list(IMAGE_MODES), value="auto", label="Image folder",
                           info="none: labels only, no image is read.")
     load = gr.Button("Load", variant="primary")
-    summary = gr.Markdown()
+    summary = gr.Markdown(elem_id="eda-summary")
     plots = []
     for first in range(0, len(FIGURE_NAMES), 2):
         with gr.Row():

@@ -88,8 +88,7 @@ def data_root_hint() -> str:
         return "~/" + str(folder.relative_to(home)) if folder.is_relative_to(home) else str(folder)
 
     if public_deployment() is None:
-        return ("'demo', or any Adience root or UTKFace folder on this machine (a local run opens any folder; "
-                "a public deployment only those under AUDIENCE_DATA or AUDIENCE_DATA_DIRS)")
+        return "'demo', or any Adience root or UTKFace folder on this machine"
     folders = [short(d) for d in allowed_data_dirs() if d != demo_root()]
     if not folders:
         return ("'demo' (the built-in synthetic set); to open your Adience or UTKFace copy, start the app "
