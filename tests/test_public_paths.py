@@ -76,6 +76,10 @@ def test_a_public_server_opens_only_allowed_roots_and_echoes_what_was_typed(publ
         assert message.startswith("**Not started:**") and typed in message, (typed, message)
         rest = message.replace(typed, "")
         assert not [path for path in server_paths(server) if path in rest], (typed, message)
+    # a run id that leads out of the runs folder is refused without naming where the runs folder is
+    for run_id in ("../../etc", "/proc/self/cwd", "~"):
+        message = call(server, "train_resume", run_id=run_id)[0]
+        assert message.startswith("**Not started:**") and str(server.runs) not in message, message
     # an allowed root opens, and its summary names it as typed, not where it resolves to
     inside = server.data_dirs / "demo-copy"
     if not inside.exists():

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
-from audience.errors import AudienceError
+from audience.errors import AudienceError, shorten
 from audience.inputs import check_path
 from audience.train.config import config_arguments, read_run_config
 from audience.train.job_status import JobStatus, apply_event
@@ -97,7 +97,9 @@ def _resolve_run_dir(run_dir: str | Path) -> Path:
     path = Path(check_path(run_dir, "Run id"))
     path = (path if path.is_absolute() else runs / path).resolve()
     if not path.is_relative_to(runs) or path == runs:
-        raise AudienceError(f"Run {run_dir} is not a folder under the runs folder {runs}.")
+        # the run id as typed: where the runs folder is on the server is no visitor's business
+        raise AudienceError(f"Run {shorten(str(run_dir))} is not a folder under the runs folder; pick a run from "
+                            "the list.")
     if not (path / "config.json").is_file():
         raise AudienceError(f"Run {path.name} has no config.json, so it cannot be resumed.")
     return path
