@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="Adience root (fold_0_data.txt ... fold_4_data.txt + images)")
     parser.add_argument("--policy", choices=POLICIES, default="bins", help="age label policy (default: bins)")
     parser.add_argument("--images", choices=IMAGE_MODES, default="auto",
-                        help="image folder to use; 'none' reads the labels only (default: auto)")
+                        help="image folder to use; 'none' reads the labels only (default: auto: aligned/, else "
+                             "faces/, else the labels only, as the EDA tab does)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of a report")
     parser.add_argument("--out", default="eda_report.html", help="HTML report path (default: eda_report.html)")
     parser.add_argument("--labels-out", help="also write the label file {image path: {age_id, gender_id}} here")
