@@ -134,8 +134,9 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
     if data.crop:
         emit({"type": "log", "message": describe_crop(data.crop)})
     if data.alignment:
-        emit({"type": "log", "message": f"the training faces are level (median tilt {data.alignment['angle_median']:.1f} "
-                                        "degrees): Predict turns a face tilted more than the training faces are"})
+        tilt = data.alignment["angle_median"]
+        emit({"type": "log", "message": f"the training faces are level (median tilt {tilt:.1f} degrees): Predict "
+                                        "turns a face tilted more than the training faces are"})
 
 
 def describe_crop(crop: dict) -> str:
