@@ -15,6 +15,7 @@ AUDIENCE_SHUTDOWN_WAIT_S   seconds a stopping server (SIGTERM, Ctrl-C) waits for
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -140,3 +141,40 @@ def on_hf_space() -> bool:
 def default_tab() -> str:
     """The tab the app opens on: Predict on a shared Space (what visitors come for), EDA locally."""
     return "predict" if on_hf_space() else "eda"
+
+
+LOOPBACK_NAMES = ("localhost", "")
+
+
+def is_loopback(server_name: str | None) -> bool:
+    """Whether `server_name` (a host name or address gradio serves on) is this machine's loopback only."""
+    name = (server_name or "").strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def public_deployment(server_name: str | None = None, share: bool = False) -> str | None:
+    """Where the app is served to others ("on the Hugging Face Space ..."), or None for a local run.
+
+    Public means: on Hugging Face Spaces (env SPACE_ID), through a share link, or served on a
+    non-loopback address (`server_name`, else env GRADIO_SERVER_NAME). A local run serves the person
+    at the keyboard: it may open any folder they type, as Jupyter or TensorBoard do.
+    """
+    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
+    if on_hf_space():
+        return f"on the Hugging Face Space {os.environ['SPACE_ID'].strip()}"
+    if share:
+        return "through a public share link"
+    if not is_loopback(server_name):
+        return f"on the network address {server_name}"
+    return None
+
+
+def data_dirs_for(server_name: str | None = None, share: bool = False) -> list[Path] | None:
+    """The allow-list a data root typed into the UI must lie under: None (any folder) on a local run,
+    allowed_data_dirs() on a public deployment."""
+    return None if public_deployment(server_name, share) is None else allowed_data_dirs()

@@ -70,7 +70,7 @@ def _describe(record: dict) -> str:
             parts.append(f"score {face['score']:.2f}")
         for head in ("age", "gender"):
             if face[head] is not None:
-                parts.append(f"{head} {face[head]['label']} ({max(face[head]['probs']):.2f})")
+                parts.append(f"{head} {face[head]['label']} ({max(face[head]['probs'].values()):.2f})")
         if face["uncertain"]:
             parts.append("uncertain")
         lines.append(f"  face {number}: " + ", ".join(parts))

@@ -191,7 +191,7 @@ def test_upload_over_the_limit_is_refused(server, tmp_path):
     assert accepted.status_code == 200
 
 
-def test_paths_typed_into_the_ui_stay_inside_the_allowed_folders(server, client, demo_root, unchanged_folders):
+def test_paths_typed_into_a_local_run_open_and_run_ids_stay_inside(server, client, demo_root, unchanged_folders):
     allowed = server.data_dirs
     # A valid Adience root (labels only) outside, reachable only through a symlink placed in an allowed folder.
     outside_root = server.outside / "adience"
@@ -202,13 +202,12 @@ def test_paths_typed_into_the_ui_stay_inside_the_allowed_folders(server, client,
     for name, target in links.items():
         if not (allowed / name).is_symlink():
             (allowed / name).symlink_to(target, target_is_directory=True)
-    escapes = ["/etc", "../..", str(allowed / ".." / ".."), str(allowed / "link-out"), str(allowed / "link-etc")]
-    for root in escapes:
-        summary = client.predict(root, "bins", "none", api_name="/eda")[0]
-        assert summary.startswith("**Could not load the data:**") and OUTSIDE in summary.replace("\\", ""), root
-        assert "rows (faces)" not in summary
-        message = client.predict(data=root, arch="tiny", folds="0", epochs=1, api_name="/train_start")[0]
-        assert message.startswith("**Not started:**") and "not under a folder the app may open" in message, root
+    # This server runs on loopback: a local run opens the folder its user types, through a link too (issue 21
+    # item 1). tests/test_public_paths.py checks that a public deployment refuses each of these.
+    summary = client.predict(str(allowed / "link-out"), "bins", "none", api_name="/eda")[0]
+    assert "rows (faces)" in summary and OUTSIDE not in summary
+    summary = client.predict(str(allowed / "link-etc"), "bins", "none", api_name="/eda")[0]
+    assert summary.startswith("**Could not load the data:**") and "neither an Adience root" in summary
     for run_id in ("../../etc", "/etc", ".."):
         assert client.predict(run_id, "0", "", api_name="/promote")[0].startswith("**Not promoted:**")
         assert client.predict(run_id, api_name="/train_resume")[0].startswith("**Not started:**")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -154,7 +156,8 @@ def test_image_sizes_read_headers_and_survive_a_corrupt_file(demo_root, demo_dat
     damaged = dataclasses.replace(demo_data, faces=faces.iloc[:3])
     sizes = image_size_table(damaged)
     assert len(sizes) == 3 and sizes["error"].str.contains("UnidentifiedImageError").all()
-    assert "None of the 3 sampled images could be read" in plot_image_sizes(damaged, sizes).layout.annotations[0].text
+    note = plot_image_sizes(damaged, sizes).layout.annotations[0].text.replace("<br>", " ")
+    assert "None of the 3 sampled images could be read" in note
     assert build_sample_grid(damaged, per_class=2).size[0] > 0  # a grey tile, not an exception
 
     figure = plot_image_sizes(demo_data, image_size_table(demo_data, sample=12))
@@ -165,7 +168,7 @@ def test_labels_only_data_gives_empty_image_views(meta_data):
     sizes = image_size_table(meta_data)
     assert sizes.empty and list(sizes.columns) == ["path", "width", "height", "format", "error"]
     figure = plot_image_sizes(meta_data, sizes)
-    assert not figure.data and "images 'none'" in figure.layout.annotations[0].text
+    assert not figure.data and "images 'none'" in figure.layout.annotations[0].text.replace("<br>", " ")
     grid = build_sample_grid(meta_data)
     assert grid.height < 200  # a one-line message, not a montage of blank tiles
 
@@ -202,7 +205,19 @@ def allowed_demo(demo_root, tmp_path, monkeypatch):
     return demo_root
 
 
-def test_only_allowed_roots_are_opened(allowed_demo, tmp_path):
+def _shown_figures(outputs) -> dict:
+    """run_eda's charts by name: a figure, or None where the chart is cleared or hidden."""
+    from audience.eda.report import FIGURE_NAMES
+
+    def figure(output):
+        if isinstance(output, gr.components.Component):  # the UTKFace-only charts, with their visibility
+            return output.value if output.visible else None
+        return output
+
+    return {name: figure(output) for name, output in zip(FIGURE_NAMES, outputs, strict=True)}
+
+
+def test_only_allowed_roots_are_opened_on_a_public_server(allowed_demo, tmp_path):
     from audience import settings
     from audience.data.roots import resolve_data_root
     from audience.ui.eda import run_eda
@@ -217,11 +232,34 @@ def test_only_allowed_roots_are_opened(allowed_demo, tmp_path):
     for root in rejected:
         with pytest.raises(AudienceError):
             resolve_allowed_root(root)
-    outputs = run_eda("/etc", "bins", "auto")
-    assert "not under a folder the app may open" in outputs[0] and str(allowed_demo.parent) in outputs[0]
-    # a refusal changes the summary only: the charts, table and faces already shown stay
-    assert len(outputs) == len(FIGURE_NAMES) + 3
-    assert all(isinstance(output, gr.skip().__class__) for output in outputs[1:])
+    shown = run_eda(str(allowed_demo), "bins", "auto", "0.0.0.0")
+    assert "rows (faces)" in shown[0]
+    for root in ("/etc", str(tmp_path / "allowed" / "link"), "/proc/self/cwd", "~"):
+        outputs = run_eda(root, "bins", "auto", "0.0.0.0")
+        summary = outputs[0].replace("\\", "")
+        assert "not under a folder the app may open" in summary and root in summary
+        # neither the allowed folders nor where the typed path leads are named
+        assert str(allowed_demo.parent) not in summary and str(tmp_path / "outside") not in summary
+        assert str(Path.cwd()) not in summary and str(Path.home()) not in summary
+        # a refusal clears the charts, table and faces: nothing of the last root stays under it
+        assert len(outputs) == len(FIGURE_NAMES) + 3
+        assert all(figure is None for figure in _shown_figures(outputs[1:-2]).values())
+        assert outputs[-2].empty and outputs[-1] is None
+    # the same folder through a share link is refused too
+    assert "not under a folder" in run_eda("/etc", "bins", "auto", "127.0.0.1", True)[0]
+
+
+def test_a_local_run_opens_any_folder(allowed_demo, tmp_path):
+    from audience.ui.eda import run_eda
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(allowed_demo, elsewhere)
+    summary = run_eda(str(elsewhere), "bins", "auto", "127.0.0.1")[0]
+    assert "rows (faces)" in summary and "Could not" not in summary
+    # what it contains is checked the same way: a folder that is no dataset gets its sentence, charts cleared
+    outputs = run_eda(str(tmp_path), "bins", "auto", "localhost")
+    assert outputs[0].startswith("**Could not load the data:**") and "neither an Adience root" in outputs[0]
+    assert all(figure is None for figure in _shown_figures(outputs[1:-2]).values())
 
 
 def test_a_labels_only_root_opens_with_images_none_and_says_so(allowed_demo, adience_meta, monkeypatch):
@@ -231,7 +269,11 @@ def test_a_labels_only_root_opens_with_images_none_and_says_so(allowed_demo, adi
     summary, *figures, noise, grid = run_eda(str(adience_meta), "bins", "auto")
     assert summary.startswith(LABELS_ONLY_NOTE) and "images **none**" in summary and "Could not" not in summary
     assert "| 19487 |" in summary.replace("rows (faces) ", "")  # every labelled row counted
-    assert all(isinstance(figure, go.Figure) for figure in figures) and not noise.empty
+    shown = _shown_figures(figures)
+    # Adience has no exact ages or race: those two panels are hidden, every other chart is drawn
+    assert shown["age_years"] is None and shown["race"] is None
+    assert all(isinstance(shown[name], go.Figure) for name in shown if name not in ("age_years", "race"))
+    assert not noise.empty
     assert isinstance(grid, Image.Image)  # the montage says that no image was read
     # asked for a folder it does not have, it still refuses with the reason
     assert "aligned: folder not found" in run_eda(str(adience_meta), "bins", "aligned")[0]
@@ -250,7 +292,8 @@ def test_run_eda_returns_every_output(allowed_demo):
 
     summary, *figures, noise, grid = run_eda(str(allowed_demo), "strict", "auto")
     assert summary.startswith("> **Synthetic demo data.**") and "strict" in summary
-    assert len(figures) == len(FIGURE_NAMES) and all(isinstance(figure, go.Figure) for figure in figures)
+    shown = _shown_figures(figures)
+    assert [name for name, figure in shown.items() if isinstance(figure, go.Figure)] == list(FIGURE_NAMES[:6])
     assert set(noise["field"]) == {"age", "gender"} and isinstance(grid, Image.Image)
     missing = run_eda(str(allowed_demo / "nope"), "bins", "auto")[0]
     assert missing.startswith("**Could not load the data:**") and "data root not found" in missing
@@ -273,11 +316,14 @@ def test_eda_tab_over_the_client(allowed_demo):
         client = Client(url, verbose=False)
         summary, *plots, noise, grid = client.predict(str(allowed_demo), "bins", "auto", api_name="/eda")
         assert "Synthetic demo data" in summary and len(plots) == len(FIGURE_NAMES)
-        assert all(plot["type"] == "plotly" and eda.SYNTHETIC_MARK in plot["plot"] for plot in plots)
+        assert all(plot["type"] == "plotly" and eda.SYNTHETIC_MARK in plot["plot"] for plot in plots[:6])
+        # no exact ages or race in an Adience-layout root: those two panels are hidden
+        assert [(plot["visible"], plot["value"]) for plot in plots[6:]] == [(False, None), (False, None)]
         assert noise["headers"] == ["field", "raw", "rows", "bins", "strict"] and noise["data"]
         assert Image.open(grid).size[0] > 0
+        # served on loopback: a local run opens the folder, and /etc is no dataset
         summary, *plots, noise, grid = client.predict("/etc", "bins", "auto", api_name="/eda")
-        assert "not under a folder the app may open" in summary and "Traceback" not in summary
+        assert "neither an Adience root" in summary and "Traceback" not in summary
         assert not any(isinstance(plot, dict) and plot.get("type") == "plotly" for plot in plots)
     finally:
         demo.close()

@@ -143,3 +143,31 @@ def test_unreadable_file_exits_2_with_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(eda_script, "read_dataset", refuse)
     assert eda_script.main(["--data", str(tmp_path), "--json"]) == 2  # an existing root whose fold file is refused
     assert capsys.readouterr().err == "error: /data/fold_0_data.txt: cannot be read (Permission denied).\n"
+
+
+def test_a_labels_only_adience_root_opens_as_in_the_eda_tab(capsys, adience_meta, tmp_path):
+    """`--images auto` (the default) on fold files without aligned/ or faces/ reads the labels only and says so,
+    as the EDA tab does; --labels-out there names the one way forward instead of sending the user back to
+    --images (issue 21 item 5: the two refusals used to point at each other)."""
+    summary = run_json(capsys, "--data", str(adience_meta))
+    assert summary["images"] == "none" and summary["rows"] == 19487
+    out = tmp_path / "report.html"
+    assert eda_script.main(["--data", str(adience_meta), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "reading its labels only" in printed and out.is_file()
+    for images in ("auto", "none"):
+        assert eda_script.main(["--data", str(adience_meta), "--images", images, "--labels-out",
+                                str(tmp_path / "labels.json")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and "has no images" in error and "leave out --labels-out" in error
+        assert "--images" not in error  # no advice to change --images: no image mode helps here
+    assert not (tmp_path / "labels.json").exists()
+
+
+def test_labels_out_with_images_none_on_a_root_with_images_names_the_fix(capsys, demo_root, tmp_path):
+    assert eda_script.main(["--data", str(demo_root), "--images", "none", "--labels-out",
+                            str(tmp_path / "labels.json"), "--json"]) == 2
+    error = capsys.readouterr().err
+    assert "use --images auto, aligned or faces with --labels-out" in error
+    # and the fix it names works
+    assert eda_script.main(["--data", str(demo_root), "--labels-out", str(tmp_path / "labels.json"), "--json"]) == 0

@@ -102,26 +102,30 @@ def test_start_refused_where_training_is_off(monkeypatch):
     assert jobs.job_status().state == "idle"
 
 
-def test_data_root_must_be_under_an_allowed_folder(monkeypatch, tmp_path, demo_root):
+def test_data_root_must_be_under_an_allowed_folder_on_a_public_server(monkeypatch, tmp_path, demo_root):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     with pytest.raises(AudienceError, match="not under a folder the app may open"):
-        jobs.training_data_root(str(outside))
+        jobs.training_data_root(str(outside), "0.0.0.0")
     with pytest.raises(AudienceError, match="not under a folder"):
-        jobs.training_data_root("/etc")
+        jobs.training_data_root("/etc", share=True)
+    # a local run (loopback, no share link, not a Space) opens the folder its user types
+    assert jobs.training_data_root(str(outside), "127.0.0.1") == outside
+    assert jobs.training_data_root(str(outside)) == outside
     monkeypatch.setenv("AUDIENCE_DATA_DIRS", str(demo_root.parent))
-    assert jobs.training_data_root(str(demo_root)) == demo_root.resolve()
+    assert jobs.training_data_root(str(demo_root), "0.0.0.0") == demo_root.resolve()
     with pytest.raises(AudienceError, match="does not exist"):
-        jobs.training_data_root(str(demo_root.parent / "missing"))
+        jobs.training_data_root(str(demo_root.parent / "missing"), "0.0.0.0")
     # 'demo' means the built-in set under AUDIENCE_HOME (the session's demo root is reused, not rebuilt).
     monkeypatch.setenv("AUDIENCE_HOME", str(demo_root.parent))
     assert jobs.training_data_root("demo") == demo_root.resolve()
     assert jobs.training_data_root("") == demo_root.resolve()
 
 
-def test_start_refuses_a_data_root_outside_the_allowed_folders(tmp_path):
+def test_start_refuses_a_data_root_outside_the_allowed_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIENCE_ALLOW_TRAINING", "1")
     with pytest.raises(AudienceError, match="not under a folder"):
-        jobs.start_job(_config().replace(data=str(tmp_path)))
+        jobs.start_job(_config().replace(data=str(tmp_path)), server_name="0.0.0.0")
     assert jobs.job_status().state == "idle"
 
 
@@ -133,7 +137,8 @@ def test_job_reports_progress_and_refuses_a_second_start(monkeypatch, tmp_path):
     assert (status.epoch, status.epochs, status.eta_s) == (1, 4, 70.0)
     assert "fold 2/2" in status.progress_line() and "epoch 1/4" in status.progress_line()
     assert "ETA 1:10" in status.progress_line()
-    assert status.device_line().startswith("Device: cpu") and "slow" in status.device_line()
+    # the run is on the tiny arch: no advice to pick it (issue 21 item 8)
+    assert status.device_line().startswith("Device: cpu") and "use the tiny arch" not in status.device_line()
     assert status.curves == [{"fold": 3, "epoch": 1, "loss": 1.9, "train_loss": 1.9, "val_loss": 2.1,
                               "val_age_exact": 0.25, "val_gender_acc": 0.6}]
     assert any("fold 3 epoch 1/4" in line for line in status.log)
@@ -217,3 +222,12 @@ def test_a_finished_run_puts_its_test_accuracy_in_the_status_line():
     status.state = "finished"
     line = status.progress_line()
     assert line.startswith("finished") and "test: age exact 61.2 ± 1.0 %, gender (f/m) 92.0 ± 0.0 %" in line
+
+
+def test_the_no_gpu_advice_names_the_tiny_arch_only_when_another_is_chosen():
+    from audience.train.job_status import JobStatus
+
+    assert "use the tiny arch" in JobStatus(device="cpu (2 cores)", arch="resnet50").device_line()
+    line = JobStatus(device="cpu (2 cores)", arch="tiny").device_line()
+    assert line.startswith("Device: cpu (2 cores) (no GPU") and "use the tiny arch" not in line
+    assert JobStatus(device="cuda:0 (H100)", arch="tiny").device_line() == "Device: cuda:0 (H100)"

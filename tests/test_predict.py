@@ -352,3 +352,67 @@ def test_timings_count_the_faces_beyond_the_cap(checkpoint, group_photo):
     assert len(faces) == timings.faces == 7 and timings.faces_found == 25
     assert capped_note(7, 25, "raise it") == "7 of at least 25 faces shown (the largest); raise it."
     assert capped_note(25, 25, "raise it") is None
+
+
+def _labelled_face(age_top: float = 0.68, gender_top: float = 0.97, box=(100, 60, 80, 80)):
+    from audience.predict.predictor import with_probs
+
+    def probs(top, n):
+        rest = (1 - top) / (n - 1)
+        return np.array([top] + [rest] * (n - 1))
+
+    plain = FacePrediction(box=box, score=0.9, crop_box=box)
+    return with_probs(plain, {"age": probs(age_top, 8), "gender": probs(gender_top, 3)}, 0.5)
+
+
+def test_a_label_numbers_its_face_apart_from_the_age_group():
+    """"1 22-32 0.68" read as "122-32": the number is written "#1" (issue 21 item 7)."""
+    from audience.predict.drawing import face_number, label_of
+
+    assert face_number(1) == "#1" and label_of(_labelled_face()) == "0-2 0.68 · f 0.97"
+
+
+@pytest.mark.parametrize(("top", "uncertain"), [(0.499, False), (0.4951, False), (0.4949, True), (0.3, True),
+                                                (0.5, False)])
+def test_uncertain_is_decided_on_the_probability_as_shown(top, uncertain):
+    """A face labelled 0.50 was "uncertain (below 0.50)" (0.499 rounded): the threshold is compared with the
+    value the label shows, to two decimals."""
+    face = _labelled_face(age_top=top)
+    assert face.uncertain is uncertain
+    from audience.predict.drawing import label_of
+
+    shown = float(label_of(face).split()[1])
+    assert (shown < 0.5) is uncertain
+
+
+def test_labels_are_readable_on_a_small_webcam_frame():
+    """On a 320x240 frame the letters were about 8 px tall: the font has a readable minimum."""
+    from audience.predict.drawing import READABLE_FONT_SIZE
+
+    frame = np.full((240, 320, 3), 255, np.uint8)
+    drawn = draw_predictions(frame, [_labelled_face()])
+    text_rows = np.flatnonzero((drawn.max(axis=2) < 60).any(axis=1))  # black letters on the coloured label
+    assert text_rows.size and text_rows.max() - text_rows.min() + 1 >= 10  # glyphs 10+ px from top to bottom (8 before)
+    # the same label on a large photo grows with it, and a label wider than a tiny crop still fits it
+    assert READABLE_FONT_SIZE >= 14
+    tiny = draw_predictions(np.full((90, 90, 3), 255, np.uint8), [_labelled_face(box=(10, 10, 40, 40))])
+    assert tiny.shape == (90, 90, 3)
+
+
+def test_json_probabilities_are_named_by_class(predictor, astronaut):
+    face = predictor.predict(astronaut)[0].to_dict()
+    assert list(face["age"]["probs"]) == list(AGE_CLASSES) and list(face["gender"]["probs"]) == list(GENDER_CLASSES)
+    assert abs(sum(face["age"]["probs"].values()) - 1) < 1e-3
+    assert face["age"]["label"] == max(face["age"]["probs"], key=face["age"]["probs"].get)
+
+
+@pytest.mark.parametrize(("metadata", "seen"), [
+    ({"dataset": {"format": "utkface"}}, ("f", "m")),
+    ({"dataset": {"format": "adience"}, "metrics": {"gender_per_class": [0.9, 0.9, None]}}, ("f", "m")),
+    ({"dataset": {"format": "adience"}, "metrics": {"gender_per_class": [0.9, 0.9, 0.2]}}, ("f", "m", "u")),
+    ({}, ("f", "m", "u")),
+])
+def test_a_model_that_never_saw_u_shows_no_u(metadata, seen):
+    from audience.predict.predictor import classes_seen
+
+    assert classes_seen(metadata, "gender") == seen and classes_seen(metadata, "age") == AGE_CLASSES

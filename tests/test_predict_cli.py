@@ -179,3 +179,12 @@ def test_predict_benchmark_times_models_and_peer_on_the_same_images(tmp_path):
     assert result["peer"]["calls"] == 2 and result["peer"]["p50_ms"] > 0
     assert result["images"] == 1 and result["threads"] >= 1 and "random-init" in lines[0]
     json.dumps(result)
+
+
+def test_json_probabilities_carry_their_class_names(cli, checkpoint, mixed_folder, capsys):
+    from audience.labels import AGE_CLASSES, GENDER_CLASSES
+
+    assert cli.main([str(mixed_folder / "astronaut.jpg"), "--checkpoint", str(checkpoint), "--json"]) == 0
+    face = json.loads(capsys.readouterr().out.splitlines()[0])["faces"][0]
+    assert list(face["age"]["probs"]) == list(AGE_CLASSES) and list(face["gender"]["probs"]) == list(GENDER_CLASSES)
+    assert all(isinstance(value, float) for value in face["age"]["probs"].values())

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -442,3 +443,38 @@ def test_the_random_protocol_is_labelled_leaky_everywhere(small_root, tmp_path):
     assert json.loads((run_dir / "fold0" / "test_metrics.json").read_text())["leaky"] is True
     assert load_checkpoint(run_dir / "fold0" / "best")[2]["leaky"] is True
     assert "LEAKY" in (run_dir / "train.log").read_text()
+
+
+def test_the_log_says_the_crop_geometry_in_plain_words():
+    from audience.train.cross_validate import describe_crop
+
+    line = describe_crop({"measured_on": 180, "sampled": 200, "margin": 0.95, "shift_x": 0.0, "shift_y": -0.17})
+    assert "reaches 0.95 box sizes beyond each side of the face detector's box" in line
+    assert "its centre 0.17 box sizes higher" in line and "to the right" not in line
+    assert "Predict cuts faces the same way" in line and "measured on 180 of 200 sampled images" in line
+    line = describe_crop({"measured_on": 5, "sampled": 5, "margin": 0.4, "shift_x": 0.1, "shift_y": 0.0})
+    assert "its centre 0.10 box sizes to the right" in line
+
+
+def test_one_fold_results_show_no_spread():
+    from audience.train.cross_validate import _report_end
+
+    events = []
+
+    class Emit:
+        def __call__(self, event):
+            events.append(event)
+
+        def set_status(self, **_):
+            pass
+
+    def stat(per_fold):
+        values = list(per_fold.values())
+        return {"mean": sum(values) / len(values), "std": 0.0 if len(values) == 1 else 0.05, "per_fold": per_fold}
+
+    keys = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm")
+    config = TrainConfig(data="demo", arch="tiny", folds="0")
+    _report_end(Emit(), config, Path("runs/one"), {key: stat({"0": 0.5}) for key in keys})
+    assert "±" not in events[-1]["message"] and "age_exact 0.5000," in events[-1]["message"]
+    _report_end(Emit(), config, Path("runs/two"), {key: stat({"0": 0.5, "1": 0.6}) for key in keys})
+    assert "age_exact 0.5500 ± 0.0500" in events[-1]["message"]

@@ -122,10 +122,10 @@ def test_stream_smooths_per_session(checkpoints):
         annotated, session, status = stream_frame(frame, "tiny.json", session)
     assert annotated.shape == frame.shape and "1 face" in status and "ms per frame" in status
     assert session["tracker"].tracks[0].frames == 3
-    # the smoothed classes in words, numbered as in the picture: "1 face, 12 ms per frame: 1 22-32 · m."
+    # the smoothed classes in words, numbered as in the picture: "1 face, 12 ms per frame: #1 22-32 · m."
     from audience.labels import AGE_CLASSES, GENDER_CLASSES
 
-    label = re.search(r"ms per frame: 1 (\S+) · (\S+)\.", status)
+    label = re.search(r"ms per frame: #1 (\S+) · (\S+)\.", status)
     assert label and label.group(1) in AGE_CLASSES and label.group(2) in GENDER_CLASSES, status
     _, session, _ = stream_frame(frame, predict_view.NO_MODEL, session)  # another model: a fresh tracker
     assert session["model"] == predict_view.NO_MODEL and session["tracker"].tracks[0].frames == 1
@@ -251,3 +251,28 @@ def test_use_this_model_selects_it_in_predict_at_once(checkpoints, tmp_path, mon
     (picker,) = [b for b in restarted.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
     assert picker.value == "mine.json"
     assert predict_view.resolve_checkpoint(None) == tmp_path / "models" / "mine.json"
+
+
+def test_the_chart_has_no_u_bar_for_a_model_that_never_saw_u(checkpoints, astronaut_file, monkeypatch):
+    """A model trained on UTKFace (f and m only) gets no "u" bar; the JSON still carries every probability,
+    by class name, and says which classes the model learned."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(astronaut_file.parent))
+    torch.manual_seed(0)
+    save_checkpoint(checkpoints / "utk", build_model("tiny"),
+                    {"dataset": {"name": "UTKFace", "synthetic": False, "format": "utkface"}})
+    _, _, chart, result, _ = predict_image({"path": str(astronaut_file)}, "utk.json")
+    assert list(chart.data[1].x) == ["f", "m"] and len(chart.data[0].x) == 8
+    assert result["classes"]["gender"] == ["f", "m"] and list(result["faces"][0]["gender"]["probs"]) == ["f", "m", "u"]
+    assert chart.layout.title.text == "Face #1"
+    _, _, chart, result, _ = predict_image({"path": str(astronaut_file)}, "tiny.json")
+    assert list(chart.data[1].x) == ["f", "m", "u"]  # a model whose data had "u" keeps its bar
+
+
+def test_the_predict_tab_offers_a_public_domain_example_photo():
+    from audience.ui.predict import EXAMPLE_PHOTOS, EXAMPLES_DIR
+
+    notice = (EXAMPLES_DIR.parent / "NOTICE.md").read_text()
+    for name in EXAMPLE_PHOTOS:
+        assert (EXAMPLES_DIR / name).is_file() and f"examples/{name}" in notice and "public domain" in notice
+        with Image.open(EXAMPLES_DIR / name) as photo:
+            assert photo.size == (512, 512)

@@ -88,7 +88,7 @@ def test_train_stop_resume_and_compare(client, monkeypatch):
     finished = _poll_until(client, lambda s: not s["active"], "the resumed run")
     assert finished["state"] == "finished", finished
     assert finished["run_id"] == run_id and finished["epoch"] == 2
-    progress, log, curves, _, _ = client.predict(api_name="/train_status")
+    progress, log, curves, *_ = client.predict(api_name="/train_status")
     assert "finished" in progress and f"run {run_id}" in progress
     assert "fold 0 test" in log and curves is not None
 
@@ -129,7 +129,11 @@ def test_the_train_form_opens_on_the_configured_dataset_and_names_the_real_allow
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("AUDIENCE_DATA", raising=False)
     monkeypatch.delenv("AUDIENCE_DATA_DIRS", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.1")
     assert preset_values(initial_preset())["data"] == "demo"
+    assert "any Adience root or UTKFace folder on this machine" in data_root_hint()  # a local run opens any
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # a public deployment names its allow-list
     alone = data_root_hint()
     assert "demo-data" not in alone and "AUDIENCE_DATA" in alone  # the demo folder is no place for a root
     adience, extra = tmp_path / "adience", tmp_path / "more"
@@ -208,3 +212,17 @@ def test_the_runs_table_shows_few_columns_until_all_are_asked_for(monkeypatch, t
     table = compare_runs(None, None, None, True)[1]  # the API's table: a plain table, all columns asked for
     assert list(table.columns) == list(RUN_COLUMN_WIDTHS)
     assert list(compare_runs()[1].columns) == list(DEFAULT_RUN_COLUMNS)
+
+
+def test_the_stop_button_is_red_only_while_a_run_trains_and_a_finished_run_points_on(monkeypatch):
+    from audience.train.job_status import JobStatus
+    from audience.ui import train as train_tab
+
+    for state, variant in (("idle", "secondary"), ("running", "stop"), ("stopping", "stop"),
+                           ("finished", "secondary"), ("stopped", "secondary"), ("failed", "secondary")):
+        status = JobStatus(state=state, run_id=None if state == "idle" else "20260101-000000-tiny-folds")
+        monkeypatch.setattr(jobs, "job_status", lambda *_, status=status: status)
+        text, *_, stop = train_tab.poll(0, None)
+        assert stop.variant == variant, state
+        pointer = "**Compare** tab" in text and "**Use this model**" in text and "20260101-000000-tiny-folds" in text
+        assert pointer is (state == "finished"), (state, text)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from audience.data.formats import detect_format, read_dataset
 from audience.data.splits import make_split
-from audience.data.utkface import fold_of_name, parse_utkface_name
+from audience.data.utkface import UTKFACE_SUFFIX, fold_of_name, parse_utkface_name
 from audience.eda.tables import build_table_figures, label_noise_table, summarize
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, NO_CLASS, age_class_of
@@ -129,7 +129,7 @@ def test_image_level_folds_split_images_and_say_so(small_utkface):
     assert all(a.isdisjoint(b) for i, a in enumerate(sets) for b in sets[i + 1:])
     assert set(data.faces.loc[list(split.test), "fold"]) == {0}
     figures = build_table_figures(data)
-    assert "lists no identities" in figures["images_per_subject"].layout.annotations[0].text
+    assert "lists no identities" in figures["images_per_subject"].layout.annotations[0].text.replace("<br>", " ")
     assert len(figures["age_years"].layout.shapes) == len(AGE_CLASSES)  # one band per group
     assert sum(figures["race"].data[0].y) == len(data.faces)
     noise = label_noise_table(data)
@@ -199,3 +199,24 @@ def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, m
     best = json.loads(next((tmp_path / "runs").glob("*/fold0/best.json")).read_text(encoding="utf-8"))
     assert best["split_level"] == "image" and best["dataset"]["format"] == "utkface"
     assert best["alignment"] == level and "the training faces are level (median tilt 1.2 degrees)" in log
+
+
+def test_a_folder_of_links_leading_out_says_they_were_skipped(small_utkface, tmp_path, capsys):
+    """evaluate.py (and every reader) on a folder whose chips are symlinks to another folder: the links are
+    skipped, never followed, and the sentence says so and how many (issue 21 item 5)."""
+    from audience.data.utkface import LINKS_OUT
+
+    links = tmp_path / "links"
+    links.mkdir()
+    chips = sorted(small_utkface.glob(f"*{UTKFACE_SUFFIX}"))
+    for chip in chips[:7]:
+        (links / chip.name).symlink_to(chip)
+    main = _evaluate_main()
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "utkface-mobilenetv3.json"
+    assert main([str(shipped), "--data", str(links), "--split", "all", "--json"]) == 2
+    error = capsys.readouterr().err
+    assert "7 of its files are symlinks that lead out of the folder and were skipped" in error
+    # one real chip beside the links: it is read, and the links are counted among the dropped images
+    (links / "1_0_0_20170101000000000.jpg.chip.jpg").write_bytes(chips[0].read_bytes())
+    data = read_dataset(links)
+    assert len(data.faces) == 1 and len(data.dropped[LINKS_OUT]) == 7

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audience.data.adience import IMAGE_MODES, AdienceData, fold_file, read_adience
+from audience.data.adience import IMAGE_MODES, AdienceData, fold_file, image_folder_of, read_adience
 from audience.data.utkface import UTKFACE_LICENCE, read_utkface_table, utkface_folder
 from audience.errors import AudienceError, quoted
 
@@ -27,6 +27,14 @@ def detect_format(root: str | Path) -> str:
         return "utkface"
     raise AudienceError(f"{root}: neither an Adience root (no fold_0_data.txt) nor a UTKFace folder "
                         "(no *.jpg.chip.jpg images in it or in UTKFace/).")
+
+
+def images_to_explore(root: str | Path, images: str) -> str:
+    """The image folder the EDA reads (tab and scripts/eda.py alike): `images`, except that "auto" on an
+    Adience root with neither aligned/ nor faces/ reads its labels only ("none") instead of refusing."""
+    if images == "auto" and fold_file(Path(root), 0).is_file() and image_folder_of(Path(root)) is None:
+        return "none"
+    return images
 
 
 def read_dataset(root: str | Path, policy: str = "bins", images: str = "auto") -> AdienceData:

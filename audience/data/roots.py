@@ -30,26 +30,38 @@ def is_demo_root(text) -> bool:
 def resolve_data_root(text: str | Path, allowed: Iterable[str | Path] | None = None) -> Path:
     """The folder `text` names, resolved: 'demo' is the built-in demo set (made on first use).
 
-    With `allowed` (the UI passes settings.allowed_data_dirs()), any other root must be one of
-    those folders or lie below one, else AudienceError; without it (the command lines, run by the
-    machine's own user) any folder is accepted. A root that is not an existing folder is an
-    AudienceError too.
+    With `allowed` (the UI passes settings.data_dirs_for(...): the allow-list on a public deployment),
+    any other root must be one of those folders or lie below one, else AudienceError; without it (the
+    command lines and a local run of the app, used by the machine's own user) any folder is accepted.
+    A root that is not an existing folder is an AudienceError too. Every message quotes `text` as it
+    was typed, never the path it resolves to: `~`, `/proc/self/cwd` or a symlink must not tell a
+    visitor where the server keeps its files.
     """
     if is_demo_root(text):
         return ensure_demo_dataset()
     raw = check_path(text, "Data root").strip()
     if not raw:
         raise AudienceError("enter a data root: a folder with fold_0_data.txt ... fold_4_data.txt, or 'demo'.")
-    path = Path(os.path.realpath(Path(raw).expanduser()))  # Path.resolve() raises RuntimeError on a symlink loop
+    typed = shorten(raw)
+    try:
+        path = Path(os.path.realpath(Path(raw).expanduser()))  # Path.resolve() raises RuntimeError on a symlink loop
+    except OSError as error:  # e.g. another process's /proc/<pid>/cwd: permission denied
+        raise AudienceError(f"{typed}: data root cannot be opened ({error.strerror or 'not readable'}).") from None
     if allowed is not None:
         folders = [Path(os.path.realpath(Path(folder).expanduser())) for folder in allowed]
         if not any(path.is_relative_to(folder) for folder in folders):
-            names = ", ".join(str(folder) for folder in folders)
-            raise AudienceError(f"Data root {shorten(path)} is not under a folder the app may open ({names}); "
-                                "set AUDIENCE_DATA or AUDIENCE_DATA_DIRS to allow it, or type 'demo'.")
+            raise AudienceError(f"Data root {typed} is not under a folder the app may open on this server; its "
+                                "operator can allow folders with AUDIENCE_DATA or AUDIENCE_DATA_DIRS. Type 'demo' "
+                                "for the built-in demo set.")
     if not path.is_dir():
         if is_symlink_loop(path):
-            raise AudienceError(f"{shorten(path)}: data root not found: it is {missing_reason(path)}.")
-        raise AudienceError(f"{shorten(path)}: data root not found: it does not exist or is not a folder "
+            raise AudienceError(f"{typed}: data root not found: it is {missing_reason(path)}.")
+        raise AudienceError(f"{typed}: data root not found: it does not exist or is not a folder "
                             "(expected an Adience root with fold_0_data.txt ... fold_4_data.txt, or a UTKFace folder).")
     return path
+
+
+def hide_resolved(message: str, resolved: Path, typed: str) -> str:
+    """`message` with the resolved root replaced by what was typed: a reader names files by their real
+    path, which on a public server must not show where a typed link or `~` leads."""
+    return message.replace(str(resolved), shorten(str(typed).strip())) if str(resolved) != "/" else message

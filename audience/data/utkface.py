@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audience.data.contained import files_inside
+from audience.data.contained import files_inside, resolves_inside
 from audience.errors import AudienceError, quoted
 from audience.labels import GENDER_CLASSES, NO_CLASS, POLICIES, age_class_of
 
@@ -45,6 +45,21 @@ def image_files(folder: Path, root: Path | None = None) -> list[str]:
     those whose real location is inside `root` (default: `folder`), so a symlink never leads out."""
     return sorted(name for name in files_inside(folder, folder if root is None else root)
                   if name.endswith(UTKFACE_SUFFIX))
+
+
+LINKS_OUT = "a symlink that leads out of the folder (skipped)"
+
+
+def links_leading_out(folder: Path, root: Path) -> list[str]:
+    """The chips in `folder` that are symlinks to files outside `root`: skipped, so that a data root never
+    opens a file elsewhere (audience.data.contained), and counted, so that a folder of links says why."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entry.name for entry in entries
+                          if entry.name.endswith(UTKFACE_SUFFIX) and entry.is_symlink()
+                          and not resolves_inside(entry.path, root))
+    except OSError:
+        return []
 
 
 def utkface_folder(root: Path) -> Path | None:
@@ -113,9 +128,18 @@ def read_utkface_table(root: str | Path, policy: str = "bins", images: bool = Tr
         age, gender, race = parsed
         records.append((fold_of_name(name), name, "0", name, name, str(folder / name) if images else None,
                         str(age), gender, age_class_of(age, policy), GENDER_CLASSES.index(gender), age, race))
+    outside = links_leading_out(folder, root)
+    if outside:
+        dropped[LINKS_OUT] = outside
     if not records:
-        raise AudienceError(f"{folder}: none of its {sum(map(len, dropped.values()))} UTKFace file names "
-                            "could be read (expected age_gender_race_datetime.jpg.chip.jpg).")
+        unread = sum(len(names) for reason, names in dropped.items() if reason != LINKS_OUT)
+        if outside:
+            raise AudienceError(
+                f"{folder}: no UTKFace image in it could be read: {len(outside)} of its files are symlinks that lead "
+                f"out of the folder and were skipped, {unread} other file names could not be read (a data root's "
+                "images must lie inside it: copy the files, or point at the folder the links lead to).")
+        raise AudienceError(f"{folder}: none of its {unread} UTKFace file names could be read (expected "
+                            "age_gender_race_datetime.jpg.chip.jpg).")
     faces = pd.DataFrame(records, columns=["fold", "user_id", "face_id", "subject", "original_image", "path",
                                            "age_raw", "gender_raw", "age_class", "gender_class", "age_years", "race"])
     faces = faces.astype({"fold": "int8", "age_class": "int8", "gender_class": "int8", "age_years": "int16"})

@@ -7,6 +7,8 @@ data)" for the demo set, so its charts are never mistaken for Adience.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -49,10 +51,17 @@ def headroom(figure: go.Figure, top: float) -> go.Figure:
     return figure
 
 
+EMPTY_NOTE_WIDTH = 48  # characters per line of an empty chart's note: a half-width chart shows about 55
+
+
 def empty_figure(title: str, message: str) -> go.Figure:
-    """A figure with no data that says why, so an empty chart is never mistaken for a broken one."""
+    """A figure with no data that says why, so an empty chart is never mistaken for a broken one.
+
+    The note is wrapped into short lines: plotly does not wrap text, and one long line was cut off on both
+    sides of a half-width chart."""
     figure = go.Figure()
-    figure.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 16})
+    text = "<br>".join(textwrap.wrap(message, EMPTY_NOTE_WIDTH))
+    figure.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 14})
     figure.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
     return figure
 
@@ -268,8 +277,11 @@ def plot_age_years(data: AdienceData) -> go.Figure:
                                     name="images", marker_color="#4c6ef5"))
     for index, (low, high) in enumerate(AGE_RANGES):
         figure.add_vrect(x0=low - 0.5, x1=high + 0.5, fillcolor="#fab005" if index % 2 else "#82c91e", opacity=0.15,
-                         line_width=0, annotation_text=AGE_CLASSES[index], annotation_position="top left",
-                         annotation_font_size=10)
+                         line_width=0)
+        # each group's name centred over its band, every other one a line lower: the young groups' bands are
+        # a few years wide, and side by side their names ran into each other ("0-2 3-6")
+        figure.add_annotation(x=(low + high) / 2, y=1.0 if index % 2 == 0 else 0.93, xref="x", yref="paper",
+                              text=AGE_CLASSES[index], showarrow=False, yanchor="bottom", font={"size": 10})
     figure.update_layout(xaxis_title="age in years", yaxis_title="images", bargap=0.05, showlegend=False)
     return set_title(figure, data, "Exact ages and the eight age groups",
                      f"{data.between_groups} images between groups (no age class under {data.policy})")

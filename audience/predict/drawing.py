@@ -18,6 +18,15 @@ TEXT_COLOUR = (0, 0, 0)
 # top-right): labels stay out of this top fraction of the image where they can.
 OVERLAY_BAND = 0.15
 MIN_FONT_SIZE = 8
+# the font's size in pixels: a 28th of the image's short side, at least READABLE_FONT_SIZE (a 320x240 webcam
+# frame got 8 px tall letters); only a label wider than the image is made smaller, down to MIN_FONT_SIZE
+READABLE_FONT_SIZE = 16
+FONT_PER_SHORT_SIDE = 1 / 28
+
+
+def face_number(number: int) -> str:
+    """How a face's number is written before its label: "#1", so that "1 22-32" never reads as "122-32"."""
+    return f"#{number}"
 
 
 def label_of(prediction: FacePrediction) -> str:
@@ -86,7 +95,7 @@ def label_position(
 def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction]) -> np.ndarray:
     """An annotated RGB uint8 copy of `image` (same size): one box and a numbered label per face.
 
-    Faces are numbered 1, 2, ... in the order given (the Predictor's reading order, the rows of
+    Faces are numbered #1, #2, ... in the order given (the Predictor's reading order, the rows of
     the UI table and the CLI). Line width and font size scale with the image, so labels stay
     legible on a 100 px crop and on a 6000 px photo alike; labels are placed by `label_position`.
     """
@@ -95,8 +104,8 @@ def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction]) -
     height, width = image.shape[:2]
     short_side = min(height, width)
     line_width = max(1, round(short_side / 250))
-    texts = [f"{number} {label_of(p)}" for number, p in enumerate(predictions, 1)]
-    font = _fitting_font(draw, texts, max(10, round(short_side / 28)), width)
+    texts = [f"{face_number(number)} {label_of(p)}" for number, p in enumerate(predictions, 1)]
+    font = _fitting_font(draw, texts, max(READABLE_FONT_SIZE, round(short_side * FONT_PER_SHORT_SIDE)), width)
     for prediction, text in zip(predictions, texts, strict=True):
         x, y, w, h = prediction.box
         box = (int(x), int(y), int(x + w - 1), int(y + h - 1))

@@ -61,6 +61,9 @@ def capped_note(shown: int, found: int, remedy: str) -> str | None:
     return f"{shown} of at least {found} faces shown (the largest); {remedy}."
 
 
+SHOWN_DECIMALS = 2  # probabilities in labels and the uncertainty threshold are shown to two decimals
+
+
 @dataclass
 class FacePrediction:
     """One face: where it is and, when a model is loaded, its calibrated class probabilities.
@@ -87,11 +90,13 @@ class FacePrediction:
         return self.age_label if head == "age" else self.gender_label
 
     def to_dict(self) -> dict:
-        """Plain JSON: box, score, age/gender {label, probs} (None for a missing head), uncertain."""
+        """Plain JSON: box, score, age/gender {label, probs by class name} (None for a missing head), uncertain."""
         heads = {
             head: None
             if self.probs_of(head) is None
-            else {"label": self.label_of(head), "probs": [round(float(p), 4) for p in self.probs_of(head)]}
+            else {"label": self.label_of(head),
+                  "probs": {name: round(float(p), 4)
+                            for name, p in zip(CLASSES_OF_HEAD[head], self.probs_of(head), strict=True)}}
             for head in HEADS
         }
         return {
@@ -112,8 +117,23 @@ def with_probs(prediction: FacePrediction, probs: dict[str, np.ndarray], uncerta
         updates[f"{head}_label"] = CLASSES_OF_HEAD[head][index]
         updates[f"{head}_probs"] = [float(v) for v in values]
         tops.append(float(values[index]))
-    updates["uncertain"] = bool(tops) and min(tops) < uncertain_below
+    # compared as shown (two decimals): a face labelled 0.50 is never "uncertain (below 0.50)"
+    updates["uncertain"] = bool(tops) and min(round(top, SHOWN_DECIMALS) for top in tops) < uncertain_below
     return FacePrediction(**{**prediction.__dict__, **updates})
+
+
+def classes_seen(metadata: dict, head: str) -> tuple[str, ...]:
+    """The classes of `head` a checkpoint's model learned from: all of them, except gender "u" when its
+    training data had none (UTKFace labels only f and m; a test fold without a "u" face says the same).
+    The Predict tab shows bars for these only: a "u" bar of a model that never saw "u" means nothing."""
+    classes = CLASSES_OF_HEAD[head]
+    if head != "gender" or "u" not in classes:
+        return classes
+    dataset = metadata.get("dataset") or {}
+    per_class = (metadata.get("metrics") or {}).get("gender_per_class")
+    no_u = dataset.get("format") == "utkface" or (
+        isinstance(per_class, list) and len(per_class) == len(classes) and per_class[classes.index("u")] is None)
+    return tuple(name for name in classes if name != "u") if no_u else classes
 
 
 @dataclass

@@ -124,7 +124,7 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
     elif config.parallel_folds:
         emit({"type": "log", "message": "note: parallel_folds takes effect under torchrun with several processes; "
                                         "this one process trains the folds one after another"})
-    if device.type == "cpu":
+    if device.type == "cpu" and config.arch != "tiny":  # with tiny chosen the advice has been taken
         emit({"type": "log", "message": "warning: no GPU, training on the CPU is slow (use the tiny arch or a "
                                         "small --image-size for a quick try)"})
     if leaky:
@@ -134,12 +134,30 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
         emit({"type": "log", "message": f"note: {data.name} lists no identities, so its folds split images by file "
                                         "name (image-level, not subject-exclusive): one person may be on both sides"})
     if data.crop:
-        emit({"type": "log", "message": f"crop geometry of the training images (on {data.crop['measured_on']} of "
-                                        f"{data.crop['sampled']} sampled): margin {data.crop['margin']:.2f}, shift "
-                                        f"{data.crop['shift_x']:+.2f}, {data.crop['shift_y']:+.2f} box sizes"})
+        emit({"type": "log", "message": describe_crop(data.crop)})
     if data.alignment:
-        emit({"type": "log", "message": f"the training faces are level (median tilt {data.alignment['angle_median']:.1f} "
-                                        "degrees): Predict turns a face tilted more than the training faces are"})
+        tilt = data.alignment["angle_median"]
+        emit({"type": "log", "message": f"the training faces are level (median tilt {tilt:.1f} degrees): Predict "
+                                        "turns a face tilted more than the training faces are"})
+
+
+def describe_crop(crop: dict) -> str:
+    """The training images' framing (crop geometry) in plain words, for the log.
+
+    `margin` is how far the crop reaches beyond each side of the detector's face box, `shift_x`/`shift_y`
+    how far its centre sits from the box's centre (right/down positive), all in box sizes."""
+    def offset(value: float, positive: str, negative: str) -> str | None:
+        if abs(value) < 0.005:
+            return None
+        return f"{abs(value):.2f} box sizes {positive if value > 0 else negative}"
+
+    moves = [part for part in (offset(crop["shift_x"], "to the right", "to the left"),
+                               offset(crop["shift_y"], "lower", "higher")) if part]
+    centre = f"its centre {' and '.join(moves)}" if moves else "centred on the box"
+    return (f"framing of the training faces (measured on {crop['measured_on']} of {crop['sampled']} sampled images): "
+            f"each face fills a crop that reaches {crop['margin']:.2f} box sizes beyond each side of the face "
+            f"detector's box, {centre}; Predict cuts faces the same way, so they look like these "
+            f"(crop margin {crop['margin']:.2f}, shift {crop['shift_x']:+.2f}, {crop['shift_y']:+.2f})")
 
 
 TRAIN_PROGRAMS = ("train.py",)  # a script of this name, or a module of audience.train, is the training command
@@ -392,7 +410,9 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, h
 
 def _report_end(emit: RunEmitter, config: TrainConfig, run_dir: Path, summary: dict) -> None:
     emit.set_status(state="finished", ended=now_iso(), message="finished")
-    lines = [f"{key} {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
+    # a spread over one fold is no spread: "± 0.0000" only said that nothing was measured
+    lines = [f"{key} {summary[key]['mean']:.4f}" + (f" ± {summary[key]['std']:.4f}"
+                                                   if len(summary[key].get("per_fold") or ()) > 1 else "")
              for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm") if summary[key]["mean"] is not None]
     emit({"type": "run_end", "run_dir": str(run_dir), "summary": summary,
           "message": f"run {run_dir.name} finished{' (LEAKY protocol)' if config.protocol == 'random' else ''}: "

@@ -12,14 +12,13 @@ the previous value back when the run ends, however it ends; predictions served m
 those same threads next to the training and are slower until it ends, then back to normal.
 
 A job is refused (AudienceError, nothing started) on a public deployment without
-AUDIENCE_ALLOW_TRAINING=1 (`training_allowed`), for a data root outside settings.allowed_data_dirs(),
-and while another job runs.
+AUDIENCE_ALLOW_TRAINING=1 (`training_allowed`), on a public deployment for a data root outside
+settings.allowed_data_dirs() (a local run opens any folder), and while another job runs.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import os
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
-from audience.errors import AudienceError
+from audience.errors import AudienceError, shorten
 from audience.inputs import check_path
 from audience.train.config import config_arguments, read_run_config
 from audience.train.job_status import JobStatus, apply_event
@@ -41,7 +40,6 @@ from audience.train.runs import describe_owner, run_owner
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
 TAIL_LINES = 200  # returned by job_status()
-LOOPBACK_NAMES = ("localhost", "")
 
 
 class _Job:
@@ -70,28 +68,6 @@ _job: _Job | None = None
 # ---------------------------------------------------------------- permission and data root
 
 
-def _is_loopback(server_name: str | None) -> bool:
-    name = (server_name or "").strip().strip("[]").lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _public_where(server_name: str | None, share: bool) -> str | None:
-    """Where a public deployment is served ('on the Hugging Face Space ...'), None for a local run."""
-    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
-    if os.environ.get("SPACE_ID"):
-        return f"on the Hugging Face Space {os.environ['SPACE_ID']}"
-    if share:
-        return "through a public share link"
-    if not _is_loopback(server_name):
-        return f"on the network address {server_name}"
-    return None
-
-
 def training_allowed(server_name: str | None = None, share: bool = False) -> tuple[bool, str]:
     """(allowed, reason). Public deployments train only with AUDIENCE_ALLOW_TRAINING=1.
 
@@ -100,7 +76,7 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     """
     if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
         return True, "Training is enabled (AUDIENCE_ALLOW_TRAINING=1)."
-    where = _public_where(server_name, share)
+    where = settings.public_deployment(server_name, share)
     if where is None:
         return True, "Training is enabled (the app runs locally)."
     return False, (
@@ -115,17 +91,18 @@ def server_change_refusal(action: str, server_name: str | None = None, share: bo
     run, or AUDIENCE_ALLOW_TRAINING=1, as for training)."""
     if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
         return None
-    where = _public_where(server_name, share)
+    where = settings.public_deployment(server_name, share)
     if where is None:
         return None
     return (f"{action} is turned off because this app is served {where}; start it with the environment variable "
             "AUDIENCE_ALLOW_TRAINING=1 to allow it.")
 
 
-def training_data_root(text: str | None) -> Path:
+def training_data_root(text: str | None, server_name: str | None = None, share: bool = False) -> Path:
     """The data root the UI may train on: 'demo' or empty means the demo dataset (made on first use);
-    any other path must lie under settings.allowed_data_dirs()."""
-    return resolve_data_root((text or "").strip() or DEMO_DATA, allowed=settings.allowed_data_dirs())
+    on a public deployment any other path must lie under settings.allowed_data_dirs(), on a local run
+    any folder is opened (settings.data_dirs_for)."""
+    return resolve_data_root((text or "").strip() or DEMO_DATA, allowed=settings.data_dirs_for(server_name, share))
 
 
 def _resolve_run_dir(run_dir: str | Path) -> Path:
@@ -133,7 +110,9 @@ def _resolve_run_dir(run_dir: str | Path) -> Path:
     path = Path(check_path(run_dir, "Run id"))
     path = (path if path.is_absolute() else runs / path).resolve()
     if not path.is_relative_to(runs) or path == runs:
-        raise AudienceError(f"Run {run_dir} is not a folder under the runs folder {runs}.")
+        # the run id as typed: where the runs folder is on the server is no visitor's business
+        raise AudienceError(f"Run {shorten(str(run_dir))} is not a folder under the runs folder; pick a run from "
+                            "the list.")
     if not (path / "config.json").is_file():
         raise AudienceError(f"Run {path.name} has no config.json, so it cannot be resumed.")
     return path
@@ -245,11 +224,11 @@ def _refusal(status: JobStatus) -> AudienceError:
     return AudienceError(f"A training run is already in progress ({_where(status)}); stop it or wait.")
 
 
-def _checked_data(config):
+def _checked_data(config, server_name: str | None = None, share: bool = False):
     """The config with its data root checked (and resolved, unless it is the demo set)."""
     if is_demo_root(config.data) or not str(config.data).strip():
         return config.replace(data=DEMO_DATA)
-    return config.replace(data=str(training_data_root(config.data)))
+    return config.replace(data=str(training_data_root(config.data, server_name, share)))
 
 
 def _check_memory(config) -> None:
@@ -274,7 +253,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
     allowed, reason = training_allowed(server_name, share)
     if not allowed:
         raise AudienceError(reason)
-    config = _checked_data(config)
+    config = _checked_data(config, server_name, share)
     _check_memory(config)
     with _lock:
         if _job is not None and _job.status.active:

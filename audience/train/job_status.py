@@ -72,6 +72,8 @@ class JobStatus:
         if not self.device:
             return ""
         if self.device.lower().startswith("cpu"):
+            if self.arch == "tiny":  # the advice would name what is already chosen
+                return f"Device: {self.device} (no GPU: the tiny arch keeps a CPU run short)"
             return f"Device: {self.device} (no GPU: training is slow; use the tiny arch or small images for a demo)"
         return f"Device: {self.device}"
 

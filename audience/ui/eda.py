@@ -1,7 +1,9 @@
 """The EDA tab: a data root, label policy and image folder in; summary, charts, noise table and faces out.
 
-A thin adapter over audience.eda. Only roots under settings.allowed_data_dirs() are opened
-(audience.data.roots.resolve_data_root), so a visitor cannot make the server read arbitrary paths.
+A thin adapter over audience.eda. A local run (loopback address, not a Space, no share link) opens
+any folder the person at the keyboard types; a public deployment opens only roots under
+settings.allowed_data_dirs() (settings.data_dirs_for, audience.data.roots.resolve_data_root), so a
+visitor cannot make the server read arbitrary paths, and its messages quote the root as typed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
-from audience.data.adience import IMAGE_MODES, image_folder_of
-from audience.data.formats import DATA_FORMATS, detect_format, read_dataset
-from audience.data.roots import resolve_data_root
-from audience.eda.report import FIGURE_NAMES, build_eda
-from audience.eda.tables import plot_age_years, plot_race
+from audience.data.adience import IMAGE_MODES
+from audience.data.formats import DATA_FORMATS, images_to_explore, read_dataset
+from audience.data.roots import hide_resolved, resolve_data_root
+from audience.eda.report import FIGURE_NAMES, UTKFACE_FIGURES, build_eda
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, POLICIES
 
@@ -47,10 +48,12 @@ def format_summary(summary: dict) -> str:
     """The summary dict as Markdown, with a banner on top for synthetic data."""
     per_class = ", ".join(f"{name}: {count}" for name, count in zip(AGE_CLASSES, summary["age_counts"], strict=True))
     genders = ", ".join(f"{name}: {count}" for name, count in summary["gender_counts"].items())
+    identities = ([("identities", "none listed: each image counts as its own subject")]
+                  if summary.get("split_level") == "image" else
+                  [("albums (user_id)", summary["users"]), ("subjects (user_id + face_id)", summary["subjects"])])
     rows = [
         ("rows (faces)", summary["rows"]),
-        ("albums (user_id)", summary["users"]),
-        ("subjects (user_id + face_id)", summary["subjects"]),
+        *identities,
         ("rows per fold", " / ".join(map(str, summary["rows_per_fold"]))),
         ("rows with an age class per fold", " / ".join(map(str, summary["age_rows_per_fold"]))),
         ("age classes", per_class),
@@ -77,34 +80,51 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _chart(name: str, figure):
+    """A chart's output: the figure; for the UTKFace-only charts also whether it is shown (a dataset without
+    exact ages or race, such as Adience, would leave a row of two empty panels)."""
+    return gr.Plot(value=figure, visible=figure is not None) if name in UTKFACE_FIGURES else figure
+
+
+def _cleared_outputs() -> list:
+    """Every chart, the noise table and the faces emptied, so that nothing of the last root stays under a
+    refusal; the UTKFace-only charts hidden."""
+    return [*(_chart(name, None) for name in FIGURE_NAMES), pd.DataFrame(columns=NOISE_COLUMNS), None]
+
+
 def _refusal(message: str) -> tuple:
-    """The summary says why the root was refused; every chart, table and picture keeps what it showed."""
-    return (f"**Could not load the data:** {escape_markdown(message)}", *([gr.skip()] * (len(FIGURE_NAMES) + 2)))
+    """The summary says why the root was refused or failed; the charts, table and faces are cleared."""
+    return (f"**Could not load the data:** {escape_markdown(message)}", *_cleared_outputs())
 
 
-def run_eda(root: str, policy: str, images: str) -> tuple:
+def run_eda(root: str, policy: str, images: str, server_name: str | None = None, share: bool = False) -> tuple:
     """(summary Markdown, one plotly figure per FIGURE_NAMES, noise table, sample montage) for a data root.
 
-    A refused root changes only the summary (the previous charts stay); `images="auto"` on an Adience root
-    without an image folder reads its labels only and says so.
+    On a local run any folder is opened; on a public deployment (settings.public_deployment: `server_name`,
+    `share`, a Space) only folders under the allow-list, and every message quotes the root as typed, never
+    where it resolves to. A refused or failed root clears the charts; `images="auto"` on an Adience root
+    without an image folder reads its labels only and says so. The charts a dataset cannot have (exact ages
+    and race on Adience) are hidden.
     """
-    note = ""
+    note, resolved = "", None
+    public = settings.public_deployment(server_name, share) is not None
+
+    def told(text: str) -> str:
+        return hide_resolved(text, resolved, root) if public and resolved is not None else text
+
     try:
-        resolved = resolve_data_root(root, allowed=settings.allowed_data_dirs())
-        if images == "auto" and detect_format(resolved) == "adience" and image_folder_of(resolved) is None:
+        resolved = resolve_data_root(root, allowed=settings.data_dirs_for(server_name, share))
+        if images_to_explore(resolved, images) != images:
             images, note = "none", LABELS_ONLY_NOTE
         data = read_dataset(resolved, policy=policy, images=images)
         result = build_eda(data, sample=SIZE_SAMPLE)
     except AudienceError as exc:
-        return _refusal(str(exc))
+        return _refusal(told(str(exc)))
     except OSError as exc:  # e.g. a fold file without read permission
-        return _refusal(f"{exc.filename or root}: cannot be read ({exc.strerror or exc}).")
-    # a chart the data cannot have (exact ages, race on Adience) says why instead of staying blank
-    figures = {"age_years": plot_age_years, "race": plot_race}
-    summary = format_summary(result.summary)
-    return (f"{note}\n\n{summary}" if note else summary,
-            *(result.figures[name] if name in result.figures else figures[name](data) for name in FIGURE_NAMES),
-            result.noise, result.grid)
+        return _refusal(told(f"{exc.filename or root}: cannot be read ({exc.strerror or exc})."))
+    summary = told(format_summary(result.summary))
+    plots = [_chart(name, result.figures.get(name)) for name in FIGURE_NAMES]
+    return (f"{note}\n\n{summary}" if note else summary, *plots, result.noise, result.grid)
 
 
 def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
@@ -113,7 +133,7 @@ def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
                 "and fold, label noise, images per subject, exact ages and race (UTKFace), image sizes and sample "
                 "faces.")
     with gr.Row():
-        root = gr.Textbox(value=default_root, label="Data root", scale=3,
+        root = gr.Textbox(value=default_root, label="Data root", scale=3, elem_id="eda-root",
                           info="An Adience root (fold_0_data.txt ... fold_4_data.txt and aligned/ or faces/) "
                                "or a UTKFace folder (*.jpg.chip.jpg).")
         policy = gr.Radio(list(POLICIES), value="bins", label="Age label policy",
@@ -121,15 +141,21 @@ def build_eda_tab(default_root: str, demo: gr.Blocks | None = None) -> None:
         images = gr.Radio(list(IMAGE_MODES), value="auto", label="Image folder",
                           info="none: labels only, no image is read.")
     load = gr.Button("Load", variant="primary")
-    summary = gr.Markdown()
+    summary = gr.Markdown(elem_id="eda-summary")
     plots = []
     for first in range(0, len(FIGURE_NAMES), 2):
         with gr.Row():
-            plots += [gr.Plot(label=FIGURE_LABELS[name]) for name in FIGURE_NAMES[first:first + 2]]
+            plots += [gr.Plot(label=FIGURE_LABELS[name], visible=name not in UTKFACE_FIGURES)
+                      for name in FIGURE_NAMES[first:first + 2]]
     noise = gr.Dataframe(value=pd.DataFrame(columns=NOISE_COLUMNS), interactive=False,
                          label="Label noise: each raw string, its rows and the class it gets under each policy")
     grid = gr.Image(label="Sample faces per age class", type="pil", format="png", interactive=False)
     inputs, outputs = [root, policy, images], [summary, *plots, noise, grid]
-    load.click(run_eda, inputs, outputs, api_name="eda")
+
+    def eda(root: str, policy: str, images: str) -> tuple:
+        server_name = getattr(demo, "server_name", None) if demo is not None else None
+        return run_eda(root, policy, images, server_name, bool(getattr(demo, "share", False)))
+
+    load.click(eda, inputs, outputs, api_name="eda")
     if demo is not None:
-        demo.load(run_eda, inputs, outputs, api_visibility="private")
+        demo.load(eda, inputs, outputs, api_visibility="private")

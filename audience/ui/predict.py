@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -19,8 +20,8 @@ from audience.data.images import LARGE_PIXELS, read_image, release_memory_soon
 from audience.errors import AudienceError
 from audience.labels import HEADS
 from audience.predict.batch import save_default_choice
-from audience.predict.drawing import draw_predictions
-from audience.predict.predictor import capped_note
+from audience.predict.drawing import draw_predictions, face_number
+from audience.predict.predictor import capped_note, classes_seen
 from audience.predict.smoothing import FaceTracker
 from audience.train import job as jobs
 from audience.ui.payloads import ImagePayload
@@ -39,6 +40,9 @@ from audience.ui.predict_view import (
 )
 from audience.ui.uploads import source_of
 
+# Photos that can be shown anywhere (public domain; audience/assets/NOTICE.md): a Space visitor has one to click.
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLE_PHOTOS = ("astronaut.jpg",)
 STREAM_EVERY_S = 0.2  # 5 frames/s: what a CPU classifies in time (docs/measurements.md)
 STREAM_TIME_LIMIT_S = 120  # one viewer holds the stream queue this long before it must restart
 # /predict's workers: more than the decode slots (audience/data/images.py), so that requests waiting for a
@@ -70,11 +74,13 @@ def predict_image(image, model_name: str | None, whole_image: bool = False, tta:
         release_memory_soon()  # hand the large image's memory back once gradio has encoded the answer
     faces = [prediction.to_dict() for prediction in predictions]
     result = {"model": None if checkpoint is None else checkpoint.name, "note": predictor.note, "faces": faces,
-              "faces_found": timings.faces_found}
+              "faces_found": timings.faces_found,
+              # the classes the model learned from: the chart draws these bars (no "u" for a UTKFace model)
+              "classes": {head: list(classes_seen(predictor.metadata, head)) for head in predictor.heads}}
     return (
         draw_predictions(rgb, predictions),
         faces_table(predictions),
-        probability_chart(faces[0] if faces else None),
+        probability_chart(faces[0] if faces else None, 1, result["classes"]),
         result,
         status_text(predictions, timings, predictor, bool(whole_image)),
     )
@@ -86,7 +92,7 @@ def show_selected_face(result: dict | None, event: gr.SelectData):
     row = event.index[0] if isinstance(event.index, list | tuple) else event.index
     if not isinstance(row, int) or not 0 <= row < len(faces):
         return gr.skip()
-    return probability_chart(faces[row], row + 1)
+    return probability_chart(faces[row], row + 1, (result or {}).get("classes"))
 
 
 def stream_frame(frame, model_name: str | None, session: dict | None):
@@ -112,8 +118,9 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
     capped = capped_note(len(predictions), timings.faces_found, MORE_FACES)
     note = f" {capped}{note}" if capped else note
     # the smoothed classes in words too (numbered as in the picture): readable without the image
-    labels = "; ".join(f"{number} " + " · ".join(p.label_of(head) for head in HEADS if p.probs_of(head) is not None)
-                       for number, p in enumerate(smoothed, 1) if p.age_probs is not None or p.gender_probs is not None)
+    labels = "; ".join(
+        f"{face_number(number)} " + " · ".join(p.label_of(head) for head in HEADS if p.probs_of(head) is not None)
+        for number, p in enumerate(smoothed, 1) if p.age_probs is not None or p.gender_probs is not None)
     status = (f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame"
               f"{': ' + labels if labels else ''}.{note}")
     return draw_predictions(frame, smoothed), session, status
@@ -176,13 +183,17 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
                 tta = gr.Checkbox(False, label="flip test-time augmentation",
                                   info="Also classify the mirrored faces and average (twice the compute).")
                 run = gr.Button("Predict", variant="primary")
+                # a click puts the photo in the image box, whose change answers it (no cached outputs)
+                gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=[image_in],
+                            label="Example photo (public domain)", cache_examples=False)
             with gr.Column():
                 annotated = gr.Image(label="Faces", interactive=False, format="jpeg", elem_id="predict-faces")
                 status = gr.Markdown()
         table = gr.Dataframe(EMPTY_TABLE, label="Faces (click a row to chart it)", interactive=False)
         with gr.Row():
             chart = gr.Plot(label="Probabilities")
-            result = gr.JSON(label="JSON")
+            # open: every level shown, not "Array(4)" / "Object(2)" to click through
+            result = gr.JSON(label="JSON", open=True)
     with gr.Tab("Live webcam"):
         gr.Markdown("Streams the webcam (https or localhost only); labels are smoothed across frames.")
         with gr.Row():

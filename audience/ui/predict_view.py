@@ -25,9 +25,11 @@ from audience.predict.batch import (
     is_synthetic,
     read_default_choice,
 )
+from audience.predict.drawing import face_number
 from audience.predict.predictor import (
     DETECTION_ONLY_NOTE,
     NO_FACE_NOTE,
+    SHOWN_DECIMALS,
     FacePrediction,
     Predictor,
     Timings,
@@ -193,24 +195,29 @@ def faces_table(predictions: list[FacePrediction]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def probability_chart(face: dict | None, number: int = 1) -> go.Figure | None:
-    """Bar chart of one face's 8 age and 3 gender probabilities (a face dict of FacePrediction.to_dict())."""
+def probability_chart(face: dict | None, number: int = 1, classes: dict | None = None) -> go.Figure | None:
+    """Bar chart of one face's age and gender probabilities (a face dict of FacePrediction.to_dict()).
+
+    `classes` ({head: class names}, the result's "classes"): the bars to draw, the classes the model learned
+    from (predictor.classes_seen: no "u" bar for a model whose training data had no "u")."""
     if not face or (face.get("age") is None and face.get("gender") is None):
         return None
     figure = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], subplot_titles=("Age group", "Gender"))
-    for column, head, classes in ((1, "age", AGE_CLASSES), (2, "gender", GENDER_CLASSES)):
+    for column, head, names in ((1, "age", AGE_CLASSES), (2, "gender", GENDER_CLASSES)):
         if face.get(head) is None:
             continue
         probs = face[head]["probs"]
-        colours = ["#2ecc40" if c == face[head]["label"] else "#7f8c8d" for c in classes]
+        probs = probs if isinstance(probs, dict) else dict(zip(names, probs, strict=False))
+        shown = [name for name in (classes or {}).get(head, names) if name in probs]
+        colours = ["#2ecc40" if c == face[head]["label"] else "#7f8c8d" for c in shown]
         figure.add_trace(
-            go.Bar(x=list(classes), y=probs, marker_color=colours, text=[f"{p:.2f}" for p in probs],
-                   textposition="outside", name=head, showlegend=False),
+            go.Bar(x=shown, y=[probs[c] for c in shown], marker_color=colours,
+                   text=[f"{probs[c]:.2f}" for c in shown], textposition="outside", name=head, showlegend=False),
             row=1, col=column,
         )
     figure.update_yaxes(range=[0, 1.1], title_text="probability", row=1, col=1)
     figure.update_yaxes(range=[0, 1.1], row=1, col=2)
-    figure.update_layout(title=f"Face {number}", height=320, margin={"l": 40, "r": 10, "t": 60, "b": 30})
+    figure.update_layout(title=f"Face {face_number(number)}", height=320, margin={"l": 40, "r": 10, "t": 60, "b": 30})
     return figure
 
 
@@ -230,7 +237,8 @@ def status_text(predictions: list[FacePrediction], timings: Timings, predictor: 
         uncertain = sum(p.uncertain for p in predictions)
         if uncertain and not predictor.detection_only:
             threshold = predictor.uncertain_below
-            lines.append(f"{uncertain} uncertain (a top probability below {threshold:.2f}), drawn dashed.")
+            lines.append(f"{uncertain} uncertain (a top probability below {threshold:.{SHOWN_DECIMALS}f}), "
+                         "drawn dashed.")
     if predictor.note:
         lines.append(f"**{predictor.note}**")
     return "\n\n".join(lines)

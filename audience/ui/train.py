@@ -28,7 +28,7 @@ from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
 from audience.model.network import ARCHS
 from audience.predict.align import measure_framing
-from audience.settings import allowed_data_dirs
+from audience.settings import allowed_data_dirs, public_deployment
 from audience.train import job as jobs
 from audience.train.config import DEMO_RECIPE, TrainConfig
 
@@ -78,7 +78,8 @@ def initial_preset() -> dict:
 
 
 def data_root_hint() -> str:
-    """The data-root field's info line: 'demo' and the folders a typed root may lie under (the real allow-list)."""
+    """The data-root field's info line: on a local run any folder; on a public deployment 'demo' and the folders
+    a typed root may lie under (the real allow-list)."""
     from audience.settings import demo_root
 
     home = Path.home()
@@ -86,6 +87,8 @@ def data_root_hint() -> str:
     def short(folder: Path) -> str:
         return "~/" + str(folder.relative_to(home)) if folder.is_relative_to(home) else str(folder)
 
+    if public_deployment() is None:
+        return "'demo', or any Adience root or UTKFace folder on this machine"
     folders = [short(d) for d in allowed_data_dirs() if d != demo_root()]
     if not folders:
         return ("'demo' (the built-in synthetic set); to open your Adience or UTKFace copy, start the app "
@@ -255,17 +258,30 @@ def clear_cache(demo: gr.Blocks) -> str:
     return f"Cleared the image cache: freed {describe_bytes(freed)}. The next run decodes its images again."
 
 
+FINISHED_POINTER = ("**Next:** see run `{run}` beside the others in the **Compare** tab; pick it there under "
+                    "**Use this model** to serve it in the **Predict** tab.")
+
+
+def stop_button(active: bool) -> gr.Button:
+    """Red (the stop variant) only while a run trains: a red button with nothing to stop read as an alarm."""
+    return gr.Button(variant="stop" if active else "secondary")
+
+
 def poll(points_shown: int, ended: str | None):
-    """The job's progress, log, curves (redrawn only when a point was added) and JSON status."""
+    """The job's progress, log, curves (redrawn only when a point was added), JSON status, and the Stop
+    button's colour; a finished run points to Compare and "Use this model"."""
     status = jobs.job_status(LOG_LINES_SHOWN)
     figure = plot_job_curves(status.curves) if len(status.curves) != points_shown else gr.skip()
     text = f"**{status.progress_line()}**" + (f"  \n{status.device_line()}" if status.device_line() else "")
     if status.error:
         text += f"  \n**Error:** {status.error}"
+    if status.state == "finished" and status.run_id:
+        text += "  \n" + FINISHED_POINTER.format(run=status.run_id)
     if not status.active and status.run_id and status.state != "idle":
         ended = f"{status.run_id}:{status.state}"
     details = {k: v for k, v in status.to_dict().items() if k not in ("log", "curves")}
-    return (text, "\n".join(status.log), figure, details, _timer(status.active), len(status.curves), ended)
+    return (text, "\n".join(status.log), figure, details, _timer(status.active), len(status.curves), ended,
+            stop_button(status.active))
 
 
 def refresh_resumable():
@@ -309,7 +325,7 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
                     visible=gpu_count() > 1)
     with gr.Row():
         start = gr.Button("Train fold(s)", variant="primary")
-        stop = gr.Button("Stop", variant="stop")
+        stop = gr.Button("Stop", variant="stop" if jobs.job_status().active else "secondary")
     message = gr.Markdown()
     progress = gr.Markdown(jobs.job_status().progress_line())
     with gr.Row():
@@ -342,7 +358,7 @@ def build_train_tab(demo: gr.Blocks) -> TrainTabEvents:
     resume.click(functools.partial(resume_training, demo), inputs=[resumable, gpus], outputs=[message, timer],
                  api_name="train_resume", concurrency_limit=1, concurrency_id="train_control")
     timer.tick(poll, inputs=[shown_points, run_ended],
-               outputs=[progress, log, curves, status_json, timer, shown_points, run_ended],
+               outputs=[progress, log, curves, status_json, timer, shown_points, run_ended, stop],
                api_name="train_status", show_progress="hidden")
     refresh_runs.click(refresh_resumable, outputs=[resumable], api_visibility="private")
     clear.click(functools.partial(clear_cache, demo), outputs=[message], api_name="clear_cache",
