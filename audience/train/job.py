@@ -33,7 +33,7 @@ from pathlib import Path
 
 from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
-from audience.errors import AudienceError
+from audience.errors import AudienceError, shorten
 from audience.inputs import check_path
 from audience.train.config import config_arguments, read_run_config
 from audience.train.job_status import JobStatus, apply_event
@@ -111,10 +111,10 @@ def training_data_root(text: str | None) -> Path:
 
 def _resolve_run_dir(run_dir: str | Path) -> Path:
     runs = settings.runs_dir().resolve()
-    path = Path(check_path(run_dir, "Run id"))
+    path = Path(check_path(run_dir, "Run id", base=runs))
     path = (path if path.is_absolute() else runs / path).resolve()
     if not path.is_relative_to(runs) or path == runs:
-        raise AudienceError(f"Run {run_dir} is not a folder under the runs folder {runs}.")
+        raise AudienceError(f"Run {shorten(run_dir)} is not a folder under the runs folder.")
     if not (path / "config.json").is_file():
         raise AudienceError(f"Run {path.name} has no config.json, so it cannot be resumed.")
     return path
