@@ -57,6 +57,10 @@ def test_long_paths_and_huge_numbers_over_raw_http(server):  # noqa: F811 - the 
     message = call_named(server, "train_start", arch="tiny", folds="0", data="demo", epochs=huge)[0]
     assert message.startswith("**Not started:** epochs must be"), message[:300]
     assert len(message) < QUOTE_LIMIT + 200, len(message)
+    # a value outside a choice list is refused by gradio before the app runs: its sentence is bounded too
+    answer = call_raw(server, "train_resume", ["x" * 2_000_000, "y" * 2_000_000])
+    assert "event: error" in answer and "a value outside the choices" in answer, answer[:300]
+    assert len(answer) < 2 * QUOTE_LIMIT + 400, len(answer)
     assert server.alive()
 
 
