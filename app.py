@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from audience import settings
 from audience.data.demo import ensure_demo_dataset
 from audience.errors import AudienceError
+from audience.ui.choice_errors import bound_choice_errors
 from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
@@ -62,6 +63,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Predict", id="predict"):
                 build_predict_tab(demo, compare_events)
     demo.queue(default_concurrency_limit=4, max_size=64)
+    bound_choice_errors(demo)
     return demo
 
 

@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from audience.errors import AudienceError, shorten
+
 # Readable by everyone, writable by the owner: artefacts (runs, checkpoints, reports, ONNX) are
 # meant to be read by other users and processes (a served model, a shared report). mkstemp's
 # private 0600 is not kept, and the mode is set explicitly rather than through the umask because
@@ -109,7 +111,31 @@ def fsync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
+def check_replaceable(target: str | Path) -> Path:
+    """`target` as a Path when a write may replace it: it does not exist yet or is a regular file.
+
+    A rename over a device node (`/dev/full`), a pipe, a socket or a folder would replace that thing
+    with a file (as root even /dev/full), so those are refused with a sentence. A symbolic link is
+    refused too: the rename would replace the link itself, not the file it points to.
+    """
+    target = Path(target)
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as error:  # ENAMETOOLONG, a part of the path is a file, permission denied ...
+        raise AudienceError(f"Cannot write {shorten(target)} ({(error.strerror or str(error)).lower()}).") from None
+    if stat.S_ISREG(mode):
+        return target
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a pipe" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise AudienceError(f"Cannot write {shorten(target)}: it is {kind}, and only a new or regular file is "
+                        "replaced (nothing was written).")
+
+
 def _new_temp(target: Path, suffix: str) -> Path:
+    check_replaceable(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     return Path(name)
@@ -139,7 +165,7 @@ def write_temp_beside(target: str | Path, write: Callable[[Path], None], suffix:
 
 def replace_into(temp: str | Path, target: str | Path) -> Path:
     """Rename a temp file from write_temp_beside over `target` and make the rename durable."""
-    target = Path(target)
+    target = check_replaceable(target)
     os.replace(temp, target)
     fsync_folder(target.parent)
     return target

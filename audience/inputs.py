@@ -10,12 +10,15 @@ name, a checkpoint name) goes through `name_slug`: letters and digits of any scr
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 from audience.errors import AudienceError, quoted
 
 PATH_LIMIT = 4096  # characters of a typed path (Linux's PATH_MAX)
 NAME_BYTES_LIMIT = 255  # bytes of one file or folder name in UTF-8 (Linux's NAME_MAX)
+# bytes of a path made absolute: PATH_MAX less one file name, so that a file opened inside it still fits
+ABSOLUTE_LIMIT = PATH_LIMIT - NAME_BYTES_LIMIT - 1
 NAME_LIMIT = 50  # characters of a run or checkpoint name: with the parts the app adds it stays under NAME_MAX
 NAME_PUNCTUATION = "_.+-"  # kept in a name besides letters, marks and digits; any other run of characters is '-'
 
@@ -32,15 +35,22 @@ def check_text(value, what: str, limit: int) -> str:
     return text
 
 
-def check_path(value, what: str) -> str:
+def check_path(value, what: str, base: str | os.PathLike | None = None) -> str:
     """`value` as text that the path functions accept: no control character, at most PATH_LIMIT characters,
-    no part longer than NAME_BYTES_LIMIT bytes. AudienceError says which rule it breaks."""
+    no part longer than NAME_BYTES_LIMIT bytes, and at most ABSOLUTE_LIMIT bytes once made absolute (`~` expanded,
+    relative to `base`, default the working folder: the system refuses a longer path with OSError 36 in
+    whatever function meets it first). AudienceError says which rule it breaks."""
     text = check_text(value, what, PATH_LIMIT)
     for part in text.replace("\\", "/").split("/"):
         size = len(part.encode("utf-8", "surrogatepass"))
         if size > NAME_BYTES_LIMIT:
             raise AudienceError(f"{what} is too long: a file or folder name may have at most {NAME_BYTES_LIMIT} "
                                 f"bytes, one has {size:,} ({quoted(part, 40)}).")
+    full = os.path.join(os.fspath(base) if base is not None else os.getcwd(), os.path.expanduser(text))
+    size = len(os.fsencode(os.path.normpath(full)))
+    if size > ABSOLUTE_LIMIT:
+        raise AudienceError(f"{what} is too long: a path may have at most {ABSOLUTE_LIMIT:,} bytes with the folders "
+                            f"above it (room for the files the app opens in it), this one has {size:,}.")
     return text
 
 

@@ -23,6 +23,18 @@ from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES
 from audience.train.evaluation import SPLITS
 
+MAX_BATCH_SIZE = 1024  # one batch of decoded images and activations must fit in memory
+
+
+def _batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:40]!r}") from None
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_BATCH_SIZE}, not {value}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on one fold, or on every labelled image, "
@@ -42,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whole: classify each image as it is; detect: find the face and cut it with the "
                              "checkpoint's crop geometry, as the Predict path does; auto (default): detect when the "
                              "checkpoint records a crop and was trained on another dataset format")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--batch-size", type=_batch_size, default=64,
+                        help=f"images per batch (default: 64; 1 to {MAX_BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--debug", action="store_true",

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from audience.data.contained import missing_reason
-from audience.errors import AudienceError
+from audience.errors import AudienceError, shorten
 
 MAX_PIXELS = 40_000_000  # header check: a larger image is refused before decoding (a 16-bit RGBA one is 320 MB)
 # ...and the bytes its decoded pixels take (pixels x bytes per pixel as the header declares them): an 8-bit
@@ -85,6 +85,9 @@ def read_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_side: int 
             raise AudienceError(f"{source}: {missing_reason(path)}")
         if path.is_dir():
             raise AudienceError(f"{source}: is a folder, not an image file")
+        if not path.is_file():  # a pipe would block the open until someone writes to it; a device never ends
+            raise AudienceError(f"{shorten(source)}: is not a regular file (a pipe, a device or a socket), "
+                                "so it is not read as an image")
         try:
             with path.open("rb") as handle:
                 if path.stat().st_size == 0:

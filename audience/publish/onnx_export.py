@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from audience import settings
-from audience.errors import AudienceError, quoted
+from audience.errors import AudienceError, quoted, shorten
 from audience.files import atomic_path
 from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint
@@ -135,6 +135,25 @@ def check_parity(path: Path, wrapper: torch.nn.Module, image_size: int, seed: in
     return worst, scale
 
 
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The ONNX opsets torch.onnx writes with `exporter` (dynamo: from 18; the TorchScript one: up to its maximum)."""
+    from torch.onnx import _constants
+
+    if exporter == "dynamo":
+        return max(DEFAULT_OPSET, _constants.ONNX_MIN_OPSET), _constants.ONNX_MAX_OPSET
+    return _constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+
+def check_opset(opset, exporter: str) -> int:
+    """`opset` when `exporter` can write it, else AudienceError naming the range (torch would warn and write
+    another opset, or fail deep in the converter)."""
+    low, high = opset_range(exporter)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise AudienceError(f"--opset must be a whole number from {low} to {high} for the {exporter} exporter, "
+                            f"not {shorten(opset, 40)}.")
+    return opset
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                 exporter: str = "auto") -> ExportResult:
     """Export `checkpoint` to ONNX at `out` (default: the user's models folder, settings.models_dir()/<stem>.onnx,
@@ -148,6 +167,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
         raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which the app does not install: "
                             "pip install -r requirements-dev.txt (or make test, which does).")
     exporter = choose_exporter(exporter)
+    check_opset(opset, exporter)
     _, json_path = checkpoint_paths(checkpoint)
     model, _, metadata = load_checkpoint(json_path)
     heads = HEADS_OF_TASK[metadata["task"]]

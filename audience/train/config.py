@@ -23,7 +23,7 @@ from audience.data.formats import read_dataset
 from audience.data.roots import DEMO_DATA, resolve_data_root
 from audience.data.splits import PROTOCOLS
 from audience.data.transforms import AUGMENT_STRENGTHS
-from audience.errors import AudienceError, quoted
+from audience.errors import AudienceError, quoted, shorten
 from audience.files import read_json
 from audience.inputs import check_path, name_slug
 from audience.labels import POLICIES, TASKS
@@ -51,9 +51,9 @@ def _check_field(item: dataclasses.Field, value) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise AudienceError(f"{item.name} must be a finite number; got {value}.")
     if minimum is not None and value < minimum:
-        raise AudienceError(f"{item.name} must be at least {minimum}; got {value}.")
+        raise AudienceError(f"{item.name} must be at least {minimum}; got {shorten(value)}.")
     if maximum is not None and value > maximum:
-        raise AudienceError(f"{item.name} must be at most {maximum:,}; got {value:,}.")
+        raise AudienceError(f"{item.name} must be at most {maximum:,}; got {shorten(f'{value:,}')}.")
 
 
 @dataclass
@@ -242,7 +242,7 @@ def _convert(name: str, value, hint):
         return str(value)
     except (TypeError, ValueError):
         # a number typed on the command line reads as the same number sent as JSON: "got 1.5", not "got '1.5'"
-        shown = value.strip() if isinstance(value, str) and _is_number(value) else quoted(value)
+        shown = shorten(value.strip()) if isinstance(value, str) and _is_number(value) else quoted(value)
         raise AudienceError(f"{name} must be {kind.__name__}; got {shown}.") from None
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import shutil
 import sys
 import threading
 import traceback
@@ -243,6 +244,28 @@ def _train_folds(config: TrainConfig, data: AdienceData, emit: RunEmitter, stop,
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# How writers that are not Python's own files say it: safetensors ("I/O error: No space left on device
+# (os error 28)"), torch.save ("PytorchStreamWriter failed writing file ...: file write failed").
+DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122")
+LOW_DISK_BYTES = 64 * 2**20
+
+
+def is_disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether `error` (or one it was raised from) is a write that failed for lack of space in `folder`."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return True
+        text = str(seen).lower()
+        if any(part in text for part in DISK_FULL_TEXT):
+            return True
+        if "file write failed" in text:  # torch.save names no cause: ask the disk
+            try:
+                return shutil.disk_usage(folder).free < LOW_DISK_BYTES
+            except OSError:
+                return False
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _failure_sentence(error: Exception, config: TrainConfig, run_dir: Path) -> str | None:
@@ -253,12 +276,15 @@ def _failure_sentence(error: Exception, config: TrainConfig, run_dir: Path) -> s
     if isinstance(error, LossNotFinite):
         return (f"Training stopped: {error} (lr {config.lr}); lower --lr or raise --grad-clip. "
                 f"The files of the last completed epoch in {run_dir} stay valid.")
-    if isinstance(error, OSError):
-        if error.errno not in DISK_FULL:
-            return None
+    if is_disk_full(error, run_dir):
+        filename = error.filename if isinstance(error, OSError) else None
         command = resume_command(run_dir, distributed.current())
-        return (f"The disk is full: {error.filename or 'a file of the run'} could not be written. Free some space, "
+        return (f"The disk is full: {filename or 'a file of the run'} could not be written. Free some space, "
                 f"then continue with: {command} (the files of the last completed epoch stay valid).")
+    if isinstance(error, OSError):
+        return None
+    if not isinstance(error, AudienceError):
+        return None  # a bug
     return str(error)
 
 
@@ -394,8 +420,7 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, h
         summary = _train_folds(config, data, emit, stop, model_size, cache, run_dir, ranks)
     except BaseException as error:
         failure = distributed.lost_contact(error, ranks) or error
-        expected = (AudienceError, LossNotFinite, OSError, distributed.GroupFailure)
-        message = _failure_sentence(failure, config, run_dir) if isinstance(failure, expected) else None
+        message = _failure_sentence(failure, config, run_dir) if isinstance(failure, Exception) else None
         if message is None:  # a bug (an OSError other than a full disk is one too)
             _record_bug(emit, error)
             raise

@@ -107,7 +107,7 @@ def training_data_root(text: str | None, server_name: str | None = None, share: 
 
 def _resolve_run_dir(run_dir: str | Path) -> Path:
     runs = settings.runs_dir().resolve()
-    path = Path(check_path(run_dir, "Run id"))
+    path = Path(check_path(run_dir, "Run id", base=runs))
     path = (path if path.is_absolute() else runs / path).resolve()
     if not path.is_relative_to(runs) or path == runs:
         # the run id as typed: where the runs folder is on the server is no visitor's business
