@@ -100,8 +100,8 @@ def _face_crop(args: argparse.Namespace):
     if args.crop == "whole":
         yield None
         return
-    from audience.predict.align import face_cropper
-    from audience.predict.faces import FaceDetector
+    from audience.faces.align import face_cropper
+    from audience.faces.detector import FaceDetector
 
     with FaceDetector() as detector:
         yield face_cropper(metadata, detector)

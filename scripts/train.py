@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     given = given_settings(parser, args)
     stop = threading.Event()
     restore_signals = install_stop_handlers(stop)
-    from audience.predict.align import measure_framing
+    from audience.faces.align import measure_framing
     from audience.train import distributed
     from audience.train.cross_validate import cross_validate, resume
 

@@ -9,10 +9,7 @@ import torch
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.model.checkpoint import save_checkpoint
-from audience.model.metadata import check_checkpoint_metadata
-from audience.model.network import build_model
-from audience.predict.align import (
+from audience.faces.align import (
     MIN_TILT_DEGREES,
     Alignment,
     alignment_of,
@@ -23,8 +20,11 @@ from audience.predict.align import (
     measure_alignment,
     measure_framing,
 )
-from audience.predict.crop_geometry import DEFAULT_GEOMETRY, CropGeometry, measure_crop_geometry
-from audience.predict.faces import Face, FaceDetector, expand_box
+from audience.faces.crop_geometry import DEFAULT_GEOMETRY, CropGeometry, measure_crop_geometry
+from audience.faces.detector import Face, FaceDetector, expand_box
+from audience.model.checkpoint import save_checkpoint
+from audience.model.metadata import check_checkpoint_metadata
+from audience.model.network import build_model
 from audience.predict.predictor import Predictor
 
 LEVEL_FACE = "coarse_tilt_aligned_face.1.10571493783_a715bf1292_o.jpg"  # a real Adience face whose eyes are level

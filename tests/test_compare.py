@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audience.bench.model_latency import cached_latency, measure_cpu_latency
 from audience.compare import plots
 from audience.compare import tables as compare
-from audience.compare.latency import cached_latency, measure_cpu_latency
 from audience.errors import AudienceError
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from audience.errors import AudienceError
+from audience.faces.crop_geometry import DEFAULT_GEOMETRY, crop_geometry_of, measure_crop_geometry
+from audience.faces.detector import CROP_MARGIN, FaceDetector, expand_box
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
-from audience.predict.crop_geometry import DEFAULT_GEOMETRY, crop_geometry_of, measure_crop_geometry
-from audience.predict.faces import CROP_MARGIN, FaceDetector, expand_box
 from audience.predict.predictor import Predictor
 
 data = pytest.importorskip("skimage.data")
@@ -98,7 +98,7 @@ def test_shift_moves_the_square_by_box_sizes():
 
 
 def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
-    from audience.predict.align import face_cropper
+    from audience.faces.align import face_cropper
 
     tight = {"crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}}
     with FaceDetector() as detector:

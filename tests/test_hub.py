@@ -17,9 +17,9 @@ from huggingface_hub import constants as hub_constants
 
 from audience.errors import AudienceError
 from audience.model import hub_access as hub_net
+from audience.model import served as hub
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model
-from audience.publish import served as hub
 from audience.publish.model_card import LEAK_WARNING, SYNTHETIC_WARNING, build_model_card
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "audience"
 BASE_MODULES = {"__init__", "errors", "settings", "labels", "files", "inputs"}
 # A stage may import base modules, its own modules and those of a lower rank; never a stage of
-# the same or a higher rank (eda and model are independent, so are train and predict).
-STAGE_RANK = {"data": 1, "eda": 2, "model": 2, "train": 3, "predict": 3, "compare": 4, "publish": 4, "ui": 5}
+# the same or a higher rank (eda and faces are independent, so are train and predict, compare and publish).
+# faces sits below model (the typed checkpoint parses its crop and alignment) and so below train and predict,
+# which both use it; bench measures trained models and the Predict path; compare shows bench's latencies.
+STAGE_RANK = {"data": 1, "eda": 2, "faces": 2, "model": 3, "train": 4, "predict": 4, "bench": 5, "compare": 6,
+              "publish": 6, "ui": 7}
 
 
 def _module_name(path: Path) -> str:

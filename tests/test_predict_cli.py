@@ -148,7 +148,7 @@ def test_script_runs_from_the_project_root(checkpoint, mixed_folder):
 
 @pytest.mark.slow
 def test_predict_benchmark_times_models_and_peer_on_the_same_images(tmp_path):
-    from audience.predict.benchmark import run_predict_benchmark
+    from audience.bench.predict_latency import run_predict_benchmark
 
     folder = tmp_path / "bench"
     folder.mkdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audience.bench.stability import PERTURBATIONS, perturbed_versions, summarise
 from audience.compare.served_rows import checkpoint_runs
-from audience.compare.stability import PERTURBATIONS, perturbed_versions, summarise
 from audience.compare.tables import runs_table
 from audience.labels import NO_CLASS
 from audience.model.checkpoint import read_checkpoint_metadata

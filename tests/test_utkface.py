@@ -173,7 +173,7 @@ def test_evaluate_needs_a_fold_or_split_all(small_utkface, tmp_path, capsys):
 @pytest.mark.slow
 def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, monkeypatch):
     """The Train tab's path (the background job, the crop measurement handed in) on a UTKFace folder."""
-    from audience.predict.align import measure_framing
+    from audience.faces.align import measure_framing
     from audience.train import job as jobs
     from audience.train.config import TrainConfig
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from audience.data.images import read_image
+from audience.faces.align import alignment_of, cut_face
+from audience.faces.crop_geometry import crop_geometry_of
+from audience.faces.detector import Face, FaceDetector, reading_order
 from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint
-from audience.predict.align import alignment_of, cut_face
-from audience.predict.crop_geometry import crop_geometry_of
-from audience.predict.faces import Face, FaceDetector, reading_order
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 

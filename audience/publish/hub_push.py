@@ -20,8 +20,8 @@ from audience.errors import AudienceError
 from audience.files import replace_into, write_temp_beside, write_text_atomic
 from audience.model.checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, load_checkpoint
 from audience.model.hub_access import hub_offline, hub_reachable
+from audience.model.served import DEFAULT_FILE
 from audience.publish.model_card import build_model_card, find_run_summary
-from audience.publish.served import DEFAULT_FILE
 
 LOCAL_PATH_SETTINGS = ("data", "out", "cache_dir", "weights_file")  # TrainConfig fields that hold local paths
 

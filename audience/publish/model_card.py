@@ -215,7 +215,7 @@ def _training_lines(metadata: dict) -> list[str]:
 
 
 def _alignment_line(alignment) -> str:
-    from audience.predict.align import MIN_TILT_DEGREES  # the Predict path's rule, not the checkpoint's
+    from audience.faces.align import MIN_TILT_DEGREES  # the Predict path's rule, not the checkpoint's
 
     if not isinstance(alignment, dict):
         return "- face alignment: none recorded; the app cuts each face upright round the detector's box, unturned"

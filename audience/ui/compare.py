@@ -15,9 +15,9 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
+from audience.bench.model_latency import measure_cpu_latency
 from audience.compare import plots
 from audience.compare import tables as compare
-from audience.compare.latency import measure_cpu_latency
 from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
 from audience.data.adience import N_FOLDS
 from audience.errors import AudienceError, quoted, shorten

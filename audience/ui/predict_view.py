@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from audience.errors import AudienceError, quoted
 from audience.inputs import check_path
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.model import served as hub
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.predictor import (
     DETECTION_ONLY_NOTE,
@@ -27,7 +28,6 @@ from audience.predict.predictor import (
     Timings,
     capped_note,
 )
-from audience.publish import served as hub
 from audience.settings import checkpoints_dir
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ import torch
 from audience.compare.plots import plot_job_curves
 from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
+from audience.faces.align import measure_framing
 from audience.model.network import ARCHS
-from audience.predict.align import measure_framing
 from audience.settings import allowed_data_dirs
 from audience.train import job as jobs
 from audience.train.config import DEMO_RECIPE, TrainConfig

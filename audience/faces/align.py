@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from audience.errors import AudienceError
-from audience.predict.crop_geometry import (
+from audience.faces.crop_geometry import (
     CROP_SAMPLE,
     CropGeometry,
     crop_geometry_of,
@@ -33,7 +33,7 @@ from audience.predict.crop_geometry import (
     detect_on_border,
     sample_paths,
 )
-from audience.predict.faces import Face, FaceDetector, expand_box
+from audience.faces.detector import Face, FaceDetector, expand_box
 
 # Training images whose median |head_roll| is under this count as aligned (level). Measured: UTKFace chips
 # 1.45 degrees (200 sampled), Adience's coarse-tilt-aligned faces 2.64 (the 19 in ../shared), the demo set,

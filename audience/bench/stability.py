@@ -25,16 +25,16 @@ import cv2
 import numpy as np
 import torch
 
-from audience.compare.peer_accuracy import nearest_age_class
+from audience.bench.peer_accuracy import nearest_age_class
 from audience.data.formats import read_dataset
 from audience.data.images import list_images, read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
+from audience.faces.crop_geometry import sample_paths
 from audience.files import write_json_atomic
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 from audience.model.checkpoint import read_checkpoint_metadata
 from audience.model.metadata import check_checkpoint_metadata
-from audience.predict.crop_geometry import sample_paths
 from audience.predict.predictor import Predictor
 from audience.train.evaluation import evaluation_rows
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from audience.data.images import rgb_from_array
 from audience.errors import AudienceError, quoted
-from audience.predict.detectors import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
-from audience.predict.detectors import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
+from audience.faces.backends import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
+from audience.faces.backends import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
 
 MODEL_FILES: dict[str, Path] = {
     "short": ASSETS / "face_detection_short_range.tflite",

@@ -22,7 +22,7 @@ import numpy as np
 
 from audience.data.images import read_image
 from audience.errors import AudienceError, quoted
-from audience.predict.faces import CROP_MARGIN, FaceDetector
+from audience.faces.detector import CROP_MARGIN, FaceDetector
 
 CROP_SAMPLE = 200  # images measured: the medians are stable to about 0.01 from here on
 MAX_MARGIN = 2.0  # a larger measured margin means the detector found something other than the face
