@@ -21,7 +21,8 @@ from tqdm import tqdm
 from audience.data.images import list_images
 from audience.errors import AudienceError
 from audience.faces.detector import FaceDetector
-from audience.predict.batch import find_newest_checkpoint, predict_files
+from audience.model.checkpoint import find_newest_checkpoint
+from audience.predict.batch import predict_files
 from audience.predict.predictor import NO_FACE_NOTE, Predictor
 
 MAX_FACES = 20

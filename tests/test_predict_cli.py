@@ -12,9 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from audience.model.checkpoint import save_checkpoint
+from audience.model.checkpoint import find_newest_checkpoint, save_checkpoint
 from audience.model.network import build_model
-from audience.predict.batch import find_newest_checkpoint
 
 data = pytest.importorskip("skimage.data")
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.model.checkpoint import checkpoint_paths, load_checkpoint
-from audience.predict.batch import find_newest_checkpoint
+from audience.model.checkpoint import checkpoint_paths, find_newest_checkpoint, load_checkpoint
 from audience.predict.predictor import Predictor
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from audience.errors import AudienceError
 from audience.labels import SUMMARY_KEYS
-from audience.model.checkpoint import read_checkpoint_metadata
-from audience.predict.batch import list_checkpoints
+from audience.model.checkpoint import list_checkpoints, read_checkpoint_metadata
 from audience.train.runs import RunInfo
 
 SHIPPED_PREFIX = "checkpoint:"

@@ -29,6 +29,7 @@ from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
 from audience.model.metadata import check_checkpoint_metadata
 from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
 from audience.model.state import load_state_strictly
+from audience.settings import checkpoints_dir
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
@@ -155,6 +156,26 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
         )
     check_checkpoint_metadata(metadata, str(json_path))
     return metadata
+
+
+def list_checkpoints(folder: str | Path | None = None) -> list[Path]:
+    """The checkpoint .json files of `folder` (default: settings.checkpoints_dir()), newest first."""
+    folder = checkpoints_dir() if folder is None else Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.glob(f"*{METADATA_SUFFIX}") if path.is_file() and not path.name.startswith(".")]
+    return sorted(found, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+
+
+def find_newest_checkpoint(folder: str | Path | None = None) -> Path | None:
+    """The newest readable checkpoint in `folder`, or None when there is none (detection-only mode)."""
+    for path in list_checkpoints(folder):
+        try:
+            read_checkpoint_metadata(path)
+        except AudienceError:
+            continue  # a stray .json (README data, a broken save) is not a checkpoint
+        return path
+    return None
 
 
 def _check_weights_file(weights_path: Path, json_path: Path, metadata: dict) -> None:

@@ -10,30 +10,8 @@ from PIL import Image
 
 from audience.data.images import read_image
 from audience.errors import AudienceError, shorten
-from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
 from audience.predict.drawing import draw_predictions
 from audience.predict.predictor import Predictor, capped_note
-from audience.settings import checkpoints_dir
-
-
-def list_checkpoints(folder: str | Path | None = None) -> list[Path]:
-    """The checkpoint .json files of `folder` (default: settings.checkpoints_dir()), newest first."""
-    folder = checkpoints_dir() if folder is None else Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [path for path in folder.glob(f"*{METADATA_SUFFIX}") if path.is_file() and not path.name.startswith(".")]
-    return sorted(found, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
-
-
-def find_newest_checkpoint(folder: str | Path | None = None) -> Path | None:
-    """The newest readable checkpoint in `folder`, or None when there is none (detection-only mode)."""
-    for path in list_checkpoints(folder):
-        try:
-            read_checkpoint_metadata(path)
-        except AudienceError:
-            continue  # a stray .json (README data, a broken save) is not a checkpoint
-        return path
-    return None
 
 
 def _annotated_path(out_dir: Path, image_path: Path, used: set[Path]) -> Path:

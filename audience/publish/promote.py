@@ -166,7 +166,7 @@ def checkpoints_table(folder: str | Path | None = None):
     """One row per served checkpoint (newest first); an unreadable one is listed with the reason."""
     import pandas as pd
 
-    from audience.predict.batch import list_checkpoints
+    from audience.model.checkpoint import list_checkpoints
 
     rows = []
     for path in list_checkpoints(folder):
