@@ -8,7 +8,7 @@ of those images with the same detector): where the midpoint of the eyes sits in 
 (`eye_x`, `eye_y`, fractions of its side) and how level the eyes are there; the trainer records
 method "level" for level training images (`measure_framing`, with the crop geometry, in one pass).
 `cut_face` then turns the face by its tilt (`head_roll`), in a square of the side the crop geometry gives
-(audience.predict.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
+(audience.faces.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
 have it; method "level" only turns the face about the plain crop's centre, keeping the framing the
 crop geometry measured. A face tilted less than MIN_TILT_DEGREES (what the training chips
 themselves show) is not turned. A checkpoint without `alignment`, a face without keypoints (the Haar fallback) or
@@ -197,7 +197,7 @@ def _alignment_of_detections(detections: list, sampled: int) -> dict:
         ys.append(middle[1] / height)
         angles.append(abs(head_roll(faces[0])))
     record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": sampled,
-                    "detector": "mediapipe BlazeFace keypoints (audience.predict.faces.FaceDetector)"}
+                    "detector": "mediapipe BlazeFace keypoints (audience.faces.detector.FaceDetector)"}
     if not xs:
         return {**record, "level": False}
     median_angle = float(np.median(angles))

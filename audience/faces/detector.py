@@ -2,7 +2,7 @@
 
 Backends behind one `FaceDetector`: "mediapipe" (BlazeFace through the mediapipe Tasks API, with
 the two models vendored in audience/assets) and "haar" (OpenCV's frontal-face cascade, the fallback
-when mediapipe cannot start); the engines themselves are in audience.predict.detectors.
+when mediapipe cannot start); the engines themselves are in audience.faces.backends.
 
 BlazeFace sees the whole image at 128 px (short-range model) or 192 px (full-range), so a face
 smaller than about 13 % (short) or 7 % (full) of the image's longest side is invisible to it.

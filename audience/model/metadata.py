@@ -32,17 +32,17 @@ class WeightsInfo(BaseModel):
 
 
 class AlignmentInfo(BaseModel):
-    """How the training images were aligned (audience.predict.align): eyes level, their midpoint here ("eyes"),
+    """How the training images were aligned (audience.faces.align): eyes level, their midpoint here ("eyes"),
     or eyes level in the crop geometry's framing ("level")."""
 
     model_config = ConfigDict(extra="allow")
     method: Literal["eyes", "level"]
-    eye_x: Fraction | None = None  # required by "eyes" (audience.predict.align.alignment_of says so)
+    eye_x: Fraction | None = None  # required by "eyes" (audience.faces.align.alignment_of says so)
     eye_y: Fraction | None = None
 
 
 class StabilityInfo(BaseModel):
-    """The stability benchmark's figures (audience.compare.stability): how often an answer survives a small
+    """The stability benchmark's figures (audience.bench.stability): how often an answer survives a small
     change of the photo, with the images and perturbations they were measured on."""
 
     model_config = ConfigDict(extra="allow")

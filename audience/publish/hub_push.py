@@ -2,7 +2,7 @@
 
 `stage_checkpoint` writes the three files into a folder (`scripts/push_to_hub.py --dry-run`);
 `push_checkpoint` stages them in a temporary folder and uploads it. The repo is what
-audience.publish.served serves with AUDIENCE_MODEL_REPO.
+audience.model.served serves with AUDIENCE_MODEL_REPO.
 """
 
 from __future__ import annotations
