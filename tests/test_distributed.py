@@ -27,6 +27,9 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 import evaluate as evaluate_cli  # noqa: E402
 import train as train_cli  # noqa: E402
 
+# in-process training here keeps the default framing (conftest.unmeasured_framing)
+pytestmark = pytest.mark.usefixtures("unmeasured_framing")
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 

@@ -30,6 +30,9 @@ from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments
 from audience.train.cross_validate import cross_validate, resume
 from audience.train.runs import METRICS_COLUMNS, read_run
 
+# in-process training here keeps the default framing (conftest.unmeasured_framing)
+pytestmark = pytest.mark.usefixtures("unmeasured_framing")
+
 SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
 

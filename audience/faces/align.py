@@ -178,7 +178,7 @@ def measure_framing(paths: Sequence[str], detector: FaceDetector | None = None, 
     """What a checkpoint records about its training images' framing, from one detection pass over the fixed
     sample: {"crop": `measure_crop_geometry`'s record or None, "alignment": `measure_alignment`'s record
     with method "level" when the images are level (then Predict turns tilted faces level), else None}.
-    The trainer is handed this (cross_validate's `measure_crop`)."""
+    The trainer records this in its checkpoints (cross_validate)."""
     chosen = sample_paths([p for p in paths if p], count)
     detections = list(detect_on_border(chosen, detector))
     alignment = _alignment_of_detections(detections, len(chosen))
