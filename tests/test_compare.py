@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audience import figures
 from audience.bench.model_latency import cached_latency, measure_cpu_latency
 from audience.compare import plots
 from audience.compare import tables as compare
@@ -190,10 +191,10 @@ def test_job_curves_one_colour_per_fold():
     points = [{"fold": 0, "epoch": 1, "train_loss": 2.0, "val_loss": 2.2, "val_age_exact": 0.2, "val_gender_acc": 0.5},
               {"fold": 0, "epoch": 2, "train_loss": 1.8, "val_loss": 2.0, "val_age_exact": 0.3, "val_gender_acc": 0.6},
               {"fold": 1, "epoch": 1, "train_loss": 2.1, "val_loss": 2.3, "val_age_exact": 0.1, "val_gender_acc": 0.4}]
-    figure = plots.plot_job_curves(points)
+    figure = figures.plot_job_curves(points)
     assert len(figure.data) == 8
     assert list(figure.data[2].y) == pytest.approx([20.0, 30.0])  # validation accuracy in percent
-    assert len(plots.plot_job_curves([]).data) == 0
+    assert len(figures.plot_job_curves([]).data) == 0
 
 
 def _run_with_checkpoint(runs: Path) -> Path:
@@ -315,7 +316,7 @@ def test_leakage_chart_marks_synthetic_runs_and_compares_gender_on_f_m():
 
 def test_learning_curve_ticks_are_whole_epochs_and_not_crammed():
     long = pd.DataFrame({"epoch": range(17), "train_loss": np.linspace(2, 1, 17)})
-    figure = plots.plot_epoch_curves({"fold 0": long})
+    figure = figures.plot_epoch_curves({"fold 0": long})
     assert figure.layout.xaxis.dtick == 2 and figure.layout.xaxis.tickformat == "d"  # 0, 2, ... 16: 9 ticks
-    short = plots.plot_epoch_curves({"fold 0": long.head(5)})
+    short = figures.plot_epoch_curves({"fold 0": long.head(5)})
     assert short.layout.xaxis.dtick == 1

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "audience"
-BASE_MODULES = {"__init__", "errors", "settings", "labels", "files", "inputs"}
+BASE_MODULES = {"__init__", "errors", "settings", "labels", "files", "inputs", "figures"}
 # A stage may import base modules, its own modules and those of a lower rank; never a stage of
 # the same or a higher rank (eda and faces are independent, so are train and predict, compare and publish).
 # faces sits below model (the typed checkpoint parses its crop and alignment) and so below train and predict,

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from audience.data.adience import N_FOLDS, AdienceData
+from audience.figures import empty_figure
 from audience.labels import (
     AGE_CLASSES,
     AGE_RANGES,
@@ -46,14 +47,6 @@ def headroom(figure: go.Figure, top: float) -> go.Figure:
     """Room above the tallest bar for its outside label, which plotly would otherwise clip."""
     figure.update_traces(cliponaxis=False, selector={"type": "bar"})
     figure.update_yaxes(range=[0, max(top, 1) * 1.15])
-    return figure
-
-
-def empty_figure(title: str, message: str) -> go.Figure:
-    """A figure with no data that says why, so an empty chart is never mistaken for a broken one."""
-    figure = go.Figure()
-    figure.add_annotation(text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 16})
-    figure.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
     return figure
 
 

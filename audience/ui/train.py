@@ -23,9 +23,9 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from audience.compare.plots import plot_job_curves
 from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
+from audience.figures import plot_job_curves
 from audience.model.network import ARCHS
 from audience.settings import allowed_data_dirs
 from audience.train import job as jobs
