@@ -128,12 +128,14 @@ def test_predict_aligns_only_for_a_checkpoint_that_records_it(tmp_path, detector
         [seen] = _crops_seen(predictor, tilted)
         x, y, w, h = expand_box(face.box, tilted.shape, 0.1)
         assert np.array_equal(seen, tilted[y:y + h, x:x + w])  # today's crop, bit for bit
-        assert np.array_equal(face_cropper(predictor.metadata, detector)(tilted), seen)  # evaluation cuts the same
+        cropper = face_cropper(predictor.metadata.crop_geometry, predictor.metadata.face_alignment, detector)
+        assert np.array_equal(cropper(tilted), seen)  # evaluation cuts the same
     with Predictor(aligned, detector=detector) as predictor:
         assert predictor.alignment == Alignment(0.5, 0.4)
         [seen] = _crops_seen(predictor, tilted)
         assert abs(eye_angle(detector.detect(seen)[0])) < 4.0
-        assert np.array_equal(face_cropper(predictor.metadata, detector)(tilted), seen)
+        cropper = face_cropper(predictor.metadata.crop_geometry, predictor.metadata.face_alignment, detector)
+        assert np.array_equal(cropper(tilted), seen)
         whole = predictor.predict(tilted, whole_image=True)[0]  # "already a face crop": untouched
         assert whole.crop_box == (0, 0, tilted.shape[1], tilted.shape[0])
 

@@ -74,7 +74,7 @@ def test_round_trip_through_the_checkpoint_into_predict(tmp_path, astronaut, fac
     tight = _checkpoint(tmp_path, "tight", measured)
     old = _checkpoint(tmp_path, "old", None)
     with Predictor(tight) as predictor:
-        assert crop_geometry_of(predictor.metadata).margin == pytest.approx(measured["margin"])
+        assert predictor.metadata.crop_geometry.margin == pytest.approx(measured["margin"])
         face = predictor.predict(astronaut)[0]
     with Predictor(old) as predictor:
         assert predictor.geometry == DEFAULT_GEOMETRY
@@ -102,8 +102,8 @@ def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
 
     tight = {"crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}}
     with FaceDetector() as detector:
-        crop = face_cropper(tight, detector)(astronaut)
-        whole = face_cropper(None, detector)(np.full((64, 64, 3), 128, dtype=np.uint8))  # no face: the image
+        crop = face_cropper(crop_geometry_of(tight), None, detector)(astronaut)
+        whole = face_cropper(DEFAULT_GEOMETRY, None, detector)(np.full((64, 64, 3), 128, dtype=np.uint8))  # no face
     x, y, w, h = expand_box(face_box, astronaut.shape, 0.05, (0.0, 0.1))
     assert np.array_equal(crop, astronaut[y:y + h, x:x + w]) and whole.shape == (64, 64, 3)
 

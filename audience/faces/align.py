@@ -28,7 +28,6 @@ from audience.errors import AudienceError
 from audience.faces.crop_geometry import (
     CROP_SAMPLE,
     CropGeometry,
-    crop_geometry_of,
     crop_geometry_of_detections,
     detect_on_border,
     sample_paths,
@@ -206,10 +205,11 @@ def _alignment_of_detections(detections: list, sampled: int) -> dict:
             "level": median_angle < LEVEL_DEGREES}
 
 
-def face_cropper(metadata: dict | None, detector: FaceDetector) -> Callable[[np.ndarray], np.ndarray]:
-    """image -> the crop the Predict path would classify: its largest face cut with the checkpoint's geometry
-    and alignment (`cut_face`); the whole image when no face is found."""
-    geometry, alignment = crop_geometry_of(metadata), alignment_of(metadata)
+def face_cropper(geometry: CropGeometry, alignment: Alignment | None,
+                 detector: FaceDetector) -> Callable[[np.ndarray], np.ndarray]:
+    """image -> the crop the Predict path would classify: its largest face cut with a checkpoint's geometry
+    and alignment (`cut_face`; the checkpoint's crop_geometry and face_alignment); the whole image when no
+    face is found."""
 
     def crop(image: np.ndarray) -> np.ndarray:
         faces = detector.detect(image)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from audience.data.images import read_image
-from audience.faces.align import alignment_of, cut_face
-from audience.faces.crop_geometry import crop_geometry_of
+from audience.faces.align import cut_face
+from audience.faces.crop_geometry import DEFAULT_GEOMETRY
 from audience.faces.detector import Face, FaceDetector, reading_order
-from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
+from audience.labels import CLASSES_OF_HEAD, HEADS
 from audience.model.checkpoint import load_checkpoint
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
@@ -142,26 +142,21 @@ class Predictor:
         self.tta_flip = tta_flip
         self.uncertain_below = uncertain_below
         self.max_faces = max_faces
-        self.model, self.transform, self.metadata = (None, None, {})
+        self.model, self.transform, self.metadata = (None, None, None)
         if self.checkpoint is not None:
             self.model, self.transform, self.metadata = load_checkpoint(self.checkpoint)
             # channels_last suits the CPU convolution kernels (oneDNN) better than NCHW.
             self.model = self.model.to(memory_format=torch.channels_last)
         # The framing the model was trained on (checkpoint "crop"); an explicit margin overrides its margin.
-        geometry = crop_geometry_of(self.metadata)
+        geometry = DEFAULT_GEOMETRY if self.metadata is None else self.metadata.crop_geometry
         self.geometry = geometry if margin is None else replace(geometry, margin=float(margin))
         # Eyes levelled and placed as in the training images (checkpoint "alignment"); None: plain crops.
-        self.alignment = alignment_of(self.metadata)
-        self.temperature: dict[str, float] = self._read_temperature() if self.model is not None else {}
+        self.alignment = None if self.metadata is None else self.metadata.face_alignment
+        self.temperature: dict[str, float] = {} if self.metadata is None else self.metadata.temperatures
         self.heads: tuple[str, ...] = tuple(self.temperature)
         self._owns_detector = detector is None
         self.detector = detector if detector is not None else FaceDetector(max_faces=max_faces)
         self._lock = threading.Lock()
-
-    def _read_temperature(self) -> dict[str, float]:
-        heads = HEADS_OF_TASK[self.metadata["task"]]
-        recorded = self.metadata.get("temperature") or {}
-        return {head: float(recorded.get(head) or 1.0) for head in heads}
 
     @property
     def detection_only(self) -> bool:
@@ -169,7 +164,7 @@ class Predictor:
 
     @property
     def synthetic(self) -> bool:
-        return bool((self.metadata.get("dataset") or {}).get("synthetic"))
+        return self.metadata is not None and self.metadata.synthetic
 
     @property
     def note(self) -> str | None:

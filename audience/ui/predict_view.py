@@ -20,6 +20,7 @@ from audience.inputs import check_path
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model import served as hub
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
+from audience.model.metadata import CheckpointMetadata, DatasetInfo
 from audience.predict.predictor import (
     DETECTION_ONLY_NOTE,
     NO_FACE_NOTE,
@@ -42,12 +43,12 @@ _cache: OrderedDict[tuple, Predictor] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def describe_checkpoint(metadata: dict) -> str:
+def describe_checkpoint(metadata: CheckpointMetadata) -> str:
     """'mobilenetv3_large_100, age+gender, Adience (real data)' - what the dropdown shows beside a name."""
-    dataset = metadata.get("dataset") or {}
-    name = dataset.get("name") or "unknown data"
-    kind = "synthetic data" if dataset.get("synthetic") else "real data" if dataset.get("synthetic") is False else "?"
-    return f"{metadata['arch']}, {metadata['task']}, {name} ({kind})"
+    dataset = metadata.dataset or DatasetInfo()
+    name = dataset.name or "unknown data"
+    kind = "synthetic data" if dataset.synthetic else "real data" if dataset.synthetic is False else "?"
+    return f"{metadata.arch}, {metadata.task}, {name} ({kind})"
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -129,7 +130,7 @@ def model_banner(name: str | None) -> str:
         metadata = read_checkpoint_metadata(path)
     except AudienceError as error:
         return f"**Error:** {error}{note}"
-    if (metadata.get("dataset") or {}).get("synthetic"):
+    if metadata.synthetic:
         return f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{note}"
     return f"Model: {hub.served_label(path)} ({describe_checkpoint(metadata)}).{note}"
 
