@@ -39,7 +39,7 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> dict:
-    from audience.train.benchmark import benchmark_train
+    from audience.bench.train_throughput import benchmark_train
 
     return benchmark_train(args.data, arch=args.arch, batches=args.batches, batch_size=args.batch_size,
                            image_size=args.image_size, workers=args.workers, device=args.device,
@@ -59,7 +59,7 @@ def add_predict_parser(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> dict:
-    from audience.predict.benchmark import run_predict_benchmark
+    from audience.bench.predict_latency import run_predict_benchmark
 
     return run_predict_benchmark(args.images, repeat=max(1, args.repeat), threads=args.threads,
                                  log=lambda line: print(line, flush=True), checkpoint=args.checkpoint)
@@ -79,7 +79,7 @@ def add_accuracy_parser(subparsers) -> None:
 
 
 def run_accuracy(args: argparse.Namespace) -> dict:
-    from audience.compare.peer_accuracy import accuracy_benchmark
+    from audience.bench.peer_accuracy import accuracy_benchmark
 
     return accuracy_benchmark(args.checkpoint, args.data, split=args.split, fold=args.fold, limit=args.limit,
                               log=lambda line: print(line, flush=True))
@@ -94,7 +94,7 @@ def add_startup_parser(subparsers) -> None:
 
 
 def run_startup(args: argparse.Namespace) -> dict:
-    from audience.ui.startup_benchmark import measure_cold_start
+    from audience.bench.cold_start import measure_cold_start
 
     return measure_cold_start(timeout_s=args.timeout, keep_home=args.keep_home)
 
@@ -116,7 +116,7 @@ def add_stability_parser(subparsers) -> None:
 
 
 def run_stability(args: argparse.Namespace) -> dict:
-    from audience.compare.stability import stability_benchmark
+    from audience.bench.stability import stability_benchmark
 
     if args.limit is not None and args.limit < 1:
         raise AudienceError(f"--limit must be at least 1; got {args.limit}.")

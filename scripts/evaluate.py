@@ -105,19 +105,19 @@ def _face_crop(args: argparse.Namespace):
     try:
         metadata = read_checkpoint_metadata(args.checkpoint)
         if args.crop == "auto":
-            trained_on = (metadata.get("dataset") or {}).get("format") or "adience"
+            trained_on = (metadata.dataset and metadata.dataset.format) or "adience"
             data_format = "adience" if args.data.strip().lower() == "demo" else detect_format(args.data)
-            args.crop = "detect" if metadata.get("crop") and trained_on != data_format else "whole"
+            args.crop = "detect" if metadata.crop and trained_on != data_format else "whole"
     except AudienceError:  # evaluate_checkpoint says what is wrong with the checkpoint or the data, in one sentence
         args.crop, metadata = "whole", None
     if args.crop == "whole":
         yield None
         return
-    from audience.predict.align import face_cropper
-    from audience.predict.faces import FaceDetector
+    from audience.faces.align import face_cropper
+    from audience.faces.detector import FaceDetector
 
     with FaceDetector() as detector:
-        yield face_cropper(metadata, detector)
+        yield face_cropper(metadata.crop_geometry, metadata.face_alignment, detector)
 
 
 def main(argv: list[str] | None = None) -> int:

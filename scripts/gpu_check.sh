@@ -78,5 +78,5 @@ if [ "$SMOKES" -ge 2 ]; then
   timed_run parallel_folds "${TORCHRUN[@]}" scripts/train.py "${SMOKE[@]}" --folds 0,1 --epochs 1 --parallel-folds
 fi
 
-"$PY" -m audience.train.gpu_report "$WORK" $([ "$DRY" = 1 ] && echo --dry-run) \
+"$PY" -m audience.bench.gpu_report "$WORK" $([ "$DRY" = 1 ] && echo --dry-run) \
   || fail "the report could not be made from $WORK."

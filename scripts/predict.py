@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from audience.data.images import list_images
 from audience.errors import AudienceError
-from audience.predict.batch import find_default_checkpoint, predict_files, read_default_choice
-from audience.predict.faces import FaceDetector
+from audience.faces.detector import FaceDetector
+from audience.model.catalog import find_default_checkpoint, read_default_choice
+from audience.predict.batch import predict_files
 from audience.predict.predictor import NO_FACE_NOTE, Predictor
 
 MAX_FACES = 20

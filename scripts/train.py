@@ -182,20 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     given = given_settings(parser, args)
     stop = threading.Event()
     restore_signals = install_stop_handlers(stop)
-    from audience.predict.align import measure_framing
     from audience.train import distributed
     from audience.train.cross_validate import cross_validate, resume
 
     progress = _Progress(args.quiet, command_line(argv))
     try:
         if args.resume:
-            run_dir = resume(args.resume, on_event=progress, stop=stop, measure_crop=measure_framing)
+            run_dir = resume(args.resume, on_event=progress, stop=stop)
         else:
             if "data" not in given and not args.preset:
                 parser.error("--data is required (an Adience root, or 'demo' for the synthetic demo dataset; "
                              "or --preset demo)")
-            run_dir = cross_validate(config_of(args), on_event=progress, stop=stop,
-                                     measure_crop=measure_framing)
+            run_dir = cross_validate(config_of(args), on_event=progress, stop=stop)
     except AudienceError as error:
         progress._close()
         message = str(error)

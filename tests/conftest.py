@@ -51,6 +51,16 @@ def group_photo(shared_dir: Path):
     return utkface_group_photo(folder)
 
 
+@pytest.fixture
+def unmeasured_framing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training measures its images' framing with the face detector (faces.align.measure_framing) before the
+    first fold; tests that train in-process on synthetic faces skip that pass and keep the default framing.
+    The framing itself is tested in test_align.py, test_crop_geometry.py and test_utkface.py."""
+    import audience.train.cross_validate
+
+    monkeypatch.setattr(audience.train.cross_validate, "measure_framing", lambda paths: {})
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic demo dataset, made once per test session (read-only for tests: copy to change it)."""

@@ -9,10 +9,7 @@ import torch
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.model.checkpoint import save_checkpoint
-from audience.model.metadata import check_checkpoint_metadata
-from audience.model.network import build_model
-from audience.predict.align import (
+from audience.faces.align import (
     MIN_TILT_DEGREES,
     Alignment,
     alignment_of,
@@ -23,8 +20,11 @@ from audience.predict.align import (
     measure_alignment,
     measure_framing,
 )
-from audience.predict.crop_geometry import DEFAULT_GEOMETRY, CropGeometry, measure_crop_geometry
-from audience.predict.faces import Face, FaceDetector, expand_box
+from audience.faces.crop_geometry import DEFAULT_GEOMETRY, CropGeometry, measure_crop_geometry
+from audience.faces.detector import Face, FaceDetector, expand_box
+from audience.model.checkpoint import save_checkpoint
+from audience.model.metadata import check_checkpoint_metadata
+from audience.model.network import build_model
 from audience.predict.predictor import Predictor
 
 LEVEL_FACE = "coarse_tilt_aligned_face.1.10571493783_a715bf1292_o.jpg"  # a real Adience face whose eyes are level
@@ -128,12 +128,14 @@ def test_predict_aligns_only_for_a_checkpoint_that_records_it(tmp_path, detector
         [seen] = _crops_seen(predictor, tilted)
         x, y, w, h = expand_box(face.box, tilted.shape, 0.1)
         assert np.array_equal(seen, tilted[y:y + h, x:x + w])  # today's crop, bit for bit
-        assert np.array_equal(face_cropper(predictor.metadata, detector)(tilted), seen)  # evaluation cuts the same
+        cropper = face_cropper(predictor.metadata.crop_geometry, predictor.metadata.face_alignment, detector)
+        assert np.array_equal(cropper(tilted), seen)  # evaluation cuts the same
     with Predictor(aligned, detector=detector) as predictor:
         assert predictor.alignment == Alignment(0.5, 0.4)
         [seen] = _crops_seen(predictor, tilted)
         assert abs(eye_angle(detector.detect(seen)[0])) < 4.0
-        assert np.array_equal(face_cropper(predictor.metadata, detector)(tilted), seen)
+        cropper = face_cropper(predictor.metadata.crop_geometry, predictor.metadata.face_alignment, detector)
+        assert np.array_equal(cropper(tilted), seen)
         whole = predictor.predict(tilted, whole_image=True)[0]  # "already a face crop": untouched
         assert whole.crop_box == (0, 0, tilted.shape[1], tilted.shape[0])
 

@@ -22,7 +22,7 @@ from PIL import Image
 from test_bad_inputs import call_raw, sse_data
 from test_compare import make_run
 
-from audience.compare.latency import measure_cpu_latency
+from audience.bench.model_latency import measure_cpu_latency
 from audience.data.adience import read_fold_file
 from audience.data.contained import is_symlink_loop
 from audience.data.images import list_images, read_image

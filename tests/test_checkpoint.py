@@ -82,14 +82,18 @@ def test_single_head_round_trip(tmp_path):
     save_checkpoint(tmp_path / "gender", model, {})
     loaded, _, metadata = load_checkpoint(tmp_path / "gender")
     assert loaded.task == "gender" and loaded.age is None
-    assert metadata["temperature"] == {"gender": 1.0}
-    assert metadata["age_classes"] is None and metadata["gender_classes"] == list(GENDER_CLASSES)
+    assert metadata.temperature == metadata.temperatures == {"gender": 1.0} and metadata.heads == ("gender",)
+    assert metadata.age_classes is None and metadata.gender_classes == list(GENDER_CLASSES)
 
 
 def test_metadata_holds_what_rebuilds_and_describes_the_model(saved):
     model, weights = saved
     metadata = json.loads(weights.with_suffix(".json").read_text())
-    assert metadata == read_checkpoint_metadata(weights)
+    typed = read_checkpoint_metadata(weights)
+    assert metadata == typed.as_json()  # every key, as written
+    assert typed.arch == "tiny" and typed.heads == ("age", "gender")
+    assert typed.temperatures == {"age": 1.7, "gender": 1.2}
+    assert typed.synthetic and typed.fold == 2 and typed.weights.sha256 == metadata["weights"]["sha256"]
     assert metadata["arch"] == "tiny" and metadata["task"] == "age+gender"
     assert metadata["age_classes"] == list(AGE_CLASSES) and metadata["gender_classes"] == list(GENDER_CLASSES)
     assert metadata["image_size"] == 64 and metadata["mean"] == [0.5] * 3 and metadata["fold"] == 2
@@ -106,9 +110,9 @@ def test_metadata_holds_what_rebuilds_and_describes_the_model(saved):
 def test_defaults_fill_absent_metadata(tmp_path):
     save_checkpoint(tmp_path / "bare", trained_like(), {})
     metadata = read_checkpoint_metadata(tmp_path / "bare.json")
-    assert metadata["image_size"] == 64 and len(metadata["mean"]) == 3
-    assert metadata["temperature"] == {"age": 1.0, "gender": 1.0}
-    assert metadata["fold"] is None and metadata["metrics"] == {}
+    assert metadata.image_size == 64 and len(metadata.mean) == 3
+    assert metadata.temperature == {"age": 1.0, "gender": 1.0}
+    assert metadata.fold is None and metadata.metrics == {}
 
 
 def test_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):
@@ -116,7 +120,7 @@ def test_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "best", model, {"epoch": 1})
     save_checkpoint(tmp_path / "best", model, {"epoch": 2})  # overwrite in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
-    assert read_checkpoint_metadata(tmp_path / "best")["epoch"] == 2
+    assert read_checkpoint_metadata(tmp_path / "best").epoch == 2
 
     # A failure while writing the JSON, or metadata that is not JSON, leaves the previous checkpoint
     # whole (weights included, so it still loads) and no temp file behind.
@@ -133,7 +137,7 @@ def test_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "best", other, {"epoch": 4, "metrics": object()})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]
     loaded, _, metadata = load_checkpoint(tmp_path / "best")
-    assert metadata["epoch"] == 2
+    assert metadata.epoch == 2
     assert torch.equal(loaded.age.weight, model.age.weight)
 
 

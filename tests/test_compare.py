@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from audience import figures
+from audience.bench.model_latency import cached_latency, measure_cpu_latency
 from audience.compare import plots
 from audience.compare import tables as compare
-from audience.compare.latency import cached_latency, measure_cpu_latency
 from audience.errors import AudienceError
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model
@@ -192,10 +193,10 @@ def test_job_curves_one_colour_per_fold():
     points = [{"fold": 0, "epoch": 1, "train_loss": 2.0, "val_loss": 2.2, "val_age_exact": 0.2, "val_gender_acc": 0.5},
               {"fold": 0, "epoch": 2, "train_loss": 1.8, "val_loss": 2.0, "val_age_exact": 0.3, "val_gender_acc": 0.6},
               {"fold": 1, "epoch": 1, "train_loss": 2.1, "val_loss": 2.3, "val_age_exact": 0.1, "val_gender_acc": 0.4}]
-    figure = plots.plot_job_curves(points)
+    figure = figures.plot_job_curves(points)
     assert len(figure.data) == 8
     assert list(figure.data[2].y) == pytest.approx([20.0, 30.0])  # validation accuracy in percent
-    assert len(plots.plot_job_curves([]).data) == 0
+    assert len(figures.plot_job_curves([]).data) == 0
 
 
 def _run_with_checkpoint(runs: Path) -> Path:
@@ -213,9 +214,9 @@ def test_promote_copies_the_best_checkpoint_under_a_readable_name(tmp_path):
     assert path.name == "tiny-age-gender-folds-fold0-20260101-093128-demo.json"
     model, _, meta = load_checkpoint(path)  # loads, checksum verified
     source_sha = json.loads((run / "fold0" / "best.json").read_text(encoding="utf-8"))["weights"]["sha256"]
-    assert meta["promoted_from"] == {"run": run.name, "fold": 0, "sha256": source_sha}
-    assert meta["weights"]["dtype"] == "float32" and "shipped" not in meta
-    assert meta["weights"]["file"] == path.stem + ".safetensors"
+    assert meta.promoted_from == {"run": run.name, "fold": 0, "sha256": source_sha}
+    assert meta.weights.dtype == "float32" and "shipped" not in meta.as_json()
+    assert meta.weights.file == path.stem + ".safetensors"
     assert promote_checkpoint(run, 0, checkpoints_dir=served) == path  # same weights: no second copy
     assert sorted(p.name for p in served.iterdir()) == [path.name, path.stem + ".safetensors"]
     table = checkpoints_table(served)
@@ -236,8 +237,8 @@ def test_promote_in_float16_halves_the_file_and_predicts_the_same(tmp_path):
     assert size[half] < 0.6 * size[full]
     model_full, transform, _ = load_checkpoint(full)
     model_half, _, meta = load_checkpoint(half)  # checksum of the float16 file verified, loaded as float32
-    assert meta["weights"]["dtype"] == "float16" and next(model_half.parameters()).dtype == torch.float32
-    assert meta["training"]["commands"] == ["python scripts/train.py --data demo"] and meta["shipped"] is True
+    assert meta.weights.dtype == "float16" and next(model_half.parameters()).dtype == torch.float32
+    assert meta.training["commands"] == ["python scripts/train.py --data demo"] and meta.shipped is True
     torch.manual_seed(0)
     batch = torch.rand(6, 3, 32, 32)
     with torch.no_grad():
@@ -317,7 +318,7 @@ def test_leakage_chart_marks_synthetic_runs_and_compares_gender_on_f_m():
 
 def test_learning_curve_ticks_are_whole_epochs_and_not_crammed():
     long = pd.DataFrame({"epoch": range(17), "train_loss": np.linspace(2, 1, 17)})
-    figure = plots.plot_epoch_curves({"fold 0": long})
+    figure = figures.plot_epoch_curves({"fold 0": long})
     assert figure.layout.xaxis.dtick == 2 and figure.layout.xaxis.tickformat == "d"  # 0, 2, ... 16: 9 ticks
-    short = plots.plot_epoch_curves({"fold 0": long.head(5)})
+    short = figures.plot_epoch_curves({"fold 0": long.head(5)})
     assert short.layout.xaxis.dtick == 1

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from audience.errors import AudienceError
+from audience.faces.crop_geometry import DEFAULT_GEOMETRY, crop_geometry_of, measure_crop_geometry
+from audience.faces.detector import CROP_MARGIN, FaceDetector, expand_box
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
-from audience.predict.crop_geometry import DEFAULT_GEOMETRY, crop_geometry_of, measure_crop_geometry
-from audience.predict.faces import CROP_MARGIN, FaceDetector, expand_box
 from audience.predict.predictor import Predictor
 
 data = pytest.importorskip("skimage.data")
@@ -74,7 +74,7 @@ def test_round_trip_through_the_checkpoint_into_predict(tmp_path, astronaut, fac
     tight = _checkpoint(tmp_path, "tight", measured)
     old = _checkpoint(tmp_path, "old", None)
     with Predictor(tight) as predictor:
-        assert crop_geometry_of(predictor.metadata).margin == pytest.approx(measured["margin"])
+        assert predictor.metadata.crop_geometry.margin == pytest.approx(measured["margin"])
         face = predictor.predict(astronaut)[0]
     with Predictor(old) as predictor:
         assert predictor.geometry == DEFAULT_GEOMETRY
@@ -98,12 +98,12 @@ def test_shift_moves_the_square_by_box_sizes():
 
 
 def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
-    from audience.predict.align import face_cropper
+    from audience.faces.align import face_cropper
 
     tight = {"crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}}
     with FaceDetector() as detector:
-        crop = face_cropper(tight, detector)(astronaut)
-        whole = face_cropper(None, detector)(np.full((64, 64, 3), 128, dtype=np.uint8))  # no face: the image
+        crop = face_cropper(crop_geometry_of(tight), None, detector)(astronaut)
+        whole = face_cropper(DEFAULT_GEOMETRY, None, detector)(np.full((64, 64, 3), 128, dtype=np.uint8))  # no face
     x, y, w, h = expand_box(face_box, astronaut.shape, 0.05, (0.0, 0.1))
     assert np.array_equal(crop, astronaut[y:y + h, x:x + w]) and whole.shape == (64, 64, 3)
 

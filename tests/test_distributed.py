@@ -27,6 +27,9 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 import evaluate as evaluate_cli  # noqa: E402
 import train as train_cli  # noqa: E402
 
+# in-process training here keeps the default framing (conftest.unmeasured_framing)
+pytestmark = pytest.mark.usefixtures("unmeasured_framing")
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -349,7 +352,7 @@ def test_gpu_check_without_a_gpu_is_one_sentence_and_fails(tmp_path):
 
 
 def test_the_gpu_report_reads_the_steps_outputs(small_root, tmp_path):
-    from audience.train import gpu_report
+    from audience.bench import gpu_report
     from audience.train.cross_validate import cross_validate
 
     run_dir = cross_validate(TrainConfig(data=str(small_root), arch="tiny", folds="0", epochs=1, batch_size=16,

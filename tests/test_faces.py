@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-import audience.predict.detectors as face_backends
-import audience.predict.faces as faces_module
+import audience.faces.backends as face_backends
+import audience.faces.detector as faces_module
 from audience.data.images import list_images, read_image
 from audience.errors import AudienceError
-from audience.predict.faces import (
+from audience.faces.detector import (
     CROP_MARGIN,
     MIN_SCORE,
     MODEL_FILES,
@@ -235,7 +235,7 @@ def test_interpreter_exit_with_an_open_detector_is_silent() -> None:
         """
         import numpy as np
         from skimage import data
-        from audience.predict.faces import FaceDetector
+        from audience.faces.detector import FaceDetector
         detector = FaceDetector()
         other = FaceDetector(model="full")
         print(len(detector.detect(data.astronaut())), len(other.detect(np.zeros((90, 300, 3), np.uint8))))

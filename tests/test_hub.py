@@ -17,9 +17,10 @@ from huggingface_hub import constants as hub_constants
 
 from audience.errors import AudienceError
 from audience.model import hub_access as hub_net
+from audience.model import served as hub
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
+from audience.model.metadata import CheckpointMetadata, check_checkpoint_metadata
 from audience.model.network import build_model
-from audience.publish import served as hub
 from audience.publish.model_card import LEAK_WARNING, SYNTHETIC_WARNING, build_model_card
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,12 @@ METADATA = {
     "temperature": {"age": 1.3, "gender": 1.1},
     "calibration": {"age": {"temperature": 1.3, "test_ece_before": 0.12, "test_ece_after": 0.04}},
 }
+
+
+def typed_metadata(**overrides) -> CheckpointMetadata:
+    """METADATA with the keys every checkpoint has, as a reader gets it."""
+    required = {"format_version": 1, "arch": "tiny", "task": "age+gender", "mean": [0.5] * 3, "std": [0.25] * 3}
+    return check_checkpoint_metadata({**required, **METADATA, **overrides}, "test.json")
 
 
 def make_checkpoint(stem: Path, **overrides) -> Path:
@@ -116,7 +123,7 @@ def test_served_from_the_cache_offline_and_listed_first(hub_env, tmp_path, monke
     assert hub.find_hub_checkpoint(value) == cached
     assert hub.find_hub_checkpoint("local-model.json") is None  # a local name is predict_view's business
     model, _, metadata = load_checkpoint(cached)
-    assert metadata["fold"] == 2 and not model.training
+    assert metadata.fold == 2 and not model.training
 
 
 def test_download_happens_once_per_process(hub_env, tmp_path, monkeypatch):
@@ -181,7 +188,7 @@ def test_unknown_hub_value_is_refused(hub_env, monkeypatch):
 
 
 def test_card_of_a_leaky_synthetic_model_warns_first(tmp_path):
-    card = build_model_card({**METADATA, "protocol": "random", "dataset": {"name": "audience-demo", "synthetic": True}},
+    card = build_model_card(typed_metadata(protocol="random", dataset={"name": "audience-demo", "synthetic": True}),
                             None, "me/ages")
     body = card.split("---\n", 2)[2]
     assert LEAK_WARNING in body and SYNTHETIC_WARNING in body
@@ -199,8 +206,8 @@ def test_card_of_an_honest_real_model_has_no_warning_and_the_per_fold_table(tmp_
     (run / "cv_summary.json").write_text(json.dumps(summary))
     from audience.publish.model_card import find_run_summary
 
-    found = find_run_summary(best, METADATA)
-    card = build_model_card(METADATA, found, "me/ages")
+    found = find_run_summary(best, typed_metadata())
+    card = build_model_card(typed_metadata(), found, "me/ages")
     assert found == summary
     assert "LEAK WARNING" not in card and "Synthetic demo data" not in card
     assert "| age exact accuracy | 48.0% | 52.0% | 50.0% ± 2.0% |" in card
@@ -233,9 +240,9 @@ def test_push_dry_run_writes_a_loadable_repo_and_refuses_damage(tmp_path, capsys
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.json", "model.safetensors"]
     assert LEAK_WARNING in (out / "README.md").read_text()
     _, _, metadata = load_checkpoint(out / "model.json")  # the sha256 still matches the copied weights
-    assert metadata["weights"]["file"] == "model.safetensors"
+    assert metadata.weights.file == "model.safetensors"
     # the training machine's folders are not published, only their names
-    assert metadata["train_config"] == {"data": "adience", "out": "runs", "cache_dir": None, "arch": "tiny"}
+    assert metadata.train_config == {"data": "adience", "out": "runs", "cache_dir": None, "arch": "tiny"}
     assert "/home/alice" not in (out / "model.json").read_text() + (out / "README.md").read_text()
 
     capsys.readouterr()
@@ -280,7 +287,7 @@ def test_hub_probe_tells_a_listening_endpoint_from_a_closed_or_malformed_one(mon
 
 def test_card_says_uncalibrated_when_temperature_scaling_was_skipped():
     metrics = {"age_exact": 0.5, "age_ece": 0.08, "gender_acc": 0.9, "gender_ece": 0.03}
-    skipped = build_model_card({**METADATA, "metrics": metrics, "temperature": {"age": 1.0, "gender": 0.8}},
+    skipped = build_model_card(typed_metadata(metrics=metrics, temperature={"age": 1.0, "gender": 0.8}),
                                None, "me/ages")
     assert "| age ECE (uncalibrated: T = 1" in skipped and "age ECE (calibrated)" not in skipped
     assert "| gender ECE (calibrated) | 0.030 |" in skipped  # this head was calibrated

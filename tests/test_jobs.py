@@ -17,6 +17,9 @@ from audience.errors import AudienceError
 from audience.train import job as jobs
 from audience.train.config import TrainConfig
 
+# in-process training here keeps the default framing (conftest.unmeasured_framing)
+pytestmark = pytest.mark.usefixtures("unmeasured_framing")
+
 
 @pytest.fixture(autouse=True)
 def clean_registry(monkeypatch, tmp_path):
@@ -39,7 +42,7 @@ class FakeTrainer:
         self.waiting = threading.Event()
         self.saw_stop = False
 
-    def __call__(self, config, on_event=None, stop=None, resume=None, measure_crop=None):
+    def __call__(self, config, on_event=None, stop=None, resume=None):
         self.resume = resume
         on_event({"type": "run_start", "run_dir": str(self.run_dir), "folds": [2, 3], "epochs": 4,
                   "device": "cpu (2 cores, 2 threads)", "message": "starting run"})

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from audience.errors import AudienceError
+from audience.faces.detector import expand_box, reading_order
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
 from audience.predict.drawing import OVERLAY_BAND, draw_predictions, label_position
-from audience.predict.faces import expand_box, reading_order
 from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor, capped_note
 from audience.predict.smoothing import FaceTracker, box_iou
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from audience.model.catalog import find_default_checkpoint, save_default_choice
 from audience.model.checkpoint import save_checkpoint
 from audience.model.network import build_model
-from audience.predict.batch import find_default_checkpoint, save_default_choice
 
 data = pytest.importorskip("skimage.data")
 
@@ -166,7 +166,7 @@ def test_script_runs_from_the_project_root(checkpoint, mixed_folder):
 
 @pytest.mark.slow
 def test_predict_benchmark_times_models_and_peer_on_the_same_images(tmp_path):
-    from audience.predict.benchmark import run_predict_benchmark
+    from audience.bench.predict_latency import run_predict_benchmark
 
     folder = tmp_path / "bench"
     folder.mkdir()

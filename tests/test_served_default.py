@@ -17,7 +17,7 @@ from test_compare import make_run
 
 from audience.errors import AudienceError
 from audience.inputs import name_skeleton
-from audience.predict.batch import find_default_checkpoint, list_checkpoints, read_default_choice
+from audience.model.catalog import find_default_checkpoint, list_checkpoints, read_default_choice
 from audience.train.cross_validate import invoked_train_command, resume_command
 from audience.train.job import server_change_refusal
 from audience.ui import predict_view

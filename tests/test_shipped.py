@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.model.checkpoint import checkpoint_paths, load_checkpoint
-from audience.predict.batch import find_default_checkpoint
+from audience.model.catalog import find_default_checkpoint
+from audience.model.checkpoint import checkpoint_paths, load_checkpoint, read_checkpoint_metadata
 from audience.predict.predictor import Predictor
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -83,8 +83,7 @@ def test_its_model_card_is_the_one_the_code_generates(path):
     from audience.publish.model_card import build_model_card
 
     card = path.with_name(path.stem + ".md")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    assert card.read_text(encoding="utf-8") == build_model_card(meta, None, CARD_REPO)
+    assert card.read_text(encoding="utf-8") == build_model_card(read_checkpoint_metadata(path), None, CARD_REPO)
 
 
 CARD_REPO = "YOUR-USER/audience-utkface"  # the placeholder repo id of the committed card

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audience.bench.stability import PERTURBATIONS, perturbed_versions, summarise
 from audience.compare.served_rows import checkpoint_runs
-from audience.compare.stability import PERTURBATIONS, perturbed_versions, summarise
 from audience.compare.tables import runs_table
 from audience.labels import NO_CLASS
 from audience.model.checkpoint import read_checkpoint_metadata
@@ -82,7 +82,7 @@ def test_a_few_utkface_images_end_with_both_systems_figures(tmp_path, capsys, ut
         assert figures["n_age"] >= 1 and figures["age_exact"] is not None
         assert 1 <= figures["faces_found"] <= 2
     # --write: the checkpoint carries the figures, its card and the Compare tab show them beside the accuracy
-    stored = read_checkpoint_metadata(checkpoint)["stability"]
+    stored = read_checkpoint_metadata(checkpoint).as_json()["stability"]  # as written into the JSON
     assert stored["age_agreement"] == result["audience"]["age_agreement"]
     assert stored["peer"]["gender_agreement"] == result["peer"]["gender_agreement"]
     card = build_model_card(read_checkpoint_metadata(checkpoint), None, "user/model")

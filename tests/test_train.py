@@ -31,6 +31,9 @@ from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments
 from audience.train.cross_validate import cross_validate, resume
 from audience.train.runs import METRICS_COLUMNS, read_run
 
+# in-process training here keeps the default framing (conftest.unmeasured_framing)
+pytestmark = pytest.mark.usefixtures("unmeasured_framing")
+
 SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
 
@@ -152,7 +155,9 @@ def learned_run(demo_root, tmp_path_factory):
     original = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_dir = cross_validate(config, on_event=record)
+        with pytest.MonkeyPatch.context() as patch:  # the module's tests keep the default framing (pytestmark)
+            patch.setattr("audience.train.cross_validate.measure_framing", lambda paths: {})
+            run_dir = cross_validate(config, on_event=record)
         threads["after"] = torch.get_num_threads()
     finally:
         torch.set_num_threads(original)
@@ -193,17 +198,17 @@ def test_a_run_folder_holds_every_documented_file(learned_run):
     assert summary["leaky"] is False and summary["synthetic"] is True and summary["folds_done"] == [0]
     assert summary["params"] > 0 and summary["flops"] > 0 and summary["image_size"] == config.image_size
     model, _, best = load_checkpoint(fold / "best")
-    assert best["metrics_on"] == "test" and best["epoch"] == best["selected_epoch"]
-    assert best["metrics"]["age_exact"] == pytest.approx(summary["age_exact"]["mean"])
-    assert set(best["temperature"]) == {"age", "gender"} and best["dataset"]["synthetic"] is True
+    assert best.metrics_on == "test" and best.epoch == best.selected_epoch
+    assert best.metrics["age_exact"] == pytest.approx(summary["age_exact"]["mean"])
+    assert set(best.temperatures) == {"age", "gender"} and best.synthetic is True
     scores = (epochs["val_age_exact"] + epochs["val_gender_acc"]).tolist()
-    assert best["epoch"] == scores.index(max(scores)) + 1  # best validation age + gender accuracy, ties to the earlier
+    assert best.epoch == scores.index(max(scores)) + 1  # best validation age + gender accuracy, ties to the earlier
     test = json.loads((fold / "test_metrics.json").read_text())
     for head in ("age", "gender"):
         calibration = test["calibration"][head]
         assert set(calibration) >= {"temperature", "applied", "reason", "val_rows", "test_ece_before",
                                     "test_ece_after"}
-        assert calibration["temperature"] == best["temperature"][head]
+        assert calibration["temperature"] == best.temperatures[head]
         if not calibration["applied"]:  # the demo's validation set is below MIN_CALIBRATION_ROWS
             assert calibration["temperature"] == 1.0 and calibration["reason"].startswith("skipped")
             assert calibration["test_ece_after"] == pytest.approx(calibration["test_ece_before"])
@@ -245,7 +250,7 @@ def test_a_stopped_run_resumes_to_the_same_result(small_root, tmp_path):
     assert status["state"] == "stopped" and "fold 1 after epoch 1" in status["message"]
     assert "--resume" in (stopped / "train.log").read_text().splitlines()[-1]
     assert len(pd.read_csv(stopped / "fold1" / "metrics.csv")) == 1
-    assert load_checkpoint(stopped / "fold1" / "last")[2]["epoch"] == 1
+    assert load_checkpoint(stopped / "fold1" / "last")[2].epoch == 1
     assert not (stopped / "fold1" / "test_metrics.json").exists()
     assert json.loads((stopped / "cv_summary.json").read_text())["folds_done"] == [0]
 
@@ -280,7 +285,7 @@ def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(small_root
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "nan" in status["message"]
     assert events[-1]["type"] == "error"
-    assert load_checkpoint(run_dir / "fold0" / "last")[2]["epoch"] == 1
+    assert load_checkpoint(run_dir / "fold0" / "last")[2].epoch == 1
     assert len(pd.read_csv(run_dir / "fold0" / "metrics.csv")) == 1
 
 
@@ -302,7 +307,7 @@ def test_a_nan_validation_loss_never_becomes_the_best_model(small_root, tmp_path
     run_dir = next((tmp_path / "runs").iterdir())
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
     for name in ("best", "last"):
-        assert load_checkpoint(run_dir / "fold0" / name)[2]["epoch"] == 1
+        assert load_checkpoint(run_dir / "fold0" / name)[2].epoch == 1
     assert np.isfinite(pd.read_csv(run_dir / "fold0" / "metrics.csv")["val_loss"]).all()
 
 
@@ -360,7 +365,7 @@ def test_a_full_disk_fails_the_run_with_a_sentence(small_root, tmp_path, monkeyp
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "disk is full" in status["message"]
     assert events[-1]["type"] == "error" and "disk is full" in (run_dir / "train.log").read_text()
-    assert load_checkpoint(run_dir / "fold0" / "last")[2]["epoch"] == 1  # the last completed epoch stays valid
+    assert load_checkpoint(run_dir / "fold0" / "last")[2].epoch == 1  # the last completed epoch stays valid
 
 
 def test_training_runs_on_data_with_an_unreadable_image(small_root, tmp_path):
@@ -441,7 +446,7 @@ def test_the_random_protocol_is_labelled_leaky_everywhere(small_root, tmp_path):
     assert any(e["type"] == "log" and "leaky" in e["message"] for e in events)
     assert json.loads((run_dir / "cv_summary.json").read_text())["leaky"] is True
     assert json.loads((run_dir / "fold0" / "test_metrics.json").read_text())["leaky"] is True
-    assert load_checkpoint(run_dir / "fold0" / "best")[2]["leaky"] is True
+    assert load_checkpoint(run_dir / "fold0" / "best")[2].leaky is True
     assert "LEAKY" in (run_dir / "train.log").read_text()
 
 

@@ -115,7 +115,7 @@ def test_a_fold_without_labels_is_a_sentence(small_root, tmp_path, capsys):
 def _raise_a_bug(run_dir: Path | None):
     """A stand-in for cross_validate that fails like a bug would (after making its run folder, when given)."""
 
-    def cross_validate(config, on_event=None, stop=None, resume=None, measure_crop=None):
+    def cross_validate(config, on_event=None, stop=None, resume=None):
         if run_dir is not None:
             run_dir.mkdir(parents=True)
             (run_dir / "train.log").write_text("internal error:\nTraceback (most recent call last): ...\n")

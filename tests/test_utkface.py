@@ -172,8 +172,9 @@ def test_evaluate_needs_a_fold_or_split_all(small_utkface, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, monkeypatch):
-    """The Train tab's path (the background job, the crop measurement handed in) on a UTKFace folder."""
-    from audience.predict.align import measure_framing
+    """The Train tab's path (the background job, which measures the crop) on a UTKFace folder."""
+    import audience.train.cross_validate
+    from audience.faces.align import measure_framing
     from audience.train import job as jobs
     from audience.train.config import TrainConfig
 
@@ -190,7 +191,8 @@ def test_the_train_tab_job_trains_on_a_utkface_folder(small_utkface, tmp_path, m
     def framing(paths):  # the real crop measurement; these synthetic chips have no eyes, so a recorded alignment
         return {**measure_framing(paths), "alignment": level}
 
-    jobs.start_job(config, server_name="127.0.0.1", measure_crop=framing)
+    monkeypatch.setattr(audience.train.cross_validate, "measure_framing", framing)
+    jobs.start_job(config, server_name="127.0.0.1")
     jobs.wait_job(timeout=300)
     status = jobs.job_status(200)
     assert status.state == "finished", status.error

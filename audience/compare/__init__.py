@@ -1,1 +1,1 @@
-"""Comparing runs: tables, plots, CPU latency."""
+"""Comparing runs: tables, served checkpoints as rows, plots (the CPU latencies they show are audience.bench's)."""

@@ -1,6 +1,7 @@
-"""Plotly figures of training runs (Compare tab, Train tab live curves): data in, figure out.
+"""Plotly figures of training runs for the Compare tab (the learning curves it shares with the Train tab
+are audience.figures'): data in, figure out.
 
-An empty input gives a figure that says why (eda.empty_figure), never a blank chart. Accuracies
+An empty input gives a figure that says why (figures.empty_figure), never a blank chart. Accuracies
 are fractions in the run files and percent on the axes.
 """
 
@@ -8,67 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from audience.compare import tables as compare
-from audience.eda.tables import empty_figure
+from audience.figures import BOTTOM_LEGEND, color_of, empty_figure, plot_epoch_curves
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, METRICS
 
-PALETTE = px.colors.qualitative.Plotly
 METRIC_NAMES = {metric.key: metric.label for metric in METRICS}
-# (metrics.csv column, subplot, dash): loss on the left, validation accuracy on the right.
-CURVES = (("train_loss", 1, "solid"), ("val_loss", 1, "dash"), ("val_age_exact", 2, "solid"),
-          ("val_gender_acc", 2, "dot"))
-# The line styles are explained once in the subtitle, so the legend holds one short entry per run:
-# an entry per run and curve did not fit beside a half-width chart.
-CURVE_KEY = "loss: train solid, val dashed · accuracy: age solid, gender dotted"
-# Under the chart, where a long run id has the full width: at the right it squeezed the plot.
-BOTTOM_LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top", "font": {"size": 10}}
-
-
-def _color(index: int) -> str:
-    return PALETTE[index % len(PALETTE)]
-
-
-MAX_EPOCH_TICKS = 8
-
-
-def plot_epoch_curves(frames: dict[str, pd.DataFrame], title: str = "Learning curves") -> go.Figure:
-    """Loss (train solid, val dashed) and validation accuracy (age solid, gender dotted) per epoch,
-    one colour per entry of `frames` (label -> metrics.csv rows)."""
-    frames = {label: frame for label, frame in frames.items() if frame is not None and len(frame)}
-    if not frames:
-        return empty_figure(title, "No completed epoch yet.")
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation accuracy %"))
-    for index, (label, frame) in enumerate(frames.items()):
-        shown = False
-        for column, col, dash in CURVES:
-            if column not in frame or frame[column].isna().all():
-                continue
-            values = frame[column] * (100 if column.startswith("val_") and "loss" not in column else 1)
-            figure.add_trace(go.Scatter(
-                x=frame["epoch"], y=values, mode="lines+markers", name=label, legendgroup=label,
-                showlegend=not shown, meta=column, line={"color": _color(index), "dash": dash},
-                hovertemplate="%{fullData.name} %{meta}, epoch %{x}: %{y:.3f}<extra></extra>",
-            ), row=1, col=col)
-            shown = True
-    # One tick per epoch crammed 0-16 together in a half-width subplot: at most ~8 whole-epoch ticks.
-    last = max(int(frame["epoch"].max()) for frame in frames.values())
-    figure.update_xaxes(title_text="epoch", dtick=max(1, -(-last // MAX_EPOCH_TICKS)), tickformat="d")
-    figure.update_layout(title={"text": title, "subtitle": {"text": CURVE_KEY}}, legend=BOTTOM_LEGEND,
-                         margin={"t": 110})
-    return figure
-
-
-def plot_job_curves(points: list[dict]) -> go.Figure:
-    """The Train tab's live curves: the job's per-epoch points (jobs.JobStatus.curves), one colour per fold."""
-    frame = pd.DataFrame(points)
-    if frame.empty or "fold" not in frame:
-        return plot_epoch_curves({}, "Training curves")
-    frames = {f"fold {fold}": rows.sort_values("epoch") for fold, rows in frame.groupby("fold", sort=True)}
-    return plot_epoch_curves(frames, "Training curves (per epoch)")
 
 
 def plot_learning_curves(runs: list) -> go.Figure:
@@ -93,7 +41,7 @@ def plot_fold_accuracy(runs: list) -> go.Figure:
         for col, key in enumerate(keys, start=1):
             rows = frame[(frame["run"] == run_id) & (frame["metric"] == key)]
             figure.add_trace(go.Bar(x=[f"fold {f}" for f in rows["fold"]], y=rows["value"] * 100, name=run_id,
-                                    legendgroup=run_id, showlegend=col == 1, marker_color=_color(index)),
+                                    legendgroup=run_id, showlegend=col == 1, marker_color=color_of(index)),
                              row=1, col=col)
     figure.update_layout(title=title, barmode="group", legend=BOTTOM_LEGEND)
     figure.update_yaxes(range=[0, 100])
@@ -134,7 +82,7 @@ def plot_per_class(runs: list, head: str = "age") -> go.Figure:
     figure = go.Figure()
     for index, run_id in enumerate(dict.fromkeys(frame["run"])):
         rows = frame[frame["run"] == run_id]
-        figure.add_trace(go.Bar(x=rows["class"], y=rows["recall"] * 100, name=run_id, marker_color=_color(index),
+        figure.add_trace(go.Bar(x=rows["class"], y=rows["recall"] * 100, name=run_id, marker_color=color_of(index),
                                 customdata=rows["support"], hovertemplate="%{x}: %{y:.1f}% of %{customdata}"))
     figure.update_layout(title=title, barmode="group", yaxis={"title": "correct %", "range": [0, 100]})
     return figure
@@ -150,8 +98,8 @@ def plot_leakage(frame: pd.DataFrame) -> go.Figure:
     # Levi & Hassner report gender on f/m faces only, so the chart compares f/m accuracy throughout
     # (a row without an f/m figure, the original notebooks', falls back to its one gender number).
     gender = frame["gender_acc_fm"].fillna(frame["gender_acc"]) if "gender_acc_fm" in frame else frame["gender_acc"]
-    for values, name, color in ((frame["age_exact"], METRIC_NAMES["age_exact"], _color(0)),
-                                (gender, "gender accuracy (f/m)", _color(1))):
+    for values, name, color in ((frame["age_exact"], METRIC_NAMES["age_exact"], color_of(0)),
+                                (gender, "gender accuracy (f/m)", color_of(1))):
         figure.add_trace(go.Bar(y=labels, x=values * 100, name=name, orientation="h", marker_color=color))
     # the footnote is the subtitle: as an annotation under the axis it ran into the tick labels
     figure.update_layout(title={"text": title, "subtitle": {"text": "* published, not comparable: other data "

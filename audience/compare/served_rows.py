@@ -12,29 +12,30 @@ from pathlib import Path
 
 from audience.errors import AudienceError
 from audience.labels import SUMMARY_KEYS
+from audience.model.catalog import list_checkpoints
 from audience.model.checkpoint import read_checkpoint_metadata
-from audience.predict.batch import list_checkpoints
+from audience.model.metadata import CheckpointMetadata, DatasetInfo
 from audience.train.runs import RunInfo
 
 SHIPPED_PREFIX = "checkpoint:"
 
 
-def _summary(metadata: dict) -> dict:
-    metrics = metadata.get("metrics") or {}
-    fold = metadata.get("fold")
+def _summary(metadata: CheckpointMetadata) -> dict:
+    metrics = metadata.metrics or {}
+    fold = metadata.fold
     fold_key = str(fold if isinstance(fold, int) else 0)
-    dataset = metadata.get("dataset") or {}
+    dataset = metadata.dataset or DatasetInfo()
     summary = {key: {"mean": float(metrics[key]), "std": None, "per_fold": {fold_key: float(metrics[key])}}
                for key in SUMMARY_KEYS if isinstance(metrics.get(key), int | float)}
     summary.update({
-        "protocol": metadata.get("protocol"), "leaky": bool(metadata.get("leaky")),
-        "dataset": dataset.get("name"), "synthetic": dataset.get("synthetic"),
-        "split_level": metadata.get("split_level") or dataset.get("split_level") or "subject",
-        "arch": metadata.get("arch"), "task": metadata.get("task"), "image_size": metadata.get("image_size"),
-        "params": metadata.get("params"), "flops": metadata.get("flops"),
-        "train_seconds": (metadata.get("training") or {}).get("train_seconds"),
-        "folds_done": [int(fold_key)] if summary else [], "metrics_on": metadata.get("metrics_on"),
-        "stability": metadata.get("stability"),
+        "protocol": metadata.protocol, "leaky": bool(metadata.leaky),
+        "dataset": dataset.name, "synthetic": dataset.synthetic,
+        "split_level": metadata.split_level or dataset.split_level or "subject",
+        "arch": metadata.arch, "task": metadata.task, "image_size": metadata.image_size,
+        "params": metadata.params, "flops": metadata.flops,
+        "train_seconds": (metadata.training or {}).get("train_seconds"),
+        "folds_done": [int(fold_key)] if summary else [], "metrics_on": metadata.metrics_on,
+        "stability": None if metadata.stability is None else metadata.stability.model_dump(exclude_unset=True),
     })
     return summary
 
@@ -46,17 +47,17 @@ def checkpoint_run(path: Path) -> RunInfo:
         metadata = read_checkpoint_metadata(path)
     except AudienceError as error:
         return RunInfo(path=path.parent, run_id=run_id, status={"state": "served"}, errors=[str(error)])
-    train = dict(metadata.get("train_config") or {})
-    train.setdefault("arch", metadata.get("arch"))
-    train.setdefault("task", metadata.get("task"))
-    train["image_size"] = metadata.get("image_size")
-    train["folds"] = str(metadata.get("fold", 0))
+    train = dict(metadata.train_config or {})
+    train.setdefault("arch", metadata.arch)
+    train.setdefault("task", metadata.task)
+    train["image_size"] = metadata.image_size
+    train["folds"] = str(metadata.fold if "fold" in metadata.model_fields_set else 0)
     summary = _summary(metadata)
     fold = summary["folds_done"][0] if summary["folds_done"] else None
-    tests = {} if fold is None or metadata.get("metrics_on") != "test" else {
+    tests = {} if fold is None or metadata.metrics_on != "test" else {
         fold: {"summary": {k: summary[k]["mean"] for k in SUMMARY_KEYS if k in summary},
-               "metrics": metadata.get("metrics") or {}}}
-    state = "shipped" if metadata.get("shipped") else "served"
+               "metrics": metadata.metrics or {}}}
+    state = "shipped" if metadata.shipped else "served"
     return RunInfo(path=path.parent, run_id=run_id, config=train, status={"state": state}, summary=summary,
                    test_metrics=tests)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from audience.compare.latency import cached_latency
+from audience.bench.model_latency import cached_latency
 from audience.data.roots import is_demo_root
 from audience.labels import METRICS as LABELLED_METRICS
 from audience.labels import format_percent, format_seconds

@@ -13,8 +13,9 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from audience.data.adience import AdienceData
 from audience.data.images import IMAGE_ERRORS, check_pixel_count
-from audience.eda.tables import empty_figure, set_title, title_for
+from audience.eda.tables import set_title, title_for
 from audience.errors import AudienceError
+from audience.figures import empty_figure
 from audience.labels import AGE_CLASSES, NO_CLASS, gender_label
 
 SIZE_COLUMNS: tuple[str, ...] = ("path", "width", "height", "format", "error")

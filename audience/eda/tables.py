@@ -7,13 +7,12 @@ data)" for the demo set, so its charts are never mistaken for Adience.
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from audience.data.adience import N_FOLDS, AdienceData
+from audience.figures import empty_figure
 from audience.labels import (
     AGE_CLASSES,
     AGE_RANGES,
@@ -48,21 +47,6 @@ def headroom(figure: go.Figure, top: float) -> go.Figure:
     """Room above the tallest bar for its outside label, which plotly would otherwise clip."""
     figure.update_traces(cliponaxis=False, selector={"type": "bar"})
     figure.update_yaxes(range=[0, max(top, 1) * 1.15])
-    return figure
-
-
-EMPTY_NOTE_WIDTH = 48  # characters per line of an empty chart's note: a half-width chart shows about 55
-
-
-def empty_figure(title: str, message: str) -> go.Figure:
-    """A figure with no data that says why, so an empty chart is never mistaken for a broken one.
-
-    The note is wrapped into short lines: plotly does not wrap text, and one long line was cut off on both
-    sides of a half-width chart."""
-    figure = go.Figure()
-    text = "<br>".join(textwrap.wrap(message, EMPTY_NOTE_WIDTH))
-    figure.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 14})
-    figure.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
     return figure
 
 

@@ -1,1 +1,2 @@
-"""The network (ARCHS allow-list), pretrained-weight loading, checkpoint save and load."""
+"""The network (ARCHS allow-list), pretrained-weight loading, the checkpoint (save, load, list) and the
+checkpoint served from the Hub."""

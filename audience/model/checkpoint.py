@@ -26,7 +26,7 @@ from audience.data.transforms import build_eval_transform
 from audience.errors import AudienceError, quoted
 from audience.files import JsonFileError, read_json, replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
-from audience.model.metadata import check_checkpoint_metadata
+from audience.model.metadata import CheckpointMetadata, check_checkpoint_metadata
 from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
 from audience.model.state import load_state_strictly
 
@@ -127,8 +127,8 @@ def save_checkpoint(stem: str | Path, model: AgeGenderNet, metadata: dict) -> Pa
     return weights_path
 
 
-def read_checkpoint_metadata(path: str | Path) -> dict:
-    """The checkpoint's JSON metadata (the weights are not read), checked for the keys a load needs."""
+def read_checkpoint_metadata(path: str | Path) -> CheckpointMetadata:
+    """The checkpoint's metadata as a typed object (the weights are not read), checked for the keys a load needs."""
     _, json_path = checkpoint_paths(path)
     if not json_path.is_file():
         raise AudienceError(f"Checkpoint metadata {json_path} does not exist.")
@@ -153,48 +153,54 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
             f"Checkpoint metadata {json_path} names architecture {quoted(metadata['arch'])} and task "
             f"{quoted(metadata['task'])}; this version knows {', '.join(ARCHS)} and {', '.join(HEADS_OF_TASK)}."
         )
-    check_checkpoint_metadata(metadata, str(json_path))
-    return metadata
+    return check_checkpoint_metadata(metadata, str(json_path))
 
 
-def _check_weights_file(weights_path: Path, json_path: Path, metadata: dict) -> None:
+def _check_weights_file(weights_path: Path, json_path: Path, metadata: CheckpointMetadata) -> None:
     if not weights_path.is_file():
         raise AudienceError(f"Checkpoint weights {weights_path} do not exist (the metadata is {json_path}).")
-    recorded = metadata.get("weights") or {}
+    recorded = metadata.weights
     size = weights_path.stat().st_size
-    if "bytes" in recorded and recorded["bytes"] != size:
+    if recorded is not None and recorded.bytes is not None and recorded.bytes != size:
         raise AudienceError(
-            f"Checkpoint weights {weights_path} have {size} bytes but {json_path} records {recorded['bytes']} "
+            f"Checkpoint weights {weights_path} have {size} bytes but {json_path} records {recorded.bytes} "
             "(the file is truncated or was replaced)."
         )
-    if "sha256" in recorded and recorded["sha256"] != file_sha256(weights_path):
+    if recorded is not None and recorded.sha256 is not None and recorded.sha256 != file_sha256(weights_path):
         raise AudienceError(
             f"Checkpoint weights {weights_path} do not match the sha256 recorded in {json_path} (the file was changed)."
         )
 
 
-def _load_state(model: AgeGenderNet, weights_path: Path, metadata: dict) -> None:
+def _load_state(model: AgeGenderNet, weights_path: Path, metadata: CheckpointMetadata) -> None:
     try:
         state = safetensors.torch.load_file(str(weights_path))
     except (safetensors.SafetensorError, OSError, ValueError) as error:
         raise AudienceError(
             f"Checkpoint weights {weights_path} are not a readable safetensors file ({error})."
         ) from error
-    load_state_strictly(model, state, f"Checkpoint weights {weights_path} do not fit a {metadata['arch']} model "
-                                      f"for task {quoted(metadata['task'])}")
+    load_state_strictly(model, state, f"Checkpoint weights {weights_path} do not fit a {metadata.arch} model "
+                                      f"for task {quoted(metadata.task)}")
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[AgeGenderNet, Callable, dict]:
-    """(model in eval mode on `device`, its eval transform, its metadata) from a checkpoint.
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[AgeGenderNet, Callable, CheckpointMetadata]:
+    """(model in eval mode on `device`, its eval transform, its typed metadata) from a checkpoint.
 
     `path` is the .safetensors, the .json or the stem. Any problem (missing file, invalid JSON,
     checksum mismatch, weights that do not fit the arch/task) raises AudienceError naming the file.
     """
+    metadata = read_checkpoint_metadata(checkpoint_paths(path)[1])
+    return (*load_checkpoint_model(path, metadata, device), metadata)
+
+
+def load_checkpoint_model(path: str | Path, metadata: CheckpointMetadata, device: str | torch.device = "cpu"
+                          ) -> tuple[AgeGenderNet, Callable]:
+    """(model in eval mode on `device`, its eval transform) of the checkpoint at `path` whose metadata was read
+    already (read_checkpoint_metadata); its weights are checked against that metadata as load_checkpoint does."""
     weights_path, json_path = checkpoint_paths(path)
-    metadata = read_checkpoint_metadata(json_path)
     _check_weights_file(weights_path, json_path, metadata)
-    model = build_model(metadata["arch"], metadata["task"], pretrained=False)
+    model = build_model(metadata.arch, metadata.task, pretrained=False)
     _load_state(model, weights_path, metadata)
     model.to(device).eval()
-    transform = build_eval_transform(int(metadata["image_size"]), metadata["mean"], metadata["std"])
-    return model, transform, metadata
+    return model, build_eval_transform(metadata.image_size, metadata.mean, metadata.std)

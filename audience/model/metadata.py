@@ -1,18 +1,36 @@
-"""The one schema of a checkpoint's JSON metadata (pydantic), checked whenever a checkpoint is read.
+"""The checkpoint as a typed object: the one schema of a checkpoint's JSON metadata (pydantic), checked
+whenever a checkpoint is read, and what every reader uses instead of the raw JSON.
 
 A served checkpoint's JSON is input like any other: a `"dataset": "x"`, a temperature of "hot" or
 -1, an `image_size` of "abc" once broke the app at import or inverted probabilities. The schema
 states the types and ranges every reader relies on; other keys pass through unchanged, and the
-format on disk is the same as before.
+format on disk is the same as before. Reading gives a `CheckpointMetadata`: its fields, the
+temperatures per head, and the crop geometry and alignment that Predict cuts faces with, each parsed
+once. A writer that changes a checkpoint starts from `as_json()`, the JSON object as it was read.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import copy
+from functools import cached_property
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from audience.errors import AudienceError, quoted
+from audience.faces.align import Alignment, alignment_of
+from audience.faces.crop_geometry import CropGeometry, crop_geometry_of
+from audience.labels import HEADS_OF_TASK
 
 Fraction = Annotated[FiniteFloat, Field(ge=0, le=1)]
 # Normalisation is (pixel / 255 - mean) / std: ImageNet's is about 0.45 and 0.23. A mean of 1e308 or a std of
@@ -28,9 +46,21 @@ Channels = Annotated[list[Annotated[FiniteFloat, Field(ge=-MEAN_LIMIT, le=MEAN_L
 
 
 class DatasetInfo(BaseModel):
+    """The data a checkpoint was trained on. Checked: its name and whether it was synthetic. Read as recorded: which
+    reader made the table, the label policy, subject- or image-level folds, the image folder, the counts of faces,
+    of faces between two age groups and of those dropped, the licence."""
+
     model_config = ConfigDict(extra="allow")
     name: StrictStr | None = None
+    format: Any = None
+    policy: Any = None
+    split_level: Any = None
+    images: Any = None
     synthetic: StrictBool | None = None
+    faces: Any = None
+    between_groups: Any = None
+    dropped: Any = None
+    licence: Any = None
 
 
 class WeightsInfo(BaseModel):
@@ -41,17 +71,21 @@ class WeightsInfo(BaseModel):
 
 
 class AlignmentInfo(BaseModel):
-    """How the training images were aligned (audience.predict.align): eyes level, their midpoint here ("eyes"),
+    """How the training images were aligned (audience.faces.align): eyes level, their midpoint here ("eyes"),
     or eyes level in the crop geometry's framing ("level")."""
 
     model_config = ConfigDict(extra="allow")
     method: Literal["eyes", "level"]
-    eye_x: Fraction | None = None  # required by "eyes" (audience.predict.align.alignment_of says so)
+    eye_x: Fraction | None = None  # required by "eyes" (audience.faces.align.alignment_of says so)
     eye_y: Fraction | None = None
+    # what it was measured on, read by the model card and not checked (as before)
+    measured_on: Any = None
+    sampled: Any = None
+    angle_median: Any = None
 
 
 class StabilityInfo(BaseModel):
-    """The stability benchmark's figures (audience.compare.stability): how often an answer survives a small
+    """The stability benchmark's figures (audience.bench.stability): how often an answer survives a small
     change of the photo, with the images and perturbations they were measured on."""
 
     model_config = ConfigDict(extra="allow")
@@ -61,6 +95,10 @@ class StabilityInfo(BaseModel):
     versions: Annotated[StrictInt, Field(ge=1)]
     data: StrictStr | None = None
     peer: dict | None = None
+    # read by the model card, not checked (as before)
+    perturbations: Any = None
+    aligned: Any = None
+    measured: Any = None
 
 
 class CheckpointMetadata(BaseModel):
@@ -84,14 +122,67 @@ class CheckpointMetadata(BaseModel):
     crop: dict | None = None
     alignment: AlignmentInfo | None = None
     stability: StabilityInfo | None = None
+    # What the trainer, promote and the stability benchmark record beside them; read as they are, not checked.
+    age_classes: Any = None
+    gender_classes: Any = None
+    timm_name: Any = None
+    params: Any = None
+    flops: Any = None
+    versions: Any = None
+    created: Any = None
+    selected_epoch: Any = None
+    metrics_on: Any = None
+    calibration: Any = None
+    split_level: Any = None
+    leaky: Any = None
+    training: Any = None
+    train_config: Any = None
+    promoted_from: Any = None
+    shipped: Any = None
+    _json: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads of the task ("age", "gender" or both)."""
+        return HEADS_OF_TASK[self.task]
+
+    @cached_property
+    def temperatures(self) -> dict[str, float]:
+        """The temperature of each head of the task; 1.0 (uncalibrated) where none is recorded."""
+        recorded = self.temperature or {}
+        return {head: float(recorded.get(head) or 1.0) for head in self.heads}
+
+    @cached_property
+    def crop_geometry(self) -> CropGeometry:
+        """How Predict cuts a face for this model (`crop`; the Adience default when none is recorded).
+        AudienceError for a recorded value out of range."""
+        return crop_geometry_of(self._json)
+
+    @cached_property
+    def face_alignment(self) -> Alignment | None:
+        """How Predict turns a face for this model (`alignment`), or None: faces are cut unturned.
+        AudienceError for a recorded value that is not a fraction."""
+        return alignment_of(self._json)
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on the synthetic demo set."""
+        return bool(self.dataset is not None and self.dataset.synthetic)
+
+    def as_json(self) -> dict:
+        """A copy of the JSON object as it was read (every key, also those the schema does not name)."""
+        return copy.deepcopy(self._json)
 
 
-def check_checkpoint_metadata(metadata: dict, name: str) -> None:
-    """Raise AudienceError naming `name`, the first bad field and its value when `metadata` breaks the schema."""
+def check_checkpoint_metadata(metadata: dict, name: str) -> CheckpointMetadata:
+    """The typed metadata of the JSON object `metadata`; AudienceError naming `name`, the first bad field and its
+    value when it breaks the schema."""
     try:
-        CheckpointMetadata.model_validate(metadata)
+        checked = CheckpointMetadata.model_validate(metadata)
     except ValidationError as error:
         raise AudienceError(f"Checkpoint metadata {name}: {first_problem(error)}.") from None
+    checked._json = metadata
+    return checked
 
 
 def first_problem(error: ValidationError) -> str:

@@ -1,2 +1,2 @@
-"""Prediction: face detection and its detector backends, the Predictor, drawing, webcam
-smoothing, batch files and the prediction benchmark."""
+"""Prediction: the Predictor (faces found and cut by audience.faces), drawing, webcam smoothing,
+batch files."""

@@ -18,11 +18,12 @@ import torch
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
-from audience.labels import CLASSES_OF_HEAD, HEADS, HEADS_OF_TASK
+from audience.faces.align import cut_face
+from audience.faces.crop_geometry import DEFAULT_GEOMETRY
+from audience.faces.detector import Face, FaceDetector, reading_order
+from audience.labels import CLASSES_OF_HEAD, HEADS
 from audience.model.checkpoint import load_checkpoint
-from audience.predict.align import alignment_of, cut_face
-from audience.predict.crop_geometry import crop_geometry_of
-from audience.predict.faces import Face, FaceDetector, reading_order
+from audience.model.metadata import CheckpointMetadata
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
@@ -44,7 +45,7 @@ MAX_SERVED_IMAGE_SIZE = 512
 
 def check_served_input(predictor: Predictor, name: str) -> None:
     """AudienceError when `predictor`'s model takes larger inputs than MAX_SERVED_IMAGE_SIZE."""
-    size = int(predictor.metadata.get("image_size") or 0)
+    size = 0 if predictor.metadata is None else int(predictor.metadata.image_size or 0)
     if size > MAX_SERVED_IMAGE_SIZE:
         raise AudienceError(
             f"Model {name} classifies {size:,} px faces; this app serves models of at most {MAX_SERVED_IMAGE_SIZE} px "
@@ -122,16 +123,15 @@ def with_probs(prediction: FacePrediction, probs: dict[str, np.ndarray], uncerta
     return FacePrediction(**{**prediction.__dict__, **updates})
 
 
-def classes_seen(metadata: dict, head: str) -> tuple[str, ...]:
+def classes_seen(metadata: CheckpointMetadata | None, head: str) -> tuple[str, ...]:
     """The classes of `head` a checkpoint's model learned from: all of them, except gender "u" when its
     training data had none (UTKFace labels only f and m; a test fold without a "u" face says the same).
     The Predict tab shows bars for these only: a "u" bar of a model that never saw "u" means nothing."""
     classes = CLASSES_OF_HEAD[head]
-    if head != "gender" or "u" not in classes:
+    if head != "gender" or "u" not in classes or metadata is None:
         return classes
-    dataset = metadata.get("dataset") or {}
-    per_class = (metadata.get("metrics") or {}).get("gender_per_class")
-    no_u = dataset.get("format") == "utkface" or (
+    per_class = (metadata.metrics or {}).get("gender_per_class")
+    no_u = (metadata.dataset is not None and metadata.dataset.format == "utkface") or (
         isinstance(per_class, list) and len(per_class) == len(classes) and per_class[classes.index("u")] is None)
     return tuple(name for name in classes if name != "u") if no_u else classes
 
@@ -181,26 +181,21 @@ class Predictor:
         self.tta_flip = tta_flip
         self.uncertain_below = uncertain_below
         self.max_faces = max_faces
-        self.model, self.transform, self.metadata = (None, None, {})
+        self.model, self.transform, self.metadata = (None, None, None)
         if self.checkpoint is not None:
             self.model, self.transform, self.metadata = load_checkpoint(self.checkpoint)
             # channels_last suits the CPU convolution kernels (oneDNN) better than NCHW.
             self.model = self.model.to(memory_format=torch.channels_last)
         # The framing the model was trained on (checkpoint "crop"); an explicit margin overrides its margin.
-        geometry = crop_geometry_of(self.metadata)
+        geometry = DEFAULT_GEOMETRY if self.metadata is None else self.metadata.crop_geometry
         self.geometry = geometry if margin is None else replace(geometry, margin=float(margin))
         # Eyes levelled and placed as in the training images (checkpoint "alignment"); None: plain crops.
-        self.alignment = alignment_of(self.metadata)
-        self.temperature: dict[str, float] = self._read_temperature() if self.model is not None else {}
+        self.alignment = None if self.metadata is None else self.metadata.face_alignment
+        self.temperature: dict[str, float] = {} if self.metadata is None else self.metadata.temperatures
         self.heads: tuple[str, ...] = tuple(self.temperature)
         self._owns_detector = detector is None
         self.detector = detector if detector is not None else FaceDetector(max_faces=max_faces)
         self._lock = threading.Lock()
-
-    def _read_temperature(self) -> dict[str, float]:
-        heads = HEADS_OF_TASK[self.metadata["task"]]
-        recorded = self.metadata.get("temperature") or {}
-        return {head: float(recorded.get(head) or 1.0) for head in heads}
 
     @property
     def detection_only(self) -> bool:
@@ -208,7 +203,7 @@ class Predictor:
 
     @property
     def synthetic(self) -> bool:
-        return bool((self.metadata.get("dataset") or {}).get("synthetic"))
+        return self.metadata is not None and self.metadata.synthetic
 
     @property
     def note(self) -> str | None:
@@ -292,7 +287,7 @@ class Predictor:
             views += [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
         # In chunks of at most MAX_FORWARD_PIXELS input pixels: 40 views of a 1024 px model in one batch took
         # a request to 8 GB; a chunk's memory no longer grows with the number of faces.
-        size = int(self.metadata.get("image_size") or 224)
+        size = int(self.metadata.image_size or 224)
         chunk = max(1, MAX_FORWARD_PIXELS // (size * size))
         parts = []
         for start in range(0, len(views), chunk):

@@ -1,2 +1,2 @@
-"""Publishing a model: promote to checkpoints/, serving from the Hub, pushing to the Hub, the
-model card and ONNX export."""
+"""Publishing a model: promote to checkpoints/, pushing to the Hub, the model card and ONNX export
+(serving from the Hub is audience.model.served)."""

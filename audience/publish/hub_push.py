@@ -2,7 +2,7 @@
 
 `stage_checkpoint` writes the three files into a folder (`scripts/push_to_hub.py --dry-run`);
 `push_checkpoint` stages them in a temporary folder and uploads it. The repo is what
-audience.publish.served serves with AUDIENCE_MODEL_REPO.
+audience.model.served serves with AUDIENCE_MODEL_REPO.
 """
 
 from __future__ import annotations
@@ -20,21 +20,23 @@ from audience.errors import AudienceError
 from audience.files import replace_into, write_temp_beside, write_text_atomic
 from audience.model.checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, load_checkpoint
 from audience.model.hub_access import hub_offline, hub_reachable
+from audience.model.metadata import CheckpointMetadata
+from audience.model.served import DEFAULT_FILE
 from audience.publish.model_card import build_model_card, find_run_summary
-from audience.publish.served import DEFAULT_FILE
 
 LOCAL_PATH_SETTINGS = ("data", "out", "cache_dir", "weights_file")  # TrainConfig fields that hold local paths
 
 
-def public_metadata(metadata: dict, weights_file: str) -> dict:
-    """The metadata to publish: the weights' new file name, and local folders of the training machine
-    (data root, runs and cache folders) reduced to their last component."""
-    config = dict(metadata.get("train_config") or {})
+def public_metadata(metadata: CheckpointMetadata, weights_file: str) -> dict:
+    """The JSON to publish: the checkpoint's, with the weights' new file name, and local folders of the
+    training machine (data root, runs and cache folders) reduced to their last component."""
+    config = dict(metadata.train_config or {})
     for name in LOCAL_PATH_SETTINGS:
         if isinstance(config.get(name), str) and ("/" in config[name] or "\\" in config[name]):
             config[name] = PurePosixPath(config[name].replace("\\", "/")).name
-    published = {**metadata, "weights": {**(metadata.get("weights") or {}), "file": weights_file}}
-    if "train_config" in metadata:
+    published = metadata.as_json()
+    published["weights"] = {**(published.get("weights") or {}), "file": weights_file}
+    if "train_config" in metadata.model_fields_set:
         published["train_config"] = config
     return published
 

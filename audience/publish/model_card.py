@@ -13,6 +13,7 @@ from pathlib import Path
 from audience import settings
 from audience.files import read_json
 from audience.labels import METRIC_OF, METRICS, format_percent
+from audience.model.metadata import AlignmentInfo, CheckpointMetadata, DatasetInfo
 
 LEAK_WARNING = (
     "> **⚠️ LEAK WARNING: protocol `random`.** Training and validation images were split at random, so the "
@@ -46,14 +47,14 @@ LIMITS = """- Adience is 26,580 Flickr photos of 2,284 people, not a balanced sa
 - The classifier sees a face crop from a face detector; missed or badly cropped faces give wrong labels."""
 
 
-def find_run_summary(json_path: str | Path, metadata: dict) -> dict | None:
+def find_run_summary(json_path: str | Path, metadata: CheckpointMetadata) -> dict | None:
     """The cv_summary.json of the run the checkpoint came from: runs/<id>/fold<k>/best.json's run folder,
     or promoted_from.run under settings.runs_dir(); None when not found or unreadable."""
     json_path = Path(json_path)
     candidates = []
     if json_path.parent.name.startswith("fold"):
         candidates.append(json_path.parent.parent / "cv_summary.json")
-    run = (metadata.get("promoted_from") or {}).get("run")
+    run = (metadata.promoted_from or {}).get("run")
     if run:
         candidates.append(settings.runs_dir() / Path(str(run)).name / "cv_summary.json")
     for path in candidates:
@@ -83,23 +84,22 @@ def _front_matter(synthetic: bool | None, data_format: str | None = None) -> str
     return f"{head}tags:\n{_yaml_list(tags)}\n---\n"
 
 
-def _metric_title(key: str, metadata: dict) -> str:
+def _metric_title(key: str, metadata: CheckpointMetadata) -> str:
     """The metric's card title; an ECE says "uncalibrated" when its head kept T = 1 (calibration skipped)."""
     head = key.removesuffix("_ece")
     if key.endswith("_ece"):
-        temperature = (metadata.get("temperature") or {}).get(head)
-        if temperature is None or float(temperature) == 1.0:
+        if metadata.temperatures.get(head, 1.0) == 1.0:
             return f"{head} ECE (uncalibrated: T = 1, temperature scaling skipped or not fitted)"
     return METRIC_NAMES[key]
 
 
-def _metrics_table(metadata: dict) -> list[str]:
-    metrics = metadata.get("metrics") or {}
+def _metrics_table(metadata: CheckpointMetadata) -> list[str]:
+    metrics = metadata.metrics or {}
     keys = [k for k in METRIC_NAMES if isinstance(metrics.get(k), int | float)]
     if not keys:
         return ["No metrics are recorded in this checkpoint."]
-    where = metadata.get("metrics_on") or "?"
-    fold = metadata.get("fold")
+    where = metadata.metrics_on or "?"
+    fold = metadata.fold
     lines = [f"Metrics of this checkpoint on its **{where}** set (fold {fold}):", "", "| metric | value |", "|---|---|"]
     lines += [f"| {_metric_title(k, metadata)} | {_fmt(k, metrics[k])} |" for k in keys]
     return lines
@@ -130,9 +130,9 @@ def _folds_table(summary: dict | None) -> list[str]:
     return lines
 
 
-def _calibration(metadata: dict) -> list[str]:
-    calibration = metadata.get("calibration") or {}
-    temperature = metadata.get("temperature") or {}
+def _calibration(metadata: CheckpointMetadata) -> list[str]:
+    calibration = metadata.calibration or {}
+    temperature = metadata.temperature or {}  # as recorded: a head without one is not listed
     if not calibration and not temperature:
         return ["Not calibrated."]
     lines = ["Temperature scaling fitted on the validation set; the app divides the logits by T before the softmax.",
@@ -145,21 +145,20 @@ def _calibration(metadata: dict) -> list[str]:
     return lines
 
 
-def _model_facts(metadata: dict, summary: dict | None) -> list[str]:
-    flops = metadata.get("flops") or (summary or {}).get("flops")
-    weights = metadata.get("weights") or {}
-    versions = ", ".join(f"{k} {v}" for k, v in (metadata.get("versions") or {}).items())
+def _model_facts(metadata: CheckpointMetadata, summary: dict | None) -> list[str]:
+    flops = metadata.flops or (summary or {}).get("flops")
+    sha256 = (metadata.weights and metadata.weights.sha256) or "?"
+    versions = ", ".join(f"{k} {v}" for k, v in (metadata.versions or {}).items())
+    selected = metadata.selected_epoch if "selected_epoch" in metadata.model_fields_set else metadata.epoch
     return [
-        f"- architecture: `{metadata.get('arch')}` (timm `{metadata.get('timm_name')}`), task `{metadata.get('task')}`",
-        f"- parameters: {metadata.get('params', '?'):,}" if isinstance(metadata.get("params"), int)
-        else "- parameters: ?",
-        f"- FLOPs per face: {flops / 1e9:.3f} G (2 × MACs, at {metadata.get('image_size')} px)"
+        f"- architecture: `{metadata.arch}` (timm `{metadata.timm_name}`), task `{metadata.task}`",
+        f"- parameters: {metadata.params:,}" if isinstance(metadata.params, int) else "- parameters: ?",
+        f"- FLOPs per face: {flops / 1e9:.3f} G (2 × MACs, at {metadata.image_size} px)"
         if isinstance(flops, int | float) else "- FLOPs per face: not recorded",
-        f"- input: RGB face crop resized to {metadata.get('image_size')} px, mean {metadata.get('mean')}, "
-        f"std {metadata.get('std')}",
-        f"- classes: age {metadata.get('age_classes')}, gender {metadata.get('gender_classes')}",
-        f"- epoch selected: {metadata.get('selected_epoch', metadata.get('epoch'))}; created {metadata.get('created')}",
-        f"- weights sha256: `{weights.get('sha256', '?')}`; versions: {versions or '?'}",
+        f"- input: RGB face crop resized to {metadata.image_size} px, mean {metadata.mean}, std {metadata.std}",
+        f"- classes: age {metadata.age_classes}, gender {metadata.gender_classes}",
+        f"- epoch selected: {selected}; created {metadata.created}",
+        f"- weights sha256: `{sha256}`; versions: {versions or '?'}",
     ]
 
 
@@ -170,32 +169,32 @@ def _limits(data_format: str | None) -> str:
     return DATA_LIMITS[data_format] + "\n" + LIMITS.split("\n", 2)[2]
 
 
-def _data_lines(metadata: dict, summary: dict | None, kind: str, protocol: str | None) -> list[str]:
-    dataset = metadata.get("dataset") or {}
-    image_level = (metadata.get("split_level") or dataset.get("split_level")) == "image"
-    dropped = dataset.get("dropped") or {}
+def _data_lines(metadata: CheckpointMetadata, summary: dict | None, kind: str, protocol: str | None) -> list[str]:
+    dataset = metadata.dataset or DatasetInfo()
+    image_level = (metadata.split_level or dataset.split_level) == "image"
+    dropped = dataset.dropped or {}
     lines = [
-        f"- dataset: **{dataset.get('name') or (summary or {}).get('dataset') or '?'}** ({kind}"
-        + (f", {dataset['faces']:,} images" if isinstance(dataset.get("faces"), int) else "") + ")",
-        f"- label policy: `{dataset.get('policy') or (summary or {}).get('policy')}` "
+        f"- dataset: **{dataset.name or (summary or {}).get('dataset') or '?'}** ({kind}"
+        + (f", {dataset.faces:,} images" if isinstance(dataset.faces, int) else "") + ")",
+        f"- label policy: `{dataset.policy or (summary or {}).get('policy')}` "
         "(bins: any age inside one of the 8 groups; strict: only the 8 canonical Adience groups)",
-        f"- images: `{dataset.get('images') or (summary or {}).get('images')}`",
+        f"- images: `{dataset.images or (summary or {}).get('images')}`",
         f"- protocol: `{protocol}`: {IMAGE_LEVEL_FOLDS if image_level else PROTOCOLS.get(protocol, 'unknown')}",
-        f"- test fold of this checkpoint: {metadata.get('fold')}",
+        f"- test fold of this checkpoint: {metadata.fold}",
     ]
-    if dataset.get("between_groups"):
-        lines.append(f"- {dataset['between_groups']:,} images whose exact age lies between two groups (7, 14, 21, 33, "
+    if dataset.between_groups:
+        lines.append(f"- {dataset.between_groups:,} images whose exact age lies between two groups (7, 14, 21, 33, "
                      "44, 54, over 100) kept for gender, with no age label")
     if dropped:
         lines.append("- images dropped: " + ", ".join(f"{count} ({reason})" for reason, count in dropped.items()))
-    if dataset.get("licence"):
-        lines.append(f"- data licence: {dataset['licence']}. The images are not redistributed with this model.")
+    if dataset.licence:
+        lines.append(f"- data licence: {dataset.licence}. The images are not redistributed with this model.")
     return lines
 
 
-def _training_lines(metadata: dict) -> list[str]:
-    training = metadata.get("training") or {}
-    crop = metadata.get("crop")
+def _training_lines(metadata: CheckpointMetadata) -> list[str]:
+    training = metadata.training or {}
+    crop = metadata.crop
     lines = []
     for command in training.get("commands") or []:
         lines += ["```bash", command, "```"]
@@ -210,31 +209,31 @@ def _training_lines(metadata: dict) -> list[str]:
                      "Predict path")
     else:
         lines.append("- face crop: not recorded; the app uses its Adience default (margin 0.4)")
-    lines.append(_alignment_line(metadata.get("alignment")))
+    lines.append(_alignment_line(metadata.alignment))
     return lines or ["Not recorded."]
 
 
-def _alignment_line(alignment) -> str:
-    from audience.predict.align import MIN_TILT_DEGREES  # the Predict path's rule, not the checkpoint's
+def _alignment_line(alignment: AlignmentInfo | None) -> str:
+    from audience.faces.align import MIN_TILT_DEGREES  # the Predict path's rule, not the checkpoint's
 
-    if not isinstance(alignment, dict):
+    if alignment is None:
         return "- face alignment: none recorded; the app cuts each face upright round the detector's box, unturned"
-    measured = (f", measured on {alignment['measured_on']} of {alignment.get('sampled')} training images (median "
-                f"tilt {alignment.get('angle_median')} degrees)" if alignment.get("measured_on") else "")
-    if alignment.get("method") == "level":
+    measured = (f", measured on {alignment.measured_on} of {alignment.sampled} training images (median "
+                f"tilt {alignment.angle_median} degrees)" if alignment.measured_on else "")
+    if alignment.method == "level":
         how = (f"each face tilted {MIN_TILT_DEGREES:g} degrees or more (more than the training faces are) turned "
                "about its crop's centre so it is level, as the training faces are")
     else:
-        how = (f"each face turned so its eyes are level, their midpoint placed at ({alignment.get('eye_x')}, "
-               f"{alignment.get('eye_y')}) of the crop as in the training images")
+        how = (f"each face turned so its eyes are level, their midpoint placed at ({alignment.eye_x}, "
+               f"{alignment.eye_y}) of the crop as in the training images")
     return f"- face alignment: {how}{measured}; used by the app's Predict path"
 
 
-def _stability(metadata: dict) -> list[str]:
+def _stability(metadata: CheckpointMetadata) -> list[str]:
     """The stability benchmark's figures (`stability`), beside the accuracy."""
-    stability = metadata.get("stability")
-    if not isinstance(stability, dict):
+    if metadata.stability is None:
         return ["Stability: not measured (`scripts/benchmark.py stability --checkpoint CKPT --data DIR --write`)."]
+    stability = metadata.stability.model_dump()  # this model's figures, a table row like the peer's
     peer = stability.get("peer") or {}
     lines = [f"Stability (`scripts/benchmark.py stability`): {stability.get('images')} images of "
              f"{stability.get('data')}, each changed in {stability.get('versions')} small ways "
@@ -252,19 +251,19 @@ def _stability(metadata: dict) -> list[str]:
     return lines
 
 
-def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
+def build_model_card(metadata: CheckpointMetadata, summary: dict | None, repo_id: str) -> str:
     """The README.md of a Hub model repo for a checkpoint (`summary`: its run's cv_summary.json, or None)."""
-    dataset = metadata.get("dataset") or {}
-    synthetic = dataset.get("synthetic")
+    dataset = metadata.dataset or DatasetInfo()
+    synthetic = dataset.synthetic
     if synthetic is None and summary:
         synthetic = summary.get("synthetic")
-    protocol = metadata.get("protocol") or (summary or {}).get("protocol")
-    leaky = protocol == "random" or bool(metadata.get("leaky")) or bool((summary or {}).get("leaky"))
+    protocol = metadata.protocol or (summary or {}).get("protocol")
+    leaky = protocol == "random" or bool(metadata.leaky) or bool((summary or {}).get("leaky"))
     kind = "synthetic demo data" if synthetic else "real data" if synthetic is False else "unknown data"
     warnings = [w for w, on in ((LEAK_WARNING, leaky), (SYNTHETIC_WARNING, synthetic)) if on]
     sections = [
-        _front_matter(synthetic, dataset.get("format")),
-        f"# Audience: age group and gender from faces ({metadata.get('arch')}, {metadata.get('task')})",
+        _front_matter(synthetic, dataset.format),
+        f"# Audience: age group and gender from faces ({metadata.arch}, {metadata.task})",
         "",
         *[line for w in warnings for line in (w, "")],
         "A two-head classifier (8 age groups, gender f/m/u) over a face crop, trained with the Audience app "
@@ -307,7 +306,7 @@ def build_model_card(metadata: dict, summary: dict | None, repo_id: str) -> str:
         "Research and teaching: exploring how well apparent age group and gender can be read from face photos "
         "under an honest protocol, and where it fails.",
         "",
-        _limits(dataset.get("format")),
+        _limits(dataset.format),
         "",
     ]
     return "\n".join(sections)

@@ -23,8 +23,8 @@ import torch
 from audience import settings
 from audience.errors import AudienceError, quoted, shorten
 from audience.files import atomic_path
-from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint
+from audience.model.metadata import CheckpointMetadata, DatasetInfo
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
@@ -67,21 +67,21 @@ def choose_exporter(requested: str = "auto") -> str:
     return requested
 
 
-def onnx_metadata(metadata: dict, heads: tuple[str, ...]) -> dict[str, str]:
+def onnx_metadata(metadata: CheckpointMetadata, heads: tuple[str, ...]) -> dict[str, str]:
     """String key/values for the ONNX model's metadata_props (JSON for lists and dicts)."""
-    dataset = metadata.get("dataset") or {}
+    dataset = metadata.dataset or DatasetInfo()
     values = {
-        "audience.arch": metadata.get("arch"), "audience.task": metadata.get("task"),
+        "audience.arch": metadata.arch, "audience.task": metadata.task,
         "audience.outputs": [f"{head}_logits" for head in heads],
-        "age_classes": metadata.get("age_classes"), "gender_classes": metadata.get("gender_classes"),
-        "image_size": metadata.get("image_size"), "mean": metadata.get("mean"), "std": metadata.get("std"),
-        "temperature": metadata.get("temperature"),
+        "age_classes": metadata.age_classes, "gender_classes": metadata.gender_classes,
+        "image_size": metadata.image_size, "mean": metadata.mean, "std": metadata.std,
+        "temperature": metadata.temperature,
         "input": f"{INPUT_NAME}: float32 (N, 3, S, S), S = image_size: a face crop, longest side resized to S and "
                  "black-padded to S x S, RGB / 255, then (x - mean) / std per channel",
         "probabilities": "softmax(logits / temperature[head]) per head",
-        "dataset": dataset.get("name"), "synthetic": dataset.get("synthetic"),
-        "protocol": metadata.get("protocol"), "fold": metadata.get("fold"),
-        "source_weights_sha256": (metadata.get("weights") or {}).get("sha256"),
+        "dataset": dataset.name, "synthetic": dataset.synthetic,
+        "protocol": metadata.protocol, "fold": metadata.fold,
+        "source_weights_sha256": None if metadata.weights is None else metadata.weights.sha256,
     }
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
@@ -170,9 +170,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     check_opset(opset, exporter)
     _, json_path = checkpoint_paths(checkpoint)
     model, _, metadata = load_checkpoint(json_path)
-    heads = HEADS_OF_TASK[metadata["task"]]
+    heads = metadata.heads
     outputs = [f"{head}_logits" for head in heads]
-    size = int(metadata["image_size"])
+    size = metadata.image_size
     if out is None:
         folder = settings.models_dir()
         try:
@@ -192,8 +192,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
             _export(wrapper, example, temp, outputs, opset, exporter)
         except Exception as error:  # noqa: BLE001 - any exporter failure is one sentence for the user
             raise AudienceError(f"torch.onnx ({exporter} exporter, opset {opset}) could not export "
-                                f"{metadata['arch']}: {str(error).splitlines()[0][:200]}") from error
-        doc = f"Audience {metadata['arch']} {metadata['task']} from {json_path.name}; see metadata_props."
+                                f"{metadata.arch}: {str(error).splitlines()[0][:200]}") from error
+        doc = f"Audience {metadata.arch} {metadata.task} from {json_path.name}; see metadata_props."
         _embed_metadata(temp, onnx_metadata(metadata, heads), doc)
         diff, scale = check_parity(temp, wrapper, size)
     return ExportResult(path=target, exporter=exporter, outputs=outputs, max_abs_diff=diff, max_abs_logit=scale)

@@ -24,6 +24,7 @@ from audience.errors import AudienceError
 from audience.files import read_json, write_temp_beside
 from audience.inputs import name_skeleton, name_slug
 from audience.labels import format_percent
+from audience.model.catalog import list_checkpoints, served_folders
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
     WEIGHTS_SUFFIX,
@@ -31,8 +32,8 @@ from audience.model.checkpoint import (
     file_sha256,
     read_checkpoint_metadata,
 )
-from audience.predict.batch import list_checkpoints, served_folders
-from audience.publish.served import VALUE_PREFIX
+from audience.model.metadata import CheckpointMetadata
+from audience.model.served import VALUE_PREFIX
 from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
@@ -47,12 +48,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", str(text)).strip("-.")
 
 
-def readable_name(metadata: dict, run_id: str, fold: int) -> str:
+def readable_name(metadata: CheckpointMetadata, run_id: str, fold: int) -> str:
     """e.g. mobilenetv3_large_100-age-gender-folds-fold0-20261126-093128 (-demo for synthetic data)."""
     date = "-".join(run_id.split("-")[:2]) if re.match(r"^\d{8}-\d{6}", run_id) else _slug(run_id)
-    synthetic = (metadata.get("dataset") or {}).get("synthetic")
-    parts = [metadata.get("arch"), metadata.get("task"), metadata.get("protocol") or "run", f"fold{fold}", date]
-    return _slug("-".join(str(p) for p in parts if p) + ("-demo" if synthetic else ""))
+    parts = [metadata.arch, metadata.task, metadata.protocol or "run", f"fold{fold}", date]
+    return _slug("-".join(str(p) for p in parts if p) + ("-demo" if metadata.synthetic else ""))
 
 
 def check_promoted_name(base: str, folder: Path) -> None:
@@ -92,11 +92,13 @@ def _same_checkpoint(stem: Path, source_sha256: str) -> bool:
     if not (weights.is_file() and meta.is_file()):
         return False
     try:
-        metadata = read_json(meta)
-        recorded = metadata["weights"]["sha256"]
-        source = (metadata.get("promoted_from") or {}).get("sha256", recorded)
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        metadata = read_checkpoint_metadata(meta)
+    except AudienceError:
         return False
+    recorded = None if metadata.weights is None else metadata.weights.sha256
+    if recorded is None or not isinstance(metadata.promoted_from or {}, dict):
+        return False
+    source = (metadata.promoted_from or {}).get("sha256", recorded)
     return source == source_sha256 and file_sha256(weights) == recorded
 
 
@@ -153,7 +155,7 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
     if not source_weights.is_file():
         raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} is missing.")
     sha256 = file_sha256(source_weights)
-    recorded = (metadata.get("weights") or {}).get("sha256")
+    recorded = None if metadata.weights is None else metadata.weights.sha256
     if recorded and recorded != sha256:
         raise AudienceError(f"Run {run_dir.name} fold {fold}: {source_weights.name} does not match its recorded "
                             "sha256 (the file is damaged or was replaced), so it was not promoted.")
@@ -180,7 +182,8 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
                 continue
             stored = {"file": weights_path.name, "bytes": weights_temp.stat().st_size, "sha256": stored_sha256,
                       "dtype": "float16" if half else "float32"}
-            promoted = {**metadata, "weights": {**(metadata.get("weights") or {}), **stored},
+            source_json = metadata.as_json()
+            promoted = {**source_json, "weights": {**(source_json.get("weights") or {}), **stored},
                         "promoted_from": {"run": run_dir.name, "fold": int(fold), "sha256": sha256},
                         "training": training_record(run_dir), **({"shipped": True} if shipped else {})}
             text = json.dumps(promoted, indent=2) + "\n"
@@ -209,15 +212,13 @@ def checkpoints_table(folder: str | Path | None = None):
         except AudienceError as error:
             rows.append({"checkpoint": path.stem, "problem": str(error)})
             continue
-        metrics, source = meta.get("metrics") or {}, meta.get("promoted_from") or {}
+        metrics, source = meta.metrics or {}, meta.promoted_from or {}
         rows.append({
-            "checkpoint": path.stem, "arch": meta.get("arch"), "task": meta.get("task"),
-            "protocol": meta.get("protocol"), "fold": meta.get("fold"),
-            "data": "synthetic demo" if (meta.get("dataset") or {}).get("synthetic") else (meta.get("dataset") or {}
-                                                                                         ).get("name"),
+            "checkpoint": path.stem, "arch": meta.arch, "task": meta.task, "protocol": meta.protocol, "fold": meta.fold,
+            "data": "synthetic demo" if meta.synthetic else (meta.dataset and meta.dataset.name),
             "age exact %": format_percent(metrics.get("age_exact")),
             "gender %": format_percent(metrics.get("gender_acc")),
-            "metrics on": meta.get("metrics_on"), "from run": source.get("run"), "problem": "",
+            "metrics on": meta.metrics_on, "from run": source.get("run"), "problem": "",
         })
     return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data", "age exact %",
                                        "gender %", "metrics on", "from run", "problem"])

@@ -1,2 +1,2 @@
 """Training: TrainConfig, the epoch loop, one fold, cross-validation, metrics, calibration,
-evaluation, run folders, the UI's background job and the training benchmark."""
+evaluation, run folders, the UI's background job."""

@@ -55,6 +55,7 @@ from audience.data.cache import ImageCache
 from audience.data.formats import DATA_FORMATS
 from audience.data.splits import make_split
 from audience.errors import AudienceError
+from audience.faces.align import measure_framing
 from audience.files import write_json_atomic
 from audience.labels import SUMMARY_KEYS
 from audience.model.network import build_model, count_flops, count_params
@@ -311,15 +312,14 @@ def _record_bug(emit: RunEmitter, error: BaseException) -> None:
         pass
 
 
-def _prepare(config: TrainConfig, measure_crop) -> tuple[TrainConfig, AdienceData]:
-    """The data and the config with its automatic settings; the data's crop geometry and alignment when
-    `measure_crop` is given (paths -> {"crop", "alignment"}: the predict stage's `measure_framing`, handed in
-    by the caller: train never imports it)."""
+def _prepare(config: TrainConfig) -> tuple[TrainConfig, AdienceData]:
+    """The data and the config with its automatic settings; the data's crop geometry and alignment, measured
+    by the face detector on a sample of the training images (faces.align.measure_framing), which the
+    checkpoints record so that Predict cuts faces the way the model saw them."""
     data = read_data(config)
     config = resolve_config(config, data)
-    if measure_crop is not None:
-        framing = measure_crop(data.faces["path"].dropna().astype(str).tolist()) or {}
-        data.crop, data.alignment = framing.get("crop"), framing.get("alignment")
+    framing = measure_framing(data.faces["path"].dropna().astype(str).tolist()) or {}
+    data.crop, data.alignment = framing.get("crop"), framing.get("alignment")
     return config, data
 
 
@@ -328,7 +328,6 @@ def cross_validate(
     on_event: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
-    measure_crop: Callable[[list[str]], dict | None] | None = None,
 ) -> Path:
     """Train config.folds into a new run folder (or continue the run folder `resume`); return its path.
 
@@ -347,7 +346,7 @@ def cross_validate(
     if distributed.launched():
         ranks = distributed.start(read_run_config(resume) if resume is not None else config.validated())
     try:
-        return _cross_validate(config, on_event, stop, resume, measure_crop, held, ranks)
+        return _cross_validate(config, on_event, stop, resume, held, ranks)
     finally:
         for run_dir in held:
             release_run(run_dir)
@@ -382,15 +381,14 @@ def _new_run_dir(config: TrainConfig, ranks: Ranks, held: list[Path]) -> Path:
     return Path(config.out or settings.runs_dir()) / name
 
 
-def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, held: list[Path],
-                    ranks: Ranks = SINGLE) -> Path:
+def _cross_validate(config: TrainConfig, on_event, stop, resume, held: list[Path], ranks: Ranks = SINGLE) -> Path:
     if resume is not None:
         run_dir = Path(resume)
         if ranks.main:
             claim_run(run_dir)
             held.append(run_dir)
         config = read_run_config(run_dir)
-    config, data = _prepare(config.validated(), measure_crop)
+    config, data = _prepare(config.validated())
     folds = config.fold_list()
     # Everything that can refuse the run comes before its folder exists: a run that cannot start leaves none.
     splits = {fold: make_split(data, config.protocol, fold, config.val_fraction, config.seed, config.task)
@@ -490,7 +488,6 @@ def _run_fold(config: TrainConfig, data: AdienceData, run_dir: Path, fold: int, 
 
 
 def resume(run_dir: str | Path, on_event: Callable[[dict], None] | None = None,
-           stop: threading.Event | None = None, measure_crop: Callable[[list[str]], dict | None] | None = None) -> Path:
+           stop: threading.Event | None = None) -> Path:
     """Continue a stopped or interrupted run where it stopped (its saved config); return the run folder."""
-    return cross_validate(read_run_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir,
-                          measure_crop=measure_crop)
+    return cross_validate(read_run_config(Path(run_dir)), on_event=on_event, stop=stop, resume=run_dir)

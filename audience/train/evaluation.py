@@ -17,8 +17,8 @@ from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.data.splits import fold_rows, labelled_mask
 from audience.errors import AudienceError, quoted
-from audience.labels import HEADS_OF_TASK
-from audience.model.checkpoint import load_checkpoint, read_checkpoint_metadata
+from audience.model.checkpoint import load_checkpoint_model, read_checkpoint_metadata
+from audience.model.metadata import CheckpointMetadata, DatasetInfo
 from audience.train.loop import make_loader, predict_logits, resolve_device
 from audience.train.metrics import (
     choose_temperature,
@@ -70,22 +70,21 @@ def calibration_line(calibration: dict) -> str:
     return "; ".join(parts)
 
 
-def _warnings(metadata: dict, fold: int, data) -> list[str]:
+def _warnings(metadata: CheckpointMetadata, fold: int, data) -> list[str]:
     notes = []
-    dataset = metadata.get("dataset") or {}
-    if metadata.get("protocol") == "random" or metadata.get("leaky"):
+    dataset = metadata.dataset or DatasetInfo()
+    if metadata.protocol == "random" or metadata.leaky:
         notes.append("this checkpoint was trained with the leaky random split: every fold holds people it saw "
                      "in training, so these numbers are inflated")
-    elif fold is None and (dataset.get("name") == data.name or dataset.get("format") == data.format):
+    elif fold is None and (dataset.name == data.name or dataset.format == data.format):
         notes.append(f"split 'all' includes the images this checkpoint was trained on ({data.name}): "
                      "these numbers are not a held-out estimate")
-    elif (fold is not None and metadata.get("protocol") == "folds" and metadata.get("fold") is not None
-          and metadata["fold"] != fold):
-        notes.append(f"this checkpoint was tested on fold {metadata['fold']} and trained on the other folds, "
+    elif fold is not None and metadata.protocol == "folds" and metadata.fold is not None and metadata.fold != fold:
+        notes.append(f"this checkpoint was tested on fold {metadata.fold} and trained on the other folds, "
                      f"so fold {fold} was training data and these numbers are not a held-out estimate")
-    if dataset.get("synthetic") is not None and bool(dataset["synthetic"]) != data.synthetic:
-        trained_on = "synthetic demo" if dataset["synthetic"] else "real"
-        notes.append(f"this checkpoint was trained on {trained_on} data ({dataset.get('name')}), "
+    if dataset.synthetic is not None and dataset.synthetic != data.synthetic:
+        trained_on = "synthetic demo" if dataset.synthetic else "real"
+        notes.append(f"this checkpoint was trained on {trained_on} data ({dataset.name}), "
                      f"evaluated here on {data.name}")
     return notes
 
@@ -158,16 +157,15 @@ def evaluate_checkpoint(
     (a UTKFace model on Adience's looser faces); without it the images are classified whole.
     """
     metadata = read_checkpoint_metadata(checkpoint)
-    dataset = metadata.get("dataset") or {}
-    policy = policy or dataset.get("policy") or "bins"
+    policy = policy or (metadata.dataset and metadata.dataset.policy) or "bins"
     images = images or "auto"
     data = read_dataset(resolve_data_root(data_root), policy=policy, images="auto" if images == "none" else images)
-    rows = evaluation_rows(data, split, fold, metadata["task"])
+    rows = evaluation_rows(data, split, fold, metadata.task)
     target = resolve_device(device)
-    model, transform, metadata = load_checkpoint(checkpoint, device=target)
+    model, transform = load_checkpoint_model(checkpoint, metadata, device=target)
     paths = data.faces["path"].astype(str).tolist()
     if face_crop is None:
-        cache = build_image_cache(paths, cache_size_for(int(metadata["image_size"])), cache_dir=cache_dir)
+        cache = build_image_cache(paths, cache_size_for(metadata.image_size), cache_dir=cache_dir)
         cache_rows = cache.rows_of(paths)[rows]
     else:
         crops = _face_crops([paths[row] for row in rows], face_crop)
@@ -177,7 +175,7 @@ def evaluate_checkpoint(
         raise AudienceError(f"No image of {'fold ' + str(fold) if split == 'fold' else 'the data'} in "
                             f"{data.root} could be read.")
     rows, cache_rows = rows[readable], cache_rows[readable]
-    heads = HEADS_OF_TASK[metadata["task"]]
+    heads = metadata.heads
     age = data.faces["age_class"].to_numpy()[rows] if "age" in heads else np.full(len(rows), -1)
     gender = data.faces["gender_class"].to_numpy()[rows] if "gender" in heads else np.full(len(rows), -1)
     if face_crop is None:
@@ -186,7 +184,7 @@ def evaluate_checkpoint(
         faces = CroppedFaces([crop for crop in crops if crop is not None], age, gender, transform)
     loader = make_loader(faces, batch_size, target, workers, train=False, persistent=False)
     predicted = predict_logits(model, loader, target)
-    temperature = {head: float((metadata.get("temperature") or {}).get(head, 1.0)) for head in heads}
+    temperature = dict(metadata.temperatures)
     probabilities = {head: softmax_with_temperature(predicted[head], temperature[head]) for head in heads}
     metrics = compute_metrics(predicted["age_true"], probabilities.get("age"), predicted["gender_true"],
                               probabilities.get("gender"))
@@ -202,7 +200,7 @@ def evaluate_checkpoint(
         "n_age": labelled["age"], "n_gender": labelled["gender"], "split": split,
         "crop": "whole image" if face_crop is None else "detected face, cut with the checkpoint's crop geometry",
         "checkpoint": str(checkpoint), "data": str(data.root), "dataset": data.name, "fold": fold,
-        "n": int(len(rows)), "policy": policy, "images": data.images, "arch": metadata["arch"],
-        "task": metadata["task"], "temperature": temperature, "metrics": metrics,
+        "n": int(len(rows)), "policy": policy, "images": data.images, "arch": metadata.arch,
+        "task": metadata.task, "temperature": temperature, "metrics": metrics,
         "ece_uncalibrated": uncalibrated, "warnings": notes,
     }

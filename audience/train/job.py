@@ -45,11 +45,10 @@ TAIL_LINES = 200  # returned by job_status()
 class _Job:
     """The live job: the status the events update, the stop Event, the thread."""
 
-    def __init__(self, config, resume: Path | None, measure_crop=None, processes: int = 1):
+    def __init__(self, config, resume: Path | None, processes: int = 1):
         self.config = config
         self.resume = resume
         self.processes = processes  # more than 1: torchrun runs scripts/train.py, one process per GPU
-        self.measure_crop = measure_crop  # the predict stage's crop measurement, handed in by the UI
         self.stop = threading.Event()
         self.status = JobStatus(state="running", started_at=time.time(), arch=getattr(config, "arch", None))
         self.log: deque[str] = deque(maxlen=LOG_LINES)
@@ -186,7 +185,7 @@ def _run(job: _Job) -> None:
             run_dir = _run_torchrun(job)
         else:
             run_dir = cross_validate(job.config, on_event=lambda e: _on_event(job, e), stop=job.stop,
-                                     resume=job.resume, measure_crop=job.measure_crop)
+                                     resume=job.resume)
         outcome = "stopped" if job.stop.is_set() else "finished"
     except AudienceError as exc:
         outcome, error = "failed", str(exc)
@@ -247,8 +246,7 @@ def _start_line(config) -> str:
     return f"starting a training run: {config.arch}, folds {config.folds}, {epochs}, data {data}"
 
 
-def _launch(config, resume: Path | None, server_name: str | None, share: bool, measure_crop=None,
-            processes: int = 1) -> JobStatus:
+def _launch(config, resume: Path | None, server_name: str | None, share: bool, processes: int = 1) -> JobStatus:
     global _job
     allowed, reason = training_allowed(server_name, share)
     if not allowed:
@@ -258,7 +256,7 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
     with _lock:
         if _job is not None and _job.status.active:
             raise _refusal(_job.status)
-        job = _Job(config, resume, measure_crop, processes)
+        job = _Job(config, resume, processes)
         if resume is not None:
             job.status.run_dir, job.status.run_id = str(resume), resume.name
         job.add_log(f"resuming run {resume.name}" if resume is not None else _start_line(config))
@@ -268,25 +266,24 @@ def _launch(config, resume: Path | None, server_name: str | None, share: bool, m
         return _snapshot(job)
 
 
-def start_job(config, *, server_name: str | None = None, share: bool = False, measure_crop=None,
-              processes: int = 1) -> JobStatus:
+def start_job(config, *, server_name: str | None = None, share: bool = False, processes: int = 1) -> JobStatus:
     """Start cross_validate(config) in the background; AudienceError (nothing started) when training is
-    not allowed here or a run is already in progress. `measure_crop`: see cross_validate.
+    not allowed here or a run is already in progress.
 
     `processes` > 1: torchrun trains it in that many processes (one per GPU; config.parallel_folds picks the
     mode), and the log shows their lines."""
-    return _launch(config, None, server_name, share, measure_crop, processes)
+    return _launch(config, None, server_name, share, processes)
 
 
 def resume_job(run_dir: str | Path, *, server_name: str | None = None, share: bool = False,
-               measure_crop=None, processes: int = 1) -> JobStatus:
+               processes: int = 1) -> JobStatus:
     """Resume a stopped or interrupted run (a folder under the runs folder) from its saved state; refused at
     once (AudienceError naming the process) when another live process is training that run."""
     path = _resolve_run_dir(run_dir)
     owner = run_owner(path)
     if owner is not None:
         raise AudienceError(describe_owner(path, owner))
-    return _launch(read_run_config(path), path, server_name, share, measure_crop, processes)
+    return _launch(read_run_config(path), path, server_name, share, processes)
 
 
 def clear_image_cache(*, server_name: str | None = None, share: bool = False) -> int:

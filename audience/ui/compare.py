@@ -18,15 +18,15 @@ import gradio as gr
 import pandas as pd
 
 from audience import settings
+from audience.bench.model_latency import measure_cpu_latency
 from audience.compare import plots
 from audience.compare import tables as compare
-from audience.compare.latency import measure_cpu_latency
 from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
 from audience.data.adience import N_FOLDS
 from audience.errors import AudienceError, quoted, shorten
 from audience.inputs import check_path
+from audience.model.catalog import is_synthetic, save_default_choice
 from audience.model.checkpoint import read_checkpoint_metadata
-from audience.predict.batch import is_synthetic, save_default_choice
 from audience.publish.promote import checkpoints_table, promote_checkpoint
 from audience.train import job as jobs
 

@@ -19,7 +19,7 @@ import pandas as pd
 from audience.data.images import LARGE_PIXELS, read_image, release_memory_soon
 from audience.errors import AudienceError
 from audience.labels import HEADS
-from audience.predict.batch import save_default_choice
+from audience.model.catalog import save_default_choice
 from audience.predict.drawing import draw_predictions, face_number
 from audience.predict.predictor import capped_note, classes_seen
 from audience.predict.smoothing import FaceTracker

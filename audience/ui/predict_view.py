@@ -18,13 +18,15 @@ from plotly.subplots import make_subplots
 from audience.errors import AudienceError, quoted
 from audience.inputs import check_path
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
-from audience.predict.batch import (
+from audience.model import served as hub
+from audience.model.catalog import (
     find_default_checkpoint,
     find_served_checkpoint,
     is_synthetic,
     read_default_choice,
 )
+from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
+from audience.model.metadata import CheckpointMetadata, DatasetInfo
 from audience.predict.drawing import face_number
 from audience.predict.predictor import (
     DETECTION_ONLY_NOTE,
@@ -36,7 +38,6 @@ from audience.predict.predictor import (
     capped_note,
     check_served_input,
 )
-from audience.publish import served as hub
 
 log = logging.getLogger(__name__)
 MORE_FACES = "`scripts/predict.py --max-faces N` shows more"  # the app shows at most Predictor's max_faces
@@ -51,12 +52,12 @@ _cache: OrderedDict[tuple, Predictor] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def describe_checkpoint(metadata: dict) -> str:
+def describe_checkpoint(metadata: CheckpointMetadata) -> str:
     """'mobilenetv3_large_100, age+gender, Adience (real data)' - what the dropdown shows beside a name."""
-    dataset = metadata.get("dataset") or {}
-    name = dataset.get("name") or "unknown data"
-    kind = "synthetic data" if dataset.get("synthetic") else "real data" if dataset.get("synthetic") is False else "?"
-    return f"{metadata['arch']}, {metadata['task']}, {name} ({kind})"
+    dataset = metadata.dataset or DatasetInfo()
+    name = dataset.name or "unknown data"
+    kind = "synthetic data" if dataset.synthetic else "real data" if dataset.synthetic is False else "?"
+    return f"{metadata.arch}, {metadata.task}, {name} ({kind})"
 
 
 def model_choices() -> list[tuple[str, str]]:

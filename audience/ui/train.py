@@ -23,11 +23,10 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from audience.compare.plots import plot_job_curves
 from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
+from audience.figures import plot_job_curves
 from audience.model.network import ARCHS
-from audience.predict.align import measure_framing
 from audience.settings import allowed_data_dirs, public_deployment
 from audience.train import job as jobs
 from audience.train.config import DEMO_RECIPE, TrainConfig
@@ -221,8 +220,7 @@ def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_
         form["parallel_folds"] = parallel_folds
     try:
         config = config_from_form({k: v for k, v in form.items() if v is not None or k in NULLABLE})
-        jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1],
-                       measure_crop=measure_framing, processes=processes)
+        jobs.start_job(config, server_name=_server(demo)[0], share=_server(demo)[1], processes=processes)
     except AudienceError as error:
         return _refusal(error), _timer(jobs.job_status().active)
     return f"Started a training run ({config.arch}, folds {config.folds}, {config.epochs} epochs).", _timer(True)
@@ -233,7 +231,7 @@ def resume_training(demo: gr.Blocks, run_id: str | None, gpus: str | None = None
         return "Choose a stopped run to resume.", _timer(jobs.job_status().active)
     try:
         status = jobs.resume_job(run_id, server_name=_server(demo)[0], share=_server(demo)[1],
-                                 measure_crop=measure_framing, processes=_processes(gpus)[0])
+                                 processes=_processes(gpus)[0])
     except AudienceError as error:
         return _refusal(error), _timer(jobs.job_status().active)
     return f"Resuming run {status.run_id}.", _timer(True)

@@ -158,7 +158,7 @@ def served_hub_checkpoint() -> tuple[Path | None, str | None]:
 def resolve_served_checkpoints() -> tuple[list[Path], str | None]:
     """The checkpoints the app serves: the Hub one first (when configured and available), then the
     local folder's newest first; and a note when the configured Hub model is unavailable."""
-    from audience.predict.batch import list_checkpoints
+    from audience.model.catalog import list_checkpoints
 
     hub_path, note = served_hub_checkpoint()
     return ([hub_path] if hub_path is not None else []) + list_checkpoints(), note

@@ -1,6 +1,6 @@
 """The JSON line of scripts/gpu_check.sh, built from the files its steps left in one folder.
 
-    python -m audience.train.gpu_report WORK [--dry-run]
+    python -m audience.bench.gpu_report WORK [--dry-run]
 
 WORK holds gpu.json, bench-<arch>.json (benchmark.py train's last line), epoch.json and, with two or
 more GPUs, data_parallel.json and parallel_folds.json ({seconds, run_dir} of each timed train.py run).
@@ -14,8 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from audience.bench.train_throughput import ADIENCE_EVAL_IMAGES_PER_FOLD, ADIENCE_TRAIN_IMAGES_PER_FOLD
 from audience.files import read_json
-from audience.train.benchmark import ADIENCE_EVAL_IMAGES_PER_FOLD, ADIENCE_TRAIN_IMAGES_PER_FOLD
 
 FOLDS, EPOCHS = 5, 10
 

@@ -8,7 +8,7 @@ of those images with the same detector): where the midpoint of the eyes sits in 
 (`eye_x`, `eye_y`, fractions of its side) and how level the eyes are there; the trainer records
 method "level" for level training images (`measure_framing`, with the crop geometry, in one pass).
 `cut_face` then turns the face by its tilt (`head_roll`), in a square of the side the crop geometry gives
-(audience.predict.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
+(audience.faces.crop_geometry): method "eyes" puts the eyes' midpoint where the training images
 have it; method "level" only turns the face about the plain crop's centre, keeping the framing the
 crop geometry measured. A face tilted less than MIN_TILT_DEGREES (what the training chips
 themselves show) is not turned. A checkpoint without `alignment`, a face without keypoints (the Haar fallback) or
@@ -25,15 +25,14 @@ import cv2
 import numpy as np
 
 from audience.errors import AudienceError
-from audience.predict.crop_geometry import (
+from audience.faces.crop_geometry import (
     CROP_SAMPLE,
     CropGeometry,
-    crop_geometry_of,
     crop_geometry_of_detections,
     detect_on_border,
     sample_paths,
 )
-from audience.predict.faces import Face, FaceDetector, expand_box
+from audience.faces.detector import Face, FaceDetector, expand_box
 
 # Training images whose median |head_roll| is under this count as aligned (level). Measured: UTKFace chips
 # 1.45 degrees (200 sampled), Adience's coarse-tilt-aligned faces 2.64 (the 19 in ../shared), the demo set,
@@ -178,7 +177,7 @@ def measure_framing(paths: Sequence[str], detector: FaceDetector | None = None, 
     """What a checkpoint records about its training images' framing, from one detection pass over the fixed
     sample: {"crop": `measure_crop_geometry`'s record or None, "alignment": `measure_alignment`'s record
     with method "level" when the images are level (then Predict turns tilted faces level), else None}.
-    The trainer is handed this (cross_validate's `measure_crop`)."""
+    The trainer records this in its checkpoints (cross_validate)."""
     chosen = sample_paths([p for p in paths if p], count)
     detections = list(detect_on_border(chosen, detector))
     alignment = _alignment_of_detections(detections, len(chosen))
@@ -197,7 +196,7 @@ def _alignment_of_detections(detections: list, sampled: int) -> dict:
         ys.append(middle[1] / height)
         angles.append(abs(head_roll(faces[0])))
     record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": sampled,
-                    "detector": "mediapipe BlazeFace keypoints (audience.predict.faces.FaceDetector)"}
+                    "detector": "mediapipe BlazeFace keypoints (audience.faces.detector.FaceDetector)"}
     if not xs:
         return {**record, "level": False}
     median_angle = float(np.median(angles))
@@ -206,10 +205,11 @@ def _alignment_of_detections(detections: list, sampled: int) -> dict:
             "level": median_angle < LEVEL_DEGREES}
 
 
-def face_cropper(metadata: dict | None, detector: FaceDetector) -> Callable[[np.ndarray], np.ndarray]:
-    """image -> the crop the Predict path would classify: its largest face cut with the checkpoint's geometry
-    and alignment (`cut_face`); the whole image when no face is found."""
-    geometry, alignment = crop_geometry_of(metadata), alignment_of(metadata)
+def face_cropper(geometry: CropGeometry, alignment: Alignment | None,
+                 detector: FaceDetector) -> Callable[[np.ndarray], np.ndarray]:
+    """image -> the crop the Predict path would classify: its largest face cut with a checkpoint's geometry
+    and alignment (`cut_face`; the checkpoint's crop_geometry and face_alignment); the whole image when no
+    face is found."""
 
     def crop(image: np.ndarray) -> np.ndarray:
         faces = detector.detect(image)

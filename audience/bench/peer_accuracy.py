@@ -19,8 +19,8 @@ from audience.data.formats import read_dataset
 from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
+from audience.faces.crop_geometry import sample_paths
 from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS, format_percent
-from audience.predict.crop_geometry import sample_paths
 from audience.predict.predictor import Predictor
 from audience.train.evaluation import evaluation_rows
 

@@ -7,7 +7,7 @@ records, as medians over the faces found, how large the image is relative to the
 (`margin`: each side of the box pushed out by margin x its size, as `expand_box` does) and where the
 box centre sits relative to the image centre (`shift_x`, `shift_y`, in box sizes). The trainer stores
 it in the checkpoint JSON (`crop`); `crop_geometry_of(metadata)` reads it back, and an older
-checkpoint without it keeps the Adience margin (`CROP_MARGIN`, no shift). audience.predict.align
+checkpoint without it keeps the Adience margin (`CROP_MARGIN`, no shift). audience.faces.align
 cuts the faces (`cut_face`, `face_cropper`) with it.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from audience.data.images import read_image
 from audience.errors import AudienceError, quoted
-from audience.predict.faces import CROP_MARGIN, FaceDetector
+from audience.faces.detector import CROP_MARGIN, FaceDetector
 
 CROP_SAMPLE = 200  # images measured: the medians are stable to about 0.01 from here on
 MAX_MARGIN = 2.0  # a larger measured margin means the detector found something other than the face
@@ -39,7 +39,7 @@ class CropGeometry:
 
     def as_metadata(self, measured_on: int, sampled: int) -> dict:
         return {**{k: round(v, 4) for k, v in asdict(self).items()}, "measured_on": measured_on, "sampled": sampled,
-                "detector": "mediapipe BlazeFace (audience.predict.faces.FaceDetector)"}
+                "detector": "mediapipe BlazeFace (audience.faces.detector.FaceDetector)"}
 
 
 DEFAULT_GEOMETRY = CropGeometry()

@@ -2,7 +2,7 @@
 
 Backends behind one `FaceDetector`: "mediapipe" (BlazeFace through the mediapipe Tasks API, with
 the two models vendored in audience/assets) and "haar" (OpenCV's frontal-face cascade, the fallback
-when mediapipe cannot start); the engines themselves are in audience.predict.detectors.
+when mediapipe cannot start); the engines themselves are in audience.faces.backends.
 
 BlazeFace sees the whole image at 128 px (short-range model) or 192 px (full-range), so a face
 smaller than about 13 % (short) or 7 % (full) of the image's longest side is invisible to it.
@@ -28,8 +28,8 @@ import numpy as np
 
 from audience.data.images import rgb_from_array
 from audience.errors import AudienceError, quoted
-from audience.predict.detectors import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
-from audience.predict.detectors import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
+from audience.faces.backends import ASSETS, BlazeFace, Face, Haar, close_engines, track_open_detector
+from audience.faces.backends import HAAR_CASCADE as HAAR_CASCADE  # re-exported with the other constants
 
 MODEL_FILES: dict[str, Path] = {
     "short": ASSETS / "face_detection_short_range.tflite",

@@ -25,16 +25,16 @@ import cv2
 import numpy as np
 import torch
 
-from audience.compare.peer_accuracy import nearest_age_class
+from audience.bench.peer_accuracy import nearest_age_class
 from audience.data.formats import read_dataset
 from audience.data.images import list_images, read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
+from audience.faces.crop_geometry import sample_paths
 from audience.files import write_json_atomic
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 from audience.model.checkpoint import read_checkpoint_metadata
-from audience.model.metadata import check_checkpoint_metadata
-from audience.predict.crop_geometry import sample_paths
+from audience.model.metadata import CheckpointMetadata, check_checkpoint_metadata
 from audience.predict.predictor import Predictor
 from audience.train.evaluation import evaluation_rows
 
@@ -82,7 +82,8 @@ def perturbed_versions(image: np.ndarray, key: str, seed: int = SEED) -> dict[st
     return versions
 
 
-def choose_images(data_root: str | Path, metadata: dict, limit: int | None) -> tuple[list[str], np.ndarray, str]:
+def choose_images(data_root: str | Path, metadata: CheckpointMetadata,
+                  limit: int | None) -> tuple[list[str], np.ndarray, str]:
     """(image paths, their age classes or NO_CLASS, a sentence on what they are), at most `limit` of them.
 
     A dataset folder gives its labelled images: the checkpoint's held-out fold when it was trained on
@@ -98,12 +99,12 @@ def choose_images(data_root: str | Path, metadata: dict, limit: int | None) -> t
         ages = np.full(len(paths), NO_CLASS)
         what = f"{len(paths)} photos of {root.name} (no labels)"
     else:
-        dataset = metadata.get("dataset") or {}
-        held_out = metadata.get("fold") is not None and dataset.get("format") == data.format
-        rows = evaluation_rows(data, "fold" if held_out else "all", metadata.get("fold"), "age+gender")
+        held_out = (metadata.fold is not None and metadata.dataset is not None
+                    and metadata.dataset.format == data.format)
+        rows = evaluation_rows(data, "fold" if held_out else "all", metadata.fold, "age+gender")
         paths = data.faces["path"].astype(str).to_numpy()[rows].tolist()
         ages = data.faces["age_class"].to_numpy()[rows]
-        what = (f"{data.name}, the checkpoint's held-out fold {metadata['fold']}" if held_out
+        what = (f"{data.name}, the checkpoint's held-out fold {metadata.fold}" if held_out
                 else f"{data.name}, every labelled image")
     if not paths:
         raise AudienceError(f"{root}: no image found to perturb.")
@@ -237,10 +238,10 @@ def write_stability(checkpoint: str | Path, result: dict) -> None:
     path = Path(checkpoint)
     if path.suffix != ".json":
         path = path.with_suffix(".json")
-    metadata = read_checkpoint_metadata(path)
-    metadata["stability"] = stability_record(result)
-    check_checkpoint_metadata(metadata, str(path))
-    write_json_atomic(path, metadata)
+    updated = read_checkpoint_metadata(path).as_json()
+    updated["stability"] = stability_record(result)
+    check_checkpoint_metadata(updated, str(path))
+    write_json_atomic(path, updated)
 
 
 def _line(summary: dict) -> str:
