@@ -413,6 +413,12 @@ def test_json_probabilities_are_named_by_class(predictor, astronaut):
     ({}, ("f", "m", "u")),
 ])
 def test_a_model_that_never_saw_u_shows_no_u(metadata, seen):
+    import json
+
+    from audience.model.metadata import CheckpointMetadata
     from audience.predict.predictor import classes_seen
 
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "checkpoints" / "utkface-mobilenetv3.json").read_text())
+    shipped.pop("metrics")
+    metadata = CheckpointMetadata.model_validate({**shipped, "dataset": {"name": "x"}, **metadata})
     assert classes_seen(metadata, "gender") == seen and classes_seen(metadata, "age") == AGE_CLASSES
