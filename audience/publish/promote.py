@@ -20,7 +20,6 @@ from audience import settings
 from audience.errors import AudienceError
 from audience.files import write_temp_beside
 from audience.inputs import name_slug
-from audience.labels import format_percent
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
     WEIGHTS_SUFFIX,
@@ -28,6 +27,7 @@ from audience.model.checkpoint import (
     file_sha256,
     read_checkpoint_metadata,
 )
+from audience.registry import SERVED_KEYS, column_of, format_percent, protocol_label
 from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
@@ -178,12 +178,13 @@ def checkpoints_table(folder: str | Path | None = None):
         metrics, source = meta.get("metrics") or {}, meta.get("promoted_from") or {}
         rows.append({
             "checkpoint": path.stem, "arch": meta.get("arch"), "task": meta.get("task"),
-            "protocol": meta.get("protocol"), "fold": meta.get("fold"),
+            "protocol": protocol_label(meta.get("protocol"), bool(meta.get("leaky")),
+                                       meta.get("split_level") or (meta.get("dataset") or {}).get("split_level")),
+            "fold": meta.get("fold"),
             "data": "synthetic demo" if (meta.get("dataset") or {}).get("synthetic") else (meta.get("dataset") or {}
                                                                                          ).get("name"),
-            "age exact %": format_percent(metrics.get("age_exact")),
-            "gender %": format_percent(metrics.get("gender_acc")),
+            **{column_of(key): format_percent(metrics.get(key)) for key in SERVED_KEYS},
             "metrics on": meta.get("metrics_on"), "from run": source.get("run"), "problem": "",
         })
-    return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data", "age exact %",
-                                       "gender %", "metrics on", "from run", "problem"])
+    return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data",
+                                       *map(column_of, SERVED_KEYS), "metrics on", "from run", "problem"])

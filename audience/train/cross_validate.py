@@ -53,8 +53,8 @@ from audience.data.formats import DATA_FORMATS
 from audience.data.splits import make_split
 from audience.errors import AudienceError
 from audience.files import write_json_atomic
-from audience.labels import SUMMARY_KEYS
 from audience.model.network import build_model, count_flops, count_params
+from audience.registry import HEADLINE_KEYS, SUMMARY_KEYS
 from audience.train import distributed
 from audience.train.config import TrainConfig, build_cache_for, read_data, read_run_config, resolve_config
 from audience.train.distributed import SINGLE, Ranks, StopSignal
@@ -136,8 +136,9 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
                                         f"{data.crop['sampled']} sampled): margin {data.crop['margin']:.2f}, shift "
                                         f"{data.crop['shift_x']:+.2f}, {data.crop['shift_y']:+.2f} box sizes"})
     if data.alignment:
-        emit({"type": "log", "message": f"the training faces are level (median tilt {data.alignment['angle_median']:.1f} "
-                                        "degrees): Predict turns a face tilted more than the training faces are"})
+        tilt = data.alignment["angle_median"]
+        emit({"type": "log", "message": f"the training faces are level (median tilt {tilt:.1f} degrees): Predict "
+                                        "turns a face tilted more than the training faces are"})
 
 
 def resume_command(run_dir: Path, ranks: Ranks = SINGLE) -> str:
@@ -359,7 +360,7 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, measure_crop, h
 def _report_end(emit: RunEmitter, config: TrainConfig, run_dir: Path, summary: dict) -> None:
     emit.set_status(state="finished", ended=now_iso(), message="finished")
     lines = [f"{key} {summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
-             for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm") if summary[key]["mean"] is not None]
+             for key in HEADLINE_KEYS if summary[key]["mean"] is not None]
     emit({"type": "run_end", "run_dir": str(run_dir), "summary": summary,
           "message": f"run {run_dir.name} finished{' (LEAKY protocol)' if config.protocol == 'random' else ''}: "
                      + ", ".join(lines)})

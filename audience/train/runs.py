@@ -34,10 +34,10 @@ from pydantic import BaseModel, ConfigDict, FiniteFloat, ValidationError, create
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
 from audience.inputs import name_slug
-from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.model.metadata import first_problem
+from audience.registry import ACCURACY_KEYS, SUMMARY_KEYS
 
-# metrics.csv: one row per epoch; the validation accuracies are those of the metric table (labels.METRICS).
+# metrics.csv: one row per epoch; the validation accuracies are those of the metric table (audience.registry).
 METRICS_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", *(f"val_{key}" for key in ACCURACY_KEYS), "lr", "images_per_s", "seconds",
 )
