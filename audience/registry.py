@@ -58,7 +58,7 @@ ECE_KEYS: tuple[str, ...] = tuple(m.key for m in SCALAR_METRICS if m.in_summary 
 HEADLINE_KEYS: tuple[str, ...] = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm")
 # The leakage chart's bars: gender f/m first (the literature's protocol), f/m/u for rows that report only that.
 LEAKAGE_CHART_KEYS: tuple[str, ...] = ("age_exact", "gender_acc_fm", "gender_acc")
-# What scripts/evaluate.py prints first (with the counts of labelled faces).
+# What audience.cli.evaluate prints first (with the counts of labelled faces).
 EVALUATE_KEYS: tuple[str, ...] = ("age_exact", "age_one_off", "gender_acc")
 # The two accuracies of the served checkpoints' table.
 SERVED_KEYS: tuple[str, ...] = ("age_exact", "gender_acc")

@@ -110,14 +110,9 @@ def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
 
 @pytest.mark.slow
 def test_evaluate_cuts_faces_for_a_checkpoint_of_another_dataset(tmp_path, demo_root, capsys):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parent.parent / "scripts" /
-                                                  "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from audience.cli import evaluate as module
     torch.manual_seed(0)
     metadata = {"image_size": 32, "dataset": {"name": "UTKFace", "format": "utkface", "synthetic": False},
                 "crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.0}}

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from audience.cli import evaluate as evaluate_cli
+from audience.cli import train as train_cli
 from audience.data.demo import make_demo_dataset
 from audience.train import distributed
 from audience.train.config import TrainConfig
@@ -22,10 +24,6 @@ from audience.train.distributed import Ranks, SeededDistributedSampler
 from audience.train.loop import SeededSampler, make_loader, train_epoch
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "scripts"))
-
-import evaluate as evaluate_cli  # noqa: E402
-import train as train_cli  # noqa: E402
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -328,7 +326,8 @@ def test_the_torchrun_command_gives_the_same_config(tmp_path):
                          channels_last=False, out=str(tmp_path))
     command = jobs.torchrun_command(jobs._Job(config, None, processes=2))
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    script = command.index(str(jobs.TRAIN_SCRIPT))
+    script = command.index(jobs.TRAIN_MODULE)
+    assert command[script - 1] == "-m" and jobs.TRAIN_MODULE == train_cli.__name__
     assert train_cli.config_of(train_cli.build_parser().parse_args(command[script + 1:])) == config
 
 

@@ -217,10 +217,7 @@ def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"audience.cli.{name}")
 
 
 def test_push_dry_run_writes_a_loadable_repo_and_refuses_damage(tmp_path, capsys):

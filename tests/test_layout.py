@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audience"
 BASE_MODULES = {"__init__", "errors", "settings", "labels", "registry", "files", "inputs"}
 # A stage may import base modules, its own modules and those of a lower rank; never a stage of
 # the same or a higher rank (eda and model are independent, so are train and predict).
-STAGE_RANK = {"data": 1, "eda": 2, "model": 2, "train": 3, "predict": 3, "compare": 4, "publish": 4, "ui": 5}
+STAGE_RANK = {"data": 1, "eda": 2, "model": 2, "train": 3, "predict": 3, "compare": 4, "publish": 4, "ui": 5,
+              "cli": 6}
 
 
 def _module_name(path: Path) -> str:
@@ -118,3 +119,22 @@ def test_every_stage_imports():
             failed.append(f"{name}: {type(error).__name__}: {error}")
     assert not failed, "modules that do not import:\n" + "\n".join(failed)
     assert len(_modules()) > 60  # the walk found the package's modules, not only its __init__ files
+
+
+def test_the_package_never_names_scripts():
+    """The library runs its commands as modules (`python -m audience.cli.train`): no file of the package names
+    the repository's scripts/ folder, which an installed package does not have."""
+    naming = [f"{path.relative_to(PACKAGE.parent)}:{number}" for path in sorted(PACKAGE.rglob("*.py"))
+              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+              if "scripts/" in line or '"scripts"' in line]
+    assert not naming, "the package names scripts/ at " + ", ".join(naming)
+
+
+def test_every_script_is_a_thin_wrapper_of_a_package_command():
+    scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text(encoding="utf-8")
+        assert f"from audience.cli.{script.stem} import main" in text, script.name
+        assert len(text.splitlines()) <= 15, f"{script.name} holds more than a wrapper"
+        assert (PACKAGE / "cli" / script.name).is_file()

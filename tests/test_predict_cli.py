@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -30,10 +29,9 @@ def save_tiny(folder: Path, task: str = "age+gender", synthetic: bool = True) ->
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("predict_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from audience.cli import predict
+
+    return predict
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from audience.cli import benchmark as benchmark_cli
+from audience.cli import evaluate as evaluate_cli
+from audience.cli import train as train_cli
 from audience.data.demo import make_demo_dataset
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "scripts"))
-
-import benchmark as benchmark_cli  # noqa: E402
-import evaluate as evaluate_cli  # noqa: E402
-import train as train_cli  # noqa: E402
 
 
 def quick_flags(root, tmp_path) -> list[str]:

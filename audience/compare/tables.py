@@ -168,7 +168,7 @@ def runs_frame(runs: list) -> pd.DataFrame:
             "cpu_ms": latency,
             "latency_source": latency_source,
             "problems": "; ".join(run.errors),
-            # scripts/benchmark.py stability --write: how often an answer survives a small change of the photo
+            # audience.cli.benchmark stability --write: how often an answer survives a small change of the photo
             **{f"{head}_agreement": (summary.get("stability") or {}).get(f"{head}_agreement")
                for head in ("age", "gender")},
         }

@@ -1,6 +1,6 @@
 """The Predictor: image -> detected faces -> calibrated age and gender probabilities per face.
 
-Upload, webcam frames and scripts/predict.py all take this one path: read_image (validate,
+Upload, webcam frames and audience.cli.predict all take this one path: read_image (validate,
 decode) -> FaceDetector -> cut_face (the checkpoint's training crop geometry and eye alignment) -> one
 batched forward for all faces of the image -> softmax(logits / T) per head. Without a checkpoint it still detects faces
 (detection-only mode) so the app is useful before anything is trained.
@@ -27,7 +27,7 @@ __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
 
 DETECTION_ONLY_NOTE = (
-    "No trained model: faces are detected but not classified (train one in the Train tab or with scripts/train.py)."
+    "No trained model: faces are detected but not classified (train one in the Train tab or with audience.cli.train)."
 )
 SYNTHETIC_NOTE = "Trained on synthetic demo data: predictions on real photos are meaningless."
 NO_FACE_NOTE = "No face found; if the image is already a face crop, classify the whole image instead."

@@ -225,9 +225,10 @@ def _stability(metadata: dict) -> list[str]:
     """The stability benchmark's figures (`stability`), beside the accuracy."""
     stability = metadata.get("stability")
     if not isinstance(stability, dict):
-        return ["Stability: not measured (`scripts/benchmark.py stability --checkpoint CKPT --data DIR --write`)."]
+        return ["Stability: not measured (`python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR "
+                "--write`)."]
     peer = stability.get("peer") or {}
-    lines = [f"Stability (`scripts/benchmark.py stability`): {stability.get('images')} images of "
+    lines = [f"Stability (`python -m audience.cli.benchmark stability`): {stability.get('images')} images of "
              f"{stability.get('data')}, each changed in {stability.get('versions')} small ways "
              f"({stability.get('perturbations')}) and run through the whole Predict path "
              f"({'detect, align, crop' if stability.get('aligned') else 'detect, crop'}, classify); agreement is the "

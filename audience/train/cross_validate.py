@@ -143,8 +143,8 @@ def _announce(emit: RunEmitter, config: TrainConfig, data: AdienceData, device, 
 
 def resume_command(run_dir: Path, ranks: Ranks = SINGLE) -> str:
     if ranks.world == 1:
-        return f"python scripts/train.py --resume {run_dir}"
-    return f"torchrun --nproc_per_node {ranks.local_world} scripts/train.py --resume {run_dir}"
+        return f"python -m audience.cli.train --resume {run_dir}"
+    return f"torchrun --nproc_per_node {ranks.local_world} -m audience.cli.train --resume {run_dir}"
 
 
 def _report_stop(emit: RunEmitter, run_dir: Path, fold: int, epochs_done: int, ranks: Ranks) -> None:
@@ -206,7 +206,7 @@ def _failure_sentence(error: Exception, config: TrainConfig, run_dir: Path) -> s
         if error.errno not in DISK_FULL:
             return None
         return (f"The disk is full: {error.filename or 'a file of the run'} could not be written. Free some space, "
-                f"then continue with: python scripts/train.py --resume {run_dir} (the files of the last completed "
+                f"then continue with: python -m audience.cli.train --resume {run_dir} (the files of the last completed "
                 "epoch stay valid).")
     return str(error)
 

@@ -1,4 +1,4 @@
-"""The JSON line of scripts/gpu_check.sh, built from the files its steps left in one folder.
+"""The JSON line of the GPU check (gpu_check.sh), built from the files its steps left in one folder.
 
     python -m audience.train.gpu_report WORK [--dry-run]
 
@@ -86,7 +86,7 @@ def build_report(work: Path, dry_run: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The JSON line of scripts/gpu_check.sh.")
+    parser = argparse.ArgumentParser(description="The JSON line of the GPU check (gpu_check.sh).")
     parser.add_argument("work", type=Path, help="the folder of the check's step outputs")
     parser.add_argument("--dry-run", action="store_true", help="the steps ran on the CPU with tiny sizes")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ Layout of `runs/<run-id>/` (run-id: `YYYYMMDD-HHMMSS-<arch>-<protocol>[-<run_nam
     status.json        state running|stopped|finished|failed, fold, epoch, started, ended, device, message
     train.log          the lines the CLI printed
     cv_summary.json    per-metric mean/std/per_fold over the folds done so far, plus what was run
-    command.txt        the command line(s) of scripts/train.py that started (and resumed) the run
+    command.txt        the command line(s) of audience.cli.train that started (and resumed) the run
     owner.lock         while a process trains the run: its host, pid and start (one owner at a time)
     fold<k>/metrics.csv        one row per epoch (METRICS_COLUMNS)
     fold<k>/best.safetensors + best.json   best epoch by validation, with test metrics and temperature

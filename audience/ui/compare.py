@@ -83,13 +83,14 @@ def _message(runs: list) -> str:
     if not any(not run.run_id.startswith(SHIPPED_PREFIX) for run in runs):
         return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset; "
                 "its time on a CPU is in docs/measurements.md) or run "
-                "`.venv/bin/python scripts/train.py --preset demo`; it appears here when it ends. Rows named "
+                "`python -m audience.cli.train --preset demo`; it appears here when it ends. Rows named "
                 "`checkpoint:` are served models with the metrics recorded in their JSON (state *shipped*: it came "
                 "with the app).")
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
              "done, in percent. *Stable %*: how often a served model's answer stays the same when the photo "
-             "changes a little (shift, scale, tilt, light, JPEG, mirror; `scripts/benchmark.py stability`). "
+             "changes a little (shift, scale, tilt, light, JPEG, mirror; "
+             "`python -m audience.cli.benchmark stability`). "
              + LATENCY_NOTE]
     if leaky:
         parts.append(f"Runs marked **{LEAKY_LABEL}** test on images of people seen in training: their numbers are "
