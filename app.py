@@ -7,8 +7,6 @@ dataset, made on first start.
 
 from __future__ import annotations
 
-import os
-
 import gradio as gr
 from starlette.middleware import Middleware
 
@@ -67,8 +65,8 @@ demo = build_demo()
 
 if __name__ == "__main__":
     demo.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        server_name=settings.server_name(),
+        server_port=settings.server_port(),
         max_file_size=UPLOAD_LIMIT,
         theme=THEME,
         allowed_paths=[],

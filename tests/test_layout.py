@@ -138,3 +138,27 @@ def test_every_script_is_a_thin_wrapper_of_a_package_command():
         assert f"from audience.cli.{script.stem} import main" in text, script.name
         assert len(text.splitlines()) <= 15, f"{script.name} holds more than a wrapper"
         assert (PACKAGE / "cli" / script.name).is_file()
+
+
+def test_the_environment_is_read_in_settings_only():
+    """Every AUDIENCE_* variable the package names, and SPACE_ID, is listed in settings.py's docstring, and no
+    other module reads them (os.environ.get, os.environ[...] or os.getenv beside such a name; setting them for a
+    child process is no read)."""
+    import re
+
+    from audience import settings
+
+    names, readers = set(), []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        names |= set(re.findall(r"\bAUDIENCE_[A-Z_]+[A-Z]\b", text))
+        if path.name == "settings.py":
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            if re.search(r"os\.environ\.get\(|os\.environ\[|os\.getenv\(", line) and re.search(
+                    r"AUDIENCE_|SPACE_ID|GRADIO_SERVER|ENV_", line):
+                readers.append(f"{path.relative_to(PACKAGE.parent)}:{number}")
+    listed = set(re.findall(r"^(AUDIENCE_[A-Z_]+|SPACE_ID)\b", settings.__doc__, flags=re.MULTILINE))
+    assert len(names) >= 12 and names <= listed, f"not listed in settings.py: {sorted(names - listed)}"
+    assert "SPACE_ID" in listed
+    assert not readers, "the environment is read outside settings.py at " + ", ".join(readers)

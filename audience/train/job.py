@@ -86,11 +86,11 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     Public means: on Hugging Face Spaces (env SPACE_ID), or served on a non-loopback address
     (`server_name`, else env GRADIO_SERVER_NAME), or through a share link.
     """
-    if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
+    if settings.training_allowed_anywhere():
         return True, "Training is enabled (AUDIENCE_ALLOW_TRAINING=1)."
-    server_name = server_name if server_name is not None else os.environ.get("GRADIO_SERVER_NAME")
-    if os.environ.get("SPACE_ID"):
-        where = f"on the Hugging Face Space {os.environ['SPACE_ID']}"
+    server_name = server_name if server_name is not None else settings.server_name(default=None)
+    if settings.space_id():
+        where = f"on the Hugging Face Space {settings.space_id()}"
     elif share:
         where = "through a public share link"
     elif not _is_loopback(server_name):

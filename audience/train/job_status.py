@@ -103,7 +103,7 @@ def describe(event: dict) -> str | None:
 
 
 def summary_line(summary: dict) -> str | None:
-    """'test: age exact 61.2 ± 1.0 %, gender (f/m) 92.0 %' from a cv_summary (mean ± std over folds)."""
+    """'test: age exact 61.2 ± 1.0 %, gender f/m 92.0 %' from a cv_summary (mean ± std over folds; registry labels)."""
     parts = []
     for key in ("age_exact", "gender_acc_fm"):
         name = METRIC_OF[key].label
