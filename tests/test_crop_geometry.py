@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from PIL import Image
 
 from audience.errors import AudienceError
@@ -61,12 +62,10 @@ def test_no_face_measures_nothing(tmp_path):
 
 
 def _checkpoint(folder, name: str, crop: dict | None):
-    torch.manual_seed(0)
     metadata = {"image_size": 32, "dataset": {"name": "demo", "synthetic": True}}
     if crop is not None:
         metadata["crop"] = crop
-    save_checkpoint(folder / name, build_model("tiny", pretrained=False), metadata)
-    return folder / f"{name}.json"
+    return save_tiny_checkpoint(folder, name, metadata)
 
 
 def test_round_trip_through_the_checkpoint_into_predict(tmp_path, astronaut, face_box):

@@ -17,7 +17,6 @@ import torch
 
 from audience.cli import evaluate as evaluate_cli
 from audience.cli import train as train_cli
-from audience.data.demo import make_demo_dataset
 from audience.train import distributed
 from audience.train.config import TrainConfig
 from audience.train.distributed import Ranks, SeededDistributedSampler
@@ -26,11 +25,6 @@ from audience.train.loop import SeededSampler, make_loader, train_epoch
 PROJECT = Path(__file__).resolve().parent.parent
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
 
 
 def quick_flags(root, tmp_path, epochs=2, folds="0") -> list[str]:

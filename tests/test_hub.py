@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from huggingface_hub import constants as hub_constants
 
 from audience.errors import AudienceError
 from audience.model import hub_access as hub_net
-from audience.model.checkpoint import load_checkpoint, save_checkpoint
-from audience.model.network import build_model
+from audience.model.checkpoint import load_checkpoint
 from audience.publish import served as hub
 from audience.publish.model_card import LEAK_WARNING, SYNTHETIC_WARNING, build_model_card
 
@@ -34,9 +33,7 @@ METADATA = {
 
 
 def make_checkpoint(stem: Path, **overrides) -> Path:
-    torch.manual_seed(0)
-    save_checkpoint(stem, build_model("tiny", "age+gender"), {**METADATA, **overrides})
-    return stem.with_name(stem.name + ".json")
+    return save_tiny_checkpoint(stem.parent, stem.name, {**METADATA, **overrides})
 
 
 def fill_hub_cache(cache: Path, repo_id: str, source_json: Path, filename: str = "model.json") -> Path:

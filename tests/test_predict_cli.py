@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from PIL import Image
 
-from audience.model.checkpoint import save_checkpoint
-from audience.model.network import build_model
 from audience.predict.batch import find_newest_checkpoint
 
 data = pytest.importorskip("skimage.data")
@@ -22,10 +20,8 @@ SCRIPT = PROJECT_ROOT / "scripts" / "predict.py"
 
 
 def save_tiny(folder: Path, task: str = "age+gender", synthetic: bool = True) -> Path:
-    torch.manual_seed(0)
-    stem = folder / f"tiny-{task.replace('+', '-')}"
-    save_checkpoint(stem, build_model("tiny", task=task), {"dataset": {"name": "demo", "synthetic": synthetic}})
-    return stem.with_suffix(".json")
+    return save_tiny_checkpoint(folder, f"tiny-{task.replace('+', '-')}",
+                                {"dataset": {"name": "demo", "synthetic": synthetic}}, task)
 
 
 def load_cli():

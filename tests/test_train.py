@@ -20,23 +20,16 @@ import torch
 
 from audience.data.adience import read_adience
 from audience.data.cache import CachedFaces, build_image_cache, cache_size_for
-from audience.data.demo import make_demo_dataset
 from audience.data.transforms import build_train_transform
 from audience.errors import AudienceError
 from audience.model.checkpoint import load_checkpoint
 from audience.model.network import model_data_config
 from audience.train import loop
-from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments, config_from_args
+from audience.train.config import DEMO_RECIPE, SETTINGS, TrainConfig, add_config_arguments, config_from_args
 from audience.train.cross_validate import cross_validate, resume
 from audience.train.runs import METRICS_COLUMNS, read_run
 
 SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
-
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    """A 60-subject demo dataset (the smallest allowed): every fold, class and kind of label noise, few images."""
-    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
 
 
 def tiny_config(root, tmp_path, **changes) -> TrainConfig:
@@ -78,8 +71,9 @@ def test_every_field_is_a_flag_with_help():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     flags = {option for action in parser._actions for option in action.option_strings}
-    for item in dataclasses.fields(TrainConfig):
-        assert f"--{item.name.replace('_', '-')}" in flags and item.metadata["help"]
+    for setting in SETTINGS:
+        assert setting.flag in flags and setting.help
+    assert len(SETTINGS) == len(TrainConfig.model_fields) >= 40
     args = parser.parse_args(["--data", "demo", "--batch-size", "8", "--no-pretrained", "--weights", "w.pth"])
     config = config_from_args(args)
     assert (config.batch_size, config.pretrained, config.weights_file, config.epochs) == (8, False, "w.pth", 10)
@@ -415,7 +409,7 @@ def test_an_internal_error_fails_the_run_with_its_traceback_in_train_log(small_r
 
 def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
     from audience import settings
-    from audience.train.config import read_data, resolve_config
+    from audience.train.prepare import read_data, resolve_config
 
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
     # The session's demo root is the built-in one (same settings), so 'demo' finds it instead of making it again.

@@ -16,7 +16,6 @@ import pytest
 from audience.cli import benchmark as benchmark_cli
 from audience.cli import evaluate as evaluate_cli
 from audience.cli import train as train_cli
-from audience.data.demo import make_demo_dataset
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -25,12 +24,6 @@ def quick_flags(root, tmp_path) -> list[str]:
     return ["--data", str(root), "--arch", "tiny", "--folds", "0", "--epochs", "1", "--batch-size", "16",
             "--image-size", "32", "--max-train-batches", "2", "--out", str(tmp_path / "runs"),
             "--cache-dir", str(tmp_path / "cache")]
-
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    """A 60-subject demo dataset: what the command lines are tested on (a quarter of the default's images)."""
-    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
 
 
 def _environment(tmp_path) -> dict:

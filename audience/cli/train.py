@@ -17,7 +17,6 @@ or AUDIENCE_DEBUG=1).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import signal
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from audience import settings
 from audience.errors import AudienceError
-from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments, config_from_args
+from audience.train.config import DEMO_RECIPE, SETTING_OF, TrainConfig, add_config_arguments, config_from_args
 from audience.train.runs import COMMAND_FILE
 
 PRESETS: dict[str, dict] = {"demo": DEMO_RECIPE}
@@ -114,8 +113,7 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the flags, over the preset's recipe when --preset is given (flags win)."""
     if not args.preset:
         return config_from_args(args)
-    fields = {item.name for item in dataclasses.fields(TrainConfig)}
-    given = {name: value for name, value in vars(args).items() if name in fields}
+    given = {name: value for name, value in vars(args).items() if name in SETTING_OF}
     return TrainConfig.from_dict({**PRESETS[args.preset], **given})
 
 

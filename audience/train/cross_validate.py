@@ -56,11 +56,12 @@ from audience.files import write_json_atomic
 from audience.model.network import build_model, count_flops, count_params
 from audience.registry import HEADLINE_KEYS, SUMMARY_KEYS
 from audience.train import distributed
-from audience.train.config import TrainConfig, build_cache_for, read_data, read_run_config, resolve_config
+from audience.train.config import TrainConfig
 from audience.train.distributed import SINGLE, Ranks, StopSignal
 from audience.train.fold import FoldResult, fit, read_resume_state
 from audience.train.loop import LossNotFinite, describe_device, resolve_device
 from audience.train.metrics import summarize_folds
+from audience.train.prepare import build_cache_for, read_data, read_run_config, resolve_config
 from audience.train.runs import RunEmitter, claim_run, create_run_dir, fold_dir, now_iso, release_run
 
 __all__ = ["cross_validate", "resume"]

@@ -30,7 +30,6 @@ from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model, count_flops, model_data_config
 from audience.model.state import load_state_strictly
 from audience.registry import ACCURACY_KEYS, SELECTION_KEYS, SUMMARY_KEYS, format_percent
-from audience.train.config import build_cache_for, resolve_config
 from audience.train.distributed import (
     SINGLE,
     Ranks,
@@ -52,6 +51,7 @@ from audience.train.loop import (
     train_epoch,
 )
 from audience.train.metrics import compute_metrics
+from audience.train.prepare import build_cache_for, resolve_config
 from audience.train.runs import read_epochs, write_epochs
 
 STATE_FORMAT = 1

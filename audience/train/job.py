@@ -35,8 +35,9 @@ from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError
 from audience.inputs import check_path
-from audience.train.config import config_arguments, read_run_config
+from audience.train.config import config_arguments
 from audience.train.job_status import JobStatus, apply_event
+from audience.train.prepare import read_run_config
 from audience.train.runs import describe_owner, run_owner
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
