@@ -24,12 +24,11 @@ from audience.data.transforms import build_train_transform
 from audience.errors import AudienceError
 from audience.model.checkpoint import load_checkpoint
 from audience.model.network import model_data_config
+from audience.registry import SUMMARY_KEYS
 from audience.train import loop
 from audience.train.config import DEMO_RECIPE, SETTINGS, TrainConfig, add_config_arguments, config_from_args
 from audience.train.cross_validate import cross_validate, resume
 from audience.train.runs import METRICS_COLUMNS, read_run
-
-SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
 
 def tiny_config(root, tmp_path, **changes) -> TrainConfig:
@@ -433,3 +432,40 @@ def test_the_random_protocol_is_labelled_leaky_everywhere(small_root, tmp_path):
     assert json.loads((run_dir / "fold0" / "test_metrics.json").read_text())["leaky"] is True
     assert load_checkpoint(run_dir / "fold0" / "best")[2]["leaky"] is True
     assert "LEAKY" in (run_dir / "train.log").read_text()
+
+
+def _bad_values(setting) -> list:
+    """Values that break `setting`: the wrong type, out of range, a long unknown choice, nothing at all."""
+    values = ["x" * 5000]
+    if not setting.optional:
+        values.append(None)
+    if setting.maximum is not None:
+        values.append(setting.maximum * 10 + 1)
+    if setting.minimum is not None:
+        values.append(setting.minimum - 1)
+    if setting.kind is float:
+        values.append(float("inf"))
+    return values
+
+
+def test_every_bad_setting_is_one_short_sentence_naming_the_field():
+    """Pydantic's errors come back as the project's sentences: one line, the field named first, at most 200 chars."""
+    from audience.train.config import MESSAGE_LIMIT
+
+    checked = 0
+    for setting in SETTINGS:
+        for value in _bad_values(setting):
+            with pytest.raises(AudienceError) as refused:
+                TrainConfig.from_dict({"data": "demo", setting.name: value})
+            message = str(refused.value)
+            assert message.startswith(f"{setting.name} ") and len(message) <= MESSAGE_LIMIT, (setting.name, message)
+            assert "\n" not in message and "validation error" not in message and message.endswith("."), message
+            checked += 1
+    assert checked > 60
+    unknown = str(pytest.raises(AudienceError, TrainConfig.from_dict, {"data": "demo", "batch_sise": 1}).value)
+    assert unknown.startswith("Unknown training setting 'batch_sise'; did you mean 'batch_size'?")
+    assert len(unknown) <= 200
+    assert str(pytest.raises(AudienceError, TrainConfig, data="demo", epochs=0).value) == \
+        "epochs must be at least 1; got 0."
+    assert str(pytest.raises(AudienceError, TrainConfig, data="demo", lr="20").value) == \
+        "lr must be at most 10.0; got 20.0."

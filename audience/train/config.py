@@ -10,6 +10,7 @@ audience.train.prepare; reading a run folder's config.json is audience.train.run
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import types
@@ -35,6 +36,7 @@ SWITCHES: tuple[str, ...] = ("auto", "on", "off")  # a GPU path: auto = on with 
 DEMO_RECIPE: dict = {"data": DEMO_DATA, "arch": "tiny", "folds": "0", "epochs": 15, "batch_size": 16, "lr": 1e-2,
                      "image_size": 64, "augment": "none", "drop_rate": 0.0, "workers": 0}
 MESSAGE_LIMIT = 200  # characters of a validation sentence (its quoted input is cut before that)
+QUOTE_LIMIT = 60  # characters of a typed value a validation sentence repeats
 
 # The choices of a setting are its type: pydantic checks them.
 Policy = Literal[POLICIES]
@@ -119,6 +121,8 @@ class TrainConfig(BaseModel):
             super().__init__(**values)
         except ValidationError as error:
             raise AudienceError(validation_sentence(error)) from None
+        except AudienceError as error:  # a rule of _check_combinations or of audience.inputs
+            raise AudienceError(_bounded(str(error))) from None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -148,7 +152,8 @@ class TrainConfig(BaseModel):
         if self.task == "age+gender" and self.age_weight == 0 and self.gender_weight == 0:
             raise AudienceError("age_weight and gender_weight cannot both be 0.")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,3}", self.device)):
-            raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {quoted(self.device)}.")
+            shown = quoted(self.device, QUOTE_LIMIT)
+            raise AudienceError(f"device must be auto, cpu, cuda or cuda:N; got {shown}.")
         self.fold_list()
         return self
 
@@ -157,8 +162,7 @@ class TrainConfig(BaseModel):
         """A validated config from plain values (JSON, a UI form: numbers may come as floats or strings)."""
         unknown = sorted(set(values) - set(cls.model_fields))
         if unknown:
-            raise AudienceError(f"Unknown training setting {quoted(unknown[0])}; the settings are "
-                                f"{', '.join(cls.model_fields)}.")
+            raise AudienceError(unknown_setting_sentence(unknown[0]))
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -180,13 +184,12 @@ class TrainConfig(BaseModel):
         try:
             folds = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
         except ValueError:
-            raise AudienceError(
-                f"folds must be 'all' or a comma list of fold numbers such as 0,2; got {quoted(self.folds)}."
-            ) from None
+            raise AudienceError(f"folds must be 'all' or a comma list of fold numbers such as 0,2; "
+                                f"got {quoted(self.folds, QUOTE_LIMIT)}.") from None
         if not folds or any(f not in range(N_FOLDS) for f in folds) or len(set(folds)) != len(folds):
             raise AudienceError(
                 f"folds must be 'all' or distinct fold numbers 0 to {N_FOLDS - 1} such as 0,2; "
-                f"got {quoted(self.folds)}."
+                f"got {quoted(self.folds, QUOTE_LIMIT)}."
             )
         return folds
 
@@ -250,12 +253,21 @@ def _is_number(text: str) -> bool:
 def _shown(value) -> str:
     """A typed value in a sentence: a number typed on the command line reads as the same number sent as JSON
     ('got 1.5', not "got '1.5'"); anything else quoted."""
-    return value.strip() if isinstance(value, str) and _is_number(value) else quoted(value)
+    return shorten(value.strip(), QUOTE_LIMIT) if isinstance(value, str) and _is_number(value) \
+        else quoted(value, QUOTE_LIMIT)
 
 
 def _number(setting: Setting, value):
     """The value pydantic compared with a bound (its input converted to the field's type)."""
     return setting.kind(float(value)) if setting.kind is int else setting.kind(value)
+
+
+def unknown_setting_sentence(name: str) -> str:
+    """The sentence for a setting TrainConfig does not have, with the closest name when there is one."""
+    close = difflib.get_close_matches(str(name), list(SETTING_OF), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"Unknown training setting {quoted(name, QUOTE_LIMIT)}; {hint}the {len(SETTING_OF)} settings are listed "
+            "by python -m audience.cli.train --help.")
 
 
 def _error_sentence(error: dict) -> str:
@@ -264,28 +276,31 @@ def _error_sentence(error: dict) -> str:
     name = str(location[0]) if location else "a setting"
     setting = SETTING_OF.get(name)
     if kind == "extra_forbidden":
-        return f"Unknown training setting {quoted(name)}; the settings are {', '.join(SETTING_OF)}."
+        return unknown_setting_sentence(name)
     if setting is None:
         return f"{name}: {error.get('msg', 'is not valid')}."
     if value is None:
         return f"{name} needs a value."
     if kind == "literal_error":
-        return f"{name} must be one of {', '.join(map(str, setting.choices))}; got {quoted(value)}."
+        return f"{name} must be one of {', '.join(map(str, setting.choices))}; got {quoted(value, QUOTE_LIMIT)}."
     if kind == "finite_number":
-        return f"{name} must be a finite number; got {shorten(value)}."
+        return f"{name} must be a finite number; got {shorten(value, QUOTE_LIMIT)}."
     if kind == "greater_than_equal":
         return f"{name} must be at least {setting.minimum}; got {_number(setting, value)}."
     if kind == "less_than_equal":
         return f"{name} must be at most {setting.maximum:,}; got {_number(setting, value):,}."
     if kind.endswith(("_parsing", "_type", "_from_float")):
         return f"{name} must be {setting.kind.__name__}; got {_shown(value)}."
-    return f"{name}: {error.get('msg', 'is not valid')}; got {quoted(value)}."
+    return f"{name}: {error.get('msg', 'is not valid')}; got {quoted(value, QUOTE_LIMIT)}."
+
+
+def _bounded(sentence: str) -> str:
+    return sentence if len(sentence) <= MESSAGE_LIMIT else sentence[:MESSAGE_LIMIT - 5].rstrip() + " ...."
 
 
 def validation_sentence(error: ValidationError) -> str:
     """The first of pydantic's errors as one sentence naming the field, at most MESSAGE_LIMIT characters."""
-    sentence = _error_sentence(error.errors(include_url=False)[0])
-    return sentence if len(sentence) <= MESSAGE_LIMIT else sentence[:MESSAGE_LIMIT - 4].rstrip() + " ..."
+    return _bounded(_error_sentence(error.errors(include_url=False)[0]))
 
 
 def check_setting(name: str, value):
