@@ -259,7 +259,9 @@ def _shown(value) -> str:
 
 def _number(setting: Setting, value):
     """The value pydantic compared with a bound (its input converted to the field's type)."""
-    return setting.kind(float(value)) if setting.kind is int else setting.kind(value)
+    if setting.kind is int:
+        return value if isinstance(value, int) else int(float(value))
+    return float(value)
 
 
 def unknown_setting_sentence(name: str) -> str:
@@ -288,8 +290,9 @@ def _error_sentence(error: dict) -> str:
     if kind == "greater_than_equal":
         return f"{name} must be at least {setting.minimum}; got {_number(setting, value)}."
     if kind == "less_than_equal":
-        return f"{name} must be at most {setting.maximum:,}; got {_number(setting, value):,}."
-    if kind.endswith(("_parsing", "_type", "_from_float")):
+        shown = shorten(f"{_number(setting, value):,}", QUOTE_LIMIT)
+        return f"{name} must be at most {setting.maximum:,}; got {shown}."
+    if kind.startswith(("int_", "float_", "bool_", "string_")):  # int_parsing, int_from_float, bool_type ...
         return f"{name} must be {setting.kind.__name__}; got {_shown(value)}."
     return f"{name}: {error.get('msg', 'is not valid')}; got {quoted(value, QUOTE_LIMIT)}."
 
