@@ -60,12 +60,13 @@ HEADLINE_KEYS: tuple[str, ...] = ("age_exact", "age_one_off", "gender_acc", "gen
 LEAKAGE_CHART_KEYS: tuple[str, ...] = ("age_exact", "gender_acc_fm", "gender_acc")
 # What audience.cli.evaluate prints first (with the counts of labelled faces).
 EVALUATE_KEYS: tuple[str, ...] = ("age_exact", "age_one_off", "gender_acc")
-# The two accuracies of the served checkpoints' table.
-SERVED_KEYS: tuple[str, ...] = ("age_exact", "gender_acc")
 # The accuracy that chooses a fold's best epoch, one per head (the validation score).
 SELECTION_KEYS: dict[str, str] = {"age": "age_exact", "gender": "gender_acc"}
-# The two accuracies shown per fold (Compare's per-fold chart, the GPU report).
-FOLD_CHART_KEYS: tuple[str, ...] = ("age_exact", "gender_acc")
+# The two accuracies a view shows at a glance, gender on f/m faces as the literature reports it: Compare's
+# per-fold chart, its default runs columns and the served checkpoints' table.
+GLANCE_KEYS: tuple[str, ...] = ("age_exact", "gender_acc_fm")
+# The two accuracies of the GPU report's JSON line.
+REPORT_KEYS: tuple[str, ...] = ("age_exact", "gender_acc")
 # The keys one evaluation returns per head besides the registered metrics: counts and the confusion matrix.
 HEAD_DETAIL_KEYS: dict[str, tuple[str, ...]] = {
     "age": ("age_confusion", "age_n"),

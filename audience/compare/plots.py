@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from audience.compare import tables as compare
 from audience.eda.tables import empty_figure
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.registry import FOLD_CHART_KEYS, LEAKAGE_CHART_KEYS, column_of
+from audience.registry import GLANCE_KEYS, LEAKAGE_CHART_KEYS, column_of
 
 PALETTE = px.colors.qualitative.Plotly
 # (metrics.csv column, subplot, dash): loss on the left, validation accuracy on the right.
@@ -87,7 +87,7 @@ def plot_fold_accuracy(runs: list) -> go.Figure:
     title = "Test accuracy per fold"
     if frame.empty:
         return empty_figure(title, "No chosen run has a finished fold.")
-    keys = FOLD_CHART_KEYS
+    keys = GLANCE_KEYS
     figure = make_subplots(rows=1, cols=len(keys), subplot_titles=[column_of(k) for k in keys])
     for index, run_id in enumerate(dict.fromkeys(frame["run"])):
         for col, key in enumerate(keys, start=1):

@@ -15,7 +15,7 @@ from audience.data.roots import is_demo_root
 from audience.registry import (
     ACCURACY_KEYS,
     ECE_KEYS,
-    FOLD_CHART_KEYS,
+    GLANCE_KEYS,
     HEADLINE_KEYS,
     LEAKY_LABEL,
     column_of,
@@ -239,7 +239,7 @@ def default_selection(runs: list) -> list[str]:
     return chosen
 
 
-def fold_metric_frame(runs: list, keys=FOLD_CHART_KEYS) -> pd.DataFrame:
+def fold_metric_frame(runs: list, keys=GLANCE_KEYS) -> pd.DataFrame:
     """Long table run, fold, metric, value (fraction) from each run's per-fold results."""
     rows = []
     for run in runs:

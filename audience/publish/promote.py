@@ -27,7 +27,7 @@ from audience.model.checkpoint import (
     file_sha256,
     read_checkpoint_metadata,
 )
-from audience.registry import SERVED_KEYS, column_of, format_percent, protocol_label
+from audience.registry import GLANCE_KEYS, column_of, format_percent, protocol_label
 from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
@@ -183,8 +183,8 @@ def checkpoints_table(folder: str | Path | None = None):
             "fold": meta.get("fold"),
             "data": "synthetic demo" if (meta.get("dataset") or {}).get("synthetic") else (meta.get("dataset") or {}
                                                                                          ).get("name"),
-            **{column_of(key): format_percent(metrics.get(key)) for key in SERVED_KEYS},
+            **{column_of(key): format_percent(metrics.get(key)) for key in GLANCE_KEYS},
             "metrics on": meta.get("metrics_on"), "from run": source.get("run"), "problem": "",
         })
     return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data",
-                                       *map(column_of, SERVED_KEYS), "metrics on", "from run", "problem"])
+                                       *map(column_of, GLANCE_KEYS), "metrics on", "from run", "problem"])

@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from audience.registry import FOLD_CHART_KEYS
+from audience.registry import REPORT_KEYS
 from audience.train.benchmark import ADIENCE_EVAL_IMAGES_PER_FOLD, ADIENCE_TRAIN_IMAGES_PER_FOLD
 
 FOLDS, EPOCHS = 5, 10
@@ -47,7 +47,7 @@ def run_result(work: Path, name: str) -> dict | None:
     summary = _read(run_dir / "cv_summary.json") or {}
     result = {"seconds": round(timed["seconds"], 1), "arch": summary.get("arch"), "dataset": summary.get("dataset"),
               "folds_done": summary.get("folds_done")}
-    for key in FOLD_CHART_KEYS:
+    for key in REPORT_KEYS:
         result[key] = (summary.get(key) or {}).get("mean")
     epoch_seconds, images = 0.0, 0.0
     for csv in run_dir.glob("fold*/metrics.csv"):

@@ -23,7 +23,7 @@ from audience.data.adience import N_FOLDS
 from audience.errors import AudienceError, quoted, shorten
 from audience.inputs import check_path
 from audience.publish.promote import checkpoints_table, promote_checkpoint
-from audience.registry import LEAKY_LABEL, column_of
+from audience.registry import GLANCE_KEYS, LEAKY_LABEL, column_of
 
 ALL_FOLDS = "all folds"
 LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's number when the run stores one; "
@@ -36,20 +36,20 @@ LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's numb
 # columns" adds cost, calibration, latency and problems, scrolling right. (pinned_columns would keep
 # the run id in sight, but Gradio 6.31 renders no sticky column for it.)
 RUN_COLUMN_WIDTHS = {
-    "run": 180, "arch": 120, "task": 104, "protocol": 96, "dataset": 110, "state": 84, "folds": 70,
+    "run": 170, "arch": 120, "task": 104, "protocol": 150, "dataset": 96, "state": 72, "folds": 70,
     column_of("age_exact"): 84, column_of("age_one_off"): 96, column_of("gender_acc"): 96,
     column_of("gender_acc_fm"): 96, "age stable %": 84, "gender stable %": 84, "params (M)": 84,
-    "GFLOPs": 74, "CPU ms": 62, "train time": 90, column_of("age_ece"): 62, column_of("gender_ece"): 74,
+    "GFLOPs": 74, "CPU ms": 62, "train time": 72, column_of("age_ece"): 62, column_of("gender_ece"): 74,
     "latency source": 110, "problems": 160,
 }
-DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", column_of("age_exact"),
-                       column_of("age_one_off"), column_of("gender_acc_fm"), "age stable %", "gender stable %",
+DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", column_of(GLANCE_KEYS[0]),
+                       column_of("age_one_off"), column_of(GLANCE_KEYS[1]), "age stable %", "gender stable %",
                        "train time")
 # source, arch, protocol, dataset, the HEADLINE_KEYS accuracies, note: "50.7 ± 5.1" on one line
 LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 104, 180]
-# promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, age exact, gender, metrics on,
+# promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, the GLANCE_KEYS accuracies, metrics on,
 # from run, problem (11 columns, which overflowed the accordion without widths)
-SERVED_COLUMN_WIDTHS = [250, 100, 104, 84, 56, 92, 70, 70, 80, 160, 110]
+SERVED_COLUMN_WIDTHS = [214, 100, 104, 120, 56, 92, 70, 70, 80, 160, 110]
 
 
 def _all_runs() -> list:
