@@ -36,9 +36,9 @@ LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's numb
 # columns" adds cost, calibration, latency and problems, scrolling right. (pinned_columns would keep
 # the run id in sight, but Gradio 6.31 renders no sticky column for it.)
 RUN_COLUMN_WIDTHS = {
-    "run": 170, "arch": 120, "task": 104, "protocol": 150, "dataset": 96, "state": 84, "folds": 64,
+    "run": 162, "arch": 120, "task": 104, "protocol": 150, "dataset": 96, "state": 84, "folds": 64,
     column_of("age_exact"): 84, column_of("age_one_off"): 96, column_of("gender_acc"): 96,
-    column_of("gender_acc_fm"): 96, "age stable %": 76, "gender stable %": 84, "params (M)": 84,
+    column_of("gender_acc_fm"): 96, "age stable %": 84, "gender stable %": 84, "params (M)": 84,
     "GFLOPs": 74, "CPU ms": 62, "train time": 72, column_of("age_ece"): 62, column_of("gender_ece"): 74,
     "latency source": 110, "problems": 160,
 }
