@@ -23,7 +23,8 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt pyproject.toml $(V
 run: $(VENV)/.runtime-installed
 	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py
 
-test: $(VENV)/.dev-installed
+# Lint first: a ruff finding fails `make test` as a failing test does.
+test: lint
 	-sh scripts/ensure_chromium.sh
 	$(TEST_ENV) $(BIN)/python -m pytest
 

@@ -7,8 +7,6 @@ dataset, made on first start.
 
 from __future__ import annotations
 
-import os
-
 import gradio as gr
 from starlette.middleware import Middleware
 
@@ -81,8 +79,8 @@ if __name__ == "__main__":
     install_sigterm()  # SIGTERM (a Space restarting) stops the server as Ctrl-C does
     start_upload_sweeper(settings.keep_files_seconds(), _kept_files)  # also files left by an earlier process
     demo.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        server_name=settings.server_name(),
+        server_port=settings.server_port(),
         max_file_size=UPLOAD_LIMIT,
         theme=THEME,
         allowed_paths=[],

@@ -7,11 +7,10 @@ Pure functions, no I/O. The eight age classes are named by the inclusive ranges 
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 
 from audience.errors import AudienceError, quoted
+from audience.registry import format_percent, format_seconds  # noqa: F401 - re-exported for older imports
 
 AGE_CLASSES: tuple[str, ...] = ("0-2", "3-6", "8-13", "15-20", "22-32", "34-43", "45-53", "55-100")
 GENDER_CLASSES: tuple[str, ...] = ("f", "m", "u")
@@ -99,58 +98,3 @@ def check_task(task: str) -> tuple[str, ...]:
     if task not in HEADS_OF_TASK:
         raise AudienceError(f"Unknown task {quoted(task)}: use one of {', '.join(TASKS)}.")
     return HEADS_OF_TASK[task]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One scalar metric of a fold or a run: how every table, log line and card names and writes it."""
-
-    key: str  # the key in metrics dicts, test_metrics.json "summary" and cv_summary.json
-    label: str  # short, for table columns and chart legends
-    title: str  # long, for the model card
-    percent: bool  # an accuracy (fraction 0-1, shown as a percentage), else a plain number (ECE, F1)
-    in_summary: bool  # averaged over folds into cv_summary.json
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("age_exact", "age exact", "age exact accuracy", True, True),
-    Metric("age_one_off", "age 1-off", "age 1-off accuracy", True, True),
-    Metric("age_f1", "age F1", "age macro F1", False, True),
-    Metric("age_ece", "age ECE", "age ECE (calibrated)", False, True),
-    Metric("gender_acc", "gender f/m/u", "gender accuracy (f/m/u)", True, True),
-    Metric("gender_acc_fm", "gender f/m", "gender accuracy (f/m only)", True, True),
-    Metric("gender_f1", "gender F1", "gender macro F1", False, True),
-    Metric("gender_ece", "gender ECE", "gender ECE (calibrated)", False, True),
-    Metric("age_ece_uncalibrated", "age ECE before calibration", "age ECE (uncalibrated)", False, False),
-    Metric("gender_ece_uncalibrated", "gender ECE before calibration", "gender ECE (uncalibrated)", False, False),
-)
-METRIC_OF: dict[str, Metric] = {metric.key: metric for metric in METRICS}
-SUMMARY_KEYS: tuple[str, ...] = tuple(metric.key for metric in METRICS if metric.in_summary)
-ACCURACY_KEYS: tuple[str, ...] = tuple(metric.key for metric in METRICS if metric.percent)
-
-
-def _real(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return float(value)
-
-
-def format_percent(value, std=None, unit: str = "") -> str:
-    """A fraction as a percentage with one decimal ('62.5'), '± std' when given, then `unit`; '-' for none."""
-    if _real(value) is None:
-        return "-"
-    text = f"{100 * value:.1f}"
-    if _real(std) is not None:
-        text += f" ± {100 * std:.1f}"
-    return text + unit
-
-
-def format_seconds(seconds, clock: bool = False) -> str:
-    """A duration: '1h02m' or '3m05s' for tables; with clock=True '1:02:03' or '3:05' (an ETA); '-' for none."""
-    if _real(seconds) is None:
-        return "-"
-    minutes, secs = divmod(max(0, int(round(seconds))), 60)
-    hours, minutes = divmod(minutes, 60)
-    if clock:
-        return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

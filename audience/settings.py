@@ -1,16 +1,29 @@
-"""Paths and switches read from the environment, in one place.
+"""Paths and switches read from the environment, in one place: no other module reads these variables.
 
-AUDIENCE_DATA        an Adience root (or the demo root) the app opens first; unset: the demo set
-AUDIENCE_DATA_DIRS   extra folders (os.pathsep-separated) under which the UI may open data roots
-AUDIENCE_HOME        where the app keeps its own files (demo data, image cache); default ~/.cache/audience
-AUDIENCE_RUNS        training runs folder; default ./runs
-AUDIENCE_CHECKPOINTS the shipped checkpoints folder (served, tracked by git); default ./checkpoints
-AUDIENCE_MODELS      the user's own models ("Use this model", export_onnx.py), not tracked by git;
-                     default ./models; also holds the stored choice of the default model
-AUDIENCE_DEBUG       the command lines also print an internal error's traceback (like --debug)
-AUDIENCE_KEEP_FILES_S      seconds an upload (and the pictures made from it) is kept; default 600
+AUDIENCE_DATA              an Adience root (or the demo root) the app opens first; unset: the demo set
+AUDIENCE_DATA_DIRS         on a public deployment, extra folders (os.pathsep-separated) under which the UI may
+                           open data roots (a local run opens any folder its user types)
+AUDIENCE_HOME              where the app keeps its own files (demo data, image cache, ONNX copies of served
+                           models); default ~/.cache/audience
+AUDIENCE_RUNS              training runs folder; default ./runs
+AUDIENCE_CHECKPOINTS       the shipped checkpoints folder (served, tracked by git); default ./checkpoints
+AUDIENCE_MODELS            the user's own models ("Use this model", export_onnx.py), not tracked by git;
+                           default ./models; also holds the stored choice of the default model
+AUDIENCE_KEEP_FILES_S      seconds an upload and the images made from it are kept; default 600
 AUDIENCE_UPLOAD_QUOTA_MB   bytes gradio's upload folder may hold, all visitors together; default 512
 AUDIENCE_SHUTDOWN_WAIT_S   seconds a stopping server (SIGTERM, Ctrl-C) waits for its run to stop; default 8
+AUDIENCE_CACHE_GB          the size the decoded-image caches may take together; default 8
+AUDIENCE_ALLOW_TRAINING    1: allow training, promote, make-default and latency on a public deployment
+                           (local runs always may)
+AUDIENCE_MODEL_REPO        a Hugging Face Hub model repo to serve (with AUDIENCE_MODEL_FILE, default
+AUDIENCE_MODEL_FILE          model.json, and AUDIENCE_MODEL_REVISION, default main)
+AUDIENCE_MODEL_REVISION
+AUDIENCE_DEBUG             the command lines also print an internal error's traceback (like --debug)
+SPACE_ID                   set by Hugging Face Spaces: the app runs as a public Space
+GRADIO_SERVER_NAME         the address app.py serves on (default 127.0.0.1; not loopback: a public deployment)
+GRADIO_SERVER_PORT         the port app.py serves on (default 7860)
+
+(HF_HUB_OFFLINE is huggingface_hub's own switch; audience.model.hub_access reads it with huggingface_hub.)
 """
 
 from __future__ import annotations
@@ -133,9 +146,45 @@ def debug_enabled() -> bool:
     return env_flag("AUDIENCE_DEBUG")
 
 
+def text_setting(name: str) -> str:
+    """The stripped value of an environment variable, '' when unset."""
+    return os.environ.get(name, "").strip()
+
+
+def training_allowed_anywhere() -> bool:
+    """AUDIENCE_ALLOW_TRAINING=1: a public deployment may train too."""
+    return env_flag("AUDIENCE_ALLOW_TRAINING")
+
+
+# The three variables that name a Hub model to serve (audience.publish.served checks their values).
+MODEL_REPO_VAR = "AUDIENCE_MODEL_REPO"
+MODEL_FILE_VAR = "AUDIENCE_MODEL_FILE"
+MODEL_REVISION_VAR = "AUDIENCE_MODEL_REVISION"
+
+
+def hub_model_settings() -> tuple[str, str, str]:
+    """(repo id, file, revision) as set in AUDIENCE_MODEL_REPO, _FILE and _REVISION ('' for each one unset)."""
+    return text_setting(MODEL_REPO_VAR), text_setting(MODEL_FILE_VAR), text_setting(MODEL_REVISION_VAR)
+
+
+def space_id() -> str:
+    """The Hugging Face Space this app runs as (the platform sets SPACE_ID), '' when not on a Space."""
+    return text_setting("SPACE_ID")
+
+
 def on_hf_space() -> bool:
     """True when running as a Hugging Face Space (the platform sets SPACE_ID)."""
-    return bool(os.environ.get("SPACE_ID", "").strip())
+    return bool(space_id())
+
+
+def server_name(default: str | None = "127.0.0.1") -> str | None:
+    """The address app.py serves on (GRADIO_SERVER_NAME, as gradio reads it too), else `default`."""
+    return os.environ.get("GRADIO_SERVER_NAME", default)
+
+
+def server_port() -> int:
+    """The port app.py serves on (GRADIO_SERVER_PORT, default 7860)."""
+    return int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
 
 
 def default_tab() -> str:

@@ -92,3 +92,14 @@ def _own_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 _MODELS_NUMBERS = itertools.count()
 
 
+@pytest.fixture(scope="session")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-subject demo dataset (the smallest allowed): every fold, class and kind of label noise, few images.
+
+    The training tests and the command lines run on it; it is shared, so a test that changes files copies it first.
+    """
+    from audience.data.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
+
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
@@ -22,9 +22,7 @@ from audience.faces.align import (
 )
 from audience.faces.crop_geometry import DEFAULT_GEOMETRY, CropGeometry, measure_crop_geometry
 from audience.faces.detector import Face, FaceDetector, expand_box
-from audience.model.checkpoint import save_checkpoint
 from audience.model.metadata import check_checkpoint_metadata
-from audience.model.network import build_model
 from audience.predict.predictor import Predictor
 
 LEVEL_FACE = "coarse_tilt_aligned_face.1.10571493783_a715bf1292_o.jpg"  # a real Adience face whose eyes are level
@@ -97,10 +95,8 @@ def test_a_face_level_within_the_keypoints_noise_is_not_turned(detector, level_f
 
 
 def _checkpoint(folder, name: str, extra: dict):
-    torch.manual_seed(0)
-    metadata = {"image_size": 32, "dataset": {"name": "demo", "synthetic": True}, **extra}
-    save_checkpoint(folder / name, build_model("tiny", pretrained=False), metadata)
-    return folder / f"{name}.json"
+    return save_tiny_checkpoint(folder, name, {"image_size": 32, "dataset": {"name": "demo", "synthetic": True},
+                                               **extra})
 
 
 def _crops_seen(predictor: Predictor, image: np.ndarray) -> list[np.ndarray]:

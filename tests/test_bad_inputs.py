@@ -111,7 +111,7 @@ def test_command_lines_give_one_sentence_and_keep_every_file(corpus, demo_root, 
 
 @pytest.mark.parametrize("case", ["invalid_json", "truncated_weights", "mismatched"])
 def test_predict_export_and_push_refuse_broken_checkpoints(corpus, tmp_path, capsys, case):
-    import importlib.util
+    import importlib
 
     checkpoint = str(corpus["checkpoints"][case])
     for script, argv in (
@@ -119,9 +119,7 @@ def test_predict_export_and_push_refuse_broken_checkpoints(corpus, tmp_path, cap
         ("export_onnx", [checkpoint, "--out", str(tmp_path / "m.onnx"), "--exporter", "legacy"]),
         ("push_to_hub", [checkpoint, "--repo", "me/ages", "--dry-run", str(tmp_path / "out")]),
     ):
-        spec = importlib.util.spec_from_file_location(script, PROJECT_ROOT / "scripts" / f"{script}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = importlib.import_module(f"audience.cli.{script}")
         assert module.main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: Checkpoint "), (script, lines)

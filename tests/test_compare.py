@@ -82,7 +82,7 @@ def test_a_finished_run_is_one_row_with_mean_and_std(tmp_path):
     [run] = compare.read_runs(tmp_path)
     row = compare.runs_table([run]).iloc[0]
     assert row["run"] == "20260101-000000-tiny-folds" and row["state"] == "finished"
-    assert row["protocol"] == "folds" and row["dataset"] == "synthetic demo"
+    assert row["protocol"] == "folds (subject-exclusive)" and row["dataset"] == "synthetic demo"
     assert row["folds"] == "2/5"
     assert row["age exact %"] == "62.5 ± 17.7"  # 8/16 and 12/16
     assert row["gender f/m/u %"] == "75.0 ± 0.0"
@@ -97,7 +97,7 @@ def test_a_random_protocol_run_is_marked_leaky(tmp_path):
     runs = compare.read_runs(tmp_path)
     table = compare.runs_table(runs).set_index("run")
     assert table.loc["20260101-000000-resnet50-random", "protocol"] == compare.LEAKY_MARK
-    assert table.loc["20260102-000000-resnet50-folds", "protocol"] == "folds"
+    assert table.loc["20260102-000000-resnet50-folds", "protocol"] == "folds (subject-exclusive)"
     leakage = compare.leakage_frame(runs)
     ours = leakage[leakage["source"].str.startswith("this app")]
     assert sorted(ours["protocol"]) == ["folds (subject-exclusive)", compare.LEAKY_MARK]
@@ -107,8 +107,9 @@ def test_a_random_protocol_run_is_marked_leaky(tmp_path):
     assert seed.loc["resnet50 (one-cycle)", "age_exact"] == 0.6827 and seed.loc["mobilenetv3", "gender_acc"] == 0.9668
     assert (seed["protocol"] == compare.SEED_PROTOCOL).all() and "not comparable" in compare.SEED_PROTOCOL
     levi = compare.leakage_table(runs).set_index("source").loc["Levi & Hassner 2015"]
-    assert (levi["age exact %"], levi["age 1-off %"], levi["gender %"]) == ("50.7 ± 5.1", "84.7 ± 2.2", "86.8 ± 1.4")
-    assert len(plots.plot_leakage(leakage).data) == 2
+    assert (levi["age exact %"], levi["age 1-off %"], levi["gender f/m %"], levi["gender f/m/u %"]) == (
+        "50.7 ± 5.1", "84.7 ± 2.2", "86.8 ± 1.4", "-")
+    assert len(plots.plot_leakage(leakage).data) == 3
 
 
 def test_a_half_written_run_shows_what_it_has(tmp_path):
@@ -311,7 +312,8 @@ def test_leakage_chart_marks_synthetic_runs_and_compares_gender_on_f_m():
     figure = plots.plot_leakage(frame)
     labels, gender = list(figure.data[1].y), figure.data[1]
     assert "SYNTHETIC" in labels[0] and not any("SYNTHETIC" in label for label in labels[1:])
-    assert gender.name == "gender accuracy (f/m)" and abs(gender.x[0] - 90.0) < 1e-9
+    assert gender.name == "gender f/m %" and abs(gender.x[0] - 90.0) < 1e-9
+    assert figure.data[2].name == "gender f/m/u %" and abs(figure.data[2].x[0] - 80.0) < 1e-9
     assert any(label.startswith("3-layer CNN") for label in labels)
     assert all("seed" not in label for label in labels) and any("original notebooks" in label for label in labels)
 
@@ -322,3 +324,31 @@ def test_learning_curve_ticks_are_whole_epochs_and_not_crammed():
     assert figure.layout.xaxis.dtick == 2 and figure.layout.xaxis.tickformat == "d"  # 0, 2, ... 16: 9 ticks
     short = figures.plot_epoch_curves({"fold 0": long.head(5)})
     assert short.layout.xaxis.dtick == 1
+
+
+def test_every_view_of_the_compare_tab_labels_protocol_and_gender_alike(tmp_path):
+    """The shipped UTKFace model is 'folds (image-level)' in the runs table, the leakage table and chart, and the
+    served checkpoints' table; the gender columns of the tables are the chart's legend names."""
+    from audience.compare.served_rows import checkpoint_runs
+    from audience.registry import IMAGE_FOLDS_LABEL, column_of
+    from audience.ui.compare import DEFAULT_RUN_COLUMNS, RUN_COLUMN_WIDTHS
+
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints"
+    make_run(tmp_path, "20260101-000000-resnet50-random", arch="resnet50", protocol="random", folds={0: (14, 15)})
+    runs = checkpoint_runs(shipped) + compare.read_runs(tmp_path)
+    [row] = [r for _, r in compare.runs_table(runs).iterrows() if r["run"].startswith("checkpoint:utkface")]
+    leakage = compare.leakage_frame(runs)
+    ours = leakage[leakage["source"].str.contains("utkface")]
+    served = checkpoints_table(shipped)
+    assert row["protocol"] == IMAGE_FOLDS_LABEL == ours["protocol"].iloc[0] == served["protocol"].iloc[0]
+    labels = [label for label in (trace.y for trace in plots.plot_leakage(leakage).data)][0]
+    assert any(IMAGE_FOLDS_LABEL in label for label in labels)
+    random_row = compare.runs_table(runs).set_index("run").loc["20260101-000000-resnet50-random"]
+    assert random_row["protocol"] == leakage[leakage["arch"] == "resnet50"]["protocol"].iloc[0] == compare.LEAKY_MARK
+    legend = [trace.name for trace in plots.plot_leakage(leakage).data]
+    table_columns = list(compare.leakage_table(runs).columns)
+    assert legend and all(name in table_columns for name in legend)
+    assert {column_of("gender_acc"), column_of("gender_acc_fm")} <= set(table_columns) & set(RUN_COLUMN_WIDTHS)
+    assert column_of("gender_acc_fm") in DEFAULT_RUN_COLUMNS and "gender %" not in served.columns
+    fold_chart = plots.plot_fold_accuracy(runs)
+    assert all(annotation.text in RUN_COLUMN_WIDTHS for annotation in fold_chart.layout.annotations)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from PIL import Image
 
 from audience.errors import AudienceError
@@ -61,12 +62,10 @@ def test_no_face_measures_nothing(tmp_path):
 
 
 def _checkpoint(folder, name: str, crop: dict | None):
-    torch.manual_seed(0)
     metadata = {"image_size": 32, "dataset": {"name": "demo", "synthetic": True}}
     if crop is not None:
         metadata["crop"] = crop
-    save_checkpoint(folder / name, build_model("tiny", pretrained=False), metadata)
-    return folder / f"{name}.json"
+    return save_tiny_checkpoint(folder, name, metadata)
 
 
 def test_round_trip_through_the_checkpoint_into_predict(tmp_path, astronaut, face_box):
@@ -110,14 +109,9 @@ def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
 
 @pytest.mark.slow
 def test_evaluate_cuts_faces_for_a_checkpoint_of_another_dataset(tmp_path, demo_root, capsys):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parent.parent / "scripts" /
-                                                  "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from audience.cli import evaluate as module
     torch.manual_seed(0)
     metadata = {"image_size": 32, "dataset": {"name": "UTKFace", "format": "utkface", "synthetic": False},
                 "crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.0}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -12,13 +11,11 @@ import pytest
 from PIL import Image
 
 from audience import settings
+from audience.cli import make_demo_data
 from audience.data.adience import DEMO_MARKER, FOLD_COLUMNS, N_FOLDS, fold_file, read_adience
 from audience.data.demo import DEFAULT_SUBJECTS, DEMO_VERSION, GENERATOR, ensure_demo_dataset, make_demo_dataset
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, CANONICAL_AGES, NO_CLASS
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import make_demo_data  # noqa: E402
 
 NOISE_STRINGS = ("None", "(27, 32)", "(25, 23)", "(38, 42)", "(38, 48)", "(8, 23)", "2", "23", "35")
 

@@ -15,27 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from audience.data.demo import make_demo_dataset
+from audience.cli import evaluate as evaluate_cli
+from audience.cli import train as train_cli
 from audience.train import distributed
 from audience.train.config import TrainConfig
 from audience.train.distributed import Ranks, SeededDistributedSampler
 from audience.train.loop import SeededSampler, make_loader, train_epoch
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "scripts"))
-
-import evaluate as evaluate_cli  # noqa: E402
-import train as train_cli  # noqa: E402
 
 # in-process training here keeps the default framing (conftest.unmeasured_framing)
 pytestmark = pytest.mark.usefixtures("unmeasured_framing")
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
 
 
 def quick_flags(root, tmp_path, epochs=2, folds="0") -> list[str]:
@@ -331,7 +323,8 @@ def test_the_torchrun_command_gives_the_same_config(tmp_path):
                          channels_last=False, out=str(tmp_path))
     command = jobs.torchrun_command(jobs._Job(config, None, processes=2))
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    script = command.index(str(jobs.TRAIN_SCRIPT))
+    script = command.index(jobs.TRAIN_MODULE)
+    assert command[script - 1] == "-m" and jobs.TRAIN_MODULE == train_cli.__name__
     assert train_cli.config_of(train_cli.build_parser().parse_args(command[script + 1:])) == config
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import subprocess
@@ -13,15 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audience.cli import eda as eda_script
 from audience.data.adience import read_adience
 from audience.eda.report import build_label_records
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, NO_CLASS
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "eda.py"
-_spec = importlib.util.spec_from_file_location("eda_script", SCRIPT)
-eda_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eda_script)
 
 
 def run_json(capsys, *argv: str) -> dict:

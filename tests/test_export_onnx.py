@@ -21,10 +21,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("export_onnx", PROJECT_ROOT / "scripts" / "export_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from audience.cli import export_onnx
+
+    return export_onnx
 
 
 @pytest.fixture(scope="module")

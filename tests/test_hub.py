@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from huggingface_hub import constants as hub_constants
 
 from audience.errors import AudienceError
 from audience.model import hub_access as hub_net
 from audience.model import served as hub
-from audience.model.checkpoint import load_checkpoint, save_checkpoint
+from audience.model.checkpoint import load_checkpoint
 from audience.model.metadata import CheckpointMetadata, check_checkpoint_metadata
-from audience.model.network import build_model
 from audience.publish.model_card import LEAK_WARNING, SYNTHETIC_WARNING, build_model_card
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +40,7 @@ def typed_metadata(**overrides) -> CheckpointMetadata:
 
 
 def make_checkpoint(stem: Path, **overrides) -> Path:
-    torch.manual_seed(0)
-    save_checkpoint(stem, build_model("tiny", "age+gender"), {**METADATA, **overrides})
-    return stem.with_name(stem.name + ".json")
+    return save_tiny_checkpoint(stem.parent, stem.name, {**METADATA, **overrides})
 
 
 def fill_hub_cache(cache: Path, repo_id: str, source_json: Path, filename: str = "model.json") -> Path:
@@ -224,10 +221,7 @@ def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"audience.cli.{name}")
 
 
 def test_push_dry_run_writes_a_loadable_repo_and_refuses_damage(tmp_path, capsys):

@@ -99,7 +99,7 @@ def test_class_tables_agree():
     (("0.5",), {}, "-"),
 ])
 def test_format_percent(args, kwargs, expected):
-    from audience.labels import format_percent
+    from audience.registry import format_percent
 
     assert format_percent(*args, **kwargs) == expected
 
@@ -109,20 +109,27 @@ def test_format_percent(args, kwargs, expected):
     (None, False, "-"), (float("nan"), True, "-"), (-3, True, "0:00"),
 ])
 def test_format_seconds(seconds, clock, expected):
-    from audience.labels import format_seconds
+    from audience.registry import format_seconds
 
     assert format_seconds(seconds, clock=clock) == expected
 
 
 def test_one_metric_table_feeds_the_summary_the_epoch_row_and_the_compare_columns():
-    from audience.compare.tables import ECE_METRICS
-    from audience.compare.tables import METRICS as COMPARE_COLUMNS
-    from audience.labels import ACCURACY_KEYS, METRICS, SUMMARY_KEYS
+    from audience.registry import ACCURACY_KEYS, ECE_KEYS, METRICS, SUMMARY_KEYS, column_of
+    from audience.train.metrics import compute_metrics, summarize_folds
     from audience.train.runs import METRICS_COLUMNS
 
     assert len({metric.key for metric in METRICS}) == len(METRICS)
     assert set(SUMMARY_KEYS) == {"age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece",
                                  "age_f1", "gender_f1"}
     assert {f"val_{key}" for key in ACCURACY_KEYS} <= set(METRICS_COLUMNS)
-    assert [label for _, label in COMPARE_COLUMNS] == ["age exact %", "age 1-off %", "gender f/m/u %", "gender f/m %"]
-    assert [label for _, label in ECE_METRICS] == ["age ECE", "gender ECE"]
+    assert [column_of(key) for key in ACCURACY_KEYS] == ["age exact %", "age 1-off %", "gender f/m/u %",
+                                                         "gender f/m %"]
+    assert [column_of(key) for key in ECE_KEYS] == ["age ECE", "gender ECE"]
+    # What one evaluation returns and what the summary averages are the registry's keys, with or without a head.
+    scored = compute_metrics([0, 1], [[0.9, 0.1] + [0] * 6, [0.1, 0.9] + [0] * 6], [0, 1], [[0.8, 0.2, 0],
+                                                                                           [0.3, 0.7, 0]])
+    assert set(SUMMARY_KEYS) <= set(scored) and set(scored) == set(compute_metrics([0], None, [0], None))
+    assert {key for key in summarize_folds({0: scored}) if key != "n_folds"} == set(SUMMARY_KEYS)
+    per_group = [metric.key for metric in METRICS if metric.per_group]
+    assert per_group and all(isinstance(scored[key], list) for key in per_group)

@@ -10,13 +10,14 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "audience"
-BASE_MODULES = {"__init__", "errors", "settings", "labels", "files", "inputs", "figures"}
+BASE_MODULES = {"__init__", "errors", "settings", "labels", "registry", "files", "inputs", "figures"}
 # A stage may import base modules, its own modules and those of a lower rank; never a stage of
-# the same or a higher rank (eda and faces are independent, so are train and predict, compare and publish).
-# faces sits below model (the typed checkpoint parses its crop and alignment) and so below train and predict,
-# which both use it; bench measures trained models and the Predict path; compare shows bench's latencies.
+# the same or a higher rank (eda and faces are independent, so are train and predict, compare and publish,
+# ui and cli). faces sits below model (the typed checkpoint parses its crop and alignment) and so below train
+# and predict, which both use it; bench measures trained models and the Predict path; compare shows bench's
+# latencies; the app's tabs (ui) and the command lines (cli) sit on top.
 STAGE_RANK = {"data": 1, "eda": 2, "faces": 2, "model": 3, "train": 4, "predict": 4, "bench": 5, "compare": 6,
-              "publish": 6, "ui": 7}
+              "publish": 6, "ui": 7, "cli": 7}
 
 
 def _module_name(path: Path) -> str:
@@ -128,7 +129,59 @@ def test_the_check_sees_a_wrong_way_import_of_the_faces_stage():
 
 
 def test_every_stage_imports():
+    """Every module of every stage and the base imports on its own (a `__main__` would run its command)."""
     import importlib
 
-    for stage in STAGE_RANK:
-        importlib.import_module(f"audience.{stage}")
+    failed = []
+    for name in sorted(_modules()):
+        if name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - name every module that fails, not the first
+            failed.append(f"{name}: {type(error).__name__}: {error}")
+    assert not failed, "modules that do not import:\n" + "\n".join(failed)
+    assert len(_modules()) > 60  # the walk found the package's modules, not only its __init__ files
+
+
+def test_the_package_never_names_scripts():
+    """The library runs its commands as modules (`python -m audience.cli.train`): no file of the package names
+    the repository's scripts/ folder, which an installed package does not have."""
+    naming = [f"{path.relative_to(PACKAGE.parent)}:{number}" for path in sorted(PACKAGE.rglob("*.py"))
+              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+              if "scripts/" in line or '"scripts"' in line]
+    assert not naming, "the package names scripts/ at " + ", ".join(naming)
+
+
+def test_every_script_is_a_thin_wrapper_of_a_package_command():
+    scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text(encoding="utf-8")
+        assert f"from audience.cli.{script.stem} import main" in text, script.name
+        assert len(text.splitlines()) <= 15, f"{script.name} holds more than a wrapper"
+        assert (PACKAGE / "cli" / script.name).is_file()
+
+
+def test_the_environment_is_read_in_settings_only():
+    """Every AUDIENCE_* variable the package names, and SPACE_ID, is listed in settings.py's docstring, and no
+    other module reads them (os.environ.get, os.environ[...] or os.getenv beside such a name; setting them for a
+    child process is no read)."""
+    import re
+
+    from audience import settings
+
+    names, readers = set(), []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        names |= set(re.findall(r"\bAUDIENCE_[A-Z_]+[A-Z]\b", text))
+        if path.name == "settings.py":
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            if re.search(r"os\.environ\.get\(|os\.environ\[|os\.getenv\(", line) and re.search(
+                    r"AUDIENCE_|SPACE_ID|GRADIO_SERVER|ENV_", line):
+                readers.append(f"{path.relative_to(PACKAGE.parent)}:{number}")
+    listed = set(re.findall(r"^(AUDIENCE_[A-Z_]+|SPACE_ID)\b", settings.__doc__, flags=re.MULTILINE))
+    assert len(names) >= 12 and names <= listed, f"not listed in settings.py: {sorted(names - listed)}"
+    assert "SPACE_ID" in listed
+    assert not readers, "the environment is read outside settings.py at " + ", ".join(readers)

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from PIL import Image
 
 from audience.errors import AudienceError
 from audience.faces.detector import expand_box, reading_order
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
-from audience.model.checkpoint import save_checkpoint
-from audience.model.network import build_model
 from audience.predict.drawing import OVERLAY_BAND, draw_predictions, label_position
 from audience.predict.predictor import DETECTION_ONLY_NOTE, SYNTHETIC_NOTE, FacePrediction, Predictor, capped_note
 from audience.predict.smoothing import FaceTracker, box_iou
@@ -28,14 +27,10 @@ TEMPERATURE = {"age": 1.7, "gender": 0.6}
 
 
 def save_tiny(folder: Path, task: str = "age+gender", synthetic: bool = True, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = build_model("tiny", task=task, pretrained=False)
     metadata = {"dataset": {"name": "demo", "synthetic": synthetic}}
     if task == "age+gender":
         metadata["temperature"] = TEMPERATURE
-    stem = folder / f"tiny-{task.replace('+', '-')}"
-    save_checkpoint(stem, model, metadata)
-    return stem.with_suffix(".json")
+    return save_tiny_checkpoint(folder, f"tiny-{task.replace('+', '-')}", metadata, task, seed)
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.checkpoints import save_tiny_checkpoint
 from PIL import Image
 
 from audience.model.catalog import find_default_checkpoint, save_default_choice
-from audience.model.checkpoint import save_checkpoint
-from audience.model.network import build_model
 
 data = pytest.importorskip("skimage.data")
 
@@ -23,17 +20,14 @@ SCRIPT = PROJECT_ROOT / "scripts" / "predict.py"
 
 
 def save_tiny(folder: Path, task: str = "age+gender", synthetic: bool = True) -> Path:
-    torch.manual_seed(0)
-    stem = folder / f"tiny-{task.replace('+', '-')}"
-    save_checkpoint(stem, build_model("tiny", task=task), {"dataset": {"name": "demo", "synthetic": synthetic}})
-    return stem.with_suffix(".json")
+    return save_tiny_checkpoint(folder, f"tiny-{task.replace('+', '-')}",
+                                {"dataset": {"name": "demo", "synthetic": synthetic}}, task)
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("predict_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from audience.cli import predict
+
+    return predict
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from audience.bench.stability import PERTURBATIONS, perturbed_versions, summarise
+from audience.cli import benchmark
 from audience.compare.served_rows import checkpoint_runs
 from audience.compare.tables import runs_table
 from audience.labels import NO_CLASS
@@ -18,9 +18,6 @@ from audience.model.checkpoint import read_checkpoint_metadata
 from audience.publish.model_card import build_model_card
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "scripts"))
-
-import benchmark  # noqa: E402
 
 SHIPPED = PROJECT / "checkpoints" / "utkface-mobilenetv3.json"
 

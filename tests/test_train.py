@@ -21,26 +21,20 @@ import torch
 
 from audience.data.adience import read_adience
 from audience.data.cache import CachedFaces, build_image_cache, cache_size_for
-from audience.data.demo import make_demo_dataset
 from audience.data.transforms import build_train_transform
 from audience.errors import AudienceError
 from audience.model.checkpoint import load_checkpoint
 from audience.model.network import model_data_config
+from audience.registry import SUMMARY_KEYS
 from audience.train import loop
-from audience.train.config import DEMO_RECIPE, TrainConfig, add_config_arguments, config_from_args
+from audience.train.config import DEMO_RECIPE, SETTINGS, TrainConfig, add_config_arguments, config_from_args
 from audience.train.cross_validate import cross_validate, resume
 from audience.train.runs import METRICS_COLUMNS, read_run
 
 # in-process training here keeps the default framing (conftest.unmeasured_framing)
 pytestmark = pytest.mark.usefixtures("unmeasured_framing")
 
-SUMMARY_KEYS = ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece")
 
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    """A 60-subject demo dataset (the smallest allowed): every fold, class and kind of label noise, few images."""
-    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
 
 
 def tiny_config(root, tmp_path, **changes) -> TrainConfig:
@@ -82,8 +76,9 @@ def test_every_field_is_a_flag_with_help():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     flags = {option for action in parser._actions for option in action.option_strings}
-    for item in dataclasses.fields(TrainConfig):
-        assert f"--{item.name.replace('_', '-')}" in flags and item.metadata["help"]
+    for setting in SETTINGS:
+        assert setting.flag in flags and setting.help
+    assert len(SETTINGS) == len(TrainConfig.model_fields) >= 40
     args = parser.parse_args(["--data", "demo", "--batch-size", "8", "--no-pretrained", "--weights", "w.pth"])
     config = config_from_args(args)
     assert (config.batch_size, config.pretrained, config.weights_file, config.epochs) == (8, False, "w.pth", 10)
@@ -424,7 +419,7 @@ def test_an_internal_error_fails_the_run_with_its_traceback_in_train_log(small_r
 
 def test_automatic_settings_follow_the_data(demo_root, monkeypatch, tmp_path):
     from audience import settings
-    from audience.train.config import read_data, resolve_config
+    from audience.train.prepare import read_data, resolve_config
 
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
     # The session's demo root is the built-in one (same settings), so 'demo' finds it instead of making it again.
@@ -483,3 +478,40 @@ def test_one_fold_results_show_no_spread():
     assert "±" not in events[-1]["message"] and "age_exact 0.5000," in events[-1]["message"]
     _report_end(Emit(), config, Path("runs/two"), {key: stat({"0": 0.5, "1": 0.6}) for key in keys})
     assert "age_exact 0.5500 ± 0.0500" in events[-1]["message"]
+
+
+def _bad_values(setting) -> list:
+    """Values that break `setting`: the wrong type, out of range, a long unknown choice, nothing at all."""
+    values = ["x" * 5000]
+    if not setting.optional:
+        values.append(None)
+    if setting.maximum is not None:
+        values.append(setting.maximum * 10 + 1)
+    if setting.minimum is not None:
+        values.append(setting.minimum - 1)
+    if setting.kind is float:
+        values.append(float("inf"))
+    return values
+
+
+def test_every_bad_setting_is_one_short_sentence_naming_the_field():
+    """Pydantic's errors come back as the project's sentences: one line, the field named first, at most 200 chars."""
+    from audience.train.config import MESSAGE_LIMIT
+
+    checked = 0
+    for setting in SETTINGS:
+        for value in _bad_values(setting):
+            with pytest.raises(AudienceError) as refused:
+                TrainConfig.from_dict({"data": "demo", setting.name: value})
+            message = str(refused.value)
+            assert message.startswith(f"{setting.name} ") and len(message) <= MESSAGE_LIMIT, (setting.name, message)
+            assert "\n" not in message and "validation error" not in message and message.endswith("."), message
+            checked += 1
+    assert checked > 60
+    unknown = str(pytest.raises(AudienceError, TrainConfig.from_dict, {"data": "demo", "batch_sise": 1}).value)
+    assert unknown.startswith("Unknown training setting 'batch_sise'; did you mean 'batch_size'?")
+    assert len(unknown) <= 200
+    assert str(pytest.raises(AudienceError, TrainConfig, data="demo", epochs=0).value) == \
+        "epochs must be at least 1; got 0."
+    assert str(pytest.raises(AudienceError, TrainConfig, data="demo", lr="20").value) == \
+        "lr must be at most 10.0; got 20.0."

@@ -14,26 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from audience.data.demo import make_demo_dataset
+from audience.cli import benchmark as benchmark_cli
+from audience.cli import evaluate as evaluate_cli
+from audience.cli import train as train_cli
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "scripts"))
-
-import benchmark as benchmark_cli  # noqa: E402
-import evaluate as evaluate_cli  # noqa: E402
-import train as train_cli  # noqa: E402
 
 
 def quick_flags(root, tmp_path) -> list[str]:
     return ["--data", str(root), "--arch", "tiny", "--folds", "0", "--epochs", "1", "--batch-size", "16",
             "--image-size", "32", "--max-train-batches", "2", "--out", str(tmp_path / "runs"),
             "--cache-dir", str(tmp_path / "cache")]
-
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory):
-    """A 60-subject demo dataset: what the command lines are tested on (a quarter of the default's images)."""
-    return make_demo_dataset(tmp_path_factory.mktemp("small") / "demo", seed=0, n_subjects=60)
 
 
 def _environment(tmp_path) -> dict:
@@ -286,3 +277,21 @@ def test_preset_demo_is_the_demo_recipe_and_explicit_flags_override_it(capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["--resume", "x", "--preset", "demo"])
     assert "drop --preset" in capsys.readouterr().err
+
+
+def test_the_command_record_and_the_resume_hint_name_how_the_command_was_started(capsys):
+    """command.txt and the resume hint give a command that runs: the module form, or the wrapper as typed."""
+    from audience.train.cross_validate import resume_command
+
+    assert train_cli.command_line(["--data", "demo"]) == "python -m audience.cli.train --data demo"
+    assert train_cli.command_line(["--data", "demo"], "scripts/train.py") == "python scripts/train.py --data demo"
+    hint = f"continue with: {resume_command(Path('runs/r1'))}"
+    assert hint == "continue with: python -m audience.cli.train --resume runs/r1"
+    for program, shown in ((train_cli.MODULE, "python -m audience.cli.train"), ("scripts/train.py",
+                                                                             "python scripts/train.py")):
+        train_cli._Progress(quiet=True, program=program)({"type": "stopped", "message": hint})
+        assert capsys.readouterr().out.strip() == f"continue with: {shown} --resume runs/r1"
+    for command in ([sys.executable, "-m", "audience.cli.train", "--help"], [sys.executable, "scripts/train.py",
+                                                                          "--help"]):
+        done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "--epochs EPOCHS" in done.stdout and "1 to 10,000" in done.stdout

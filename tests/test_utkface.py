@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -138,11 +137,9 @@ def test_image_level_folds_split_images_and_say_so(small_utkface):
 
 
 def _evaluate_main():
-    spec = importlib.util.spec_from_file_location("evaluate_cli", Path(__file__).parent.parent / "scripts" /
-                                                  "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    from audience.cli import evaluate
+
+    return evaluate.main
 
 
 @pytest.mark.slow

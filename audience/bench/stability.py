@@ -1,4 +1,4 @@
-"""The logic of `scripts/benchmark.py stability`: how often an answer survives a small change of the photo.
+"""The logic of `python -m audience.cli.benchmark stability`: how often an answer survives a small change of the photo.
 
 Each image is changed in a fixed, seeded set of small ways (`PERTURBATIONS`: the face shifted or
 scaled in the frame by up to 10 %, turned by up to 15 degrees, brightness changed by up to 20 %,

@@ -14,9 +14,8 @@ from plotly.subplots import make_subplots
 
 from audience.compare import tables as compare
 from audience.figures import BOTTOM_LEGEND, color_of, empty_figure, plot_epoch_curves
-from audience.labels import AGE_CLASSES, GENDER_CLASSES, METRICS
-
-METRIC_NAMES = {metric.key: metric.label for metric in METRICS}
+from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.registry import GLANCE_KEYS, LEAKAGE_CHART_KEYS, column_of
 
 
 def plot_learning_curves(runs: list) -> go.Figure:
@@ -35,8 +34,8 @@ def plot_fold_accuracy(runs: list) -> go.Figure:
     title = "Test accuracy per fold"
     if frame.empty:
         return empty_figure(title, "No chosen run has a finished fold.")
-    keys = ["age_exact", "gender_acc"]
-    figure = make_subplots(rows=1, cols=2, subplot_titles=[f"{METRIC_NAMES[k]} %" for k in keys])
+    keys = GLANCE_KEYS
+    figure = make_subplots(rows=1, cols=len(keys), subplot_titles=[column_of(k) for k in keys])
     for index, run_id in enumerate(dict.fromkeys(frame["run"])):
         for col, key in enumerate(keys, start=1):
             rows = frame[(frame["run"] == run_id) & (frame["metric"] == key)]
@@ -95,12 +94,12 @@ def plot_leakage(frame: pd.DataFrame) -> go.Figure:
         return empty_figure(title, "No run yet.")
     labels = [_leakage_label(row) for row in frame.itertuples()]
     figure = go.Figure()
-    # Levi & Hassner report gender on f/m faces only, so the chart compares f/m accuracy throughout
-    # (a row without an f/m figure, the original notebooks', falls back to its one gender number).
-    gender = frame["gender_acc_fm"].fillna(frame["gender_acc"]) if "gender_acc_fm" in frame else frame["gender_acc"]
-    for values, name, color in ((frame["age_exact"], METRIC_NAMES["age_exact"], color_of(0)),
-                                (gender, "gender accuracy (f/m)", color_of(1))):
-        figure.add_trace(go.Bar(y=labels, x=values * 100, name=name, orientation="h", marker_color=color))
+    # The bars are the leakage table's columns under the same names: Levi & Hassner report gender on f/m
+    # faces only, the original notebooks one gender number (f/m/u here), so a row has the bar it reports.
+    for index, key in enumerate(LEAKAGE_CHART_KEYS):
+        values = frame[key] if key in frame else pd.Series([None] * len(frame), dtype=float)
+        figure.add_trace(go.Bar(y=labels, x=values.astype(float) * 100, name=column_of(key), orientation="h",
+                                marker_color=color_of(index)))
     # the footnote is the subtitle: as an annotation under the axis it ran into the tick labels
     figure.update_layout(title={"text": title, "subtitle": {"text": "* published, not comparable: other data "
                                                                     "and protocol (the table above has the details)"}},

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from audience.errors import AudienceError
-from audience.labels import SUMMARY_KEYS
 from audience.model.catalog import list_checkpoints
 from audience.model.checkpoint import read_checkpoint_metadata
 from audience.model.metadata import CheckpointMetadata, DatasetInfo
+from audience.registry import SUMMARY_KEYS
 from audience.train.runs import RunInfo
 
 SHIPPED_PREFIX = "checkpoint:"

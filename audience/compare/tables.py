@@ -12,18 +12,23 @@ import pandas as pd
 
 from audience.bench.model_latency import cached_latency
 from audience.data.roots import is_demo_root
-from audience.labels import METRICS as LABELLED_METRICS
-from audience.labels import format_percent, format_seconds
+from audience.registry import (
+    ACCURACY_KEYS,
+    ECE_KEYS,
+    GLANCE_KEYS,
+    HEADLINE_KEYS,
+    LEAKY_LABEL,
+    column_of,
+    format_metric,
+    format_percent,
+    format_seconds,
+    protocol_label,
+)
 from audience.train import runs as runs_io
 from audience.train.metrics import summarize_folds
 
-# (key, column) of the runs table, from the one metric table (labels.METRICS).
-METRICS: tuple[tuple[str, str], ...] = tuple((m.key, f"{m.label} %") for m in LABELLED_METRICS if m.percent)
-ECE_METRICS: tuple[tuple[str, str], ...] = tuple((m.key, m.label) for m in LABELLED_METRICS
-                                                 if m.in_summary and m.key.endswith("_ece"))
 FEATURED_ARCHS: tuple[str, ...] = ("resnet50", "mobilenetv3_large_100")
-LEAKY_MARK = "random (leaky)"
-IMAGE_SPLIT_MARK = " (image-level)"  # folds of a dataset without identities (UTKFace): not subject-exclusive
+LEAKY_MARK = LEAKY_LABEL  # the protocol label of a random-split run (audience.registry.protocol_label)
 
 # Published numbers for context, never comparable with a run of this app: the seed's random 90/10
 # image split (same people in train and val) and the literature's subject-exclusive 5-fold protocol.
@@ -37,7 +42,7 @@ REFERENCE_ROWS: tuple[dict, ...] = (
      "age_exact": 0.8228, "age_one_off": None, "gender_acc": 0.9668, "note": "epoch 10"},
     {"source": "Levi & Hassner 2015", "arch": "3-layer CNN", "protocol": "subject-exclusive 5 folds (literature)",
      "age_exact": 0.507, "age_exact_std": 0.051, "age_one_off": 0.847, "age_one_off_std": 0.022,
-     "gender_acc": 0.868, "gender_acc_std": 0.014, "gender_acc_fm": 0.868, "note": "gender is f/m only"},
+     "gender_acc": None, "gender_acc_fm": 0.868, "gender_acc_fm_std": 0.014, "note": "gender is f/m only"},
 )
 
 
@@ -60,7 +65,7 @@ def _config(run) -> dict:
 
 def summary_of(run) -> dict:
     """The run's cv_summary, or one rebuilt from its test_metrics files when the summary is missing."""
-    if run.summary and any(isinstance(run.summary.get(key), dict) for key, _ in METRICS):
+    if run.summary and any(isinstance(run.summary.get(key), dict) for key in ACCURACY_KEYS):
         return run.summary
     scalars = {k: test_scalars(m) for k, m in run.test_metrics.items()}
     if scalars:
@@ -163,11 +168,11 @@ def runs_frame(runs: list) -> pd.DataFrame:
             "cpu_ms": latency,
             "latency_source": latency_source,
             "problems": "; ".join(run.errors),
-            # scripts/benchmark.py stability --write: how often an answer survives a small change of the photo
+            # audience.cli.benchmark stability --write: how often an answer survives a small change of the photo
             **{f"{head}_agreement": (summary.get("stability") or {}).get(f"{head}_agreement")
                for head in ("age", "gender")},
         }
-        for key, _ in METRICS + ECE_METRICS:
+        for key in ACCURACY_KEYS + ECE_KEYS:
             row[f"{key}_mean"], row[f"{key}_std"] = _stat(summary, key, "mean"), _stat(summary, key, "std")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -197,7 +202,7 @@ def runs_table(runs: list) -> pd.DataFrame:
         "run": frame["run"],
         "arch": frame["arch"].fillna("?"),
         "task": frame["task"].fillna("?"),
-        "protocol": [LEAKY_MARK if leaky else f"{p or '?'}{IMAGE_SPLIT_MARK if level == 'image' else ''}"
+        "protocol": [protocol_label(p, leaky, level)
                      for p, leaky, level in zip(frame["protocol"], frame["leaky"], frame["split_level"], strict=True)],
         "dataset": frame["dataset"],
         "state": frame["state"],
@@ -205,8 +210,8 @@ def runs_table(runs: list) -> pd.DataFrame:
                                                               strict=True)],
     })
     several = frame["folds_done"] > 1  # the std of one fold is no spread, so it is not shown
-    for key, label in METRICS:
-        table[label] = [format_percent(m, s if many else None)
+    for key in ACCURACY_KEYS:
+        table[column_of(key)] = [format_percent(m, s if many else None)
                         for m, s, many in zip(frame[f"{key}_mean"], frame[f"{key}_std"], several, strict=True)]
     for head in ("age", "gender"):
         table[f"{head} stable %"] = [format_percent(v) for v in frame[f"{head}_agreement"]]
@@ -214,8 +219,8 @@ def runs_table(runs: list) -> pd.DataFrame:
     table["GFLOPs"] = [_plain(f / 1e9 if f else None, ".3f") for f in frame["flops"]]
     table["CPU ms"] = [_plain(m, ".1f") for m in frame["cpu_ms"]]
     table["train time"] = [format_seconds(s) for s in frame["train_seconds"]]
-    for key, label in ECE_METRICS:
-        table[label] = [_plain(m, ".3f") for m in frame[f"{key}_mean"]]
+    for key in ECE_KEYS:
+        table[column_of(key)] = [format_metric(key, m) for m in frame[f"{key}_mean"]]
     table["latency source"] = [_short_source(source) for source in frame["latency_source"]]
     table["problems"] = frame["problems"]
     return table
@@ -234,7 +239,7 @@ def default_selection(runs: list) -> list[str]:
     return chosen
 
 
-def fold_metric_frame(runs: list, keys=("age_exact", "gender_acc")) -> pd.DataFrame:
+def fold_metric_frame(runs: list, keys=GLANCE_KEYS) -> pd.DataFrame:
     """Long table run, fold, metric, value (fraction) from each run's per-fold results."""
     rows = []
     for run in runs:
@@ -293,11 +298,11 @@ def leakage_frame(runs: list) -> pd.DataFrame:
         summary = summary_of(run)
         rows.append({
             "source": f"this app: run {run.run_id}", "arch": key[0],
-            "protocol": LEAKY_MARK if run.leaky else "folds (subject-exclusive)",
+            "protocol": protocol_label(config.get("protocol"), run.leaky,
+                                       summary.get("split_level") or "subject"),
             "dataset": dataset_of(run), "folds done": folds_done(run),
-            **{k: _stat(summary, k, "mean") for k in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm")},
-            **{f"{k}_std": _stat(summary, k, "std") if folds_done(run) > 1 else None
-               for k in ("age_exact", "age_one_off", "gender_acc")},
+            **{k: _stat(summary, k, "mean") for k in HEADLINE_KEYS},
+            **{f"{k}_std": _stat(summary, k, "std") if folds_done(run) > 1 else None for k in HEADLINE_KEYS},
             "note": "",
         })
     rows.sort(key=lambda r: (str(r["arch"]), r["protocol"]))
@@ -309,8 +314,9 @@ def leakage_table(runs: list) -> pd.DataFrame:
     """leakage_frame for display (percent, mean ± std)."""
     frame = leakage_frame(runs)
     table = frame[["source", "arch", "protocol", "dataset"]].copy()
-    for key, label in (("age_exact", "age exact %"), ("age_one_off", "age 1-off %"), ("gender_acc", "gender %")):
+    for key in HEADLINE_KEYS:
+        values = frame[key] if key in frame else [None] * len(frame)
         stds = frame[f"{key}_std"] if f"{key}_std" in frame else [None] * len(frame)
-        table[label] = [format_percent(m, s) for m, s in zip(frame[key], stds, strict=True)]
+        table[column_of(key)] = [format_percent(m, s) for m, s in zip(values, stds, strict=True)]
     table["note"] = frame["note"].fillna("")
     return table

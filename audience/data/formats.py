@@ -30,7 +30,7 @@ def detect_format(root: str | Path) -> str:
 
 
 def images_to_explore(root: str | Path, images: str) -> str:
-    """The image folder the EDA reads (tab and scripts/eda.py alike): `images`, except that "auto" on an
+    """The image folder the EDA reads (the tab and the eda command alike): `images`, except that "auto" on an
     Adience root with neither aligned/ nor faces/ reads its labels only ("none") instead of refusing."""
     if images == "auto" and fold_file(Path(root), 0).is_file() and image_folder_of(Path(root)) is None:
         return "none"

@@ -61,7 +61,7 @@ def _rows_per_fold(faces: pd.DataFrame) -> list[int]:
 
 
 def summarize(data: AdienceData) -> dict:
-    """The headline numbers of a dataset as a JSON-ready dict (what `scripts/eda.py --json` prints).
+    """The headline numbers of a dataset as a JSON-ready dict (what `python -m audience.cli.eda --json` prints).
 
     Class counts are in class order (labels.AGE_CLASSES, GENDER_CLASSES); `no_*_class` count the rows
     without that label under the policy; `missing_images` the rows left out because their image is absent.

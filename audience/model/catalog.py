@@ -1,7 +1,7 @@
 """Which checkpoints the app serves, and which one it serves when none is named (the default model).
 
 Two folders are served: the shipped `checkpoints/` (tracked by git, never written by the app) and the
-user's `models/` (settings.models_dir(): "Use this model" and `scripts/export_onnx.py` write there, git
+user's `models/` (settings.models_dir(): "Use this model" and `python -m audience.cli.export_onnx` write there, git
 ignores it). The default model is a stored choice (`.default-model.json` in the models folder, written by
 "Use this model" and "Make default"), never guessed from which file is newest; without a choice it is
 the shipped real model, and a synthetic (demo) model is the default only when the user chose it.
@@ -99,7 +99,7 @@ def is_synthetic(metadata: CheckpointMetadata) -> bool:
 
 
 def find_default_checkpoint() -> Path | None:
-    """The model served when none is named (the Predict tab's first pick, scripts/predict.py's default).
+    """The model served when none is named (the Predict tab's first pick, the predict command's default).
 
     The user's stored choice when it still names a readable served checkpoint; else the shipped real
     model: a checkpoint of the shipped folder trained on real data, the one marked `shipped` first,

@@ -13,7 +13,6 @@ fast and ends in a note (detection-only when nothing else is served), never a ha
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from huggingface_hub import errors as hub_errors
 
+from audience import settings
 from audience.errors import AudienceError, quoted
 from audience.model.checkpoint import METADATA_SUFFIX, WEIGHTS_SUFFIX, load_checkpoint
 from audience.model.hub_access import PROBE_TIMEOUT_S as PROBE_TIMEOUT_S  # re-exported: the docstring and tests name it
@@ -28,7 +28,7 @@ from audience.model.hub_access import hub_offline, hub_reachable
 
 log = logging.getLogger(__name__)
 
-ENV_REPO, ENV_FILE, ENV_REVISION = "AUDIENCE_MODEL_REPO", "AUDIENCE_MODEL_FILE", "AUDIENCE_MODEL_REVISION"
+ENV_REPO, ENV_FILE, ENV_REVISION = settings.MODEL_REPO_VAR, settings.MODEL_FILE_VAR, settings.MODEL_REVISION_VAR
 DEFAULT_FILE = "model.json"
 VALUE_PREFIX = "hub--"  # dropdown values of Hub checkpoints: a file name (no '/'), distinct from local ones
 RETRY_AFTER_S = 300.0  # a failed download is retried at most this often (a network blip at start-up heals)
@@ -54,7 +54,7 @@ class HubModel:
 
 def configured_hub_model() -> HubModel | None:
     """The HubModel named by AUDIENCE_MODEL_REPO (+ _FILE, _REVISION), None when unset; AudienceError if malformed."""
-    repo_id = os.environ.get(ENV_REPO, "").strip()
+    repo_id, filename, revision = settings.hub_model_settings()
     if not repo_id:
         return None
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -63,12 +63,12 @@ def configured_hub_model() -> HubModel | None:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise AudienceError(f"{ENV_REPO}={quoted(repo_id)} is not a Hub repo id such as user/model-name.") from None
-    filename = os.environ.get(ENV_FILE, "").strip() or DEFAULT_FILE
+    filename = filename or DEFAULT_FILE
     if not filename.endswith(METADATA_SUFFIX):
         filename = str(PurePosixPath(filename).with_suffix(METADATA_SUFFIX))
     if filename.startswith("/") or ".." in PurePosixPath(filename).parts:
         raise AudienceError(f"{ENV_FILE}={quoted(filename)} must be a file path inside the repo, such as model.json.")
-    return HubModel(repo_id, filename, os.environ.get(ENV_REVISION, "").strip() or None)
+    return HubModel(repo_id, filename, revision or None)
 
 
 def _download_reason(error: Exception) -> str:

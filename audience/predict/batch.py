@@ -1,4 +1,4 @@
-"""Prediction over files and folders (the engine of scripts/predict.py): one record per image."""
+"""Prediction over files and folders (the engine of audience.cli.predict): one record per image."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Predictor: image -> detected faces -> calibrated age and gender probabilities per face.
 
-Upload, webcam frames and scripts/predict.py all take this one path: read_image (validate,
+Upload, webcam frames and audience.cli.predict all take this one path: read_image (validate,
 decode) -> FaceDetector -> cut_face (the checkpoint's training crop geometry and eye alignment) -> one
 batched forward for all faces of the image -> softmax(logits / T) per head. Without a checkpoint it still detects faces
 (detection-only mode) so the app is useful before anything is trained.
@@ -29,7 +29,7 @@ __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
 
 DETECTION_ONLY_NOTE = (
-    "No trained model: faces are detected but not classified (train one in the Train tab or with scripts/train.py)."
+    "No trained model: faces are detected but not classified (train one in the Train tab or with audience.cli.train)."
 )
 SYNTHETIC_NOTE = "Trained on synthetic demo data: predictions on real photos are meaningless."
 NON_FINITE = ("Model {name} gave no usable probabilities (NaN or infinity) for this photo: its weights or "
@@ -49,7 +49,8 @@ def check_served_input(predictor: Predictor, name: str) -> None:
     if size > MAX_SERVED_IMAGE_SIZE:
         raise AudienceError(
             f"Model {name} classifies {size:,} px faces; this app serves models of at most {MAX_SERVED_IMAGE_SIZE} px "
-            "(their memory and time per face grow with the square of the size): use scripts/predict.py for it."
+            "(their memory and time per face grow with the square of the size): use the command line "
+            "(python -m audience.cli.predict) for it."
         )
 
 

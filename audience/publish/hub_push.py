@@ -1,6 +1,6 @@
 """Publishing a checkpoint to a Hugging Face Hub model repo: weights, public metadata and a model card.
 
-`stage_checkpoint` writes the three files into a folder (`scripts/push_to_hub.py --dry-run`);
+`stage_checkpoint` writes the three files into a folder (`python -m audience.cli.push_to_hub --dry-run`);
 `push_checkpoint` stages them in a temporary folder and uploads it. The repo is what
 audience.model.served serves with AUDIENCE_MODEL_REPO.
 """

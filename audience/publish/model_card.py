@@ -12,8 +12,8 @@ from pathlib import Path
 
 from audience import settings
 from audience.files import read_json
-from audience.labels import METRIC_OF, METRICS, format_percent
 from audience.model.metadata import AlignmentInfo, CheckpointMetadata, DatasetInfo
+from audience.registry import METRIC_OF, SUMMARY_KEYS, format_metric, protocol_title
 
 LEAK_WARNING = (
     "> **⚠️ LEAK WARNING: protocol `random`.** Training and validation images were split at random, so the "
@@ -24,15 +24,6 @@ SYNTHETIC_WARNING = (
     "> **⚠️ Synthetic demo data.** This model was trained on generated faces, not on Adience. It is a "
     "smoke-test artefact: its predictions on real photos are meaningless."
 )
-PROTOCOLS = {
-    "folds": "official Adience 5-fold protocol: test on fold k, train on the other four, validate on whole albums "
-             "held out of them (no person in two sets)",
-    "random": "random image-level split (leaky: the same people are in training and validation/test)",
-}
-METRIC_NAMES = {metric.key: metric.title for metric in METRICS if metric.in_summary}
-IMAGE_LEVEL_FOLDS = ("image-level 5 folds by file name (the dataset lists no identities): test on fold k, train on "
-                     "the other four, validate on images held out of them; one person may be on both sides, so this "
-                     "is **not** subject-exclusive and not comparable with the Adience protocol")
 DATA_LIMITS = {
     "utkface": "- UTKFace is about 23,700 web face crops (ages 1-116) with ages, genders and races labelled from "
                "appearance\n  and metadata, not a balanced sample of the world's population; accuracy on other "
@@ -70,7 +61,7 @@ def find_run_summary(json_path: str | Path, metadata: CheckpointMetadata) -> dic
 def _fmt(key: str, value) -> str:
     if not isinstance(value, int | float):
         return "-"
-    return format_percent(value, unit="%") if key in METRIC_OF and METRIC_OF[key].percent else f"{value:.3f}"
+    return format_metric(key, value, unit="%") if key in METRIC_OF else f"{value:.3f}"
 
 
 def _yaml_list(values: list[str]) -> str:
@@ -90,12 +81,12 @@ def _metric_title(key: str, metadata: CheckpointMetadata) -> str:
     if key.endswith("_ece"):
         if metadata.temperatures.get(head, 1.0) == 1.0:
             return f"{head} ECE (uncalibrated: T = 1, temperature scaling skipped or not fitted)"
-    return METRIC_NAMES[key]
+    return METRIC_OF[key].title
 
 
 def _metrics_table(metadata: CheckpointMetadata) -> list[str]:
     metrics = metadata.metrics or {}
-    keys = [k for k in METRIC_NAMES if isinstance(metrics.get(k), int | float)]
+    keys = [k for k in SUMMARY_KEYS if isinstance(metrics.get(k), int | float)]
     if not keys:
         return ["No metrics are recorded in this checkpoint."]
     where = metadata.metrics_on or "?"
@@ -108,7 +99,7 @@ def _metrics_table(metadata: CheckpointMetadata) -> list[str]:
 def _folds_table(summary: dict | None) -> list[str]:
     if not summary:
         return ["The run's cv_summary.json was not found, so only this checkpoint's own metrics are shown."]
-    keys = [k for k in METRIC_NAMES if isinstance(summary.get(k), dict) and summary[k].get("per_fold")]
+    keys = [k for k in SUMMARY_KEYS if isinstance(summary.get(k), dict) and summary[k].get("per_fold")]
     if not keys:
         return ["The run's cv_summary.json records no per-fold metrics."]
     folds = sorted({fold for k in keys for fold in summary[k]["per_fold"]}, key=int)
@@ -122,7 +113,7 @@ def _folds_table(summary: dict | None) -> list[str]:
         mean, std = row.get("mean"), row.get("std")
         spread = f"{_fmt(k, mean)} ± {_fmt(k, std)}" if mean is not None else "-"
         title = f"{k.removesuffix('_ece')} ECE (after temperature scaling; T = 1 where skipped)" \
-            if k.endswith("_ece") else METRIC_NAMES[k]
+            if k.endswith("_ece") else METRIC_OF[k].title
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {spread} |")
     if len(folds) < 5 and summary.get("protocol") == "folds":
         lines += ["", f"Only {len(folds)} of the 5 folds {'was' if len(folds) == 1 else 'were'} run: "
@@ -171,7 +162,7 @@ def _limits(data_format: str | None) -> str:
 
 def _data_lines(metadata: CheckpointMetadata, summary: dict | None, kind: str, protocol: str | None) -> list[str]:
     dataset = metadata.dataset or DatasetInfo()
-    image_level = (metadata.split_level or dataset.split_level) == "image"
+    split_level = metadata.split_level or dataset.split_level or "subject"
     dropped = dataset.dropped or {}
     lines = [
         f"- dataset: **{dataset.name or (summary or {}).get('dataset') or '?'}** ({kind}"
@@ -179,7 +170,7 @@ def _data_lines(metadata: CheckpointMetadata, summary: dict | None, kind: str, p
         f"- label policy: `{dataset.policy or (summary or {}).get('policy')}` "
         "(bins: any age inside one of the 8 groups; strict: only the 8 canonical Adience groups)",
         f"- images: `{dataset.images or (summary or {}).get('images')}`",
-        f"- protocol: `{protocol}`: {IMAGE_LEVEL_FOLDS if image_level else PROTOCOLS.get(protocol, 'unknown')}",
+        f"- protocol: `{protocol}`: {protocol_title(protocol, split_level=split_level)}",
         f"- test fold of this checkpoint: {metadata.fold}",
     ]
     if dataset.between_groups:
@@ -232,10 +223,11 @@ def _alignment_line(alignment: AlignmentInfo | None) -> str:
 def _stability(metadata: CheckpointMetadata) -> list[str]:
     """The stability benchmark's figures (`stability`), beside the accuracy."""
     if metadata.stability is None:
-        return ["Stability: not measured (`scripts/benchmark.py stability --checkpoint CKPT --data DIR --write`)."]
+        return ["Stability: not measured (`python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR "
+                "--write`)."]
     stability = metadata.stability.model_dump()  # this model's figures, a table row like the peer's
     peer = stability.get("peer") or {}
-    lines = [f"Stability (`scripts/benchmark.py stability`): {stability.get('images')} images of "
+    lines = [f"Stability (`python -m audience.cli.benchmark stability`): {stability.get('images')} images of "
              f"{stability.get('data')}, each changed in {stability.get('versions')} small ways "
              f"({stability.get('perturbations')}) and run through the whole Predict path "
              f"({'detect, align, crop' if stability.get('aligned') else 'detect, crop'}, classify); agreement is the "

@@ -23,7 +23,6 @@ from audience import settings
 from audience.errors import AudienceError
 from audience.files import read_json, write_temp_beside
 from audience.inputs import name_skeleton, name_slug
-from audience.labels import format_percent
 from audience.model.catalog import list_checkpoints, served_folders
 from audience.model.checkpoint import (
     METADATA_SUFFIX,
@@ -34,6 +33,7 @@ from audience.model.checkpoint import (
 )
 from audience.model.metadata import CheckpointMetadata
 from audience.model.served import VALUE_PREFIX
+from audience.registry import GLANCE_KEYS, column_of, format_percent, protocol_label
 from audience.train.runs import COMMAND_FILE
 
 MAX_NAME_TRIES = 1000
@@ -214,11 +214,13 @@ def checkpoints_table(folder: str | Path | None = None):
             continue
         metrics, source = meta.metrics or {}, meta.promoted_from or {}
         rows.append({
-            "checkpoint": path.stem, "arch": meta.arch, "task": meta.task, "protocol": meta.protocol, "fold": meta.fold,
+            "checkpoint": path.stem, "arch": meta.arch, "task": meta.task,
+            "protocol": protocol_label(meta.protocol, bool(meta.leaky),
+                                       meta.split_level or (meta.dataset and meta.dataset.split_level)),
+            "fold": meta.fold,
             "data": "synthetic demo" if meta.synthetic else (meta.dataset and meta.dataset.name),
-            "age exact %": format_percent(metrics.get("age_exact")),
-            "gender %": format_percent(metrics.get("gender_acc")),
+            **{column_of(key): format_percent(metrics.get(key)) for key in GLANCE_KEYS},
             "metrics on": meta.metrics_on, "from run": source.get("run"), "problem": "",
         })
-    return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data", "age exact %",
-                                       "gender %", "metrics on", "from run", "problem"])
+    return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data",
+                                       *map(column_of, GLANCE_KEYS), "metrics on", "from run", "problem"])

@@ -57,14 +57,15 @@ from audience.data.splits import make_split
 from audience.errors import AudienceError
 from audience.faces.align import measure_framing
 from audience.files import write_json_atomic
-from audience.labels import SUMMARY_KEYS
 from audience.model.network import build_model, count_flops, count_params
+from audience.registry import HEADLINE_KEYS, SUMMARY_KEYS
 from audience.train import distributed
-from audience.train.config import TrainConfig, build_cache_for, read_data, read_run_config, resolve_config
+from audience.train.config import TrainConfig
 from audience.train.distributed import SINGLE, Ranks, StopSignal
 from audience.train.fold import FoldResult, fit, read_resume_state
 from audience.train.loop import LossNotFinite, describe_device, resolve_device
 from audience.train.metrics import summarize_folds
+from audience.train.prepare import build_cache_for, read_data, read_run_config, resolve_config
 from audience.train.runs import RunEmitter, claim_run, create_run_dir, fold_dir, now_iso, release_run
 
 __all__ = ["cross_validate", "resume"]
@@ -163,14 +164,14 @@ def describe_crop(crop: dict) -> str:
 
 
 TRAIN_PROGRAMS = ("train.py",)  # a script of this name, or a module of audience.train, is the training command
-TRAIN_MODULE = "audience.train"
+TRAIN_MODULE = "audience.cli.train"
 INTERPRETER_OPTIONS_WITH_VALUE = ("-X", "-W", "--check-hash-based-pycs")
 
 
 def invoked_train_command(argv: list[str] | None = None) -> list[str] | None:
     """How this process's training command was typed, without its arguments: the interpreter and the script or
-    `-m module` from sys.orig_argv (e.g. ['.venv/bin/python', 'scripts/train.py'] or ['python', '-m',
-    'audience.train']); None when this process is not the training command (a test, the app)."""
+    `-m module` from sys.orig_argv (e.g. ['.venv/bin/python', 'train.py'] or ['python', '-m',
+    'audience.cli.train']); None when this process is not the training command (a test, the app)."""
     argv = list(getattr(sys, "orig_argv", None) or []) if argv is None else list(argv)
     index = 1
     while index < len(argv):
@@ -192,11 +193,11 @@ def invoked_train_command(argv: list[str] | None = None) -> list[str] | None:
 
 def resume_command(run_dir: Path, ranks: Ranks = SINGLE) -> str:
     """The command that continues `run_dir`: the user's own training command (its interpreter and script as
-    typed), else `python scripts/train.py`; under torchrun, torchrun with this run's process count."""
+    typed), else `python -m audience.cli.train`; under torchrun, torchrun with this run's process count."""
     invoked = invoked_train_command()
     if ranks.world == 1:
-        return shlex.join([*(invoked or ["python", "scripts/train.py"]), "--resume", str(run_dir)])
-    program = (["-m", invoked[-1]] if invoked[-2:-1] == ["-m"] else [invoked[-1]]) if invoked else ["scripts/train.py"]
+        return shlex.join([*(invoked or ["python", "-m", TRAIN_MODULE]), "--resume", str(run_dir)])
+    program = (["-m", invoked[-1]] if invoked[-2:-1] == ["-m"] else [invoked[-1]]) if invoked else ["-m", TRAIN_MODULE]
     return shlex.join(["torchrun", "--nproc_per_node", str(ranks.local_world), *program, "--resume", str(run_dir)])
 
 
@@ -436,7 +437,7 @@ def _report_end(emit: RunEmitter, config: TrainConfig, run_dir: Path, summary: d
     # a spread over one fold is no spread: "± 0.0000" only said that nothing was measured
     lines = [f"{key} {summary[key]['mean']:.4f}" + (f" ± {summary[key]['std']:.4f}"
                                                    if len(summary[key].get("per_fold") or ()) > 1 else "")
-             for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm") if summary[key]["mean"] is not None]
+             for key in HEADLINE_KEYS if summary[key]["mean"] is not None]
     emit({"type": "run_end", "run_dir": str(run_dir), "summary": summary,
           "message": f"run {run_dir.name} finished{' (LEAKY protocol)' if config.protocol == 'random' else ''}: "
                      + ", ".join(lines)})

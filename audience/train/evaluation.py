@@ -19,6 +19,7 @@ from audience.data.splits import fold_rows, labelled_mask
 from audience.errors import AudienceError, quoted
 from audience.model.checkpoint import load_checkpoint_model, read_checkpoint_metadata
 from audience.model.metadata import CheckpointMetadata, DatasetInfo
+from audience.registry import EVALUATE_KEYS
 from audience.train.loop import make_loader, predict_logits, resolve_device
 from audience.train.metrics import (
     choose_temperature,
@@ -196,7 +197,7 @@ def evaluate_checkpoint(
     labelled = {head: int((predicted[f"{head}_true"] >= 0).sum()) if head in heads else 0
                 for head in ("age", "gender")}
     return {
-        "age_exact": metrics["age_exact"], "age_one_off": metrics["age_one_off"], "gender_acc": metrics["gender_acc"],
+        **{key: metrics[key] for key in EVALUATE_KEYS},
         "n_age": labelled["age"], "n_gender": labelled["gender"], "split": split,
         "crop": "whole image" if face_crop is None else "detected face, cut with the checkpoint's crop geometry",
         "checkpoint": str(checkpoint), "data": str(data.root), "dataset": data.name, "fold": fold,

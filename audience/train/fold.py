@@ -25,11 +25,11 @@ from audience.data.splits import Split
 from audience.data.transforms import build_eval_transform, build_train_transform
 from audience.errors import AudienceError
 from audience.files import atomic_path, write_json_atomic
-from audience.labels import ACCURACY_KEYS, HEADS_OF_TASK, SUMMARY_KEYS, format_percent
+from audience.labels import HEADS_OF_TASK
 from audience.model.checkpoint import load_checkpoint, save_checkpoint
 from audience.model.network import build_model, count_flops, model_data_config
 from audience.model.state import load_state_strictly
-from audience.train.config import build_cache_for, resolve_config
+from audience.registry import ACCURACY_KEYS, SELECTION_KEYS, SUMMARY_KEYS, format_percent
 from audience.train.distributed import (
     SINGLE,
     Ranks,
@@ -51,6 +51,7 @@ from audience.train.loop import (
     train_epoch,
 )
 from audience.train.metrics import compute_metrics
+from audience.train.prepare import build_cache_for, resolve_config
 from audience.train.runs import read_epochs, write_epochs
 
 STATE_FORMAT = 1
@@ -72,8 +73,7 @@ def selection_score(metrics: dict, val_loss: float, task: str) -> float:
     One checkpoint serves both heads, so both choose it: on age alone a small validation set often
     picked an early epoch whose gender head was still poor (demo data: f/m 0.80 instead of 0.89).
     """
-    keys = {"age": "age_exact", "gender": "gender_acc"}
-    values = [metrics.get(keys[head]) for head in HEADS_OF_TASK[task]]
+    values = [metrics.get(SELECTION_KEYS[head]) for head in HEADS_OF_TASK[task]]
     values = [float(v) for v in values if v is not None]
     return sum(values) if values else -val_loss
 

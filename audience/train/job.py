@@ -34,8 +34,9 @@ from audience import settings
 from audience.data.roots import DEMO_DATA, is_demo_root, resolve_data_root
 from audience.errors import AudienceError, shorten
 from audience.inputs import check_path
-from audience.train.config import config_arguments, read_run_config
+from audience.train.config import config_arguments
 from audience.train.job_status import JobStatus, apply_event
+from audience.train.prepare import read_run_config
 from audience.train.runs import describe_owner, run_owner
 
 LOG_LINES = 400  # kept in memory; the full log is the run's train.log
@@ -48,7 +49,7 @@ class _Job:
     def __init__(self, config, resume: Path | None, processes: int = 1):
         self.config = config
         self.resume = resume
-        self.processes = processes  # more than 1: torchrun runs scripts/train.py, one process per GPU
+        self.processes = processes  # more than 1: torchrun runs audience.cli.train, one process per GPU
         self.stop = threading.Event()
         self.status = JobStatus(state="running", started_at=time.time(), arch=getattr(config, "arch", None))
         self.log: deque[str] = deque(maxlen=LOG_LINES)
@@ -73,7 +74,7 @@ def training_allowed(server_name: str | None = None, share: bool = False) -> tup
     Public means: on Hugging Face Spaces (env SPACE_ID), or served on a non-loopback address
     (`server_name`, else env GRADIO_SERVER_NAME), or through a share link.
     """
-    if settings.env_flag("AUDIENCE_ALLOW_TRAINING"):
+    if settings.training_allowed_anywhere():
         return True, "Training is enabled (AUDIENCE_ALLOW_TRAINING=1)."
     where = settings.public_deployment(server_name, share)
     if where is None:
@@ -130,14 +131,22 @@ def _on_event(job: _Job, event: dict) -> None:
             job.add_log(f"(could not read a progress event: {error})")
 
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
+TRAIN_MODULE = "audience.cli.train"  # the train command, run as a module: an installed package trains too
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds the audience package
 
 
 def torchrun_command(job: _Job) -> list[str]:
-    """`torchrun --standalone --nproc_per_node N scripts/train.py ...` for the job's config or resume."""
+    """`torchrun --standalone --nproc_per_node N -m audience.cli.train ...` for the job's config or resume."""
     flags = ["--resume", str(job.resume)] if job.resume is not None else config_arguments(job.config)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(job.processes),
-            str(TRAIN_SCRIPT), "--quiet", *flags]
+            "-m", TRAIN_MODULE, "--quiet", *flags]
+
+
+def _torchrun_environment() -> dict[str, str]:
+    """This process's environment, unbuffered, with this package importable in the launched processes (also when
+    it runs from a source folder rather than installed)."""
+    paths = [str(PACKAGE_PARENT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 def _run_torchrun(job: _Job) -> Path | None:
@@ -147,7 +156,7 @@ def _run_torchrun(job: _Job) -> Path | None:
 
     run_dir = job.resume
     process = subprocess.Popen(torchrun_command(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=TRAIN_SCRIPT.parent.parent)
+                               env=_torchrun_environment())
     errors = []
 
     def relay_stop() -> None:

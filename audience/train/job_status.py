@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from audience.labels import format_percent, format_seconds
+from audience.registry import METRIC_OF, format_percent, format_seconds
 
 ACTIVE_STATES = ("running", "stopping")
 
@@ -105,9 +105,10 @@ def describe(event: dict) -> str | None:
 
 
 def summary_line(summary: dict) -> str | None:
-    """'test: age exact 61.2 ± 1.0 %, gender (f/m) 92.0 %' from a cv_summary (mean ± std over folds)."""
+    """'test: age exact 61.2 ± 1.0 %, gender f/m 92.0 %' from a cv_summary (mean ± std over folds; registry labels)."""
     parts = []
-    for key, name in (("age_exact", "age exact"), ("gender_acc_fm", "gender (f/m)")):
+    for key in ("age_exact", "gender_acc_fm"):
+        name = METRIC_OF[key].label
         stat = summary.get(key)
         if isinstance(stat, dict) and stat.get("mean") is not None:
             std = stat.get("std") if len(stat.get("per_fold") or {}) > 1 else None

@@ -16,15 +16,10 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import confusion_matrix, f1_score
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
+from audience.registry import SUMMARY_KEYS, keys_of_head
 
 # The classes of the f/m-only gender accuracy, the benchmark's binary protocol.
 FM_CLASSES = (GENDER_CLASSES.index("f"), GENDER_CLASSES.index("m"))
-
-# Metrics that summarize_folds averages over folds.
-SUMMARY_KEYS: tuple[str, ...] = (
-    "age_exact", "age_one_off", "age_f1", "age_ece",
-    "gender_acc", "gender_acc_fm", "gender_f1", "gender_ece",
-)
 
 # A temperature outside this range fits noise or a broken model, not miscalibration (a 1-epoch demo run
 # fitted 0.11 on 40 validation images and doubled the test ECE); fits beyond it are clamped to it.
@@ -84,9 +79,7 @@ def _head_metrics(true, scores, n_classes: int) -> dict:
 
 def _age_keys(age_true, age_prob) -> dict:
     if age_prob is None:
-        return dict.fromkeys(
-            ("age_exact", "age_one_off", "age_f1", "age_confusion", "age_per_class", "age_n", "age_ece")
-        )
+        return dict.fromkeys(keys_of_head("age"))
     head = _head_metrics(age_true, age_prob, len(AGE_CLASSES))
     one_off = float(np.mean(np.abs(head["pred"] - head["true"]) <= 1)) if head["n"] else None
     return {
@@ -102,10 +95,7 @@ def _age_keys(age_true, age_prob) -> dict:
 
 def _gender_keys(gender_true, gender_prob) -> dict:
     if gender_prob is None:
-        return dict.fromkeys(
-            ("gender_acc", "gender_acc_fm", "gender_f1", "gender_confusion", "gender_per_class", "gender_n",
-             "gender_n_fm", "gender_ece")
-        )
+        return dict.fromkeys(keys_of_head("gender"))
     head = _head_metrics(gender_true, gender_prob, len(GENDER_CLASSES))
     fm_rows = np.isin(head["true"], FM_CLASSES)
     fm_columns = list(FM_CLASSES)
@@ -218,7 +208,7 @@ def softmax_with_temperature(logits, temperature: float):
 
 
 def summarize_folds(per_fold: dict[int, dict]) -> dict:
-    """Mean, standard deviation and per-fold values of each SUMMARY_KEYS metric over folds.
+    """Mean, standard deviation and per-fold values of each SUMMARY_KEYS metric (the registry's) over folds.
 
     std is the sample standard deviation (ddof=1) over the folds that have a value, 0.0 for one
     fold; None values are skipped (mean and std None when no fold has the metric). per_fold keys are

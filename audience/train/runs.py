@@ -6,7 +6,8 @@ Layout of `runs/<run-id>/` (run-id: `YYYYMMDD-HHMMSS-<arch>-<protocol>[-<run_nam
     status.json        state running|stopped|finished|failed, fold, epoch, started, ended, device, message
     train.log          the lines the CLI printed
     cv_summary.json    per-metric mean/std/per_fold over the folds done so far, plus what was run
-    command.txt        the command line(s) of scripts/train.py that started (and resumed) the run
+    command.txt        the command line(s) of the training command (python -m audience.cli.train, or
+                       the repository's wrapper of it) that started (and resumed) the run
     owner.lock         while a process trains the run it holds an flock on this file (one owner at a time);
                        inside, its host, pid and start for messages
     fold<k>/metrics.csv        one row per epoch (METRICS_COLUMNS)
@@ -34,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, FiniteFloat, StrictBool, StrictInt, 
 from audience.errors import AudienceError
 from audience.files import JSON_MAX_BYTES, JsonFileError, atomic_path, read_json, write_json_atomic
 from audience.inputs import name_slug
-from audience.labels import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.model.metadata import first_problem
+from audience.registry import ACCURACY_KEYS, SUMMARY_KEYS
 from audience.train.run_lock import (  # noqa: F401 - the run folder's lock, re-exported where runs are read
     OWNER_FILE,
     claim_run,
@@ -48,7 +49,7 @@ from audience.train.run_lock import (  # noqa: F401 - the run folder's lock, re-
     run_owner,
 )
 
-# metrics.csv: one row per epoch; the validation accuracies are those of the metric table (labels.METRICS).
+# metrics.csv: one row per epoch; the validation accuracies are those of the metric table (audience.registry).
 METRICS_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", *(f"val_{key}" for key in ACCURACY_KEYS), "lr", "images_per_s", "seconds",
 )

@@ -28,6 +28,7 @@ from audience.inputs import check_path
 from audience.model.catalog import is_synthetic, save_default_choice
 from audience.model.checkpoint import read_checkpoint_metadata
 from audience.publish.promote import checkpoints_table, promote_checkpoint
+from audience.registry import GLANCE_KEYS, LEAKY_LABEL, column_of
 from audience.train import job as jobs
 
 ALL_FOLDS = "all folds"
@@ -41,19 +42,20 @@ LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's numb
 # columns" adds cost, calibration, latency and problems, scrolling right. (pinned_columns would keep
 # the run id in sight, but Gradio 6.31 renders no sticky column for it.)
 RUN_COLUMN_WIDTHS = {
-    "run": 180, "arch": 120, "task": 104, "protocol": 96, "dataset": 110, "state": 84, "folds": 70,
-    "age exact %": 84, "age 1-off %": 96, "gender f/m/u %": 96, "gender f/m %": 96, "age stable %": 84,
-    "gender stable %": 84, "params (M)": 84,
-    "GFLOPs": 74, "CPU ms": 62, "train time": 90, "age ECE": 62, "gender ECE": 74, "latency source": 110,
-    "problems": 160,
+    "run": 162, "arch": 120, "task": 104, "protocol": 150, "dataset": 96, "state": 84, "folds": 64,
+    column_of("age_exact"): 84, column_of("age_one_off"): 96, column_of("gender_acc"): 96,
+    column_of("gender_acc_fm"): 96, "age stable %": 84, "gender stable %": 84, "params (M)": 84,
+    "GFLOPs": 74, "CPU ms": 62, "train time": 72, column_of("age_ece"): 62, column_of("gender_ece"): 74,
+    "latency source": 110, "problems": 160,
 }
-DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", "age exact %", "age 1-off %",
-                       "gender f/m %", "age stable %", "gender stable %", "train time")
-# source, arch, protocol, dataset, age exact, age 1-off, gender, note: "50.7 ± 5.1" on one line
-LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 180]
-# promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, age exact, gender, metrics on,
+DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", column_of(GLANCE_KEYS[0]),
+                       column_of("age_one_off"), column_of(GLANCE_KEYS[1]), "age stable %", "gender stable %",
+                       "train time")
+# source, arch, protocol, dataset, the HEADLINE_KEYS accuracies, note: "50.7 ± 5.1" on one line
+LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 104, 180]
+# promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, the GLANCE_KEYS accuracies, metrics on,
 # from run, problem (11 columns, which overflowed the accordion without widths)
-SERVED_COLUMN_WIDTHS = [250, 100, 104, 84, 56, 92, 70, 70, 80, 160, 110]
+SERVED_COLUMN_WIDTHS = [214, 100, 104, 120, 56, 92, 70, 70, 80, 160, 110]
 
 
 def _all_runs() -> list:
@@ -87,16 +89,17 @@ def _message(runs: list) -> str:
     if not any(not run.run_id.startswith(SHIPPED_PREFIX) for run in runs):
         return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset; "
                 "its time on a CPU is in docs/measurements.md) or run "
-                "`.venv/bin/python scripts/train.py --preset demo`; it appears here when it ends. Rows named "
+                "`python -m audience.cli.train --preset demo`; it appears here when it ends. Rows named "
                 "`checkpoint:` are served models with the metrics recorded in their JSON (state *shipped*: it came "
                 "with the app).")
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
              "done, in percent. *Stable %*: how often a served model's answer stays the same when the photo "
-             "changes a little (shift, scale, tilt, light, JPEG, mirror; `scripts/benchmark.py stability`). "
+             "changes a little (shift, scale, tilt, light, JPEG, mirror; "
+             "`python -m audience.cli.benchmark stability`). "
              + LATENCY_NOTE]
     if leaky:
-        parts.append("Runs marked **random (leaky)** test on images of people seen in training: their numbers are "
+        parts.append(f"Runs marked **{LEAKY_LABEL}** test on images of people seen in training: their numbers are "
                      "inflated and not comparable with `folds` runs.")
     if any(compare.dataset_of(run) == "synthetic demo" for run in runs):
         parts.append("*Synthetic demo* runs are trained on generated faces, not Adience.")

@@ -40,7 +40,7 @@ from audience.predict.predictor import (
 )
 
 log = logging.getLogger(__name__)
-MORE_FACES = "`scripts/predict.py --max-faces N` shows more"  # the app shows at most Predictor's max_faces
+MORE_FACES = "`python -m audience.cli.predict --max-faces N` shows more"  # the app shows at most Predictor's max_faces
 
 NO_MODEL = "none"  # dropdown value of detection-only mode (a checkpoint value always ends in .json)
 NO_MODEL_LABEL = "No model: detect faces only"

@@ -1,6 +1,6 @@
 """The Train tab: a form made from TrainConfig, one background run for the whole server, live progress.
 
-The form's fields, choices, help texts and defaults come from TrainConfig's dataclass fields; the
+The form's fields, choices, help texts and defaults come from TrainConfig (its `SETTINGS`); the
 demo preset only overrides a few of them (`DEMO_PRESET`), so there is no second list of defaults.
 The run itself lives in audience.train.job (a daemon thread), so a reload or a second browser sees the
 same job; a gr.Timer polls it every second while it runs and once at page load.
@@ -14,9 +14,7 @@ or bad input is a sentence in the message (and a toast in the browser).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from audience.figures import plot_job_curves
 from audience.model.network import ARCHS
 from audience.settings import allowed_data_dirs, public_deployment
 from audience.train import job as jobs
-from audience.train.config import DEMO_RECIPE, TrainConfig
+from audience.train.config import DEMO_RECIPE, SETTINGS, Setting, TrainConfig
 
 POLL_S = 1.0
 LOG_LINES_SHOWN = 200
@@ -40,9 +38,8 @@ HIDDEN_FIELDS = ("out", "cache_dir", "weights_file", "bf16", "channels_last", "p
                  "compile", "parallel_folds", "dist_timeout")
 ADVANCED_PER_ROW = 6
 FOLD_CHOICES = ["all", "0", "1", "2", "3", "4"]
-NULLABLE = tuple(name for name, hint in typing.get_type_hints(TrainConfig).items()
-                 if isinstance(hint, typing.types.UnionType) and type(None) in hint.__args__)
-TEXT_FIELDS = tuple(name for name, hint in typing.get_type_hints(TrainConfig).items() if hint in (str, str | None))
+NULLABLE = tuple(setting.name for setting in SETTINGS if setting.optional)
+TEXT_FIELDS = tuple(setting.name for setting in SETTINGS if setting.kind is str)
 TRISTATE = {"auto": None, "yes": True, "no": False}
 # With more than one GPU the tab offers them all: torchrun runs the training, one process per GPU.
 GPU_MODES = {"one GPU": None, "all GPUs: parallel folds": True, "all GPUs: data parallel": False}
@@ -95,15 +92,14 @@ def data_root_hint() -> str:
     return "'demo', or an Adience root or UTKFace folder in or under: " + "; ".join(folders)
 
 
-def form_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainConfig) if f.name not in HIDDEN_FIELDS]
+def form_fields() -> list[Setting]:
+    return [setting for setting in SETTINGS if setting.name not in HIDDEN_FIELDS]
 
 
-def _component(item: dataclasses.Field, hint, value) -> gr.components.Component:
-    help_text, choices = item.metadata["help"], item.metadata["choices"]
+def _component(item: Setting, value) -> gr.components.Component:
+    help_text, choices = item.help, item.choices
     label = item.name.replace("_", " ")
-    optional = isinstance(hint, typing.types.UnionType) and type(None) in hint.__args__
-    base = next((a for a in hint.__args__ if a is not type(None)), str) if optional else hint
+    optional, base = item.optional, item.kind
     if item.name == "arch":
         # twice the width of its neighbours: the labels are the longest choices on the form; the
         # trade-off goes in the info line so that the labels stay short enough to show whole
@@ -294,20 +290,19 @@ def load_preset(names: list[str], preset: dict | None = None) -> list:
 
 def _build_form(values: dict) -> dict[str, gr.components.Component]:
     """The form's components: the main fields in two rows, the rest in an accordion."""
-    hints = typing.get_type_hints(TrainConfig)
     fields = {f.name: f for f in form_fields()}
     inputs: dict[str, gr.components.Component] = {}
     with gr.Group():
         for row in (MAIN_FIELDS[:7], MAIN_FIELDS[7:]):
             with gr.Row(equal_height=True):
                 for name in row:
-                    inputs[name] = _component(fields[name], hints[name], values[name])
+                    inputs[name] = _component(fields[name], values[name])
     advanced = [name for name in fields if name not in MAIN_FIELDS]
     with gr.Accordion("Advanced settings", open=False):
         for start_index in range(0, len(advanced), ADVANCED_PER_ROW):
             with gr.Row(equal_height=True):
                 for name in advanced[start_index:start_index + ADVANCED_PER_ROW]:
-                    inputs[name] = _component(fields[name], hints[name], values[name])
+                    inputs[name] = _component(fields[name], values[name])
     return inputs
 
 

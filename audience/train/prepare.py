@@ -1,0 +1,66 @@
+"""What a run trains on, from its TrainConfig: the face table, the automatic settings decided for that
+data and the decoded-image cache of every face; and the TrainConfig a run folder saved (to resume it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from audience.data.adience import AdienceData
+from audience.data.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
+from audience.data.formats import read_dataset
+from audience.data.roots import resolve_data_root
+from audience.errors import AudienceError
+from audience.files import read_json
+from audience.inputs import check_path
+from audience.model.network import ARCHS, model_data_config
+from audience.train.config import TrainConfig
+
+
+def read_data(config: TrainConfig) -> AdienceData:
+    """The face table of config.data: an Adience root, a UTKFace folder, or 'demo' (the built-in synthetic set)."""
+    return read_dataset(resolve_data_root(config.data), policy=config.policy, images=config.images)
+
+
+def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
+    """The config with its automatic settings decided: image size from the arch, pretrained from the data."""
+    image_size = config.image_size or model_data_config(config.arch)["image_size"]
+    pretrained = config.pretrained
+    if pretrained is None:
+        pretrained = not data.synthetic and ARCHS[config.arch].get("pretrained", True) and not config.weights_file
+    return config.replace(image_size=image_size, pretrained=pretrained)
+
+
+def build_cache_for(config: TrainConfig, data: AdienceData, emit: Callable[[dict], None]) -> ImageCache:
+    """The decoded-image cache of every face of `data` at the size the config's transforms crop from."""
+    paths = data.faces["path"].astype(str).tolist()
+    size = cache_size_for(config.image_size)
+
+    def progress(done: int, total: int) -> None:
+        emit({"type": "log", "message": f"caching images: {done}/{total} decoded at {size} px"})
+
+    cache = build_image_cache(paths, size, cache_dir=config.cache_dir, on_progress=progress)
+    if cache.decoded:
+        emit({"type": "log", "message": f"image cache built: {cache.decoded} images in {cache.seconds:.1f} s "
+                                        f"({cache.array_path})"})
+    warning = describe_unreadable(cache)
+    if warning:
+        emit({"type": "log", "message": f"warning: {warning}"})
+    return cache
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig saved in a run folder's config.json (to resume it); AudienceError says what is wrong."""
+    run_dir = Path(check_path(run_dir, "The run folder"))
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise AudienceError(f"{run_dir}: not a run folder (it has no config.json), so it cannot be resumed.")
+    try:
+        values = read_json(path)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or type(error).__name__
+        raise AudienceError(f"{run_dir}: its config.json cannot be read ({reason}), so the run cannot "
+                            "be resumed.") from None
+    if not isinstance(values, dict):
+        raise AudienceError(f"{path}: not a JSON object, so the run cannot be resumed.")
+    return TrainConfig.from_dict(values)
