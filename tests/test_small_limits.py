@@ -17,7 +17,7 @@ import pytest
 from fixtures.app_server import PROJECT_ROOT
 from test_api_inputs import call_named, server  # noqa: F401 - the shared public-shaped server fixture
 from test_bad_inputs import call_raw, sse_data
-from test_train import small_root, tiny_config  # noqa: F401 - small_root is a fixture
+from test_train import tiny_config
 
 from audience.errors import QUOTE_LIMIT, AudienceError
 from audience.files import check_replaceable, write_text_atomic
@@ -129,7 +129,7 @@ def test_an_onnx_opset_the_exporter_cannot_write_is_refused(tmp_path):
     assert not out.exists()
 
 
-def test_a_full_disk_met_by_safetensors_fails_the_run_with_a_sentence(small_root, tmp_path, monkeypatch):  # noqa: F811
+def test_a_full_disk_met_by_safetensors_fails_the_run_with_a_sentence(small_root, tmp_path, monkeypatch):
     """safetensors says "No space left on device (os error 28)" in a SafetensorError, not an OSError: the run
     ended in "internal error" instead of the disk-full sentence and its resume hint."""
     import json
