@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures.waiting import HANG_S
 
 from audience.data.demo import make_demo_dataset
 from audience.train import distributed
@@ -280,14 +280,11 @@ def test_a_killed_rank_ends_the_run_with_a_sentence_and_resume_finishes_it(small
         victim = _rank_pid(launcher.pid, 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        killed = time.monotonic()
-        out, err = launcher.communicate(timeout=120)
-        waited = time.monotonic() - killed
+        out, err = launcher.communicate(timeout=HANG_S)  # a hang fails here; ending at all is the point
     finally:
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode != 0
-    assert waited < 90  # torchrun's own failure handling, not a hang
     assert "lost contact with the other training processes" in err or "torchrun stopped rank 0" in err, err[-3000:]
     run_dir = next((tmp_path / "runs").iterdir())
     assert f"--resume {run_dir}" in err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.waiting import HANG_S
 from huggingface_hub import constants as hub_constants
 
 from audience.errors import AudienceError
@@ -212,7 +213,7 @@ def test_card_of_an_honest_real_model_has_no_warning_and_the_per_fold_table(tmp_
 
 def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "push_to_hub.py"), *args],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=HANG_S, env={**os.environ, **(env or {})},
                           cwd=PROJECT_ROOT)
 
 

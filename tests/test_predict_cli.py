@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.waiting import HANG_S
 from PIL import Image
 
 from audience.model.checkpoint import save_checkpoint
@@ -140,7 +141,7 @@ def test_default_checkpoint_is_the_newest_or_detection_only(cli, tmp_path, monke
 def test_script_runs_from_the_project_root(checkpoint, mixed_folder):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(mixed_folder / "astronaut.jpg"), "--checkpoint", str(checkpoint), "--json"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=HANG_S,
     )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["faces"]) == 1

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.waiting import HANG_S, wait_until
 
 from audience.data.demo import make_demo_dataset
 
@@ -182,14 +183,9 @@ def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(small_root, tmp_pat
     process = subprocess.Popen([sys.executable, "scripts/train.py", *flags, "--workers", "1"], cwd=PROJECT,
                                env=_environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    deadline = time.time() + 120
-    logs = []
-    while time.time() < deadline and not logs:
-        logs = [p for p in (tmp_path / "runs").glob("*/fold0/metrics.csv")]
-        time.sleep(0.2)
-    assert logs, "training did not start"
+    logs = wait_until(lambda: list((tmp_path / "runs").glob("*/fold0/metrics.csv")), "an epoch of the run is written")
     os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=HANG_S)
     assert process.returncode == 130, err
     assert "stopping after the current batch" in err and "Traceback" not in err
     assert "--resume" in out and out.strip().splitlines()[-1].startswith("run folder: ")
@@ -221,9 +217,9 @@ def test_ctrl_c_mid_epoch_then_resume_ends_like_an_uninterrupted_run(small_root,
 
     process = subprocess.Popen([sys.executable, "scripts/train.py", *flags("interrupted")], cwd=PROJECT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
+    give_up = time.monotonic() + HANG_S
     metrics = None
-    while time.time() < deadline and process.poll() is None:
+    while time.monotonic() < give_up and process.poll() is None:
         metrics = next((tmp_path / "runs").glob("*-interrupted/fold0/metrics.csv"), None)
         if metrics is not None and len(metrics.read_text().splitlines()) >= 2:  # epoch 1 done: now in epoch 2
             break
