@@ -50,6 +50,29 @@ def group_photo(shared_dir: Path):
     return utkface_group_photo(folder)
 
 
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple]:
+    """Every TCP connection the test's own thread tries while it runs, as (address, timeout in s), made as usual.
+
+    "Fails fast without a network" is proved by what is tried (nothing, or one connection bounded by a timeout),
+    not by a wall-clock bound, which a loaded machine breaks.
+    """
+    import socket
+    import threading
+
+    tried: list[tuple] = []
+    real = socket.socket.connect
+    me = threading.get_ident()
+
+    def connect(sock, address):
+        if threading.get_ident() == me:
+            tried.append((address, sock.gettimeout()))
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tried
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic demo dataset, made once per test session (read-only for tests: copy to change it)."""
