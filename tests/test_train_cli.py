@@ -62,9 +62,17 @@ def test_train_cli_runs_end_to_end_and_prints_the_run_folder(cli_run):
     assert (run_dir / "train.log").read_text().splitlines()[0] in done.stdout
 
 
-def test_evaluate_cli_reproduces_the_test_metrics(cli_run, small_root, capsys, monkeypatch):
-    done, tmp = cli_run
-    run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+@pytest.fixture(scope="module")
+def quick_run(small_root, tmp_path_factory) -> tuple[Path, Path]:
+    """The same run made in this process (`train.main`): a subprocess would import torch once more."""
+    tmp = tmp_path_factory.mktemp("quick")
+    assert train_cli.main([*quick_flags(small_root, tmp), "--quiet"]) == 0
+    (run_dir,) = (tmp / "runs").iterdir()
+    return run_dir, tmp
+
+
+def test_evaluate_cli_reproduces_the_test_metrics(quick_run, small_root, capsys, monkeypatch):
+    run_dir, tmp = quick_run
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp / "home"))
     assert evaluate_cli.main([str(run_dir / "fold0" / "best.safetensors"), "--data", str(small_root), "--fold", "0",
                               "--json"]) == 0
