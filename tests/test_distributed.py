@@ -95,6 +95,19 @@ def test_parallel_folds_share_the_folds_by_rank():
     assert not distributed.launched() or os.environ.get("WORLD_SIZE") == "1"
 
 
+def test_the_compute_threads_are_the_process_share_unless_given(monkeypatch):
+    """A parallel-folds process on the CPU computes with its share of the cores, a sequential run with all: their
+    float rounding differs (issue 21), so `threads` pins the count for both."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    config = TrainConfig(data="demo", workers=0)
+    assert (config.compute_threads("cpu"), config.compute_threads("cpu", processes_per_node=2)) == (8, 4)
+    assert TrainConfig(data="demo").compute_threads("cpu") == 6  # 2 of the 8 cores load data (a quarter)
+    assert config.compute_threads("cuda") is None  # torch's own with a GPU
+    pinned = TrainConfig(data="demo", threads=1)
+    assert pinned.compute_threads("cpu") == pinned.compute_threads("cpu", 2) == pinned.compute_threads("cuda") == 1
+    assert train_cli.config_of(train_cli.build_parser().parse_args(["--data", "demo", "--threads", "3"])).threads == 3
+
+
 def test_a_lost_process_is_a_sentence_and_a_bug_is_not():
     ranks = Ranks(0, 2, 0, 2, "data")
     lost = distributed.lost_contact(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer"), ranks)
