@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from fixtures.app_server import PROJECT_ROOT, reset_served_checkpoints, save_tiny_checkpoint, shared_app_server
+from fixtures.waiting import HANG_S
 from PIL import Image
 from test_bad_inputs import call_raw, sse_data
 from test_compare import make_run
@@ -166,7 +167,7 @@ def server(request, tmp_path_factory, demo_root):
 
 def call_named(server, api_name: str, **values) -> list:
     """A raw call naming the parameters it sets; the rest take the defaults the API states (/gradio_api/info)."""
-    info = httpx.get(server.url + "gradio_api/info", timeout=30).json()["named_endpoints"]["/" + api_name]
+    info = httpx.get(server.url + "gradio_api/info", timeout=HANG_S).json()["named_endpoints"]["/" + api_name]
     data = [values.pop(p["parameter_name"]) if p["parameter_name"] in values else p.get("parameter_default")
             for p in info["parameters"]]
     assert not values, f"/{api_name} has no parameter {sorted(values)}"
@@ -226,7 +227,7 @@ def upload(server, image: Image.Image, name: str = "face.png") -> dict:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     answer = httpx.post(server.url + "gradio_api/upload", files={"files": (name, buffer.getvalue(), "image/png")},
-                        timeout=60)
+                        timeout=HANG_S)
     answer.raise_for_status()
     return {"path": answer.json()[0], "meta": {"_type": "gradio.FileData"}}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fixtures.waiting import HANG_S
+
 
 def test_uploads_are_deleted_after_a_short_time(monkeypatch):
     import app
@@ -25,7 +27,7 @@ def test_a_foreign_demo_folder_stops_the_app_with_one_sentence(tmp_path):
     env = {**os.environ, "AUDIENCE_HOME": str(home), "GRADIO_SERVER_PORT": "1"}
     env.pop("AUDIENCE_DATA", None)
     app_py = Path(__file__).resolve().parents[1] / "app.py"
-    done = subprocess.run([sys.executable, str(app_py)], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(app_py)], env=env, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("Audience cannot start:") and "demo-data" in done.stderr

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fixtures.waiting import HANG_S
 
 from audience.data import cache as cache_module
 from audience.data.adience import read_adience
@@ -136,5 +137,5 @@ def test_train_cli_clears_the_cache(demo_paths, tmp_path):
     folder = tmp_path / "cache"
     build_image_cache(demo_paths[:4], 16, cache_dir=folder)
     done = subprocess.run([sys.executable, "scripts/train.py", "--clear-cache", "--cache-dir", str(folder)],
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0 and done.stdout.startswith("freed ") and not list(folder.glob("*.npy"))

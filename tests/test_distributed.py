@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures.waiting import HANG_S
 
 from audience.cli import evaluate as evaluate_cli
 from audience.cli import train as train_cli
@@ -88,6 +88,19 @@ def test_parallel_folds_share_the_folds_by_rank():
     assert Ranks(1, 2, 1, 2, "data").my_folds(folds) == folds
     assert "16 per process, 32 in total" in Ranks(0, 2, 0, 2, "data").describe(16)
     assert not distributed.launched() or os.environ.get("WORLD_SIZE") == "1"
+
+
+def test_the_compute_threads_are_the_process_share_unless_given(monkeypatch):
+    """A parallel-folds process on the CPU computes with its share of the cores, a sequential run with all: their
+    float rounding differs (issue 21), so `threads` pins the count for both."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    config = TrainConfig(data="demo", workers=0)
+    assert (config.compute_threads("cpu"), config.compute_threads("cpu", processes_per_node=2)) == (8, 4)
+    assert TrainConfig(data="demo").compute_threads("cpu") == 6  # 2 of the 8 cores load data (a quarter)
+    assert config.compute_threads("cuda") is None  # torch's own with a GPU
+    pinned = TrainConfig(data="demo", threads=1)
+    assert pinned.compute_threads("cpu") == pinned.compute_threads("cpu", 2) == pinned.compute_threads("cuda") == 1
+    assert train_cli.config_of(train_cli.build_parser().parse_args(["--data", "demo", "--threads", "3"])).threads == 3
 
 
 def test_a_lost_process_is_a_sentence_and_a_bug_is_not():
@@ -202,26 +215,50 @@ def test_data_parallel_run_is_written_once_and_its_test_metrics_equal_evaluate(s
         assert test["summary"][key] == pytest.approx(evaluated[key], abs=1e-12), key
 
 
+def _epoch_rows(fold_dir: Path) -> list[dict]:
+    """metrics.csv without its timings (seconds, images per second)."""
+    rows = [line.split(",") for line in (fold_dir / "metrics.csv").read_text().strip().splitlines()]
+    return [{key: value for key, value in zip(rows[0], row, strict=True) if key not in ("seconds", "images_per_s")}
+            for row in rows[1:]]
+
+
 @pytest.mark.slow
-def test_parallel_folds_equal_a_sequential_run_per_fold(small_root, tmp_path, capsys):
+def test_parallel_folds_equal_a_sequential_run_per_fold_bit_for_bit(small_root, tmp_path, capsys):
+    """Two epochs (float rounding that differs shows by then) of 3 batches, both at one compute thread: each fold's
+    epochs, weights and test metrics equal the sequential run's exactly. (Without --threads a sequential run on
+    this 2-core machine computes with 2 threads, a parallel-folds process with 1: the losses differed from the
+    first batch in the 7th digit, and the demo preset's age exact after 2 epochs by a point, issue 21.)"""
+    from safetensors.torch import load_file
+
+    flags = ["--max-train-batches", "3", "--threads", "1"]
     parallel = tmp_path / "parallel"
-    done = torchrun([*quick_flags(small_root, parallel, epochs=1, folds="0,1"), "--parallel-folds"], parallel)
+    done = torchrun([*quick_flags(small_root, parallel, epochs=2, folds="0,1"), *flags, "--parallel-folds"],
+                    parallel)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = run_folder_of(done)
-    assert "[rank 1] fold 1 epoch 1/1" in done.stdout
+    assert "[rank 1] fold 1 epoch 2/2" in done.stdout
     summary = json.loads((run_dir / "cv_summary.json").read_text())
     assert summary["folds_done"] == [0, 1]
-    assert "[rank 1] fold 1 test" in (run_dir / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert "[rank 1] fold 1 test" in log and "cpu (" in log and ", 1 threads)" in log
     sequential = tmp_path / "sequential"
-    assert train_cli.main(quick_flags(small_root, sequential, epochs=1, folds="0,1")) == 0
+    assert train_cli.main([*quick_flags(small_root, sequential, epochs=2, folds="0,1"), *flags]) == 0
     seq_dir = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run folder: "))
     for fold in (0, 1):
-        ours = json.loads((run_dir / f"fold{fold}" / "test_metrics.json").read_text())
-        theirs = json.loads((seq_dir / f"fold{fold}" / "test_metrics.json").read_text())
-        assert ours["best_epoch"] == theirs["best_epoch"]
+        ours, theirs = run_dir / f"fold{fold}", seq_dir / f"fold{fold}"
+        assert len(_epoch_rows(ours)) == 2
+        assert _epoch_rows(ours) == _epoch_rows(theirs), fold  # losses and accuracies as written, every digit
+        for name in ("last.safetensors", "best.safetensors"):
+            mine, other = load_file(ours / name), load_file(theirs / name)
+            assert mine.keys() == other.keys()
+            assert all(torch.equal(mine[key], other[key]) for key in mine), (fold, name)
+        ours_test = json.loads((ours / "test_metrics.json").read_text())
+        theirs_test = json.loads((theirs / "test_metrics.json").read_text())
+        assert ours_test["best_epoch"] == theirs_test["best_epoch"]
+        assert ours_test["temperature"] == theirs_test["temperature"]
+        assert ours_test["summary"] == theirs_test["summary"], fold
         for key in ("age_exact", "age_one_off", "gender_acc", "gender_acc_fm"):
-            assert ours["summary"][key] == theirs["summary"][key], (fold, key)
-        assert summary[key]["per_fold"][str(fold)] == theirs["summary"][key]
+            assert summary[key]["per_fold"][str(fold)] == theirs_test["summary"][key]
 
 
 def _rank_pid(launcher_pid: int, rank: int) -> int | None:
@@ -251,14 +288,11 @@ def test_a_killed_rank_ends_the_run_with_a_sentence_and_resume_finishes_it(small
         victim = _rank_pid(launcher.pid, 1)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        killed = time.monotonic()
-        out, err = launcher.communicate(timeout=120)
-        waited = time.monotonic() - killed
+        out, err = launcher.communicate(timeout=HANG_S)  # a hang fails here; ending at all is the point
     finally:
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode != 0
-    assert waited < 90  # torchrun's own failure handling, not a hang
     assert "lost contact with the other training processes" in err or "torchrun stopped rank 0" in err, err[-3000:]
     run_dir = next((tmp_path / "runs").iterdir())
     assert f"--resume {run_dir}" in err

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.app_server import PROJECT_ROOT, artifacts_dir, settle_job, shared_app_server
+from fixtures.waiting import HANG_S
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
@@ -35,7 +36,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 # Console errors that are not the app's fault, each with why. None is known with gradio 6.31 and
 # Chromium 156: every console error and uncaught page exception fails the test.
 BENIGN_CONSOLE_ERRORS: tuple[tuple[str, str], ...] = ()
-TRAIN_TIMEOUT_S = 180
+TRAIN_TIMEOUT_S = HANG_S  # a hang: a loaded machine takes minutes for the demo run
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def page(chromium, server):
         context = playwright.chromium.launch_persistent_context(
             profile, executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)
+        context.set_default_timeout(HANG_S * 1000)  # every wait is for a condition; this bound is for a hang
         try:
             page = context.new_page()
             page.console_errors = ConsoleErrors(page)
@@ -131,7 +132,7 @@ def block(page, label: str):
 
 def test_eda_tab_draws_its_charts(page, screenshots):
     page.console_errors.step = "EDA"
-    page.get_by_text("rows (faces)").wait_for(timeout=60_000)  # demo.load fills the tab on page load
+    page.get_by_text("rows (faces)").wait_for(timeout=HANG_S * 1000)  # demo.load fills the tab on page load
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot svg.main-svg').length >= 6")
     bars = page.locator(".js-plotly-plot .bars path")
     assert bars.count() >= 8  # at least the 8 age classes are drawn
@@ -156,7 +157,7 @@ def test_predict_tab_annotates_an_uploaded_photo(page, screenshots, tmp_path):
     upload.set_input_files(str(photo))  # the upload's change event runs /predict
 
     status = page.get_by_text(re.compile(r"^\d+ faces? found in \d+ ms"))
-    status.wait_for(timeout=60_000)
+    status.wait_for(timeout=HANG_S * 1000)
     assert status.inner_text().startswith("1 face found")
     result = block(page, "Faces").locator("img").first
     response = page.request.get(result.get_attribute("src"))
@@ -274,7 +275,7 @@ def _shown_size(page, width: int, height: int) -> None:
     """Wait until the Faces image shows a picture of this size (the answer to that picture has come)."""
     page.wait_for_function("([w, h]) => { const img = document.querySelector('#predict-faces img');"
                            " return img && img.complete && img.naturalWidth === w && img.naturalHeight === h; }",
-                           arg=[width, height], timeout=60_000)
+                           arg=[width, height], timeout=HANG_S * 1000)
 
 
 def test_a_photo_uploaded_while_the_last_is_answered_is_answered_too(page, tmp_path):
@@ -357,7 +358,7 @@ def test_train_tab_runs_one_demo_fold_with_a_moving_log(page, screenshots, serve
     with page.console_errors.reloading():
         page.reload()
     open_tab(page, "Train")
-    expect(log).to_have_value(re.compile(rf"run {run_dir.name} finished"), timeout=30_000)
+    expect(log).to_have_value(re.compile(rf"run {run_dir.name} finished"), timeout=HANG_S * 1000)
     page.wait_for_timeout(1000)
     assert log_below_view(page) <= 4
     screenshot(page, screenshots / "train.png")
@@ -371,7 +372,7 @@ def test_compare_tab_shows_the_run(page, screenshots):
         pytest.fail("the Train test made no run to compare (see its failure)")
     open_tab(page, "Compare")
     row = page.get_by_role("grid", name="Runs (newest first)").get_by_role("row").filter(has_text=run_id)
-    expect(row.filter(visible=True)).to_have_count(1, timeout=30_000)
+    expect(row.filter(visible=True)).to_have_count(1, timeout=HANG_S * 1000)
     cells = row.filter(visible=True).inner_text()
     assert "finished" in cells and "tiny" in cells and "synthetic demo" in cells
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot svg.main-svg').length >= 10")
@@ -398,14 +399,14 @@ def test_use_this_model_selects_it_in_predict_without_refresh(page, server):
     page.get_by_text("Use this model (serve it in the Predict tab)").click()
     page.get_by_label("Name (optional)").fill("e2e-promoted")
     page.get_by_role("button", name="Use this model", exact=True).click()
-    page.get_by_text(re.compile(r"is served as e2e-promoted")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"is served as e2e-promoted")).wait_for(timeout=HANG_S * 1000)
     assert (server.models / "e2e-promoted.json").is_file() and not (server.checkpoints / "e2e-promoted.json").exists()
     open_tab(page, "Predict")  # no press of its Refresh list
     model = page.get_by_label("Model", exact=True)
-    expect(model).to_have_value(re.compile(r"^e2e-promoted .*\(default\)$"), timeout=15_000)
+    expect(model).to_have_value(re.compile(r"^e2e-promoted .*\(default\)$"), timeout=HANG_S * 1000)
     expect(page.get_by_text("It is the default model because you chose it")).to_be_visible()
     with page.console_errors.reloading():
         page.reload()  # a new page (and, as the stored choice says, a restart) opens on it too
     open_tab(page, "Predict")
-    expect(page.get_by_label("Model", exact=True)).to_have_value(re.compile(r"^e2e-promoted"), timeout=30_000)
+    expect(page.get_by_label("Model", exact=True)).to_have_value(re.compile(r"^e2e-promoted"), timeout=HANG_S * 1000)
     page.console_errors.check()

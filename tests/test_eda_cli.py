@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures.waiting import HANG_S
 
 from audience.cli import eda as eda_script
 from audience.data.adience import read_adience
@@ -126,7 +127,7 @@ def test_bad_input_exits_2_with_one_line(capsys, adience_meta, tmp_path, make_ar
 
 def test_bad_root_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "nowhere"), "--json"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'}: data root not found: it does not exist "
                                           "or is not a folder (expected an Adience root with fold_0_data.txt ... "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.waiting import HANG_S
 from skimage import data
 
 import audience.faces.backends as face_backends
@@ -242,7 +243,7 @@ def test_interpreter_exit_with_an_open_detector_is_silent() -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=HANG_S
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1 0"

@@ -1,9 +1,11 @@
 """A bounded load test on loopback: 20 concurrent /predict calls through gradio_client, each its own client.
 
-Every call must be answered (an annotated image and "1 face found"), none may fail, the whole burst
-must end within BURST_TIMEOUT_S, and the server must answer the next request afterwards. The
-latencies (p50/p95, seconds from submit to result) are printed (pytest -s) and written to
-<artifacts>/load/predict_load.json. On a shared 2-core CPU they measure the queue as much as the model.
+Every call must be answered (an annotated image and "1 face found"), none may fail, and the server must
+answer the next request afterwards. The latencies (p50/p95, seconds from submit to result) are printed
+(pytest -s) and written to <artifacts>/load/predict_load.json, not asserted: on a shared 2-core CPU they
+measure the machine's load as much as the server. The tests wait for each answer, however slow, up to
+HANG_S, a bound for a server that hangs, not a speed target (a 5 s httpx read timeout, gradio_client's
+default, failed 1 of 20 calls on a loaded machine, issue 21).
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.app_server import CHECKPOINT_NAME, artifacts_dir, shared_app_server
-from gradio_client import Client, handle_file
+from fixtures.waiting import HANG_S, patient_client
+from gradio_client import handle_file
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 CONCURRENT_CALLS = 20
-BURST_TIMEOUT_S = 180
-CALL_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +48,11 @@ def photos(tmp_path_factory) -> list[Path]:
 
 
 def predict_once(url: str, photo: Path, start_gate: threading.Barrier) -> dict:
-    client = Client(url, verbose=False)
-    start_gate.wait(timeout=60)  # every client connected: the calls really overlap
+    client = patient_client(url)
+    start_gate.wait(timeout=HANG_S)  # every client connected: the calls really overlap
     started = time.perf_counter()
     job = client.submit(handle_file(str(photo)), f"{CHECKPOINT_NAME}.json", False, False, api_name="/predict")
-    annotated, _table, _chart, result, status = job.result(timeout=CALL_TIMEOUT_S)
+    annotated, _table, _chart, result, status = job.result(timeout=HANG_S)
     return {"seconds": time.perf_counter() - started, "annotated": annotated, "faces": len(result["faces"]),
             "status": status}
 
@@ -61,7 +62,7 @@ def test_twenty_concurrent_predictions_all_answer(server, photos):
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=CONCURRENT_CALLS) as pool:
         futures = [pool.submit(predict_once, server.url, photo, gate) for photo in photos]
-        answers = [future.result(timeout=BURST_TIMEOUT_S) for future in futures]
+        answers = [future.result(timeout=HANG_S) for future in futures]
     wall = time.perf_counter() - started
 
     assert len(answers) == CONCURRENT_CALLS
@@ -80,10 +81,9 @@ def test_twenty_concurrent_predictions_all_answer(server, photos):
     folder = artifacts_dir() / "load"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "predict_load.json").write_text(json.dumps(report, indent=2) + "\n")
-    assert wall < BURST_TIMEOUT_S
 
-    after = Client(server.url, verbose=False).predict(handle_file(str(photos[0])), f"{CHECKPOINT_NAME}.json", False,
-                                                      False, api_name="/predict")
+    client = patient_client(server.url)
+    after = client.predict(handle_file(str(photos[0])), f"{CHECKPOINT_NAME}.json", False, False, api_name="/predict")
     assert after[4].startswith("1 face found")
     assert server.alive()
 
@@ -99,7 +99,7 @@ def test_identical_concurrent_outputs_are_served_whole(server, photos):
         failures = []
         for future in futures:
             try:
-                answer = future.result(timeout=BURST_TIMEOUT_S)
+                answer = future.result(timeout=HANG_S)
                 assert answer["status"].startswith("1 face found")
             except Exception as error:  # noqa: BLE001 - count every kind of failure, report them together
                 failures.append(f"{type(error).__name__}: {str(error)[:160]}")

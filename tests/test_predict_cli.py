@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.checkpoints import save_tiny_checkpoint
+from fixtures.waiting import HANG_S
 from PIL import Image
 
 from audience.model.catalog import find_default_checkpoint, save_default_choice
@@ -152,7 +153,7 @@ def test_default_checkpoint_is_the_chosen_or_a_real_shipped_one(cli, tmp_path, m
 def test_script_runs_from_the_project_root(checkpoint, mixed_folder):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(mixed_folder / "astronaut.jpg"), "--checkpoint", str(checkpoint), "--json"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=HANG_S,
     )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["faces"]) == 1

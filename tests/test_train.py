@@ -1,7 +1,7 @@
 """Training: the config, the schedule and loss, a learnable demo run, run files, stop, resume, NaN.
 
-The mechanics run on a 60-subject demo (about a quarter of the default) at 32 px with a few batches;
-only the learnability test trains the app's demo preset (DEMO_RECIPE) on the default demo data.
+The mechanics run on a 60-subject demo (about a quarter of the default) with a few batches per epoch;
+only the learnability test (slow) trains the app's whole demo preset (DEMO_RECIPE) on the default demo data.
 """
 
 from __future__ import annotations
@@ -130,15 +130,13 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers(small_root, tm
 # ---------------------------------------------------------------- runs on the demo data
 
 
-@pytest.fixture(scope="module")
-def learned_run(demo_root, tmp_path_factory):
-    """The Train tab's demo preset (DEMO_RECIPE) on fold 0 of the default demo data, as a user runs it.
+def _preset_run(root, tmp, **changes):
+    """The Train tab's demo preset (DEMO_RECIPE) on fold 0 of `root`, as a user runs it (with `changes`).
 
     torch's thread count is set to 1 before and recorded at the first batch and after the run.
     """
-    tmp = tmp_path_factory.mktemp("learned")
-    config = TrainConfig.from_dict({**DEMO_RECIPE, "data": str(demo_root), "out": str(tmp / "runs"),
-                                    "cache_dir": str(tmp / "cache")})
+    config = TrainConfig.from_dict({**DEMO_RECIPE, "data": str(root), "out": str(tmp / "runs"),
+                                    "cache_dir": str(tmp / "cache"), **changes})
     events: list[dict] = []
     threads = {}
 
@@ -159,6 +157,18 @@ def learned_run(demo_root, tmp_path_factory):
     return run_dir, events, config, threads
 
 
+@pytest.fixture(scope="module")
+def learned_run(demo_root, tmp_path_factory):
+    """The whole demo preset (15 epochs) on the default demo data: the one run here that must learn."""
+    return _preset_run(demo_root, tmp_path_factory.mktemp("learned"))
+
+
+@pytest.fixture(scope="module")
+def preset_run(small_root, tmp_path_factory):
+    """The demo preset's settings for 2 epochs of 3 batches on the small demo set: a run's files and events."""
+    return _preset_run(small_root, tmp_path_factory.mktemp("preset"), epochs=2, max_train_batches=3)
+
+
 @pytest.mark.slow
 def test_the_demo_preset_clearly_learns_the_demo_data(learned_run, demo_root):
     run_dir, _, _, _ = learned_run
@@ -174,8 +184,8 @@ def test_the_demo_preset_clearly_learns_the_demo_data(learned_run, demo_root):
     assert summary["train_seconds"] > 0  # measured times: docs/measurements.md (not asserted: load varies)
 
 
-def test_a_run_folder_holds_every_documented_file(learned_run):
-    run_dir, events, config, _ = learned_run
+def test_a_run_folder_holds_every_documented_file(preset_run):
+    run_dir, events, config, _ = preset_run
     epochs_run = config.epochs
     fold = run_dir / "fold0"
     for name in ("config.json", "status.json", "train.log", "cv_summary.json"):
@@ -222,8 +232,8 @@ def test_a_run_folder_holds_every_documented_file(learned_run):
     assert read_run(run_dir).state == "finished"
 
 
-def test_the_run_restores_the_torch_thread_count(learned_run):
-    _, _, config, threads = learned_run
+def test_the_run_restores_the_torch_thread_count(preset_run):
+    _, _, config, threads = preset_run
     assert threads["during"] == max(1, (os.cpu_count() or 1) - config.default_workers("cpu"))
     assert threads["after"] == 1  # what it was before the run, not the run's own count
 

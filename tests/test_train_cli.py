@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.waiting import HANG_S, wait_until
 
 from audience.cli import benchmark as benchmark_cli
 from audience.cli import evaluate as evaluate_cli
@@ -53,9 +54,17 @@ def test_train_cli_runs_end_to_end_and_prints_the_run_folder(cli_run):
     assert (run_dir / "train.log").read_text().splitlines()[0] in done.stdout
 
 
-def test_evaluate_cli_reproduces_the_test_metrics(cli_run, small_root, capsys, monkeypatch):
-    done, tmp = cli_run
-    run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+@pytest.fixture(scope="module")
+def quick_run(small_root, tmp_path_factory) -> tuple[Path, Path]:
+    """The same run made in this process (`train.main`): a subprocess would import torch once more."""
+    tmp = tmp_path_factory.mktemp("quick")
+    assert train_cli.main([*quick_flags(small_root, tmp), "--quiet"]) == 0
+    (run_dir,) = (tmp / "runs").iterdir()
+    return run_dir, tmp
+
+
+def test_evaluate_cli_reproduces_the_test_metrics(quick_run, small_root, capsys, monkeypatch):
+    run_dir, tmp = quick_run
     monkeypatch.setenv("AUDIENCE_HOME", str(tmp / "home"))
     assert evaluate_cli.main([str(run_dir / "fold0" / "best.safetensors"), "--data", str(small_root), "--fold", "0",
                               "--json"]) == 0
@@ -174,14 +183,9 @@ def test_ctrl_c_stops_after_the_batch_and_says_how_to_resume(small_root, tmp_pat
     process = subprocess.Popen([sys.executable, "scripts/train.py", *flags, "--workers", "1"], cwd=PROJECT,
                                env=_environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    deadline = time.time() + 120
-    logs = []
-    while time.time() < deadline and not logs:
-        logs = [p for p in (tmp_path / "runs").glob("*/fold0/metrics.csv")]
-        time.sleep(0.2)
-    assert logs, "training did not start"
+    logs = wait_until(lambda: list((tmp_path / "runs").glob("*/fold0/metrics.csv")), "an epoch of the run is written")
     os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=HANG_S)
     assert process.returncode == 130, err
     assert "stopping after the current batch" in err and "Traceback" not in err
     assert "--resume" in out and out.strip().splitlines()[-1].startswith("run folder: ")
@@ -216,9 +220,9 @@ def test_ctrl_c_mid_epoch_then_resume_ends_like_an_uninterrupted_run(small_root,
 
     process = subprocess.Popen([sys.executable, "scripts/train.py", *flags("interrupted")], cwd=PROJECT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
+    give_up = time.monotonic() + HANG_S
     metrics = None
-    while time.time() < deadline and process.poll() is None:
+    while time.monotonic() < give_up and process.poll() is None:
         metrics = next((tmp_path / "runs").glob("*-interrupted/fold0/metrics.csv"), None)
         if metrics is not None and len(metrics.read_text().splitlines()) >= 2:  # epoch 1 done: now in epoch 2
             break

@@ -96,7 +96,12 @@ class TrainConfig(BaseModel):
     seed: int = _setting(0, "random seed (splits, initialisation, augmentation, order)", minimum=0,
                          maximum=2**32 - 1)
     workers: int | None = _setting(None, "data-loading worker processes (default: cores - 1 up to 8 with a GPU, "
-                                   "a quarter of the cores on the CPU)", minimum=0, maximum=64)
+                                   "a quarter of the cores on the CPU)", minimum=0,
+                                   maximum=64)
+    threads: int | None = _setting(None, "torch compute threads per process (default: on the CPU the process's share "
+                                   "of the cores less the loader workers, with a GPU torch's own); float rounding "
+                                   "depends on it, so two runs agree bit for bit only at the same count",
+                                   minimum=1, maximum=1024)
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
     bf16: Switch = _setting("auto", "bfloat16 autocast of the forward pass (auto: on with CUDA, off on the CPU)")
     channels_last: bool = _setting(True, "channels-last memory layout of the network and its input batches")
@@ -204,6 +209,16 @@ class TrainConfig(BaseModel):
             return self.workers
         cores = os.cpu_count() or 1
         return min(8, max(0, cores - 1)) if device_type == "cuda" else cores // 4
+
+    def compute_threads(self, device_type: str, processes_per_node: int = 1) -> int | None:
+        """`threads`, or the automatic count: on the CPU the cores of this process's share of the node less the
+        loader's workers (more compute threads than free cores thrash); None (torch's own) with a GPU."""
+        if self.threads is not None:
+            return self.threads
+        if device_type != "cpu":
+            return None
+        cores = (os.cpu_count() or 1) // max(1, processes_per_node)
+        return max(1, cores - self.default_workers(device_type))
 
 
 @dataclass(frozen=True)

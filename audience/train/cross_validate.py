@@ -38,7 +38,6 @@ never stopped.
 from __future__ import annotations
 
 import errno
-import os
 import shlex
 import shutil
 import sys
@@ -396,7 +395,8 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, held: list[Path
               for fold in folds}
     device = resolve_device(config.device)
     model_size = _model_size(config)
-    emit = RunEmitter(_rank_events(on_event, ranks), folds, describe_device(device), record=ranks.main)
+    threads = config.compute_threads(device.type, ranks.local_world)
+    emit = RunEmitter(_rank_events(on_event, ranks), folds, describe_device(device, threads), record=ranks.main)
     cache = distributed.local_first(ranks, lambda: build_cache_for(config, data, emit))
     check_readable(data, splits, cache)
     if resume is None:
@@ -409,13 +409,13 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, held: list[Path
         stop = StopSignal(stop, ranks, run_dir / distributed.STOP_FILE)
     _announce(emit, config, data, device, resume is not None, ranks)
     # torch's thread count belongs to the whole process (in the app, predictions share it): set for the
-    # run, restored after it whatever happens.
-    threads = torch.get_num_threads()
+    # run, restored after it whatever happens. Float rounding depends on it: a parallel-folds process on the
+    # CPU computes with its share of the cores, a sequential run with all of them, so their folds agree bit
+    # for bit only when both are given the same `threads` (docs: README, Several GPUs).
+    before = torch.get_num_threads()
     try:
-        if device.type == "cpu":
-            # The loader's worker processes need cores too; more compute threads than free cores thrash.
-            cores = (os.cpu_count() or 1) // ranks.local_world  # the processes of a node share its cores
-            torch.set_num_threads(max(1, cores - config.default_workers(device.type)))
+        if threads is not None:
+            torch.set_num_threads(threads)
         summary = _train_folds(config, data, emit, stop, model_size, cache, run_dir, ranks)
     except BaseException as error:
         failure = distributed.lost_contact(error, ranks) or error
@@ -426,7 +426,7 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, held: list[Path
         _record_failure(emit, run_dir, message)
         raise AudienceError(message) from None
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     if summary is not None and ranks.main:
         _report_end(emit, config, run_dir, summary)
     return run_dir

@@ -36,10 +36,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def describe_device(device: torch.device) -> str:
+def describe_device(device: torch.device, threads: int | None = None) -> str:
+    """The device as the log names it; `threads`: the compute threads the run will use (default: the current count)."""
+    threads = threads or torch.get_num_threads()
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        return f"cuda ({torch.cuda.get_device_name(device)}, {threads} CPU threads)"
+    return f"cpu ({os.cpu_count()} cores, {threads} threads)"
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:

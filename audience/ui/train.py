@@ -35,7 +35,7 @@ MAIN_FIELDS = ("data", "policy", "images", "arch", "task", "protocol", "folds", 
                "schedule", "image_size", "pretrained")
 # Server paths are the operator's business (CLI), never a visitor's; the rest goes under "Advanced".
 HIDDEN_FIELDS = ("out", "cache_dir", "weights_file", "bf16", "channels_last", "pin_memory", "persistent_workers",
-                 "compile", "parallel_folds", "dist_timeout")
+                 "compile", "parallel_folds", "dist_timeout", "threads")
 ADVANCED_PER_ROW = 6
 FOLD_CHOICES = ["all", "0", "1", "2", "3", "4"]
 NULLABLE = tuple(setting.name for setting in SETTINGS if setting.optional)
