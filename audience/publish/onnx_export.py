@@ -121,8 +121,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     """
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which the app does not install: "
-                            "pip install -r requirements-dev.txt (or make test, which does).")
+        raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which are missing here: "
+                            "pip install -r requirements.txt (make run does).")
     exporter = choose_exporter(exporter)
     _, json_path = checkpoint_paths(checkpoint)
     model, _, metadata = load_checkpoint(json_path)
