@@ -162,8 +162,10 @@ class Predictor:
         self.runtime = "torch"
         self._runtime_settled = threading.Event()
         if self.model is not None and runtime == "auto":
+            # Not a daemon: the interpreter waits for an export under way at exit (killed inside torch.onnx or
+            # onnxruntime, the process aborts: "terminate called without an active exception").
             threading.Thread(target=self._start_onnx_runtime, args=(torch.get_num_threads(),),
-                             name="audience-onnx-runtime", daemon=True).start()
+                             name="audience-onnx-runtime", daemon=False).start()
         else:
             self._runtime_settled.set()
         # The framing the model was trained on (checkpoint "crop"); an explicit margin overrides its margin.
