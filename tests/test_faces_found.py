@@ -22,6 +22,7 @@ def detector():
         yield det
 
 
+@pytest.mark.slow
 def test_faces_found_on_real_images_and_grids_are_unchanged(detector: FaceDetector) -> None:
     golden = json.loads(GOLDEN.read_text())
     checked = 0
