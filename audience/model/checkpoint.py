@@ -9,6 +9,7 @@ weights' size and sha256, checked on load, which also catches a crash between th
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 from collections.abc import Callable
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import safetensors
 import safetensors.torch
-import timm
 import torch
 
 import audience
@@ -89,7 +89,8 @@ def _complete_metadata(model: AgeGenderNet, metadata: dict) -> dict:
         "age_classes": list(AGE_CLASSES) if "age" in heads else None,
         "gender_classes": list(GENDER_CLASSES) if "gender" in heads else None,
         "params": sum(p.numel() for p in model.parameters()),
-        "versions": {"torch": torch.__version__, "timm": timm.__version__, "audience": audience.__version__},
+        "versions": {"torch": torch.__version__, "timm": importlib.metadata.version("timm"),
+                     "audience": audience.__version__},
         "format_version": FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -90,6 +89,8 @@ class AgeGenderNet(nn.Module):
 
 
 def _create_backbone(arch: str, pretrained: bool, weights_file: str | Path | None) -> nn.Module:
+    import timm  # here, not at the top: its import (~4 s) is kept off the app's start
+
     spec = check_arch(arch)
     timm_name = spec["timm_name"]
     kwargs = {"num_classes": 0, "drop_rate": 0.0}
@@ -144,6 +145,8 @@ def count_flops(model: nn.Module, image_size: int) -> int:
 
 @functools.cache
 def _data_config(arch: str) -> tuple:
+    import timm  # here, not at the top: its import (~4 s) is kept off the app's start
+
     spec = check_arch(arch)
     # pretrained_cfg is enough to resolve the config; building on the meta device avoids allocating weights.
     with torch.device("meta"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 from huggingface_hub import hf_hub_download
 from torch import nn
 
@@ -38,6 +37,8 @@ def load_imagenet_weights(backbone: nn.Module, path: Path, timm_name: str) -> No
     if not path.is_file():
         raise AudienceError(f"Weights file {path} does not exist.")
     try:
+        import timm  # here, not at the top: its import (~4 s) is kept off the app's start
+
         state = timm.models.load_state_dict(str(path))  # safetensors, or torch.load(weights_only=True)
         state = dict(state.items())
     except Exception as error:  # noqa: BLE001 - whatever fails to parse is a bad file
@@ -54,6 +55,8 @@ def load_imagenet_weights(backbone: nn.Module, path: Path, timm_name: str) -> No
 
 def cached_weights_file(timm_name: str) -> Path | None:
     """The ImageNet weights of `timm_name` in the local Hugging Face cache, or None; never uses the network."""
+    import timm  # here, not at the top: its import (~4 s) is kept off the app's start
+
     hub_id = getattr(timm.models.get_pretrained_cfg(timm_name), "hf_hub_id", None)
     if not hub_id:
         return None
@@ -67,6 +70,8 @@ def cached_weights_file(timm_name: str) -> Path | None:
 
 def create_pretrained_backbone(arch: str, timm_name: str, **kwargs) -> nn.Module:
     """A timm backbone with ImageNet weights: downloaded when the Hub is reachable, else from the cache."""
+    import timm  # here, not at the top: its import (~4 s) is kept off the app's start
+
     reason = None
     if hub_offline():
         reason = "HF_HUB_OFFLINE is set"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +24,12 @@ from audience.errors import AudienceError, quoted, shorten
 from audience.files import atomic_path
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint
 from audience.model.metadata import CheckpointMetadata, DatasetInfo
+from audience.model.runtime import INPUT_NAME, export_logits
+from audience.model.runtime import LogitsTuple as _LogitsTuple
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 3)  # two batch sizes: the batch axis must really be dynamic
-INPUT_NAME = "image"
 
 
 @dataclass
@@ -42,18 +42,6 @@ class ExportResult:
 
     def passed(self, tolerance: float = DEFAULT_TOLERANCE) -> bool:
         return self.max_abs_diff <= tolerance
-
-
-class _LogitsTuple(torch.nn.Module):
-    """The model's dict of head logits as a tuple in a fixed order (ONNX outputs are positional)."""
-
-    def __init__(self, model: torch.nn.Module, heads: tuple[str, ...]):
-        super().__init__()
-        self.model, self.heads = model, heads
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.model(image)
-        return tuple(logits[head] for head in self.heads)
 
 
 def choose_exporter(requested: str = "auto") -> str:
@@ -88,17 +76,7 @@ def onnx_metadata(metadata: CheckpointMetadata, heads: tuple[str, ...]) -> dict[
 
 def _export(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, outputs: list[str], opset: int,
             exporter: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=DeprecationWarning)  # the legacy exporter's notice
-        warnings.simplefilter("ignore", category=FutureWarning)
-        if exporter == "dynamo":
-            torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=opset,
-                              dynamo=True, external_data=False, verbose=False, report=False)
-        else:
-            axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]}
-            torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+    export_logits(wrapper, example, path, outputs, opset, exporter)
 
 
 def _embed_metadata(path: Path, props: dict[str, str], doc: str) -> None:
@@ -164,8 +142,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     """
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which the app does not install: "
-                            "pip install -r requirements-dev.txt (or make test, which does).")
+        raise AudienceError(f"ONNX export needs {' and '.join(missing)}, which are missing here: "
+                            "pip install -r requirements.txt (make run does).")
     exporter = choose_exporter(exporter)
     check_opset(opset, exporter)
     _, json_path = checkpoint_paths(checkpoint)

@@ -11,9 +11,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
-from sklearn.metrics import confusion_matrix, f1_score
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 from audience.registry import SUMMARY_KEYS, keys_of_head
@@ -39,6 +36,8 @@ def _as_probabilities(scores: np.ndarray) -> np.ndarray:
     """Rows that already are probabilities stay; anything else is taken as logits and softmaxed."""
     scores = scores.astype(np.float64)
     is_prob = scores.size and scores.min() >= 0 and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+    from scipy.special import softmax  # scipy and sklearn are imported where used: off the app's start
+
     return scores if is_prob else softmax(scores, axis=1)
 
 
@@ -57,6 +56,8 @@ def _recalls(confusion: np.ndarray) -> list[float | None]:
 
 
 def _head_metrics(true, scores, n_classes: int) -> dict:
+    from sklearn.metrics import confusion_matrix, f1_score
+
     true, scores = _labelled(true, scores)
     pred = scores.argmax(axis=1) if len(true) else np.zeros(0, dtype=np.int64)
     confusion = confusion_matrix(true, pred, labels=list(range(n_classes))) if len(true) else np.zeros(
@@ -148,6 +149,8 @@ def expected_calibration_error(prob, true, n_bins: int = 15) -> float | None:
 
 
 def _nll(logits: np.ndarray, true: np.ndarray, temperature: float) -> float:
+    from scipy.special import log_softmax
+
     return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(true)), true].mean())
 
 
@@ -166,6 +169,8 @@ def fit_temperature(logits, true) -> float:
     true, logits = _labelled(true, logits)
     if not len(true):
         return 1.0
+    from scipy.optimize import minimize_scalar
+
     logits = logits.astype(np.float64)
     low, high = (math.log(t) for t in TEMPERATURE_RANGE)
     result = minimize_scalar(lambda log_t: _nll(logits, true, math.exp(log_t)), bounds=(low, high), method="bounded",
@@ -204,6 +209,8 @@ def softmax_with_temperature(logits, temperature: float):
         raise ValueError(f"temperature must be positive, got {temperature}")
     if isinstance(logits, torch.Tensor):
         return torch.softmax(logits / temperature, dim=-1)
+    from scipy.special import softmax
+
     return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
 
 
