@@ -64,17 +64,22 @@ def keep_files_seconds() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_KEEP_FILES_S
 
 
+def _float_setting(name: str, default: float) -> float:
+    """The number an environment variable holds, or `default` when it is unset or not a number."""
+    text = os.environ.get(name, "").strip()
+    try:
+        return float(text) if text else default
+    except ValueError:
+        return default
+
+
 DEFAULT_UPLOAD_QUOTA_MB = 512  # gradio's upload folder, all visitors together (a file is at most 20 MB)
 
 
 def upload_quota_bytes() -> int:
     """What gradio's upload folder may hold, all clients together (AUDIENCE_UPLOAD_QUOTA_MB, default 512);
     an upload that would pass it is answered 413."""
-    text = os.environ.get("AUDIENCE_UPLOAD_QUOTA_MB", "").strip()
-    try:
-        megabytes = float(text) if text else DEFAULT_UPLOAD_QUOTA_MB
-    except ValueError:
-        megabytes = DEFAULT_UPLOAD_QUOTA_MB
+    megabytes = _float_setting("AUDIENCE_UPLOAD_QUOTA_MB", DEFAULT_UPLOAD_QUOTA_MB)
     if not megabytes > 0 or megabytes == float("inf"):
         megabytes = DEFAULT_UPLOAD_QUOTA_MB
     return int(megabytes * 1024 * 1024)
@@ -85,11 +90,7 @@ DEFAULT_SHUTDOWN_WAIT_S = 8.0  # a container gets about 10 s between SIGTERM and
 
 def shutdown_wait_seconds() -> float:
     """How long a stopping server waits for its training run to stop at a safe point (AUDIENCE_SHUTDOWN_WAIT_S)."""
-    text = os.environ.get("AUDIENCE_SHUTDOWN_WAIT_S", "").strip()
-    try:
-        seconds = float(text) if text else DEFAULT_SHUTDOWN_WAIT_S
-    except ValueError:
-        seconds = DEFAULT_SHUTDOWN_WAIT_S
+    seconds = _float_setting("AUDIENCE_SHUTDOWN_WAIT_S", DEFAULT_SHUTDOWN_WAIT_S)
     return seconds if 0 <= seconds <= 3600 else DEFAULT_SHUTDOWN_WAIT_S
 
 
@@ -98,11 +99,7 @@ DEFAULT_CACHE_GB = 8.0  # UTKFace at 128 px is 1.0 GB, Adience (19,487 faces) at
 
 def cache_max_bytes() -> int:
     """The size the image caches may take together (AUDIENCE_CACHE_GB, default 8); older ones are evicted."""
-    text = os.environ.get("AUDIENCE_CACHE_GB", "").strip()
-    try:
-        gigabytes = float(text) if text else DEFAULT_CACHE_GB
-    except ValueError:
-        gigabytes = DEFAULT_CACHE_GB
+    gigabytes = _float_setting("AUDIENCE_CACHE_GB", DEFAULT_CACHE_GB)
     return int(max(gigabytes, 0.0) * 1e9)
 
 

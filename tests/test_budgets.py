@@ -150,7 +150,7 @@ def test_faces_are_classified_in_forward_passes_of_bounded_pixels(tmp_path, monk
     save_checkpoint(tmp_path / "big-input", build_model("tiny", "age+gender"),
                     {"image_size": 512, "dataset": {"name": "audience-demo", "synthetic": True}})
     crops = [np.random.default_rng(i).integers(0, 256, (96, 80, 3), dtype=np.uint8) for i in range(12)]
-    with Predictor(tmp_path / "big-input.json") as predictor:
+    with Predictor(tmp_path / "big-input.json", runtime="torch") as predictor:  # the PyTorch forward, counted
         forwards = []
         model = predictor.model
         monkeypatch.setattr(predictor, "model", lambda batch: forwards.append(batch.shape[0]) or model(batch))
@@ -393,7 +393,7 @@ def test_a_served_model_with_larger_inputs_than_the_server_affords_gets_a_senten
         assert event == "complete" and data[-1] == (
             f"**Error:** Model huge-input classifies 1,024 px faces; this app serves models of at most "
             f"{MAX_SERVED_IMAGE_SIZE} px (their memory and time per face grow with the square of the size): use "
-            "scripts/predict.py for it."), data
+            "the command line (python -m audience.cli.predict) for it."), data
         assert predict(public, payload).startswith("No face found")  # the tiny model still answers
     finally:
         for suffix in (".json", ".safetensors"):

@@ -142,6 +142,7 @@ def read_status(run_dir: Path) -> dict:
         return {}
 
 
+@pytest.mark.slow  # a server and a training run: more than the fast tier's CPU budget
 def test_sigterm_stops_the_run_at_a_safe_point_releases_it_and_deletes_uploads(tmp_path, demo_root):
     server = public_server(tmp_path, demo_root, AUDIENCE_ALLOW_TRAINING="1", AUDIENCE_SHUTDOWN_WAIT_S="60")
     try:

@@ -39,15 +39,14 @@ def _answers(url: str) -> bool:
         return False
 
 
-MINIMAL_APP = """import os
-
-import gradio as gr
+# gradio's launch() takes its address and port from GRADIO_SERVER_NAME and GRADIO_SERVER_PORT, as app.py is given them
+MINIMAL_APP = """import gradio as gr
 
 with gr.Blocks() as demo:
     gr.Textbox()
 
 if __name__ == "__main__":
-    demo.launch(server_name=os.environ["GRADIO_SERVER_NAME"], server_port=int(os.environ["GRADIO_SERVER_PORT"]))
+    demo.launch()
 """
 
 

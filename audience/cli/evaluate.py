@@ -18,6 +18,7 @@ import sys
 import traceback
 
 from audience import settings
+from audience.cli.arguments import whole_number
 from audience.data.adience import IMAGE_MODES, N_FOLDS
 from audience.errors import AudienceError
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, POLICIES
@@ -25,15 +26,6 @@ from audience.train.evaluation import SPLITS
 
 MAX_BATCH_SIZE = 1024  # one batch of decoded images and activations must fit in memory
 
-
-def _batch_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:40]!r}") from None
-    if not 1 <= value <= MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_BATCH_SIZE}, not {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whole: classify each image as it is; detect: find the face and cut it with the "
                              "checkpoint's crop geometry, as the Predict path does; auto (default): detect when the "
                              "checkpoint records a crop and was trained on another dataset format")
-    parser.add_argument("--batch-size", type=_batch_size, default=64,
+    parser.add_argument("--batch-size", type=whole_number(1, MAX_BATCH_SIZE), default=64,
                         help=f"images per batch (default: 64; 1 to {MAX_BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -12,10 +12,10 @@ random inputs exceeds --tolerance, 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+from audience.cli.arguments import positive_finite
 from audience.errors import AudienceError
 from audience.publish.onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, export_onnx
 
@@ -25,22 +25,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("checkpoint", type=Path, help="the checkpoint's .json or .safetensors")
     parser.add_argument("--out", type=Path, help="the .onnx file to write (default: models/NAME.onnx, AUDIENCE_MODELS)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    parser.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
+    parser.add_argument("--tolerance", type=positive_finite, default=DEFAULT_TOLERANCE,
                         help=f"largest allowed |ONNX - PyTorch| logit difference (default: {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                         help="torch.onnx exporter (auto: dynamo when onnxscript is installed)")
     return parser.parse_args(argv)
 
-
-def _tolerance(text: str) -> float:
-    """A positive finite logit difference: NaN would fail every comparison, inf would pass any export."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, not {text[:40]!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text[:40]!r}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

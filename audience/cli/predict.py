@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from audience.cli.arguments import whole_number
 from audience.data.images import list_images
 from audience.errors import AudienceError
 from audience.faces.detector import FaceDetector
@@ -41,19 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--whole-image", action="store_true", help="each image is already a face crop: no detection")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored crop (twice the compute)")
     parser.add_argument("--detector", choices=("mediapipe", "haar"), default="mediapipe", help="face detector backend")
-    parser.add_argument("--max-faces", type=_max_faces, default=MAX_FACES, metavar="N",
+    parser.add_argument("--max-faces", type=whole_number(1, MAX_FACES_LIMIT, "between {low} and {high}"),
+                        default=MAX_FACES, metavar="N",
                         help=f"classify at most the N largest faces per image ({MAX_FACES}; at most {MAX_FACES_LIMIT})")
     return parser.parse_args(argv)
 
-
-def _max_faces(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:40]!r}") from None
-    if not 1 <= value <= MAX_FACES_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_FACES_LIMIT}, not {value}")
-    return value
 
 
 def _describe(record: dict) -> str:
