@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         images = images_to_explore(root, args.images)
         if images == "none" and args.labels_out:
             raise AudienceError(_no_label_file(args.data, has_images=image_folder_of(root) is not None))
+        data = read_dataset(root, policy=args.policy, images=images)
         if images != args.images:  # as the EDA tab does: a labels-only root is explored, not refused
+            # said once its labels were read: a root whose labels are bad gets only the one error sentence
             print(f"note: {args.data} has neither aligned/ nor faces/: reading its labels only (images 'none'); "
                   "image sizes and sample faces need a root with images.", file=notes)
-        data = read_dataset(root, policy=args.policy, images=images)
         if args.labels_out:
             count = write_label_file(data, args.labels_out)
             print(f"wrote {count} labels to {args.labels_out}", file=notes)
