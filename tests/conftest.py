@@ -161,6 +161,22 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _children_cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
+# A subprocess's CPU time is counted when it is reaped. A module's server (a module-scoped fixture) is reaped in
+# the teardown of the module's last test, which would be charged the server's whole life: the subprocesses that
+# end during a test's teardown are left out of its figure (its own CPU there still counts).
+_teardown_children: dict[str, float] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _teardown_children[item.nodeid] = _children_cpu_seconds()
+
+
 def _budget(config: pytest.Config) -> float:
     value = config.getoption("--cpu-budget")
     return CPU_BUDGET_S if value is None else value
@@ -179,6 +195,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     cpu0, wall0 = _started.pop(item.nodeid)
     cpu, wall = _cpu_seconds() - cpu0, time.perf_counter() - wall0
+    if item.nodeid in _teardown_children:
+        cpu -= _children_cpu_seconds() - _teardown_children.pop(item.nodeid)
     _cpu_used[item.nodeid] = (cpu, wall)
     budget = _budget(item.config)
     marked = item.get_closest_marker("slow") or item.get_closest_marker("browser")
@@ -193,7 +211,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if not _cpu_used:
         return
     top = sorted(_cpu_used.items(), key=lambda entry: -entry[1][0])[:15]
-    terminalreporter.section("most CPU time per test (setup + call + teardown, subprocesses included)")
+    terminalreporter.section("most CPU time per test (setup + call + teardown; subprocesses not reaped at teardown)")
     for nodeid, (cpu, wall) in top:
         terminalreporter.write_line(f"{cpu:8.2f}s CPU {wall:8.2f}s wall  {nodeid}")
     total = sum(cpu for cpu, _ in _cpu_used.values())
