@@ -91,9 +91,9 @@ class ConsoleErrors:
         assert not self.errors, "browser console errors:\n" + "\n".join(self.errors)
 
 
-@pytest.fixture(scope="module")
-def page(chromium, server):
-
+@contextlib.contextmanager
+def app_page(chromium, url: str):
+    """A page of a fresh headless Chromium profile at `url`, collecting its console errors."""
     with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         context = playwright.chromium.launch_persistent_context(
             profile, executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS,
@@ -102,10 +102,16 @@ def page(chromium, server):
         try:
             page = context.new_page()
             page.console_errors = ConsoleErrors(page)
-            page.goto(server.url)
+            page.goto(url)
             yield page
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def page(chromium, server):
+    with app_page(chromium, server.url) as page:
+        yield page
 
 
 def open_tab(page, name: str) -> None:

@@ -8,14 +8,13 @@ button is red only while a run trains. Screenshots go to <artifacts>/screenshots
 from __future__ import annotations
 
 import re
-import tempfile
 
 import numpy as np
 import pytest
 from fixtures.app_server import artifacts_dir, settle_job, shared_app_server
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
-from test_e2e_browser import CHROMIUM_FLAGS, ConsoleErrors, chromium, open_tab, screenshot  # noqa: F401
+from playwright.sync_api import expect
+from test_e2e_browser import app_page, chromium, open_tab, screenshot  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PLOTS = ".js-plotly-plot"
@@ -28,18 +27,8 @@ def server(request, tmp_path_factory, demo_root):
 
 @pytest.fixture(scope="module")
 def page(chromium, server):  # noqa: F811 - the chromium fixture imported above
-    with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)
-        try:
-            page = context.new_page()
-            page.console_errors = ConsoleErrors(page)
-            page.goto(server.url)
-            yield page
-        finally:
-            context.close()
+    with app_page(chromium, server.url) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
