@@ -16,7 +16,6 @@ from pathlib import Path
 from audience.errors import AudienceError
 from audience.files import write_json_atomic
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
-from audience.model.metadata import CheckpointMetadata
 from audience.settings import checkpoints_dir, models_dir
 
 log = logging.getLogger(__name__)
@@ -94,10 +93,6 @@ def save_default_choice(value: str) -> Path:
         raise AudienceError(f"Cannot store the default model in the models folder ({reason}).") from None
 
 
-def is_synthetic(metadata: CheckpointMetadata) -> bool:
-    return metadata.synthetic
-
-
 def find_default_checkpoint() -> Path | None:
     """The model served when none is named (the Predict tab's first pick, the predict command's default).
 
@@ -120,6 +115,6 @@ def find_default_checkpoint() -> Path | None:
             metadata = read_checkpoint_metadata(path)
         except AudienceError:
             continue  # a stray .json (README data, a broken save) is not a checkpoint
-        if not is_synthetic(metadata):
+        if not metadata.synthetic:
             real.append((not metadata.shipped, path))
     return min(real, key=lambda item: item[0])[1] if real else None  # min is stable: newest among equals

@@ -25,7 +25,7 @@ from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
 from audience.data.adience import N_FOLDS
 from audience.errors import AudienceError, quoted, shorten
 from audience.inputs import check_path
-from audience.model.catalog import is_synthetic, save_default_choice
+from audience.model.catalog import save_default_choice
 from audience.model.checkpoint import read_checkpoint_metadata
 from audience.publish.promote import checkpoints_table, promote_checkpoint
 from audience.registry import GLANCE_KEYS, LEAKY_LABEL, column_of
@@ -181,7 +181,7 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None, demo:
         fold = _fold_to_promote(run, fold)
         path = promote_checkpoint(run.path, int(fold), name=str(name or "").strip() or None)
         save_default_choice(path.name)
-        synthetic = is_synthetic(read_checkpoint_metadata(path))
+        synthetic = read_checkpoint_metadata(path).synthetic
     except AudienceError as error:
         gr.Warning(str(error))
         return f"**Not promoted:** {error}", checkpoints_table()

@@ -22,7 +22,6 @@ from audience.model import served as hub
 from audience.model.catalog import (
     find_default_checkpoint,
     find_served_checkpoint,
-    is_synthetic,
     read_default_choice,
 )
 from audience.model.checkpoint import METADATA_SUFFIX, read_checkpoint_metadata
@@ -172,7 +171,7 @@ def model_banner(name: str | None) -> str:
         metadata = read_checkpoint_metadata(path)
     except AudienceError as error:
         return f"**Error:** {error}{note}"
-    if is_synthetic(metadata):
+    if metadata.synthetic:
         chosen = (" It is the default model because you chose it ('Use this model' or 'Make default'); make "
                   "another model the default to stop serving it." if is_chosen_default(name) else "")
         return (f"**Warning: trained on synthetic demo data: predictions on real photos are meaningless.**{chosen}"
