@@ -4,9 +4,10 @@ view beside published numbers, and "Use this model" to serve a run's checkpoint 
 A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
 accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
-leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table): the
-copy goes to the user's models folder and becomes the default model. `/promote` and `/measure_latency`
-are refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1, like training.
+leakage chart, checkpoints table, per-group accuracy table of the chosen runs); `/promote` (run id, fold,
+name) -> (message, checkpoints table): the copy goes to the user's models folder and becomes the default
+model. `/promote` and `/measure_latency` are refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1,
+like training.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 104, 180]
 # promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, the GLANCE_KEYS accuracies, metrics on,
 # from run, problem (11 columns, which overflowed the accordion without widths)
 SERVED_COLUMN_WIDTHS = [214, 100, 104, 120, 56, 92, 70, 70, 80, 160, 110]
+# compare.group_accuracy_table: run, group, n, age exact %, age 1-off %, gender f/m %
+GROUP_COLUMN_WIDTHS = [214, 300, 64, 96, 96, 104]
+GROUP_NOTE = ("Test folds pooled, in percent: each age group's exact and 1-off accuracy, their mean over the groups "
+              "that have faces (*balanced*: the big 22-32 group cannot carry it), gender on women and on men (f/m "
+              "faces, the better of f and m), each race where the data records one (UTKFace) with the gap between "
+              "the best and the worst, and all faces. Runs scored before per-group accuracy was recorded show the "
+              "age groups their confusion matrix gives and say what is missing.")
 
 
 def _all_runs() -> list:
@@ -142,6 +150,7 @@ def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None,
         compare.leakage_table(runs),
         plots.plot_leakage(leakage),
         checkpoints_table(),
+        compare.group_accuracy_table(selected),
     )
 
 
@@ -249,6 +258,9 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
         fold_accuracy = gr.Plot(label="Accuracy per fold")
         curves = gr.Plot(label="Learning curves")
     per_class = gr.Plot(label="Age accuracy per class")
+    with gr.Accordion("Per-group accuracy of the charted runs (who the model fails)", open=True):
+        gr.Markdown(GROUP_NOTE)
+        groups = gr.Dataframe(interactive=False, wrap=True, column_widths=GROUP_COLUMN_WIDTHS)
     with gr.Row():
         detail = gr.Dropdown(label="Run for the confusion matrices and 'Use this model'", scale=3,
                              allow_custom_value=True)
@@ -271,7 +283,7 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
         leakage_plot = gr.Plot(label="Leakage")
 
     outputs = [message, table, chosen, detail, fold, fold_accuracy, curves, per_class, age_confusion,
-               gender_confusion, leakage, leakage_plot, served]
+               gender_confusion, leakage, leakage_plot, served, groups]
     inputs = [chosen, detail, fold, all_columns]
     refresh.click(compare_runs, inputs=inputs, outputs=outputs, api_name="compare")
     for control in (chosen, detail, fold):
