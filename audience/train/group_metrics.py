@@ -259,8 +259,8 @@ def group_table(metrics: dict | None) -> list[dict]:
                 scores.get("gender_acc_fm"))
         gap = metrics.get("race_gap") or {}
         row("race gap (best - worst)", None, *(gap.get(key) for key, _ in GROUP_COLUMNS))
-    row("all faces", metrics.get("age_n"), metrics.get("age_exact"), metrics.get("age_one_off"),
-        metrics.get("gender_acc_fm"))
+    row("all faces", metrics.get("age_n", metrics.get("n_age")), metrics.get("age_exact"),
+        metrics.get("age_one_off"), metrics.get("gender_acc_fm"))
     return rows
 
 
