@@ -351,8 +351,8 @@ def group_accuracy_table(runs: list) -> pd.DataFrame:
         metrics = run_group_metrics(run)
         cells = format_group_table(group_table(metrics))
         if not cells:
-            what = "run" if folds_done(run) else "run (no finished test fold yet)"
-            rows.append([run.run_id, NO_GROUP_DATA.format(what=what), "-", "-", "-", "-"])
+            why = NO_GROUP_DATA.format(what="run") if run.test_metrics else "no finished test fold yet"
+            rows.append([run.run_id, why, "-", "-", "-", "-"])
             continue
         rows += [[run.run_id, *row] for row in cells]
     return pd.DataFrame(rows, columns=list(GROUP_TABLE_COLUMNS))

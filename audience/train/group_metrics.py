@@ -266,7 +266,7 @@ def group_table(metrics: dict | None) -> list[dict]:
 
 NOT_RECORDED = "{what}: not recorded (scored before per-group accuracy)"
 NO_GROUP_DATA = ("no per-group figures: this {what} was scored before per-group accuracy was recorded "
-                 "(re-evaluate it with scripts/evaluate.py --json)")
+                 "(re-evaluate it with python -m audience.cli.evaluate ... --json)")
 
 
 def format_group_table(rows: list[dict], columns=None) -> list[list[str]]:
