@@ -72,7 +72,7 @@ def test_compute_metrics_adds_the_groups_on_the_f_m_protocol():
     # women: f (via f/m), m (wrong), f -> 2/3; men: m, f (wrong) -> 1/2
     assert metrics["gender_acc_female"] == pytest.approx(2 / 3) and metrics["gender_acc_male"] == pytest.approx(0.5)
     assert metrics["gender_per_class"][0] == pytest.approx(1 / 3)  # the f/m/u recall is unchanged
-    assert metrics["per_race"] is None and metrics["race_gap"] is None
+    assert "per_race" not in metrics and "race_gap" not in metrics  # only an evaluation given races has them
     json.dumps(metrics)
     without = compute_metrics([0], None, [0], None)
     assert without["balanced_age_exact"] is None and without["gender_acc_female"] is None
@@ -183,12 +183,13 @@ def test_the_compare_table_with_and_without_per_group_figures(tmp_path):
     assert "no finished test fold" in table[table["run"] == "empty"].iloc[0]["group"]
 
 
-def test_the_compare_tab_returns_the_per_group_table_last(tmp_path, monkeypatch):
+def test_the_compare_tab_returns_the_per_group_table_before_the_served_checkpoints(tmp_path, monkeypatch):
     from audience.ui import compare as compare_tab
 
     monkeypatch.setenv("AUDIENCE_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("AUDIENCE_CHECKPOINTS", raising=False)  # the shipped model: a row scored before the groups
-    groups = compare_tab.compare_runs()[-1]
+    groups = compare_tab.compare_runs()[-2]
+    assert list(groups.columns) == ["run", "group", "n", "age exact %", "age 1-off %", "gender f/m %"]
     shipped = groups[groups["run"] == "checkpoint:utkface-mobilenetv3"].set_index("group")
     assert shipped.loc["age 0-2", "n"] != "-" and shipped.loc["all faces", "age exact %"] != "-"
     assert any(group.startswith("women, men: not recorded") for group in shipped.index)

@@ -116,7 +116,7 @@ def score_predictions(age_true, age_pred, gender_true, gender_pred, race=None) -
     """The accuracies of hard predictions (a system that answers a class, not scores: the benchmark's
     peer), under the same definitions as compute_metrics: age_exact, age_one_off, n_age, gender_acc_fm
     (gender predictions are f or m), n_gender, the per-group keys of age_group_scores and
-    gender_group_scores, and per_race / race_gap (race_scores) when `race` is given.
+    gender_group_scores, and per_race / race_gap (race_scores) only when `race` is given.
     """
     age_true = _as_numpy(age_true).astype(np.int64).reshape(-1)
     age_pred = _as_numpy(age_pred).astype(np.int64).reshape(-1)
@@ -133,7 +133,6 @@ def score_predictions(age_true, age_pred, gender_true, gender_pred, race=None) -
         "n_gender": int(fm.sum()),
         **age_group_scores(age_true, age_pred),
         **gender_group_scores(gender_true[fm], gender_pred[fm]),
-        "per_race": None, "race_gap": None,
     }
     if race is not None:
         scores.update(race_scores(race, age_true, age_pred, gender_true, gender_pred))

@@ -128,10 +128,10 @@ def compute_metrics(age_true, age_prob, gender_true, gender_prob, race=None) -> 
     Per group (age_group_scores, gender_group_scores): age_per_class_n and age_per_class_one_off beside
     age_per_class, the balanced (mean over the age groups that have faces) exact and 1-off accuracies,
     and gender_acc_female / gender_acc_male on the f/m protocol. `race` (one name per row, None or ""
-    where unknown: UTKFace's race field) adds per_race and race_gap (race_scores); without it they are None.
+    where unknown: UTKFace's race field) adds the keys per_race and race_gap (race_scores; None when no row
+    has a race); without it they are absent, so the evaluations of Adience runs keep their keys.
     """
     metrics = {**_age_keys(age_true, age_prob), **_gender_keys(gender_true, gender_prob)}
-    metrics["per_race"], metrics["race_gap"] = None, None
     if race is not None:
         age_pred = _as_numpy(age_prob).argmax(axis=1) if age_prob is not None else None
         gender_pred = None

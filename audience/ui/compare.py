@@ -4,7 +4,7 @@ view beside published numbers, and "Use this model" to serve a run's checkpoint 
 A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
 accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
-leakage chart, checkpoints table, per-group accuracy table of the chosen runs); `/promote` (run id, fold,
+leakage chart, per-group accuracy table of the chosen runs, checkpoints table); `/promote` (run id, fold,
 name) -> (message, checkpoints table): the copy goes to the user's models folder and becomes the default
 model. `/promote` and `/measure_latency` are refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1,
 like training.
@@ -149,8 +149,8 @@ def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None,
         plots.plot_confusion(detail, "gender", fold_number),
         compare.leakage_table(runs),
         plots.plot_leakage(leakage),
-        checkpoints_table(),
         compare.group_accuracy_table(selected),
+        checkpoints_table(),
     )
 
 
@@ -283,7 +283,7 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
         leakage_plot = gr.Plot(label="Leakage")
 
     outputs = [message, table, chosen, detail, fold, fold_accuracy, curves, per_class, age_confusion,
-               gender_confusion, leakage, leakage_plot, served, groups]
+               gender_confusion, leakage, leakage_plot, groups, served]
     inputs = [chosen, detail, fold, all_columns]
     refresh.click(compare_runs, inputs=inputs, outputs=outputs, api_name="compare")
     for control in (chosen, detail, fold):
