@@ -104,12 +104,17 @@ def race_scores(race, age_true, age_pred, gender_true, gender_pred) -> dict:
         rows = names == name
         per_race[name] = _race_row(age_true[rows], None if age_pred is None else age_pred[rows],
                                    gender_true[rows], None if gender_pred is None else gender_pred[rows])
+    return {"per_race": per_race, "race_gap": _race_gap(per_race)}
+
+
+def _race_gap(per_race: dict) -> dict | None:
+    """Best minus worst race of each RACE_GAP_KEYS accuracy that two or more races have; None when none has."""
     gap = {}
     for key in RACE_GAP_KEYS:
         values = [row[key] for row in per_race.values() if row.get(key) is not None]
         if len(values) > 1:
             gap[key] = float(max(values) - min(values))
-    return {"per_race": per_race, "race_gap": gap or None}
+    return gap or None
 
 
 def score_predictions(age_true, age_pred, gender_true, gender_pred, race=None) -> dict:
@@ -137,8 +142,6 @@ def score_predictions(age_true, age_pred, gender_true, gender_pred, race=None) -
     if race is not None:
         scores.update(race_scores(race, age_true, age_pred, gender_true, gender_pred))
     return scores
-
-
 
 
 def age_groups_from_confusion(confusion) -> dict | None:
@@ -197,14 +200,14 @@ def pool_group_metrics(evaluations: list[dict]) -> dict:
             for key, count in (("gender_acc_female", "gender_n_female"), ("gender_acc_male", "gender_n_male")):
                 row[key], row[count] = _pooled([(r.get(key), r.get(count)) for r in rows])
             per_race[name] = row
-        pooled["per_race"] = per_race
-        gap = {}
-        for key in RACE_GAP_KEYS:
-            values = [row[key] for row in per_race.values() if row.get(key) is not None]
-            if len(values) > 1:
-                gap[key] = float(max(values) - min(values))
-        pooled["race_gap"] = gap or None
+        pooled["per_race"], pooled["race_gap"] = per_race, _race_gap(per_race)
     return pooled
+
+
+# What the per-group table says where a figure was not recorded (older runs and checkpoints).
+NOT_RECORDED = "{what}: not recorded (scored before per-group accuracy)"
+NO_GROUP_DATA = ("no per-group figures: this {what} was scored before per-group accuracy was recorded "
+                 "(re-evaluate it with python -m audience.cli.evaluate ... --json)")
 
 
 # The columns of the per-group table: its accuracies (fractions) and their headers.
@@ -261,11 +264,6 @@ def group_table(metrics: dict | None) -> list[dict]:
     row("all faces", metrics.get("age_n", metrics.get("n_age")), metrics.get("age_exact"),
         metrics.get("age_one_off"), metrics.get("gender_acc_fm"))
     return rows
-
-
-NOT_RECORDED = "{what}: not recorded (scored before per-group accuracy)"
-NO_GROUP_DATA = ("no per-group figures: this {what} was scored before per-group accuracy was recorded "
-                 "(re-evaluate it with python -m audience.cli.evaluate ... --json)")
 
 
 def format_group_table(rows: list[dict], columns=None) -> list[list[str]]:
