@@ -45,7 +45,9 @@ LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's numb
 RUN_COLUMN_WIDTHS = {
     "run": 162, "arch": 120, "task": 104, "protocol": 150, "dataset": 96, "state": 84, "folds": 64,
     column_of("age_exact"): 84, column_of("age_one_off"): 96, column_of("gender_acc"): 96,
-    column_of("gender_acc_fm"): 96, "age stable %": 84, "gender stable %": 84, "params (M)": 84,
+    column_of("gender_acc_fm"): 96, column_of("balanced_age_exact"): 96, column_of("balanced_age_one_off"): 96,
+    column_of("gender_acc_female"): 84, column_of("gender_acc_male"): 84, "age stable %": 84,
+    "gender stable %": 84, "params (M)": 84,
     "GFLOPs": 74, "CPU ms": 62, "train time": 72, column_of("age_ece"): 62, column_of("gender_ece"): 74,
     "latency source": 110, "problems": 160,
 }
@@ -248,7 +250,8 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
     latency_message = gr.Markdown()
     message = gr.Markdown()
     all_columns = gr.Checkbox(False, label="show all columns",
-                              info="also task, gender f/m/u, parameters, GFLOPs, CPU ms, calibration, problems")
+                              info="also task, gender f/m/u, balanced age, women, men, parameters, GFLOPs, CPU ms, "
+                                   "calibration, problems")
     table = gr.Dataframe(label="Runs (newest first)", interactive=False, wrap=True,
                          column_widths=[RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS])
     # allow_custom_value on the choosers: the handlers check every id against the runs folder themselves.
