@@ -340,3 +340,21 @@ def test_the_accuracy_benchmark_without_the_peer_says_so(tmp_path, monkeypatch):
     result = accuracy_benchmark(_tiny_checkpoint(tmp_path), _utkface_folder(tmp_path), split="all", log=lines.append)
     assert "not installed" in result["peer"]["error"] and result["audience"]["balanced_age_exact"] is not None
     assert any("no peer figures" in line for line in lines)
+
+
+def test_the_compare_table_pools_the_test_folds_of_a_run(tmp_path):
+    from audience.compare.tables import group_accuracy_table
+    from audience.train.runs import RunInfo
+
+    age_prob, gender_prob = _one_hot(R_AGE_PRED, 8), np.hstack([_one_hot(R_GENDER_PRED, 2), np.zeros((6, 1))])
+    races = np.array(RACE, dtype=object)
+    folds = {fold: {"metrics": compute_metrics(np.array(R_AGE_TRUE)[part], age_prob[part],
+                                               np.array(R_GENDER_TRUE)[part], gender_prob[part], race=races[part])}
+             for fold, part in ((0, slice(0, 3)), (1, slice(3, 6)))}
+    run = RunInfo(path=tmp_path / "two", run_id="two", config={"arch": "tiny", "folds": "0,1"},
+                  status={"state": "finished"}, summary={}, test_metrics=folds)
+    whole = _run_with(tmp_path, "whole", compute_metrics(R_AGE_TRUE, age_prob, R_GENDER_TRUE, gender_prob, race=RACE))
+    table = group_accuracy_table([run, whole])
+    pooled = table[table["run"] == "two"].drop(columns="run").reset_index(drop=True)
+    assert pooled.equals(table[table["run"] == "whole"].drop(columns="run").reset_index(drop=True))
+    assert pooled.set_index("group").loc["all faces", "age exact %"] == "66.7"
