@@ -176,15 +176,13 @@ def pool_group_metrics(evaluations: list[dict]) -> dict:
     pooled: dict = {}
     matrices = [np.asarray(e["age_confusion"]) for e in evaluations if e.get("age_confusion") is not None]
     if matrices and len({m.shape for m in matrices}) == 1:
-        groups = age_groups_from_confusion(np.sum(matrices, axis=0))
+        summed = np.sum(matrices, axis=0)
+        groups = age_groups_from_confusion(summed)
         if groups:
-            pooled.update(groups)
-            pooled["age_n"] = int(sum(groups["age_per_class_n"]))
-            pooled["age_exact"] = (float(np.trace(np.sum(matrices, axis=0)) / pooled["age_n"])
-                                   if pooled["age_n"] else None)
-            diag = np.sum(matrices, axis=0)
-            pooled["age_one_off"] = (float(sum(diag[g, max(0, g - 1):g + 2].sum() for g in range(len(diag)))
-                                           / pooled["age_n"]) if pooled["age_n"] else None)
+            total = int(summed.sum())
+            within_one = sum(summed[g, max(0, g - 1):g + 2].sum() for g in range(len(summed)))
+            pooled.update(groups, age_n=total, age_exact=float(np.trace(summed) / total) if total else None,
+                          age_one_off=float(within_one / total) if total else None)
     for key, count in (("gender_acc_fm", "gender_n_fm"), ("gender_acc_female", "gender_n_female"),
                        ("gender_acc_male", "gender_n_male")):
         if any(key in e for e in evaluations):
