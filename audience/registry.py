@@ -45,6 +45,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("age_per_class", "age per class", "age accuracy per age group", True, False, "age", per_group=True),
     Metric("gender_per_class", "gender per class", "gender accuracy per gender", True, False, "gender",
            per_group=True),
+    # Who the model fails (issue 18): the mean of the per-group age accuracies over the groups that have
+    # faces, and gender on women and on men (the f/m protocol, like gender_acc_fm).
+    Metric("balanced_age_exact", "age balanced", "age exact accuracy, mean of the age groups", True, True, "age"),
+    Metric("balanced_age_one_off", "age 1-off balanced", "age 1-off accuracy, mean of the age groups", True, True,
+           "age"),
+    Metric("gender_acc_female", "gender women", "gender accuracy of women (f/m)", True, True, "gender"),
+    Metric("gender_acc_male", "gender men", "gender accuracy of men (f/m)", True, True, "gender"),
+    Metric("age_per_class_one_off", "age 1-off per class", "age 1-off accuracy per age group", True, False, "age",
+           per_group=True),
 )
 METRIC_OF: dict[str, Metric] = {metric.key: metric for metric in METRICS}
 SCALAR_METRICS: tuple[Metric, ...] = tuple(metric for metric in METRICS if not metric.per_group)
@@ -69,8 +78,8 @@ GLANCE_KEYS: tuple[str, ...] = ("age_exact", "gender_acc_fm")
 REPORT_KEYS: tuple[str, ...] = ("age_exact", "gender_acc")
 # The keys one evaluation returns per head besides the registered metrics: counts and the confusion matrix.
 HEAD_DETAIL_KEYS: dict[str, tuple[str, ...]] = {
-    "age": ("age_confusion", "age_n"),
-    "gender": ("gender_confusion", "gender_n", "gender_n_fm"),
+    "age": ("age_confusion", "age_n", "age_per_class_n"),
+    "gender": ("gender_confusion", "gender_n", "gender_n_fm", "gender_n_female", "gender_n_male"),
 }
 
 

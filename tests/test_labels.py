@@ -121,10 +121,12 @@ def test_one_metric_table_feeds_the_summary_the_epoch_row_and_the_compare_column
 
     assert len({metric.key for metric in METRICS}) == len(METRICS)
     assert set(SUMMARY_KEYS) == {"age_exact", "age_one_off", "gender_acc", "gender_acc_fm", "age_ece", "gender_ece",
-                                 "age_f1", "gender_f1"}
+                                 "age_f1", "gender_f1", "balanced_age_exact", "balanced_age_one_off",
+                                 "gender_acc_female", "gender_acc_male"}
     assert {f"val_{key}" for key in ACCURACY_KEYS} <= set(METRICS_COLUMNS)
     assert [column_of(key) for key in ACCURACY_KEYS] == ["age exact %", "age 1-off %", "gender f/m/u %",
-                                                         "gender f/m %"]
+                                                         "gender f/m %", "age balanced %", "age 1-off balanced %",
+                                                         "gender women %", "gender men %"]
     assert [column_of(key) for key in ECE_KEYS] == ["age ECE", "gender ECE"]
     # What one evaluation returns and what the summary averages are the registry's keys, with or without a head.
     scored = compute_metrics([0, 1], [[0.9, 0.1] + [0] * 6, [0.1, 0.9] + [0] * 6], [0, 1], [[0.8, 0.2, 0],

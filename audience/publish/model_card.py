@@ -102,6 +102,21 @@ def _metrics_table(metadata: CheckpointMetadata) -> list[str]:
     return lines
 
 
+def _group_table(metadata: CheckpointMetadata) -> list[str]:
+    """Per-group accuracy of the checkpoint's own evaluation (group_metrics.group_table), beside the overall ones."""
+    from audience.train.group_metrics import GROUP_COLUMNS, NO_GROUP_DATA, format_group_table, group_table
+
+    cells = format_group_table(group_table(metadata.metrics or {}))
+    if not cells:
+        return ["Per-group accuracy: " + NO_GROUP_DATA.format(what="checkpoint") + "."]
+    lines = [f"Per-group accuracy on the same {metadata.metrics_on or '?'} set (fold {metadata.fold}), in percent; "
+             "*balanced* is the mean over the age groups that have faces, gender is on f/m faces:", "",
+             "| group | n | " + " | ".join(f"{title} %" for _, title in GROUP_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(GROUP_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return lines
+
+
 def _folds_table(summary: dict | None) -> list[str]:
     if not summary:
         return ["The run's cv_summary.json was not found, so only this checkpoint's own metrics are shown."]
@@ -276,6 +291,8 @@ def build_model_card(metadata: CheckpointMetadata, summary: dict | None, repo_id
         "",
         "## Results",
         *_metrics_table(metadata),
+        "",
+        *_group_table(metadata),
         "",
         *_stability(metadata),
         "",

@@ -17,6 +17,7 @@ from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.data.splits import fold_rows, labelled_mask
 from audience.errors import AudienceError, quoted
+from audience.labels import AGE_CLASSES
 from audience.model.checkpoint import load_checkpoint_model, read_checkpoint_metadata
 from audience.model.metadata import CheckpointMetadata, DatasetInfo
 from audience.registry import EVALUATE_KEYS
@@ -30,11 +31,13 @@ from audience.train.metrics import (
 )
 
 
-def calibrate_heads(val: dict, test: dict, heads: tuple[str, ...], calibrate: bool = True) -> tuple[dict, dict, dict]:
+def calibrate_heads(val: dict, test: dict, heads: tuple[str, ...], calibrate: bool = True,
+                    race=None) -> tuple[dict, dict, dict]:
     """Temperatures chosen on the validation logits (metrics.choose_temperature), the calibrated test
     metrics, and per head what was done with the ECE before and after.
 
-    `val` and `test` are loop.predict_logits results. Returns (temperature {head: T}, compute_metrics of
+    `val` and `test` are loop.predict_logits results; `race` (one name per test row, UTKFace) adds the
+    accuracy per race to the metrics. Returns (temperature {head: T}, compute_metrics of
     the test set, calibration {head: choose_temperature's dict + test/val ECE before and after}).
     """
     temperature, calibration, probabilities = {}, {}, {}
@@ -57,7 +60,7 @@ def calibrate_heads(val: dict, test: dict, heads: tuple[str, ...], calibrate: bo
             "val_ece_after": expected_calibration_error(softmax_with_temperature(val[head], t), true_val),
         }
     metrics = compute_metrics(test["age_true"], probabilities.get("age"), test["gender_true"],
-                              probabilities.get("gender"))
+                              probabilities.get("gender"), race=race)
     return temperature, metrics, calibration
 
 
@@ -91,6 +94,23 @@ def _warnings(metadata: CheckpointMetadata, fold: int, data) -> list[str]:
 
 
 SPLITS: tuple[str, ...] = ("fold", "all")
+
+
+def group_fields(metrics: dict) -> dict:
+    """The per-group fields of an evaluation's result, from compute_metrics' metrics: age_per_class
+    ({group: {"n", "exact", "one_off"}} in labels.AGE_CLASSES order; a group without a face has n 0 and None
+    accuracies), balanced_age_exact and balanced_age_one_off (the means over the groups with faces),
+    gender_acc_female and gender_acc_male (the f/m protocol) with their counts, and per_race / race_gap
+    (None unless the data has a race field, as UTKFace has)."""
+    counts = metrics.get("age_per_class_n")
+    age_per_class = None
+    if counts is not None:
+        age_per_class = {name: {"n": counts[i], "exact": metrics["age_per_class"][i],
+                                "one_off": metrics["age_per_class_one_off"][i]} for i, name in enumerate(AGE_CLASSES)}
+    return {"age_per_class": age_per_class,
+            **{key: metrics.get(key) for key in ("balanced_age_exact", "balanced_age_one_off", "gender_acc_female",
+                                                 "gender_acc_male", "gender_n_female", "gender_n_male", "per_race",
+                                                 "race_gap")}}
 
 
 def evaluation_rows(data, split: str, fold: int | None, task: str) -> np.ndarray:
@@ -150,8 +170,8 @@ def evaluate_checkpoint(
     The label policy defaults to the checkpoint's; the image folder is `auto` (the data root decides)
     unless given. Its stored temperatures calibrate the probabilities. Returns {"checkpoint", "data",
     "fold", "split", "n", "policy", "images", "temperature", "metrics" (compute_metrics),
-    "ece_uncalibrated", "warnings", and the headline fractions age_exact, age_one_off, gender_acc with
-    the counts they are over, n_age and n_gender}.
+    "ece_uncalibrated", "warnings", the headline fractions age_exact, age_one_off, gender_acc with
+    the counts they are over, n_age and n_gender, and the per-group fields of group_fields}.
 
     `face_crop` (image -> face crop; the predict stage's detector with the checkpoint's crop geometry)
     re-cuts each image the way the Predict path would, for data framed unlike the training images
@@ -187,8 +207,9 @@ def evaluate_checkpoint(
     predicted = predict_logits(model, loader, target)
     temperature = dict(metadata.temperatures)
     probabilities = {head: softmax_with_temperature(predicted[head], temperature[head]) for head in heads}
+    race = data.faces["race"].to_numpy()[rows] if "race" in data.faces.columns else None
     metrics = compute_metrics(predicted["age_true"], probabilities.get("age"), predicted["gender_true"],
-                              probabilities.get("gender"))
+                              probabilities.get("gender"), race=race)
     uncalibrated = {head: expected_calibration_error(softmax_with_temperature(predicted[head], 1.0),
                                                      predicted[f"{head}_true"]) for head in heads}
     notes = _warnings(metadata, fold if split == "fold" else None, data)
@@ -198,7 +219,7 @@ def evaluate_checkpoint(
                 for head in ("age", "gender")}
     return {
         **{key: metrics[key] for key in EVALUATE_KEYS},
-        "n_age": labelled["age"], "n_gender": labelled["gender"], "split": split,
+        "n_age": labelled["age"], "n_gender": labelled["gender"], **group_fields(metrics), "split": split,
         "crop": "whole image" if face_crop is None else "detected face, cut with the checkpoint's crop geometry",
         "checkpoint": str(checkpoint), "data": str(data.root), "dataset": data.name, "fold": fold,
         "n": int(len(rows)), "policy": policy, "images": data.images, "arch": metadata.arch,

@@ -1,5 +1,6 @@
 """Evaluation metrics: exact and one-off age accuracy, gender accuracy (f/m/u and f/m only),
-macro F1, confusion matrices, calibration (ECE, temperature scaling) and the cross-validation summary.
+macro F1, confusion matrices, per-group accuracy (each age group, women and men, each race where the
+data has one), calibration (ECE, temperature scaling) and the cross-validation summary.
 
 Pure functions of arrays; every result is JSON-serialisable (plain floats, ints, lists, None).
 Class index -1 (labels.NO_CLASS) means "no label" and is ignored by each head separately.
@@ -14,9 +15,7 @@ import torch
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 from audience.registry import SUMMARY_KEYS, keys_of_head
-
-# The classes of the f/m-only gender accuracy, the benchmark's binary protocol.
-FM_CLASSES = (GENDER_CLASSES.index("f"), GENDER_CLASSES.index("m"))
+from audience.train.group_metrics import FM_CLASSES, age_group_scores, gender_group_scores, race_scores
 
 # A temperature outside this range fits noise or a broken model, not miscalibration (a 1-epoch demo run
 # fitted 0.11 on 40 validation images and doubled the test ECE); fits beyond it are clamped to it.
@@ -84,6 +83,7 @@ def _age_keys(age_true, age_prob) -> dict:
     head = _head_metrics(age_true, age_prob, len(AGE_CLASSES))
     one_off = float(np.mean(np.abs(head["pred"] - head["true"]) <= 1)) if head["n"] else None
     return {
+        **age_group_scores(head["true"], head["pred"]),
         "age_exact": head["acc"],
         "age_one_off": one_off,
         "age_f1": head["f1"],
@@ -111,10 +111,11 @@ def _gender_keys(gender_true, gender_prob) -> dict:
         "gender_n": head["n"],
         "gender_n_fm": int(fm_rows.sum()),
         "gender_ece": head["ece"],
+        **gender_group_scores(head["true"][fm_rows], fm_pred if fm_pred is not None else np.zeros(0, dtype=np.int64)),
     }
 
 
-def compute_metrics(age_true, age_prob, gender_true, gender_prob) -> dict:
+def compute_metrics(age_true, age_prob, gender_true, gender_prob, race=None) -> dict:
     """All metrics of one evaluation.
 
     *_true: class indices (-1 = no label, ignored for that head); *_prob: (N, classes) probabilities
@@ -123,8 +124,22 @@ def compute_metrics(age_true, age_prob, gender_true, gender_prob) -> dict:
     the true class; per_class lists recall (None for a class without rows). age_one_off counts
     predictions at most one class index away. gender_acc_fm uses only rows labelled f or m and the
     argmax over the f and m scores.
+
+    Per group (age_group_scores, gender_group_scores): age_per_class_n and age_per_class_one_off beside
+    age_per_class, the balanced (mean over the age groups that have faces) exact and 1-off accuracies,
+    and gender_acc_female / gender_acc_male on the f/m protocol. `race` (one name per row, None or ""
+    where unknown: UTKFace's race field) adds the keys per_race and race_gap (race_scores; None when no row
+    has a race); without it they are absent, so the evaluations of Adience runs keep their keys.
     """
-    return {**_age_keys(age_true, age_prob), **_gender_keys(gender_true, gender_prob)}
+    metrics = {**_age_keys(age_true, age_prob), **_gender_keys(gender_true, gender_prob)}
+    if race is not None:
+        age_pred = _as_numpy(age_prob).argmax(axis=1) if age_prob is not None else None
+        gender_pred = None
+        if gender_prob is not None:
+            columns = list(FM_CLASSES)
+            gender_pred = np.asarray(columns)[_as_numpy(gender_prob)[:, columns].argmax(axis=1)]
+        metrics.update(race_scores(race, age_true, age_pred, gender_true, gender_pred))
+    return metrics
 
 
 def expected_calibration_error(prob, true, n_bins: int = 15) -> float | None:

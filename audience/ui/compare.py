@@ -4,9 +4,10 @@ view beside published numbers, and "Use this model" to serve a run's checkpoint 
 A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
 accuracy, learning curves, per-class accuracy, age confusion, gender confusion, leakage table,
-leakage chart, checkpoints table); `/promote` (run id, fold, name) -> (message, checkpoints table): the
-copy goes to the user's models folder and becomes the default model. `/promote` and `/measure_latency`
-are refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1, like training.
+leakage chart, per-group accuracy table of the chosen runs, checkpoints table); `/promote` (run id, fold,
+name) -> (message, checkpoints table): the copy goes to the user's models folder and becomes the default
+model. `/promote` and `/measure_latency` are refused on a public deployment unless AUDIENCE_ALLOW_TRAINING=1,
+like training.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ LATENCY_NOTE = ("CPU ms (per face, under 'show all columns'): the trainer's numb
 RUN_COLUMN_WIDTHS = {
     "run": 162, "arch": 120, "task": 104, "protocol": 150, "dataset": 96, "state": 84, "folds": 64,
     column_of("age_exact"): 84, column_of("age_one_off"): 96, column_of("gender_acc"): 96,
-    column_of("gender_acc_fm"): 96, "age stable %": 84, "gender stable %": 84, "params (M)": 84,
+    column_of("gender_acc_fm"): 96, column_of("balanced_age_exact"): 96, column_of("balanced_age_one_off"): 96,
+    column_of("gender_acc_female"): 84, column_of("gender_acc_male"): 84, "age stable %": 84,
+    "gender stable %": 84, "params (M)": 84,
     "GFLOPs": 74, "CPU ms": 62, "train time": 72, column_of("age_ece"): 62, column_of("gender_ece"): 74,
     "latency source": 110, "problems": 160,
 }
@@ -56,6 +59,13 @@ LEAKAGE_COLUMN_WIDTHS = [210, 120, 200, 120, 104, 104, 104, 104, 180]
 # promote.checkpoints_table: checkpoint, arch, task, protocol, fold, data, the GLANCE_KEYS accuracies, metrics on,
 # from run, problem (11 columns, which overflowed the accordion without widths)
 SERVED_COLUMN_WIDTHS = [214, 100, 104, 120, 56, 92, 70, 70, 80, 160, 110]
+# compare.group_accuracy_table: run, group, n, age exact %, age 1-off %, gender f/m %
+GROUP_COLUMN_WIDTHS = [214, 300, 64, 96, 96, 104]
+GROUP_NOTE = ("Test folds pooled, in percent: each age group's exact and 1-off accuracy, their mean over the groups "
+              "that have faces (*balanced*: the big 22-32 group cannot carry it), gender on women and on men (f/m "
+              "faces, the better of f and m), each race where the data records one (UTKFace) with the gap between "
+              "the best and the worst, and all faces. Runs scored before per-group accuracy was recorded show the "
+              "age groups their confusion matrix gives and say what is missing.")
 
 
 def _all_runs() -> list:
@@ -141,6 +151,7 @@ def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None,
         plots.plot_confusion(detail, "gender", fold_number),
         compare.leakage_table(runs),
         plots.plot_leakage(leakage),
+        compare.group_accuracy_table(selected),
         checkpoints_table(),
     )
 
@@ -239,7 +250,8 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
     latency_message = gr.Markdown()
     message = gr.Markdown()
     all_columns = gr.Checkbox(False, label="show all columns",
-                              info="also task, gender f/m/u, parameters, GFLOPs, CPU ms, calibration, problems")
+                              info="also task, gender f/m/u, balanced age, women, men, parameters, GFLOPs, CPU ms, "
+                                   "calibration, problems")
     table = gr.Dataframe(label="Runs (newest first)", interactive=False, wrap=True,
                          column_widths=[RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS])
     # allow_custom_value on the choosers: the handlers check every id against the runs folder themselves.
@@ -249,6 +261,9 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
         fold_accuracy = gr.Plot(label="Accuracy per fold")
         curves = gr.Plot(label="Learning curves")
     per_class = gr.Plot(label="Age accuracy per class")
+    with gr.Accordion("Per-group accuracy of the charted runs (who the model fails)", open=True):
+        gr.Markdown(GROUP_NOTE)
+        groups = gr.Dataframe(interactive=False, wrap=True, column_widths=GROUP_COLUMN_WIDTHS)
     with gr.Row():
         detail = gr.Dropdown(label="Run for the confusion matrices and 'Use this model'", scale=3,
                              allow_custom_value=True)
@@ -271,7 +286,7 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
         leakage_plot = gr.Plot(label="Leakage")
 
     outputs = [message, table, chosen, detail, fold, fold_accuracy, curves, per_class, age_confusion,
-               gender_confusion, leakage, leakage_plot, served]
+               gender_confusion, leakage, leakage_plot, groups, served]
     inputs = [chosen, detail, fold, all_columns]
     refresh.click(compare_runs, inputs=inputs, outputs=outputs, api_name="compare")
     for control in (chosen, detail, fold):
