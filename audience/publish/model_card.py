@@ -106,7 +106,7 @@ def _group_table(metadata: CheckpointMetadata) -> list[str]:
     """Per-group accuracy of the checkpoint's own evaluation (group_metrics.group_table), beside the overall ones."""
     from audience.train.group_metrics import GROUP_COLUMNS, NO_GROUP_DATA, format_group_table, group_table
 
-    cells = format_group_table(group_table(metadata.metrics or {}))
+    cells = format_group_table(group_table(metadata.metrics.as_dict() if metadata.metrics is not None else {}))
     if not cells:
         return ["Per-group accuracy: " + NO_GROUP_DATA.format(what="checkpoint") + "."]
     lines = [f"Per-group accuracy on the same {metadata.metrics_on or '?'} set (fold {metadata.fold}), in percent; "
