@@ -12,6 +12,7 @@ once. A writer that changes a checkpoint starts from `as_json()`, the JSON objec
 from __future__ import annotations
 
 import copy
+import math
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -139,6 +140,15 @@ class CheckpointMetadata(BaseModel):
     train_config: Any = None
     promoted_from: Any = None
     shipped: Any = None
+    # The age head (audience.model.network): "groups" (8 logits) or "years" (one per year 0-100 summed into the
+    # groups with `gap_rule`); checkpoints made before it existed have groups heads.
+    age_head: Literal["groups", "years"] = "groups"
+    gap_rule: Literal["split", "lower", "upper"] = "split"
+    age_sigma: Annotated[FiniteFloat, Field(gt=0)] | None = None
+    # The age prior correction (audience.train.prior): tau * log(age_prior) is subtracted from the age scores.
+    age_prior: Annotated[list[Annotated[FiniteFloat, Field(gt=0)]], Field(min_length=8, max_length=8)] | None = None
+    prior_tau: Annotated[FiniteFloat, Field(ge=0, le=2)] | None = None
+    prior_choice: Any = None
     _json: dict = PrivateAttr(default_factory=dict)
 
     @property
@@ -163,6 +173,14 @@ class CheckpointMetadata(BaseModel):
         """How Predict turns a face for this model (`alignment`), or None: faces are cut unturned.
         AudienceError for a recorded value that is not a fraction."""
         return alignment_of(self._json)
+
+    @property
+    def age_adjustment(self) -> list[float] | None:
+        """What the network subtracts from the age scores (tau * log prior), or None: no correction."""
+        if not self.age_prior or not self.prior_tau:
+            return None
+        total = sum(self.age_prior)
+        return [self.prior_tau * math.log(p / total) for p in self.age_prior]
 
     @property
     def synthetic(self) -> bool:
