@@ -27,7 +27,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 

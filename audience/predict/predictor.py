@@ -22,9 +22,9 @@ from audience.faces.align import cut_face
 from audience.faces.crop_geometry import DEFAULT_GEOMETRY
 from audience.faces.detector import Face, FaceDetector, reading_order
 from audience.labels import CLASSES_OF_HEAD, HEADS
+from audience.model.age_years import expected_age
 from audience.model.checkpoint import load_checkpoint
 from audience.model.metadata import CheckpointMetadata
-from audience.model.age_years import expected_age
 from audience.model.network import YEARS_OUTPUT
 from audience.model.runtime import onnx_forward
 
@@ -95,6 +95,14 @@ class FacePrediction:
 
     def label_of(self, head: str) -> str | None:
         return self.age_label if head == "age" else self.gender_label
+
+    def shown_label(self, head: str) -> str | None:
+        """The head's label as a person reads it: the age group, with the age in years beside it when the model
+        has a years head ("22-32, about 27"); the group stays the answer."""
+        label = self.label_of(head)
+        if head == "age" and label is not None and self.age_years is not None:
+            return f"{label}, about {self.age_years:.0f}"
+        return label
 
     def to_dict(self) -> dict:
         """Plain JSON: box, score, age/gender {label, probs by class name} (None for a missing head), uncertain."""

@@ -51,8 +51,8 @@ from audience.train.loop import (
     train_epoch,
 )
 from audience.train.metrics import compute_metrics
-from audience.train.prior import age_head_metadata, choose_tau, prior_adjustment, prior_metadata, training_prior
 from audience.train.prepare import build_cache_for, resolve_config
+from audience.train.prior import age_head_metadata, choose_tau, prior_adjustment, prior_metadata, training_prior
 from audience.train.runs import read_epochs, write_epochs
 
 STATE_FORMAT = 1
