@@ -72,7 +72,7 @@ def test_level_turns_the_face_about_the_plain_crops_centre(detector, level_face)
     crop, box = cut_face(tilted, face, DEFAULT_GEOMETRY, Alignment(method="level"))
     assert abs(eye_angle(detector.detect(crop)[0])) < 4.0
     assert box == plain_box  # the same square, turned: the face away from the edges keeps its framing
-    assert alignment_of({"alignment": {"method": "level"}}) == Alignment(method="level")
+    assert alignment_of({"method": "level"}) == Alignment(method="level")
 
 
 def test_without_alignment_the_crop_is_todays_bit_for_bit(detector, level_face):
@@ -195,14 +195,14 @@ def _minimal() -> dict:
                                     {"method": "eyes", "eye_x": "mid", "eye_y": 0.4}, [0.5, 0.4]])
 def test_a_malformed_alignment_record_is_one_sentence(record):
     with pytest.raises(AudienceError, match="alignment"):
-        alignment_of({"alignment": record})
+        alignment_of(record)
     with pytest.raises(AudienceError, match="alignment"):
         check_checkpoint_metadata({**_minimal(), "alignment": record}, "x.json")
 
 
 def test_eyes_without_their_place_is_refused():
     with pytest.raises(AudienceError, match="alignment.eye_x"):
-        alignment_of({"alignment": {"method": "eyes", "eye_y": 0.4}})
+        alignment_of({"method": "eyes", "eye_y": 0.4})
 
 
 def test_the_schema_checks_the_stability_block():

@@ -112,7 +112,7 @@ def test_defaults_fill_absent_metadata(tmp_path):
     metadata = read_checkpoint_metadata(tmp_path / "bare.json")
     assert metadata.image_size == 64 and len(metadata.mean) == 3
     assert metadata.temperature == {"age": 1.0, "gender": 1.0}
-    assert metadata.fold is None and metadata.metrics == {}
+    assert metadata.fold is None and metadata.metrics.as_dict() == {}
 
 
 def test_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):

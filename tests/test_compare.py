@@ -215,7 +215,7 @@ def test_promote_copies_the_best_checkpoint_under_a_readable_name(tmp_path):
     assert path.name == "tiny-age-gender-folds-fold0-20260101-093128-demo.json"
     model, _, meta = load_checkpoint(path)  # loads, checksum verified
     source_sha = json.loads((run / "fold0" / "best.json").read_text(encoding="utf-8"))["weights"]["sha256"]
-    assert meta.promoted_from == {"run": run.name, "fold": 0, "sha256": source_sha}
+    assert meta.promoted_from.as_dict() == {"run": run.name, "fold": 0, "sha256": source_sha}
     assert meta.weights.dtype == "float32" and "shipped" not in meta.as_json()
     assert meta.weights.file == path.stem + ".safetensors"
     assert promote_checkpoint(run, 0, checkpoints_dir=served) == path  # same weights: no second copy
@@ -239,7 +239,7 @@ def test_promote_in_float16_halves_the_file_and_predicts_the_same(tmp_path):
     model_full, transform, _ = load_checkpoint(full)
     model_half, _, meta = load_checkpoint(half)  # checksum of the float16 file verified, loaded as float32
     assert meta.weights.dtype == "float16" and next(model_half.parameters()).dtype == torch.float32
-    assert meta.training["commands"] == ["python scripts/train.py --data demo"] and meta.shipped is True
+    assert meta.training.commands == ["python scripts/train.py --data demo"] and meta.shipped is True
     torch.manual_seed(0)
     batch = torch.rand(6, 3, 32, 32)
     with torch.no_grad():

@@ -88,7 +88,7 @@ def test_round_trip_through_the_checkpoint_into_predict(tmp_path, astronaut, fac
 @pytest.mark.parametrize("crop", [{"margin": "wide"}, {"margin": 9.0}, {"shift_x": float("nan")}, [0.2], 5])
 def test_a_malformed_crop_record_is_one_sentence(tmp_path, crop):
     with pytest.raises(AudienceError, match="crop"):
-        crop_geometry_of({"crop": crop})
+        crop_geometry_of(crop)
 
 
 def test_shift_moves_the_square_by_box_sizes():
@@ -99,7 +99,7 @@ def test_shift_moves_the_square_by_box_sizes():
 def test_face_cropper_cuts_what_predict_cuts(tmp_path, astronaut, face_box):
     from audience.faces.align import face_cropper
 
-    tight = {"crop": {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}}
+    tight = {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.1}
     with FaceDetector() as detector:
         crop = face_cropper(crop_geometry_of(tight), None, detector)(astronaut)
         whole = face_cropper(DEFAULT_GEOMETRY, None, detector)(np.full((64, 64, 3), 128, dtype=np.uint8))  # no face

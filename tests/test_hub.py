@@ -236,7 +236,7 @@ def test_push_dry_run_writes_a_loadable_repo_and_refuses_damage(tmp_path, capsys
     _, _, metadata = load_checkpoint(out / "model.json")  # the sha256 still matches the copied weights
     assert metadata.weights.file == "model.safetensors"
     # the training machine's folders are not published, only their names
-    assert metadata.train_config == {"data": "adience", "out": "runs", "cache_dir": None, "arch": "tiny"}
+    assert metadata.train_config.as_dict() == {"data": "adience", "out": "runs", "cache_dir": None, "arch": "tiny"}
     assert "/home/alice" not in (out / "model.json").read_text() + (out / "README.md").read_text()
 
     capsys.readouterr()

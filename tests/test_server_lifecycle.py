@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from fixtures.app_server import start_app_server
 from test_api_inputs import call_named
 
 from audience.train.run_lock import OWNER_FILE, claim_run, release_run, run_owner
-from audience.ui.request_limit import QUOTA_FULL
+from audience.ui.request_limit import QUOTA_FULL, UploadQuota
 from audience.ui.uploads import folder_bytes, sweep_uploads
 
 QUOTA_MB = 2
@@ -58,6 +59,115 @@ def test_the_sweep_deletes_old_files_only_and_empty_folders(tmp_path):
     assert sweep_uploads(600, keep=[str(kept)], folder=tmp_path) == 1
     assert not old.exists() and not old.parent.exists() and new.exists() and kept.exists()
     assert folder_bytes(tmp_path) == 20
+
+
+def upload_scope(size: int) -> dict:
+    return {"type": "http", "method": "POST", "path": "/gradio_api/upload",
+            "headers": [(b"content-length", str(size).encode())]}
+
+
+async def call_asgi(app, scope: dict) -> int:
+    """The status `app` answers to `scope` (an empty body; the quota judges by Content-Length)."""
+    statuses: list[int] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+def test_an_upload_that_lands_while_the_quota_walks_the_folder_still_counts(tmp_path):
+    """The race behind a flaky concurrent-clients test: upload B's check walks the folder while upload A
+    finishes. The walk misses A's file (it was not there yet when walked) and A's reservation is gone by the
+    time the walk ends, so B was let in past the quota. Here the walk is held open while A lands."""
+    size = 1000
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "photo.png").write_bytes(b"x" * size)  # one upload already on disk
+    walked, walk_may_end = threading.Event(), threading.Event()
+
+    class HeldWalk(UploadQuota):
+        hold = False
+
+        def _used(self) -> int:
+            used = super()._used()  # the real count of the folder
+            if self.hold:
+                walked.set()
+                assert walk_may_end.wait(WAIT_S)
+            return used
+
+    async def scenario() -> tuple[int, int]:
+        a_may_land = asyncio.Event()
+
+        async def gradio(scope, receive, send):  # stores the upload in its own folder, then answers
+            if scope["path"].endswith("/upload") and not quota.hold:
+                await a_may_land.wait()
+            target = tmp_path / f"upload-{len(list(tmp_path.iterdir()))}"
+            target.mkdir()
+            (target / "photo.png").write_bytes(b"y" * size)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"[]"})
+
+        quota = HeldWalk(gradio, quota_bytes=size * 5 // 2, folder=tmp_path)  # two uploads fit, a third does not
+        upload_a = asyncio.create_task(call_asgi(quota, upload_scope(size)))
+        while quota.reserved != size:  # A is accepted and still arriving
+            await asyncio.sleep(0.01)
+        quota.hold = True
+        upload_b = asyncio.create_task(call_asgi(quota, upload_scope(size)))
+        assert await asyncio.to_thread(walked.wait, WAIT_S)  # B's walk has counted the folder: A is not there
+        a_may_land.set()
+        status_a = await upload_a  # A lands and gives its reservation back while B's walk is still open
+        assert quota.reserved == 0
+        walk_may_end.set()
+        return status_a, await upload_b
+
+    status_a, status_b = asyncio.run(scenario())
+    assert status_a == 200
+    assert status_b == 413  # the earlier upload, A and B would be three
+    assert folder_bytes(tmp_path) == 2 * size
+
+
+def test_an_upload_keeps_its_reservation_until_its_background_move_has_landed(tmp_path):
+    """gradio's upload route may move a file into the folder in a background task, after its answer went
+    out; starlette runs that task inside the app call, so the reservation lasts until the file is there."""
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    size = 1000
+    seen_during_move: list[int] = []
+
+    async def scenario() -> list[int]:
+        move_may_run, answered = asyncio.Event(), asyncio.Event()
+
+        async def move(target: Path) -> None:
+            answered.set()
+            await move_may_run.wait()
+            seen_during_move.append(quota.reserved)
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(b"z" * size)
+
+        async def upload(request):
+            return JSONResponse([], background=BackgroundTask(move, tmp_path / "moved" / "photo.png"))
+
+        quota = UploadQuota(Starlette(routes=[Route("/gradio_api/upload", upload, methods=["POST"])]),
+                            quota_bytes=size * 3 // 2, folder=tmp_path)  # one upload fits, two do not
+        first = asyncio.create_task(call_asgi(quota, upload_scope(size)))
+        await answered.wait()  # the answer went out; the file is not in the folder yet
+        assert folder_bytes(tmp_path) == 0
+        while_moving = await call_asgi(quota, upload_scope(size))
+        move_may_run.set()
+        statuses = [await first, while_moving, await call_asgi(quota, upload_scope(size))]
+        (tmp_path / "moved" / "photo.png").unlink()  # the cleaner deletes it: the space comes back
+        return [*statuses, await call_asgi(quota, upload_scope(size))]
+
+    assert asyncio.run(scenario()) == [200, 413, 413, 200]
+    assert seen_during_move == [size, size]  # each move ran while its own upload was still reserved
 
 
 # --- over raw HTTP ----------------------------------------------------------------------------------------
@@ -104,7 +214,8 @@ def test_uploads_past_the_quota_get_413_and_one_sentence(quota_server):
     assert quota_server.alive()
 
 
-def test_concurrent_clients_cannot_pass_the_quota_together(quota_server):
+@pytest.mark.parametrize("round_", range(3))  # a race: several rounds (the deterministic check is the one above)
+def test_concurrent_clients_cannot_pass_the_quota_together(quota_server, round_):
     for path in quota_server.temp.rglob("*"):
         if path.is_file():
             path.unlink()

@@ -99,7 +99,7 @@ def _face_crop(args: argparse.Namespace):
         if args.crop == "auto":
             trained_on = (metadata.dataset and metadata.dataset.format) or "adience"
             data_format = "adience" if args.data.strip().lower() == "demo" else detect_format(args.data)
-            args.crop = "detect" if metadata.crop and trained_on != data_format else "whole"
+            args.crop = "detect" if metadata.crop is not None and trained_on != data_format else "whole"
     except AudienceError:  # evaluate_checkpoint says what is wrong with the checkpoint or the data, in one sentence
         args.crop, metadata = "whole", None
     if args.crop == "whole":

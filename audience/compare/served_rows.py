@@ -21,19 +21,18 @@ SHIPPED_PREFIX = "checkpoint:"
 
 
 def _summary(metadata: CheckpointMetadata) -> dict:
-    metrics = metadata.metrics or {}
     fold = metadata.fold
     fold_key = str(fold if isinstance(fold, int) else 0)
     dataset = metadata.dataset or DatasetInfo()
-    summary = {key: {"mean": float(metrics[key]), "std": None, "per_fold": {fold_key: float(metrics[key])}}
-               for key in SUMMARY_KEYS if isinstance(metrics.get(key), int | float)}
+    recorded = {key: float(metadata.metric(key)) for key in SUMMARY_KEYS if metadata.metric(key) is not None}
+    summary = {key: {"mean": value, "std": None, "per_fold": {fold_key: value}} for key, value in recorded.items()}
     summary.update({
         "protocol": metadata.protocol, "leaky": bool(metadata.leaky),
         "dataset": dataset.name, "synthetic": dataset.synthetic,
         "split_level": metadata.split_level or dataset.split_level or "subject",
         "arch": metadata.arch, "task": metadata.task, "image_size": metadata.image_size,
         "params": metadata.params, "flops": metadata.flops,
-        "train_seconds": (metadata.training or {}).get("train_seconds"),
+        "train_seconds": metadata.training and metadata.training.train_seconds,
         "folds_done": [int(fold_key)] if summary else [], "metrics_on": metadata.metrics_on,
         "stability": None if metadata.stability is None else metadata.stability.model_dump(exclude_unset=True),
     })
@@ -47,7 +46,7 @@ def checkpoint_run(path: Path) -> RunInfo:
         metadata = read_checkpoint_metadata(path)
     except AudienceError as error:
         return RunInfo(path=path.parent, run_id=run_id, status={"state": "served"}, errors=[str(error)])
-    train = dict(metadata.train_config or {})
+    train = {} if metadata.train_config is None else metadata.train_config.as_dict()
     train.setdefault("arch", metadata.arch)
     train.setdefault("task", metadata.task)
     train["image_size"] = metadata.image_size
@@ -56,7 +55,7 @@ def checkpoint_run(path: Path) -> RunInfo:
     fold = summary["folds_done"][0] if summary["folds_done"] else None
     tests = {} if fold is None or metadata.metrics_on != "test" else {
         fold: {"summary": {k: summary[k]["mean"] for k in SUMMARY_KEYS if k in summary},
-               "metrics": metadata.metrics or {}}}
+               "metrics": {} if metadata.metrics is None else metadata.metrics.as_dict()}}
     state = "shipped" if metadata.shipped else "served"
     return RunInfo(path=path.parent, run_id=run_id, config=train, status={"state": state}, summary=summary,
                    test_metrics=tests)

@@ -62,12 +62,12 @@ class Alignment:
     method: str = "eyes"
 
 
-def alignment_of(metadata: dict | None) -> Alignment | None:
-    """The alignment recorded in checkpoint metadata (`alignment`), or None: then faces are cut unturned.
+def alignment_of(recorded) -> Alignment | None:
+    """The alignment of a checkpoint's `alignment` block (as recorded in its JSON), or None: then faces are cut
+    unturned.
 
     Raises AudienceError for a recorded value that is not a fraction.
     """
-    recorded = (metadata or {}).get("alignment")
     if recorded is None:
         return None
     if not isinstance(recorded, dict) or recorded.get("method") not in METHODS:

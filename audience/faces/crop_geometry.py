@@ -6,7 +6,7 @@ framing. `measure_crop_geometry` runs the face detector on a fixed sample of tra
 records, as medians over the faces found, how large the image is relative to the detector's box
 (`margin`: each side of the box pushed out by margin x its size, as `expand_box` does) and where the
 box centre sits relative to the image centre (`shift_x`, `shift_y`, in box sizes). The trainer stores
-it in the checkpoint JSON (`crop`); `crop_geometry_of(metadata)` reads it back, and an older
+it in the checkpoint JSON (`crop`); `crop_geometry_of(metadata's crop)` reads it back, and an older
 checkpoint without it keeps the Adience margin (`CROP_MARGIN`, no shift). audience.faces.align
 cuts the faces (`cut_face`, `face_cropper`) with it.
 """
@@ -46,12 +46,12 @@ class CropGeometry:
 DEFAULT_GEOMETRY = CropGeometry()
 
 
-def crop_geometry_of(metadata: dict | None) -> CropGeometry:
-    """The crop geometry recorded in checkpoint metadata; the Adience default when there is none.
+def crop_geometry_of(recorded) -> CropGeometry:
+    """The crop geometry of a checkpoint's `crop` block (as recorded in its JSON); the Adience default when
+    there is none.
 
     Raises AudienceError for a recorded value that is not a finite number in range.
     """
-    recorded = (metadata or {}).get("crop")
     if recorded is None:
         return DEFAULT_GEOMETRY
     if not isinstance(recorded, dict):

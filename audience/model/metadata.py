@@ -7,6 +7,13 @@ states the types and ranges every reader relies on; other keys pass through unch
 format on disk is the same as before. Reading gives a `CheckpointMetadata`: its fields, the
 temperatures per head, and the crop geometry and alignment that Predict cuts faces with, each parsed
 once. A writer that changes a checkpoint starts from `as_json()`, the JSON object as it was read.
+
+Every block of the JSON is a typed object too (`metrics`, `training`, `calibration`, `crop`, `train_config`,
+`promoted_from`, `stability` and its `peer`, ...), so no module outside the model stage indexes the metadata
+as a dict (tests/test_metadata_access.py checks it). What the app relies on is checked (the schema above);
+what it only shows was read leniently before it was typed, and still is (`Lenient`): a value of another
+type reads as None, as if it were missing, and an old checkpoint stays readable. Keys the models do not
+name pass through (extra="allow"): a run's metrics may gain keys the registry adds.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -23,9 +30,11 @@ from pydantic import (
     FiniteFloat,
     PrivateAttr,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
+    WrapValidator,
 )
 
 from audience.errors import AudienceError, quoted
@@ -44,6 +53,138 @@ STD_RANGE = (1e-3, 10.0)
 TEMPERATURE_LIMITS = (0.05, 50.0)
 Channels = Annotated[list[Annotated[FiniteFloat, Field(ge=-MEAN_LIMIT, le=MEAN_LIMIT)]],
                      Field(min_length=3, max_length=3)]
+T = TypeVar("T")
+
+
+def _or_none(value, handler):
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+# A value the app shows but does not rely on: of type T, or None when it is missing or of another type (read
+# leniently before it was typed: an odd value showed as missing and never made a checkpoint unreadable).
+Lenient = Annotated[T | None, WrapValidator(_or_none)]
+Number = Lenient[StrictInt | StrictFloat]  # an int stays an int, a float a float
+Count = Lenient[StrictInt]
+
+
+def _number(value) -> float | int | None:
+    """`value` when it is a number (not a bool), else None."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class Record(BaseModel):
+    """A block of the checkpoint JSON: named keys typed, other keys kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def as_dict(self) -> dict:
+        """The block as a plain dict (the keys it was read with, unknown ones included), for a table or a run
+        summary that takes dicts."""
+        return self.model_dump(exclude_unset=True)
+
+
+class Metrics(Record):
+    """The test (or validation, see `metrics_on`) metrics of the checkpoint's fold, keyed as the metric registry
+    (audience.registry) names them; per-group metrics the registry adds pass through as extra keys."""
+
+    age_exact: Number = None
+    age_one_off: Number = None
+    age_f1: Number = None
+    age_ece: Number = None
+    age_n: Count = None
+    age_confusion: Lenient[list[list[StrictInt]]] = None
+    age_per_class: Lenient[list[Number]] = None  # None for a class with no test face
+    gender_acc: Number = None
+    gender_acc_fm: Number = None
+    gender_f1: Number = None
+    gender_ece: Number = None
+    gender_n: Count = None
+    gender_n_fm: Count = None
+    gender_confusion: Lenient[list[list[StrictInt]]] = None
+    gender_per_class: Lenient[list[Number]] = None
+
+    def number(self, key: str) -> float | int | None:
+        """The metric `key` (a registry key, named here or not) when it is recorded as a number, else None."""
+        value = getattr(self, key, None) if key in type(self).model_fields else (self.model_extra or {}).get(key)
+        return _number(value)
+
+
+class TrainingInfo(Record):
+    """How the run was made (promote records it for the model card): its command lines, seconds of epochs, device."""
+
+    commands: Lenient[list[StrictStr]] = None
+    train_seconds: Number = None
+    device: Lenient[StrictStr] = None
+    machine: Lenient[StrictStr] = None
+
+
+class HeadCalibration(Record):
+    """Temperature scaling of one head: T, whether it was applied, and the ECE/NLL before and after."""
+
+    temperature: Number = None
+    applied: Lenient[StrictBool] = None
+    reason: Lenient[StrictStr] = None
+    val_rows: Count = None
+    val_nll_before: Number = None
+    val_nll_after: Number = None
+    val_ece_before: Number = None
+    val_ece_after: Number = None
+    test_ece_before: Number = None
+    test_ece_after: Number = None
+
+
+class Calibration(Record):
+    """The calibration of each head (`age`, `gender`)."""
+
+    age: Lenient[HeadCalibration] = None
+    gender: Lenient[HeadCalibration] = None
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads recorded, as in the JSON (a head of another name included)."""
+        return tuple(sorted(set(self.model_fields_set) | set(self.model_extra or {})))
+
+    def of(self, head: str) -> HeadCalibration | None:
+        """The calibration of `head`, or None when none (or an unreadable one) is recorded."""
+        if head in type(self).model_fields:
+            return getattr(self, head)
+        value = (self.model_extra or {}).get(head)
+        return HeadCalibration.model_validate(value) if isinstance(value, dict) else None
+
+
+class CropInfo(Record):
+    """The framing of the training images (audience.faces.crop_geometry). The numbers Predict uses are parsed and
+    range-checked by `CheckpointMetadata.crop_geometry`; these attributes are what the model card shows."""
+
+    margin: Number = None
+    shift_x: Number = None
+    shift_y: Number = None
+    measured_on: Count = None
+    sampled: Count = None
+    detector: Lenient[StrictStr] = None
+
+
+class PromotedFrom(Record):
+    """The run fold a promoted checkpoint was copied from, and the sha256 of the weights it was copied from."""
+
+    run: Lenient[StrictStr] = None
+    fold: Lenient[StrictInt] = None
+    sha256: Lenient[StrictStr] = None
+
+
+class TrainConfigRecord(Record):
+    """The training settings recorded with the checkpoint (TrainConfig's fields as they were then; old and new
+    settings pass through). Named here: those the app reads (the local paths hub_push shortens, arch, task)."""
+
+    data: Lenient[StrictStr] = None
+    out: Lenient[StrictStr] = None
+    cache_dir: Lenient[StrictStr] = None
+    weights_file: Lenient[StrictStr] = None
+    arch: Lenient[StrictStr] = None
+    task: Lenient[StrictStr] = None
 
 
 class DatasetInfo(BaseModel):
@@ -53,15 +194,15 @@ class DatasetInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: StrictStr | None = None
-    format: Any = None
-    policy: Any = None
-    split_level: Any = None
-    images: Any = None
+    format: Lenient[StrictStr] = None
+    policy: Lenient[StrictStr] = None
+    split_level: Lenient[StrictStr] = None
+    images: Lenient[StrictStr] = None
     synthetic: StrictBool | None = None
-    faces: Any = None
-    between_groups: Any = None
-    dropped: Any = None
-    licence: Any = None
+    faces: Lenient[StrictInt] = None
+    between_groups: Lenient[StrictInt] = None
+    dropped: Lenient[dict[str, Any]] = None  # reason -> count
+    licence: Lenient[StrictStr] = None
 
 
 class WeightsInfo(BaseModel):
@@ -80,26 +221,43 @@ class AlignmentInfo(BaseModel):
     eye_x: Fraction | None = None  # required by "eyes" (audience.faces.align.alignment_of says so)
     eye_y: Fraction | None = None
     # what it was measured on, read by the model card and not checked (as before)
-    measured_on: Any = None
-    sampled: Any = None
-    angle_median: Any = None
+    measured_on: Count = None
+    sampled: Count = None
+    angle_median: Number = None
 
 
-class StabilityInfo(BaseModel):
+class AgreementFigures(Record):
+    """One system's figures in the stability benchmark (shown, not checked)."""
+
+    age_agreement: Number = None
+    gender_agreement: Number = None
+    age_exact: Number = None  # on the original photos
+    n_age: Count = None
+    faces_found: Count = None
+    faces_found_perturbed: Count = None
+
+
+class PeerStability(AgreementFigures):
+    """The peer package's figures on the same photos and changes."""
+
+    package: Lenient[StrictStr] = None
+
+
+class StabilityInfo(AgreementFigures):
     """The stability benchmark's figures (audience.bench.stability): how often an answer survives a small
     change of the photo, with the images and perturbations they were measured on."""
 
-    model_config = ConfigDict(extra="allow")
     age_agreement: Fraction
     gender_agreement: Fraction
     images: Annotated[StrictInt, Field(ge=1)]
     versions: Annotated[StrictInt, Field(ge=1)]
     data: StrictStr | None = None
-    peer: dict | None = None
+    peer: PeerStability | None = None
     # read by the model card, not checked (as before)
-    perturbations: Any = None
-    aligned: Any = None
-    measured: Any = None
+    perturbations: Lenient[StrictStr] = None
+    aligned: Lenient[StrictBool] = None
+    measured: Lenient[StrictStr] = None
+    seed: Count = None
 
 
 class CheckpointMetadata(BaseModel):
@@ -119,8 +277,8 @@ class CheckpointMetadata(BaseModel):
     fold: StrictInt | None = None
     protocol: StrictStr | None = None
     epoch: StrictInt | None = None
-    metrics: dict | None = None
-    crop: dict | None = None
+    metrics: Metrics | None = None
+    crop: CropInfo | None = None
     alignment: AlignmentInfo | None = None
     stability: StabilityInfo | None = None
     # What the trainer, promote and the stability benchmark record beside them; read as they are, not checked.
@@ -129,16 +287,16 @@ class CheckpointMetadata(BaseModel):
     timm_name: Any = None
     params: Any = None
     flops: Any = None
-    versions: Any = None
+    versions: Lenient[dict[str, Any]] = None  # package -> version
     created: Any = None
     selected_epoch: Any = None
     metrics_on: Any = None
-    calibration: Any = None
+    calibration: Lenient[Calibration] = None
     split_level: Any = None
     leaky: Any = None
-    training: Any = None
-    train_config: Any = None
-    promoted_from: Any = None
+    training: Lenient[TrainingInfo] = None
+    train_config: Lenient[TrainConfigRecord] = None
+    promoted_from: Lenient[PromotedFrom] = None
     shipped: Any = None
     # The age head (audience.model.network): "groups" (8 logits) or "years" (one per year 0-100 summed into the
     # groups with `gap_rule`); checkpoints made before it existed have groups heads.
@@ -166,13 +324,17 @@ class CheckpointMetadata(BaseModel):
     def crop_geometry(self) -> CropGeometry:
         """How Predict cuts a face for this model (`crop`; the Adience default when none is recorded).
         AudienceError for a recorded value out of range."""
-        return crop_geometry_of(self._json)
+        return crop_geometry_of(self._json.get("crop"))
 
     @cached_property
     def face_alignment(self) -> Alignment | None:
         """How Predict turns a face for this model (`alignment`), or None: faces are cut unturned.
         AudienceError for a recorded value that is not a fraction."""
-        return alignment_of(self._json)
+        return alignment_of(self._json.get("alignment"))
+
+    def metric(self, key: str) -> float | int | None:
+        """The recorded metric `key` (a registry key) when it is a number, else None."""
+        return None if self.metrics is None else self.metrics.number(key)
 
     @property
     def age_adjustment(self) -> list[float] | None:

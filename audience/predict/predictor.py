@@ -150,7 +150,7 @@ def classes_seen(metadata: CheckpointMetadata | None, head: str) -> tuple[str, .
     classes = CLASSES_OF_HEAD[head]
     if head != "gender" or "u" not in classes or metadata is None:
         return classes
-    per_class = (metadata.metrics or {}).get("gender_per_class")
+    per_class = metadata.metrics and metadata.metrics.gender_per_class
     no_u = (metadata.dataset is not None and metadata.dataset.format == "utkface") or (
         isinstance(per_class, list) and len(per_class) == len(classes) and per_class[classes.index("u")] is None)
     return tuple(name for name in classes if name != "u") if no_u else classes

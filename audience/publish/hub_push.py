@@ -30,14 +30,14 @@ LOCAL_PATH_SETTINGS = ("data", "out", "cache_dir", "weights_file")  # TrainConfi
 def public_metadata(metadata: CheckpointMetadata, weights_file: str) -> dict:
     """The JSON to publish: the checkpoint's, with the weights' new file name, and local folders of the
     training machine (data root, runs and cache folders) reduced to their last component."""
-    config = dict(metadata.train_config or {})
-    for name in LOCAL_PATH_SETTINGS:
-        if isinstance(config.get(name), str) and ("/" in config[name] or "\\" in config[name]):
-            config[name] = PurePosixPath(config[name].replace("\\", "/")).name
     published = metadata.as_json()
     published["weights"] = {**(published.get("weights") or {}), "file": weights_file}
-    if "train_config" in metadata.model_fields_set:
-        published["train_config"] = config
+    if metadata.train_config is not None:
+        config = published["train_config"]
+        for name in LOCAL_PATH_SETTINGS:
+            value = getattr(metadata.train_config, name)
+            if isinstance(value, str) and ("/" in value or "\\" in value):
+                config[name] = PurePosixPath(value.replace("\\", "/")).name
     return published
 
 

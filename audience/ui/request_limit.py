@@ -72,7 +72,15 @@ QUOTA_FULL = ("The server's upload space ({quota} MB for all visitors together) 
 class UploadQuota:
     """Answers 413 to an upload (POST .../upload) that would take gradio's upload folder past `quota_bytes`,
     all clients together. An upload counts by its Content-Length (REQUEST_LIMIT_BYTES without one) from the
-    moment it is accepted until it is on disk, so concurrent uploads cannot pass the quota together."""
+    moment it is accepted until gradio's route has returned (its background move into the folder included:
+    starlette runs a response's background tasks inside the app call), so concurrent uploads cannot pass the
+    quota together.
+
+    The folder is walked in a thread while other uploads finish, so the walk can miss a file that arrives
+    during it (a file renamed from gradio's temporary name into its own folder after the walk listed the
+    top folder). The reservations are therefore read before the walk starts: an upload that finishes during
+    the walk still counts by its reservation (counted twice at worst, never zero times), and one that
+    finished before the walk is on disk and counted by it."""
 
     def __init__(self, app, quota_bytes: int, folder=None, max_request_bytes: int = REQUEST_LIMIT_BYTES):
         self.app = app
@@ -94,8 +102,9 @@ class UploadQuota:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         size = int(declared) if declared is not None and declared.strip().isdigit() else self.max_request_bytes
         async with self.lock:
+            reserved = self.reserved  # before the walk: see the class's docstring
             used = await asyncio.to_thread(self._used)
-            if used + self.reserved + size > self.quota_bytes:
+            if used + reserved + size > self.quota_bytes:
                 await self._refuse(send)
                 return
             self.reserved += size
