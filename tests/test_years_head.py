@@ -240,6 +240,6 @@ def test_a_years_run_records_its_head_and_prior_correction(small_root, tmp_path)
     run = cross_validate(config)
     metadata = read_checkpoint_metadata(run / "fold0" / "best")
     assert metadata.age_head == "years" and metadata.age_sigma == 2.0 and metadata.prior_tau == 0.5
-    assert len(metadata.age_prior) == 8 and metadata.prior_choice["chosen_on"] == "config"
+    assert len(metadata.age_prior) == 8 and metadata.prior_choice.chosen_on == "config"
     test = json.loads((run / "fold0" / "test_metrics.json").read_text())
     assert test["age_prior_correction"]["tau"] == 0.5

@@ -42,7 +42,7 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
     metadata = read_checkpoint_metadata(checkpoint)
     if "age" not in metadata.heads:
         raise AudienceError(f"{checkpoint}: the model has no age head, so it has no age prior to correct.")
-    recorded = metadata.train_config if isinstance(metadata.train_config, dict) else None
+    recorded = metadata.train_config.as_dict() if metadata.train_config is not None else None
     if not recorded:
         raise AudienceError(f"{checkpoint}: it records no training settings (train_config), so its validation "
                             "and test faces cannot be found again.")

@@ -187,6 +187,14 @@ class TrainConfigRecord(Record):
     task: Lenient[StrictStr] = None
 
 
+class PriorChoice(Record):
+    """How the age prior correction's tau was chosen (audience.train.prior): on what, and each tau's validation
+    accuracy (exact, 1-off, balanced)."""
+
+    chosen_on: Lenient[StrictStr] = None
+    table: Lenient[list[dict]] = None
+
+
 class DatasetInfo(BaseModel):
     """The data a checkpoint was trained on. Checked: its name and whether it was synthetic. Read as recorded: which
     reader made the table, the label policy, subject- or image-level folds, the image folder, the counts of faces,
@@ -306,7 +314,7 @@ class CheckpointMetadata(BaseModel):
     # The age prior correction (audience.train.prior): tau * log(age_prior) is subtracted from the age scores.
     age_prior: Annotated[list[Annotated[FiniteFloat, Field(gt=0)]], Field(min_length=8, max_length=8)] | None = None
     prior_tau: Annotated[FiniteFloat, Field(ge=0, le=2)] | None = None
-    prior_choice: Any = None
+    prior_choice: Lenient[PriorChoice] = None
     _json: dict = PrivateAttr(default_factory=dict)
 
     @property
