@@ -204,7 +204,7 @@ def test_a_run_folder_holds_every_documented_file(preset_run):
     assert summary["params"] > 0 and summary["flops"] > 0 and summary["image_size"] == config.image_size
     model, _, best = load_checkpoint(fold / "best")
     assert best.metrics_on == "test" and best.epoch == best.selected_epoch
-    assert best.metrics["age_exact"] == pytest.approx(summary["age_exact"]["mean"])
+    assert best.metrics.age_exact == pytest.approx(summary["age_exact"]["mean"])
     assert set(best.temperatures) == {"age", "gender"} and best.synthetic is True
     scores = (epochs["val_age_exact"] + epochs["val_gender_acc"]).tolist()
     assert best.epoch == scores.index(max(scores)) + 1  # best validation age + gender accuracy, ties to the earlier
