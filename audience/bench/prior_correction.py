@@ -1,7 +1,7 @@
 """What the age prior correction does to a trained model: per tau, overall and per-group accuracy on its own
 held-out fold, and the tau its validation set would choose (audience.train.prior).
 
-`python scripts/benchmark.py prior --checkpoint CKPT [--data ROOT]` rebuilds the checkpoint's split from its
+`python -m audience.cli.benchmark prior --checkpoint CKPT [--data ROOT]` rebuilds the checkpoint's split from its
 training settings (`train_config`: data, protocol, fold, validation share, seed), takes the prior from its
 training faces, runs the model once over the validation and test faces (whole images from the training
 cache, as the trainer's test does) without any correction, and prints one row per tau.
