@@ -274,8 +274,8 @@ def test_a_stopped_run_resumes_to_the_same_result(small_root, tmp_path):
 def test_a_nan_loss_fails_the_run_with_a_sentence_and_keeps_the_files(small_root, tmp_path, monkeypatch):
     real_loss, calls = loop.task_loss, []
 
-    def loss_that_explodes(outputs, age, gender, config):
-        value = real_loss(outputs, age, gender, config)
+    def loss_that_explodes(outputs, age, gender, config, years=None):
+        value = real_loss(outputs, age, gender, config, years)
         if value.requires_grad:  # training batches only (the validation loss is computed on plain logits)
             calls.append(1)
             if len(calls) > 3:  # after the first epoch (3 batches)

@@ -219,3 +219,19 @@ def test_a_folder_of_links_leading_out_says_they_were_skipped(small_utkface, tmp
     (links / "1_0_0_20170101000000000.jpg.chip.jpg").write_bytes(chips[0].read_bytes())
     data = read_dataset(links)
     assert len(data.faces) == 1 and len(data.dropped[LINKS_OUT]) == 7
+
+
+def test_utkface_gender_charts_show_only_the_genders_it_labels(tmp_path):
+    from audience.data.formats import read_dataset
+    from audience.eda.tables import age_gender_table, gender_table, plot_gender
+
+    folder = tmp_path / "UTKFace"
+    folder.mkdir()
+    for name in ("25_0_0_20170116174525125.jpg.chip.jpg", "30_1_2_20170116174525126.jpg.chip.jpg",
+                 "41_1_1_20170116174525127.jpg.chip.jpg"):
+        (folder / name).write_bytes(b"")
+    data = read_dataset(tmp_path, images="none")
+    assert gender_table(data)["class"].tolist() == ["f", "m"]
+    assert gender_table(data)["rows"].tolist() == [2, 1]
+    assert "u" not in age_gender_table(data).columns and "f" in age_gender_table(data).columns
+    assert list(plot_gender(data).data[0].x) == ["f", "m"]

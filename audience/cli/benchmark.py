@@ -4,6 +4,10 @@
     python -m audience.cli.benchmark predict [--images DIR] [--repeat N] [--checkpoint CKPT]
     python -m audience.cli.benchmark startup [--keep-home]
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
+    python -m audience.cli.benchmark prior --checkpoint CKPT [--data DIR]
+
+`prior`: what the age prior correction (tau 0 to 1) does to a trained model's overall and per-group age
+accuracy on its own held-out fold, and the tau its validation set chooses (audience.bench.prior_correction).
 
 `startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, beside a minimal gradio app
 (one Textbox) started the same way, with the load.
@@ -147,6 +151,23 @@ def run_stability(args: argparse.Namespace) -> dict:
                                write=args.write, log=lambda line: print(line, flush=True))
 
 
+def add_prior_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prior", help="the age prior correction's effect on a model's held-out fold, per tau and per age group")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint trained by this project (its train_config)")
+    parser.add_argument("--data", help="its data root, when it has moved since training (default: as recorded)")
+    parser.set_defaults(run=run_prior)
+
+
+def run_prior(args: argparse.Namespace) -> dict:
+    from audience.bench.prior_correction import measure_prior_correction, prior_lines
+
+    result = measure_prior_correction(args.checkpoint, args.data)
+    for line in prior_lines(result):
+        print(line, flush=True)
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -155,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_accuracy_parser(subparsers)
     add_startup_parser(subparsers)
     add_stability_parser(subparsers)
+    add_prior_parser(subparsers)
     return parser
 
 

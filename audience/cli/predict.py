@@ -64,7 +64,8 @@ def _describe(record: dict) -> str:
             parts.append(f"score {face['score']:.2f}")
         for head in ("age", "gender"):
             if face[head] is not None:
-                parts.append(f"{head} {face[head]['label']} ({max(face[head]['probs'].values()):.2f})")
+                years = f", about {face[head]['years']:.0f}" if face[head].get("years") is not None else ""
+                parts.append(f"{head} {face[head]['label']}{years} ({max(face[head]['probs'].values()):.2f})")
         if face["uncertain"]:
             parts.append("uncertain")
         lines.append(f"  face {number}: " + ", ".join(parts))

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
@@ -259,17 +258,21 @@ class CachedFaces(Dataset):
     An item is an index, or an (index, seed) pair from a seeded sampler: the augmentation RNG of
     that one sample then starts from `seed`, so the augmentations of an epoch depend only on the
     epoch's seed, not on the number of workers or on which worker draws the sample.
+
+    `years` (exact ages, -1 where unknown; UTKFace) adds a fourth item, for a years age head.
     """
 
-    def __init__(self, cache: ImageCache, rows: np.ndarray, age: np.ndarray, gender: np.ndarray, transform):
-        if not (len(rows) == len(age) == len(gender)):
-            raise ValueError("rows, age and gender must have the same length")
+    def __init__(self, cache: ImageCache, rows: np.ndarray, age: np.ndarray, gender: np.ndarray, transform,
+                 years: np.ndarray | None = None):
+        if not (len(rows) == len(age) == len(gender)) or (years is not None and len(years) != len(rows)):
+            raise ValueError("rows, age, gender and years must have the same length")
         if len(rows) and rows.min() < 0:
             raise ValueError("rows must not contain failed (-1) cache rows")
         self.array_path = cache.array_path
         self.rows = np.asarray(rows, dtype=np.int64)
         self.age = np.asarray(age, dtype=np.int64)
         self.gender = np.asarray(gender, dtype=np.int64)
+        self.years = None if years is None else np.asarray(years, dtype=np.int64)
         self.transform = transform
         self._array: np.ndarray | None = None
 
@@ -280,7 +283,7 @@ class CachedFaces(Dataset):
         # Worker processes open their own memmap instead of receiving a pickled copy of the images.
         return {**self.__dict__, "_array": None}
 
-    def __getitem__(self, item) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, item) -> tuple:
         index, seed = item if isinstance(item, tuple) else (item, None)
         if self._array is None:
             self._array = np.load(self.array_path, mmap_mode="r")
@@ -291,4 +294,6 @@ class CachedFaces(Dataset):
             pipeline = self.transform.pipeline
             pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
             tensor = pipeline(image=image)["image"]
+        if self.years is not None:
+            return tensor, int(self.age[index]), int(self.gender[index]), int(self.years[index])
         return tensor, int(self.age[index]), int(self.gender[index])

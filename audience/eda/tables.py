@@ -110,9 +110,16 @@ def age_table(data: AdienceData) -> pd.DataFrame:
     return _distribution(data.faces["age_class"], AGE_CLASSES)
 
 
+def gender_classes_of(data: AdienceData) -> tuple[str, ...]:
+    """The gender classes the data's format can label: UTKFace names only f and m (an empty "u" bar would read
+    as "no face of unknown gender" where the format has no such label), Adience all three."""
+    return tuple(name for name in GENDER_CLASSES if name != "u") if data.format == "utkface" else GENDER_CLASSES
+
+
 def gender_table(data: AdienceData) -> pd.DataFrame:
-    """Rows per gender class (columns class, rows, share of the rows that have a gender class)."""
-    return _distribution(data.faces["gender_class"], GENDER_CLASSES)
+    """Rows per gender class the format labels (columns class, rows, share of the rows that have a gender class)."""
+    table = _distribution(data.faces["gender_class"], GENDER_CLASSES)
+    return table[table["class"].isin(gender_classes_of(data))].reset_index(drop=True)
 
 
 def age_gender_table(data: AdienceData) -> pd.DataFrame:
@@ -123,7 +130,8 @@ def age_gender_table(data: AdienceData) -> pd.DataFrame:
     table = table.fillna(0).astype(int)
     table.index = list(AGE_CLASSES)
     table.columns = [gender_label(c) for c in table.columns]
-    return table
+    return table[[column for column in table.columns if column in gender_classes_of(data) or column not in
+                  GENDER_CLASSES]]
 
 
 def fold_class_table(data: AdienceData) -> pd.DataFrame:

@@ -97,6 +97,29 @@ def expected_age(year_probs: torch.Tensor) -> torch.Tensor:
     return year_probs @ years
 
 
+def prior_adjustment(prior, tau: float) -> np.ndarray:
+    """tau * log(prior / sum(prior)): what `AgeGenderNet.set_age_adjustment` subtracts from the age scores (the
+    same correction as `prior_adjusted`, applied inside the network)."""
+    prior = np.asarray(prior, dtype=np.float64).reshape(-1)
+    if not (prior.size and np.all(np.isfinite(prior)) and np.all(prior > 0)):
+        raise AudienceError(f"a class prior needs positive numbers, got {prior.tolist()}.")
+    return tau * np.log(prior / prior.sum())
+
+
+def years_targets(ages: torch.Tensor, groups: torch.Tensor, sigma: float = DEFAULT_SIGMA
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets (N, N_YEARS), labelled (N,) bool) for a batch: a Gaussian around the exact age where there is one
+    (`ages` >= 0), else the group's years evenly (`groups` >= 0, Adience), else no target (a zero row)."""
+    exact = ages >= 0
+    grouped = ~exact & (groups >= 0)
+    targets = torch.zeros(len(ages), N_YEARS, dtype=torch.float32, device=ages.device)
+    if exact.any():
+        targets[exact] = gaussian_targets(ages[exact], sigma).to(ages.device)
+    if grouped.any():
+        targets[grouped] = uniform_group_targets(groups[grouped])
+    return targets, exact | grouped
+
+
 def prior_adjusted(log_probs: torch.Tensor, prior: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Logit adjustment for a skewed class prior (Menon et al. 2021): log p(y|x) - tau * log prior(y).
 

@@ -86,6 +86,8 @@ def _complete_metadata(model: AgeGenderNet, metadata: dict) -> dict:
         "arch": model.arch,
         "timm_name": ARCHS[model.arch]["timm_name"],
         "task": model.task,
+        **({"age_head": model.age_head} if "age" in heads else {}),
+        **({"gap_rule": model.gap_rule} if "age" in heads and model.age_head == "years" else {}),
         "age_classes": list(AGE_CLASSES) if "age" in heads else None,
         "gender_classes": list(GENDER_CLASSES) if "gender" in heads else None,
         "params": sum(p.numel() for p in model.parameters()),
@@ -201,7 +203,9 @@ def load_checkpoint_model(path: str | Path, metadata: CheckpointMetadata, device
     already (read_checkpoint_metadata); its weights are checked against that metadata as load_checkpoint does."""
     weights_path, json_path = checkpoint_paths(path)
     _check_weights_file(weights_path, json_path, metadata)
-    model = build_model(metadata.arch, metadata.task, pretrained=False)
+    model = build_model(metadata.arch, metadata.task, pretrained=False, age_head=metadata.age_head,
+                        gap_rule=metadata.gap_rule)
     _load_state(model, weights_path, metadata)
+    model.set_age_adjustment(metadata.age_adjustment)
     model.to(device).eval()
     return model, build_eval_transform(metadata.image_size, metadata.mean, metadata.std)

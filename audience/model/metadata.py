@@ -19,6 +19,7 @@ name pass through (extra="allow"): a run's metrics may gain keys the registry ad
 from __future__ import annotations
 
 import copy
+import math
 from functools import cached_property
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -186,6 +187,14 @@ class TrainConfigRecord(Record):
     task: Lenient[StrictStr] = None
 
 
+class PriorChoice(Record):
+    """How the age prior correction's tau was chosen (audience.train.prior): on what, and each tau's validation
+    accuracy (exact, 1-off, balanced)."""
+
+    chosen_on: Lenient[StrictStr] = None
+    table: Lenient[list[dict]] = None
+
+
 class DatasetInfo(BaseModel):
     """The data a checkpoint was trained on. Checked: its name and whether it was synthetic. Read as recorded: which
     reader made the table, the label policy, subject- or image-level folds, the image folder, the counts of faces,
@@ -297,6 +306,15 @@ class CheckpointMetadata(BaseModel):
     train_config: Lenient[TrainConfigRecord] = None
     promoted_from: Lenient[PromotedFrom] = None
     shipped: Any = None
+    # The age head (audience.model.network): "groups" (8 logits) or "years" (one per year 0-100 summed into the
+    # groups with `gap_rule`); checkpoints made before it existed have groups heads.
+    age_head: Literal["groups", "years"] = "groups"
+    gap_rule: Literal["split", "lower", "upper"] = "split"
+    age_sigma: Annotated[FiniteFloat, Field(gt=0)] | None = None
+    # The age prior correction (audience.train.prior): tau * log(age_prior) is subtracted from the age scores.
+    age_prior: Annotated[list[Annotated[FiniteFloat, Field(gt=0)]], Field(min_length=8, max_length=8)] | None = None
+    prior_tau: Annotated[FiniteFloat, Field(ge=0, le=2)] | None = None
+    prior_choice: Lenient[PriorChoice] = None
     _json: dict = PrivateAttr(default_factory=dict)
 
     @property
@@ -325,6 +343,14 @@ class CheckpointMetadata(BaseModel):
     def metric(self, key: str) -> float | int | None:
         """The recorded metric `key` (a registry key) when it is a number, else None."""
         return None if self.metrics is None else self.metrics.number(key)
+
+    @property
+    def age_adjustment(self) -> list[float] | None:
+        """What the network subtracts from the age scores (tau * log prior), or None: no correction."""
+        if not self.age_prior or not self.prior_tau:
+            return None
+        total = sum(self.age_prior)
+        return [self.prior_tau * math.log(p / total) for p in self.age_prior]
 
     @property
     def synthetic(self) -> bool:

@@ -1,8 +1,17 @@
 """The model allow-list and the two-head age/gender network over a timm backbone.
 
 `ARCHS` is the one list that CLI choices, the UI dropdown and the checks read. A model is a
-shared timm backbone (pooled features, no classifier) with a linear age head (8 classes) and a
-linear gender head (3 classes: f, m, u); a task that lacks a head does not build it.
+shared timm backbone (pooled features, no classifier) with a linear age head and a linear gender head
+(3 classes: f, m, u); a task that lacks a head does not build it.
+
+The age head is one of `AGE_HEADS`: "groups" (8 logits, one per Adience group) or "years" (one logit per
+year 0-100, audience.model.age_years; its "age" output is then the log of the eight group probabilities,
+the sums over each group's years, with the checkpoint's gap rule). Either way "age" is (N, 8) scores whose
+softmax is the group distribution, so evaluation, calibration and Predict read both heads alike.
+
+An optional class-prior correction (`set_age_adjustment`, logit adjustment: the checkpoint's `age_prior`
+times `prior_tau`) is subtracted from the "age" scores inside forward, so every path that runs the network
+(the trainer's test, evaluate, Predict, ONNX Runtime) answers with it.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from torch import nn
 
 from audience.errors import AudienceError, quoted
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, check_task
+from audience.model.age_years import DEFAULT_GAP_RULE, N_YEARS, year_to_group_matrix
 from audience.model.pretrained import create_pretrained_backbone, load_imagenet_weights
 
 ARCHS: dict[str, dict] = {
@@ -40,6 +50,10 @@ ARCHS: dict[str, dict] = {
 }
 
 
+AGE_HEADS: tuple[str, ...] = ("groups", "years")
+YEARS_OUTPUT = "age_years"  # the extra output of a years head: (N, N_YEARS) logits over the years 0-100
+
+
 def check_arch(arch: str) -> dict:
     """The ARCHS entry of `arch`, or AudienceError naming the allowed values."""
     if arch not in ARCHS:
@@ -61,28 +75,68 @@ def _pooled_width(backbone: nn.Module) -> int:
 
 
 class AgeGenderNet(nn.Module):
-    """Shared timm backbone with an age head (8 logits) and/or a gender head (3 logits).
+    """Shared timm backbone with an age head and/or a gender head (3 logits).
 
-    `forward(x)` returns a dict with the keys of the task's heads ("age", "gender"), values the
-    logits of shape (N, classes).
+    `forward(x)` returns a dict with the keys of the task's heads ("age", "gender"), values (N, classes)
+    scores whose softmax is the head's distribution; a years age head adds "age_years", the (N, 101)
+    logits over the years.
     """
 
-    def __init__(self, backbone: nn.Module, arch: str, task: str = "age+gender", drop_rate: float = 0.0):
+    def __init__(self, backbone: nn.Module, arch: str, task: str = "age+gender", drop_rate: float = 0.0,
+                 age_head: str = "groups", gap_rule: str = DEFAULT_GAP_RULE):
         super().__init__()
         heads = check_task(task)
+        if age_head not in AGE_HEADS:
+            raise AudienceError(f"Unknown age head {quoted(age_head)}: use one of {', '.join(AGE_HEADS)}.")
         self.arch = arch
         self.task = task
+        self.age_head = age_head
+        self.gap_rule = gap_rule
         self.backbone = backbone
         self.feature_width = _pooled_width(backbone)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.age = nn.Linear(self.feature_width, len(AGE_CLASSES)) if "age" in heads else None
+        age_outputs = N_YEARS if age_head == "years" else len(AGE_CLASSES)
+        self.age = nn.Linear(self.feature_width, age_outputs) if "age" in heads else None
         self.gender = nn.Linear(self.feature_width, len(GENDER_CLASSES)) if "gender" in heads else None
+        # Not saved with the weights (persistent=False): the gap rule and the prior live in the checkpoint's JSON.
+        matrix = torch.as_tensor(year_to_group_matrix(gap_rule), dtype=torch.float32) if age_head == "years" else None
+        self.register_buffer("year_to_group", matrix, persistent=False)
+        self.register_buffer("age_adjustment", None, persistent=False)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The keys forward returns, in a fixed order (the ONNX outputs)."""
+        heads = tuple(head for head in ("age", "gender") if getattr(self, head) is not None)
+        return heads + ((YEARS_OUTPUT,) if self.age is not None and self.age_head == "years" else ())
+
+    def set_age_adjustment(self, adjustment) -> None:
+        """Subtract `adjustment` (8 numbers: tau * log prior, audience.model.age_years.prior_adjustment) from the
+        age scores from now on; None removes it."""
+        if adjustment is None:
+            self.age_adjustment = None
+            return
+        values = torch.as_tensor(adjustment, dtype=torch.float32).reshape(-1)
+        if values.numel() != len(AGE_CLASSES) or not torch.isfinite(values).all():
+            raise AudienceError(f"an age prior adjustment needs {len(AGE_CLASSES)} finite numbers.")
+        device = self.age.weight.device if self.age is not None else None
+        self.age_adjustment = values.to(device)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.dropout(self.backbone(x))
         logits = {}
         if self.age is not None:
-            logits["age"] = self.age(features)
+            scores = self.age(features)
+            if self.year_to_group is not None:
+                if self.age_adjustment is not None:
+                    # per year, its groups' correction: the group sums below then carry exactly the groups' one
+                    # (a gap year's is the mean of its two neighbours'), and the years' answer agrees with the group
+                    scores = scores - self.year_to_group @ self.age_adjustment
+                logits[YEARS_OUTPUT] = scores
+                groups = torch.softmax(scores.float(), dim=1) @ self.year_to_group
+                scores = torch.log(groups.clamp_min(1e-12))
+            elif self.age_adjustment is not None:
+                scores = scores - self.age_adjustment
+            logits["age"] = scores
         if self.gender is not None:
             logits["gender"] = self.gender(features)
         return logits
@@ -111,18 +165,20 @@ def build_model(
     pretrained: bool = False,
     weights_file: str | Path | None = None,
     drop_rate: float = 0.0,
+    age_head: str = "groups",
+    gap_rule: str = DEFAULT_GAP_RULE,
 ) -> AgeGenderNet:
     """An AgeGenderNet for `arch` (an ARCHS key) and `task` (one of TASKS).
 
     pretrained=True downloads the ImageNet backbone through timm (offline: AudienceError within
     seconds, never a silent random init). `weights_file` loads the ImageNet backbone from a local
     .safetensors/.pth instead (its classifier is dropped; every backbone tensor must be in the file).
-    `drop_rate` is dropout before the heads.
+    `drop_rate` is dropout before the heads. `age_head` "groups" or "years" (with its `gap_rule`).
     """
     check_arch(arch)
     check_task(task)
     backbone = _create_backbone(arch, pretrained, weights_file)
-    return AgeGenderNet(backbone, arch=arch, task=task, drop_rate=drop_rate)
+    return AgeGenderNet(backbone, arch=arch, task=task, drop_rate=drop_rate, age_head=age_head, gap_rule=gap_rule)
 
 
 def count_params(model: nn.Module) -> int:

@@ -73,7 +73,9 @@ def _cache_name(model: torch.nn.Module, heads: tuple[str, ...], image_size: int)
     import onnxruntime
 
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    # the buffers too: a prior correction (age_adjustment) is not saved with the weights but changes the outputs
+    buffers = ((f"buffer:{name}", tensor) for name, tensor in model.named_buffers() if tensor is not None)
+    for name, tensor in (*model.state_dict().items(), *buffers):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(f"{heads}|{image_size}|{torch.__version__}|{onnxruntime.__version__}|{OPSET}".encode())
@@ -122,6 +124,8 @@ def onnx_forward(model: torch.nn.Module, heads: tuple[str, ...], image_size: int
         log.info("onnxruntime is not installed: the classifier runs in PyTorch")
         return None
     folder = Path(folder) if folder is not None else onnx_dir()
+    # a years age head adds its logits over the years (network.YEARS_OUTPUT) to the heads' outputs
+    heads = tuple(heads) + tuple(name for name in getattr(model, "outputs", ()) if name not in heads)
     wrapper = LogitsTuple(model.float().eval(), heads).eval()
     outputs = [f"{head}_logits" for head in heads]
     try:

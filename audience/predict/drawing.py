@@ -35,7 +35,7 @@ def label_of(prediction: FacePrediction) -> str:
     for head in HEADS:
         probs = prediction.probs_of(head)
         if probs is not None:
-            parts.append(f"{prediction.label_of(head)} {max(probs):.2f}")
+            parts.append(f"{prediction.shown_label(head)} {max(probs):.2f}")
     if not parts:
         return "face" if prediction.score is None else f"face {prediction.score:.2f}"
     text = " · ".join(parts)

@@ -22,8 +22,10 @@ from audience.faces.align import cut_face
 from audience.faces.crop_geometry import DEFAULT_GEOMETRY
 from audience.faces.detector import Face, FaceDetector, reading_order
 from audience.labels import CLASSES_OF_HEAD, HEADS
+from audience.model.age_years import expected_age
 from audience.model.checkpoint import load_checkpoint
 from audience.model.metadata import CheckpointMetadata
+from audience.model.network import YEARS_OUTPUT
 from audience.model.runtime import onnx_forward
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
@@ -86,12 +88,21 @@ class FacePrediction:
     gender_label: str | None = None
     gender_probs: list[float] | None = None
     uncertain: bool = False
+    age_years: float | None = None  # the age in years (a years age head's expected age), shown beside the group
 
     def probs_of(self, head: str) -> list[float] | None:
         return self.age_probs if head == "age" else self.gender_probs
 
     def label_of(self, head: str) -> str | None:
         return self.age_label if head == "age" else self.gender_label
+
+    def shown_label(self, head: str) -> str | None:
+        """The head's label as a person reads it: the age group, with the age in years beside it when the model
+        has a years head ("22-32, about 27"); the group stays the answer."""
+        label = self.label_of(head)
+        if head == "age" and label is not None and self.age_years is not None:
+            return f"{label}, about {self.age_years:.0f}"
+        return label
 
     def to_dict(self) -> dict:
         """Plain JSON: box, score, age/gender {label, probs by class name} (None for a missing head), uncertain."""
@@ -103,6 +114,8 @@ class FacePrediction:
                             for name, p in zip(CLASSES_OF_HEAD[head], self.probs_of(head), strict=True)}}
             for head in HEADS
         }
+        if heads["age"] is not None and self.age_years is not None:
+            heads["age"]["years"] = round(float(self.age_years), 1)
         return {
             "box": [int(v) for v in self.box],
             "score": None if self.score is None else round(float(self.score), 4),
@@ -115,7 +128,11 @@ def with_probs(prediction: FacePrediction, probs: dict[str, np.ndarray], uncerta
     """A copy of `prediction` carrying `probs` (head -> class probabilities), with labels and uncertainty from them."""
     updates: dict = {}
     tops = []
+    if YEARS_OUTPUT in probs:
+        updates["age_years"] = float(probs[YEARS_OUTPUT])
     for head, values in probs.items():
+        if head == YEARS_OUTPUT:
+            continue
         values = np.asarray(values, dtype=np.float64)
         index = int(np.argmax(values))
         updates[f"{head}_label"] = CLASSES_OF_HEAD[head][index]
@@ -310,7 +327,8 @@ class Predictor:
         return predictions, timings
 
     def classify_crops(self, crops: list[np.ndarray], tta_flip: bool = False) -> dict[str, np.ndarray]:
-        """Calibrated probabilities (head -> array [N, classes]) of N face crops, in forward passes of at most
+        """Calibrated probabilities (head -> array [N, classes]) of N face crops, and for a years age head each
+        face's age in years ("age_years" -> array [N]), in forward passes of at most
         MAX_FORWARD_PIXELS input pixels (one pass for the shipped model's 20 faces).
 
         With tta_flip the mirrored crops join the same batch and each face's probabilities are the
@@ -347,4 +365,11 @@ class Predictor:
             if not np.isfinite(head_probs).all():  # weights holding NaN or infinity pass every file check
                 raise AudienceError(NON_FINITE.format(name=self.checkpoint.name if self.checkpoint else "The model"))
             probs[head] = head_probs
+        if YEARS_OUTPUT in logits:  # a years age head: the expected age of its distribution over the years
+            scaled = logits[YEARS_OUTPUT].astype(np.float64)
+            scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+            years = scaled / scaled.sum(axis=1, keepdims=True)
+            if tta_flip:
+                years = (years[: len(crops)] + years[len(crops):]) / 2
+            probs[YEARS_OUTPUT] = expected_age(torch.from_numpy(years)).numpy()
         return probs

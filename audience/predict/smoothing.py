@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audience.labels import HEADS
+from audience.model.network import YEARS_OUTPUT
 from audience.predict.predictor import FacePrediction, with_probs
 
 
@@ -79,6 +80,8 @@ class FaceTracker:
         new_tracks: list[Track] = []
         for i, prediction in enumerate(predictions):
             current = {head: np.asarray(p, dtype=np.float64) for head in HEADS if (p := prediction.probs_of(head))}
+            if prediction.age_years is not None:  # the age in years is smoothed like the probabilities
+                current[YEARS_OUTPUT] = np.asarray(prediction.age_years, dtype=np.float64)
             if i in matched:
                 track = self.tracks[matched[i]]
                 seen.add(matched[i])

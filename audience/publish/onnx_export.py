@@ -64,6 +64,7 @@ def onnx_metadata(metadata: CheckpointMetadata, heads: tuple[str, ...]) -> dict[
         "age_classes": metadata.age_classes, "gender_classes": metadata.gender_classes,
         "image_size": metadata.image_size, "mean": metadata.mean, "std": metadata.std,
         "temperature": metadata.temperature,
+        "age_head": metadata.age_head, "age_prior": metadata.age_prior, "prior_tau": metadata.prior_tau,
         "input": f"{INPUT_NAME}: float32 (N, 3, S, S), S = image_size: a face crop, longest side resized to S and "
                  "black-padded to S x S, RGB / 255, then (x - mean) / std per channel",
         "probabilities": "softmax(logits / temperature[head]) per head",
@@ -148,7 +149,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     check_opset(opset, exporter)
     _, json_path = checkpoint_paths(checkpoint)
     model, _, metadata = load_checkpoint(json_path)
-    heads = metadata.heads
+    heads = tuple(model.outputs)  # the task's heads, and the years logits of a years age head
     outputs = [f"{head}_logits" for head in heads]
     size = metadata.image_size
     if out is None:

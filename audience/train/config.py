@@ -27,7 +27,8 @@ from audience.data.transforms import AUGMENT_STRENGTHS
 from audience.errors import AudienceError, quoted, shorten
 from audience.inputs import check_path, name_slug
 from audience.labels import POLICIES, TASKS
-from audience.model.network import ARCHS
+from audience.model.age_years import DEFAULT_GAP_RULE, DEFAULT_SIGMA, GAP_RULES
+from audience.model.network import AGE_HEADS, ARCHS
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
 SWITCHES: tuple[str, ...] = ("auto", "on", "off")  # a GPU path: auto = on with CUDA
@@ -47,6 +48,8 @@ Protocol = Literal[PROTOCOLS]
 Schedule = Literal[SCHEDULES]
 Augment = Literal[AUGMENT_STRENGTHS]
 Switch = Literal[SWITCHES]
+AgeHead = Literal[AGE_HEADS]
+GapRule = Literal[GAP_RULES]
 
 
 def _setting(default, help: str, flags: tuple[str, ...] = (), minimum=None, maximum=None):
@@ -68,6 +71,16 @@ class TrainConfig(BaseModel):
     images: ImageFolder = _setting("auto", "image folder: aligned, faces, or auto (aligned if present)")
     arch: Arch = _setting("mobilenetv3_large_100", "network architecture")
     task: Task = _setting("age+gender", "what to predict")
+    age_head: AgeHead = _setting("groups", "age head: groups (8 logits) or years (one per year 0-100, learning from "
+                                 "exact ages where the data has them, as UTKFace does, and from a group's years "
+                                 "evenly where it has groups, as Adience does)")
+    age_sigma: float = _setting(DEFAULT_SIGMA, "years head: spread in years of the soft target around an exact age",
+                                minimum=0.1, maximum=30.0)
+    gap_rule: GapRule = _setting(DEFAULT_GAP_RULE, "years head: where a year between two groups (7, 14, 21, 33, 44, "
+                                 "54) counts: split (half to each neighbour), lower or upper group")
+    prior_tau: float | None = _setting(None, "age prior correction (logit adjustment by the training set's group "
+                                       "frequencies) from 0 (none) to 1 (full); default: chosen on the validation "
+                                       "set among 0, 0.25, 0.5, 0.75, 1", minimum=0.0, maximum=2.0)
     protocol: Protocol = _setting("folds", "folds: test on official fold k, train and validate (by album) on the "
                                   "others; random: the seed's leaky random split (val_fraction of the images)")
     folds: str = _setting("all", "test folds to run: all, or a comma list such as 0 or 0,2")

@@ -52,6 +52,7 @@ from audience.train.loop import (
 )
 from audience.train.metrics import compute_metrics
 from audience.train.prepare import build_cache_for, resolve_config
+from audience.train.prior import age_head_metadata, choose_tau, prior_adjustment, prior_metadata, training_prior
 from audience.train.runs import read_epochs, write_epochs
 
 STATE_FORMAT = 1
@@ -136,10 +137,17 @@ class _FoldTrainer:
             age = np.full_like(age, -1)
         if "gender" not in self.heads:
             gender = np.full_like(gender, -1)
+        years = None
+        if "age" in self.heads and config.age_head == "years":
+            # exact ages where the data has them (UTKFace); -1 elsewhere: those rows learn from their group
+            years = (data.faces["age_years"].fillna(-1).to_numpy(dtype=np.int64) if "age_years" in data.faces
+                     else np.full(len(age), -1, dtype=np.int64))
+        self.age_classes = age
         self.loaders, self.shares = {}, {}
         for name, index in self.sets.items():
             dataset = CachedFaces(cache, rows[index], age[index], gender[index],
-                                  transforms["train" if name == "train" else "eval"])
+                                  transforms["train" if name == "train" else "eval"],
+                                  None if years is None else years[index])
             sampler = None
             if ranks.data_parallel:
                 sampler = (SeededDistributedSampler(len(dataset), ranks) if name == "train"
@@ -152,7 +160,8 @@ class _FoldTrainer:
 
         torch.manual_seed(epoch_seed(config.seed, self.fold, 0))
         self.model = build_model(config.arch, config.task, pretrained=bool(config.pretrained),
-                                 weights_file=config.weights_file, drop_rate=config.drop_rate)
+                                 weights_file=config.weights_file, drop_rate=config.drop_rate,
+                                 age_head=config.age_head, gap_rule=config.gap_rule)
         self.flops = count_flops(self.model, size)
         if config.channels_last:
             self.model.to(self.device, memory_format=torch.channels_last)
@@ -191,7 +200,8 @@ class _FoldTrainer:
             "dataset": data.describe(), "split_level": data.split_level, **({"crop": data.crop} if data.crop else {}),
             **({"alignment": data.alignment} if data.alignment else {}),
             "protocol": self.split.protocol, "leaky": self.split.leaky, "fold": self.fold, "epoch": epoch,
-            "metrics": metrics, "flops": self.flops, "train_config": self.config.to_dict(), **extra,
+            "metrics": metrics, "flops": self.flops, "train_config": self.config.to_dict(),
+            **(age_head_metadata(self.model, self.config) if "age" in self.heads else {}), **extra,
         }
 
     def evaluate(self, name: str) -> tuple[dict, dict, float]:
@@ -227,6 +237,21 @@ def _calibrate(trainer: _FoldTrainer) -> tuple[dict, dict, dict]:
     val, _, _ = trainer.evaluate("val")
     test, _, _ = trainer.evaluate("test")
     return calibrate_heads(val, test, trainer.heads, trainer.config.calibrate)
+
+
+def _correct_prior(trainer: _FoldTrainer) -> dict | None:
+    """Choose the age prior correction on validation (or take the configured tau) and set it on the model;
+    the checkpoint's `prior` record (audience.train.prior), or None for a model without an age head."""
+    if "age" not in trainer.heads:
+        return None
+    prior = training_prior(trainer.age_classes[trainer.sets["train"]])
+    if trainer.config.prior_tau is not None:
+        record = {"prior": prior, "tau": float(trainer.config.prior_tau), "chosen_on": "config", "table": []}
+    else:
+        val, _, _ = trainer.evaluate("val")
+        record = choose_tau(val["age"], val["age_true"], prior)
+    trainer.model.set_age_adjustment(prior_adjustment(record["prior"], record["tau"]) if record["tau"] else None)
+    return record
 
 
 def _batch_reporter(trainer: _FoldTrainer, epoch: int, started: float, measured: float | None) -> Callable:
@@ -292,16 +317,18 @@ def _finish_fold(trainer: _FoldTrainer, best_epoch: int | None, sizes: dict) -> 
         load_state_strictly(trainer.model, best_model.state_dict(), f"{fold_dir / 'best'} does not fit the run's model")
     if trainer.ranks.data_parallel:
         broadcast_module(trainer.model, trainer.ranks)
+    prior = _correct_prior(trainer)
     temperature, test_metrics, calibration = _calibrate(trainer)
     scalars = _scalars(test_metrics)
     scalars.update({f"{head}_ece_uncalibrated": calibration[head]["test_ece_before"] for head in trainer.heads})
     if trainer.writes:
         save_checkpoint(fold_dir / "best", trainer.model, trainer.metadata(
             best_epoch, test_metrics, temperature, metrics_on="test", calibration=calibration,
-            selected_epoch=best_epoch))
+            selected_epoch=best_epoch, **prior_metadata(prior)))
         write_json_atomic(fold_dir / "test_metrics.json", {
             "fold": fold, "protocol": split.protocol, "leaky": split.leaky, "best_epoch": best_epoch, "sizes": sizes,
             "temperature": temperature, "calibration": calibration, "metrics": test_metrics, "summary": scalars,
+            **({"age_prior_correction": prior} if prior else {}),
         })
     trainer.emit({"type": "fold_end", "fold": fold, "best_epoch": best_epoch, "metrics": scalars,
                   "temperature": temperature,

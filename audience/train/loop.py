@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from audience.errors import AudienceError
 from audience.labels import HEADS, NO_CLASS
+from audience.model.age_years import years_targets
+from audience.model.network import YEARS_OUTPUT
 
 
 class LossNotFinite(RuntimeError):
@@ -141,13 +143,33 @@ def head_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> t
     return total / labelled.clamp(min=1)
 
 
-def task_loss(outputs: dict, age: torch.Tensor, gender: torch.Tensor, config) -> torch.Tensor:
+def years_loss(logits: torch.Tensor, years: torch.Tensor, groups: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Mean soft cross-entropy of a years head over the rows with an exact age or an age group; 0 when none has."""
+    targets, labelled = years_targets(years, groups, sigma)
+    total = -(targets * torch.log_softmax(logits.float(), dim=1)).sum()
+    return total / labelled.sum().clamp(min=1)
+
+
+def task_loss(outputs: dict, age: torch.Tensor, gender: torch.Tensor, config,
+              years: torch.Tensor | None = None) -> torch.Tensor:
+    """The training objective: the weighted losses of the task's heads. A years age head ("age_years" in
+    `outputs`) learns from `years` (exact ages, -1 where unknown) and the age groups (`age`)."""
     loss = torch.zeros((), device=age.device)
-    if "age" in outputs:
+    if YEARS_OUTPUT in outputs:
+        years = years if years is not None else torch.full_like(age, -1)
+        sigma = getattr(config, "age_sigma", None) or 2.0
+        loss = loss + config.age_weight * years_loss(outputs[YEARS_OUTPUT], years, age, sigma)
+    elif "age" in outputs:
         loss = loss + config.age_weight * head_loss(outputs["age"], age, config.label_smoothing)
     if "gender" in outputs:
         loss = loss + config.gender_weight * head_loss(outputs["gender"], gender, config.label_smoothing)
     return loss
+
+
+def _labels(item) -> tuple:
+    """(images, age, gender, years or None) of a loader's batch: datasets with exact ages add a fourth item."""
+    batch, age, gender, *rest = item
+    return batch, age, gender, (rest[0] if rest else None)
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool = True) -> torch.Tensor:
@@ -181,16 +203,18 @@ def train_epoch(
     model.train()
     total, images, started = 0.0, 0, time.perf_counter()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    for step, (batch, age, gender) in enumerate(loader, start=1):
+    for step, item in enumerate(loader, start=1):
         if step > steps:
             break
         if should_stop is not None and should_stop():
             return (total / max(1, step - 1), images, True)
+        batch, age, gender, years = _labels(item)
         batch = _to_device(batch, device, config.channels_last)
         age, gender = age.to(device, non_blocking=True), gender.to(device, non_blocking=True)
+        years = years.to(device, non_blocking=True) if years is not None else None
         with _autocast(device, config.bf16):
             outputs = model(batch)
-        loss = task_loss(outputs, age, gender, config)
+        loss = task_loss(outputs, age, gender, config, years)
         value = float(loss.item())
         if not math.isfinite(value):
             raise LossNotFinite(f"the training loss became {value} at batch {step}")
@@ -211,17 +235,21 @@ def train_epoch(
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device, bf16: str = "auto",
                    channels_last: bool = True) -> dict[str, np.ndarray]:
-    """Float32 logits of every head over the loader, with the labels: keys age, gender, age_true, gender_true."""
+    """Float32 logits of every output over the loader, with the labels: keys age, gender (and age_years for a
+    years head), age_true, gender_true (and years_true when the dataset has exact ages)."""
     model.eval()
     logits: dict[str, list] = {}
     labels: dict[str, list] = {"age_true": [], "gender_true": []}
-    for batch, age, gender in loader:
+    for item in loader:
+        batch, age, gender, years = _labels(item)
         with _autocast(device, bf16):
             outputs = model(_to_device(batch, device, channels_last))
         for head, values in outputs.items():
             logits.setdefault(head, []).append(values.float().cpu().numpy())
         labels["age_true"].append(age.numpy())
         labels["gender_true"].append(gender.numpy())
+        if years is not None:
+            labels.setdefault("years_true", []).append(years.numpy())
     result = {head: np.concatenate(parts) for head, parts in logits.items()}
     result.update({name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in labels.items()})
     return result
@@ -229,7 +257,8 @@ def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 def logits_loss(predicted: dict[str, np.ndarray], config) -> float:
     """The training objective (weights and smoothing included) on precomputed logits."""
-    outputs = {head: torch.from_numpy(predicted[head]) for head in HEADS if head in predicted}
+    outputs = {head: torch.from_numpy(predicted[head]) for head in (*HEADS, YEARS_OUTPUT) if head in predicted}
     age = torch.from_numpy(predicted["age_true"]).long()
     gender = torch.from_numpy(predicted["gender_true"]).long()
-    return float(task_loss(outputs, age, gender, config))
+    years = torch.from_numpy(predicted["years_true"]).long() if "years_true" in predicted else None
+    return float(task_loss(outputs, age, gender, config, years))

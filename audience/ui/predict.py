@@ -119,7 +119,7 @@ def stream_frame(frame, model_name: str | None, session: dict | None):
     note = f" {capped}{note}" if capped else note
     # the smoothed classes in words too (numbered as in the picture): readable without the image
     labels = "; ".join(
-        f"{face_number(number)} " + " · ".join(p.label_of(head) for head in HEADS if p.probs_of(head) is not None)
+        f"{face_number(number)} " + " · ".join(p.shown_label(head) for head in HEADS if p.probs_of(head) is not None)
         for number, p in enumerate(smoothed, 1) if p.age_probs is not None or p.gender_probs is not None)
     status = (f"{len(smoothed)} face{'s' if len(smoothed) != 1 else ''}, {elapsed:.0f} ms per frame"
               f"{': ' + labels if labels else ''}.{note}")

@@ -186,7 +186,7 @@ def faces_table(predictions: list[FacePrediction]) -> pd.DataFrame:
             number,
             ", ".join(str(v) for v in p.box),
             None if p.score is None else round(p.score, 3),
-            p.age_label or "",
+            p.shown_label("age") or "",
             None if p.age_probs is None else round(max(p.age_probs), 3),
             p.gender_label or "",
             None if p.gender_probs is None else round(max(p.gender_probs), 3),

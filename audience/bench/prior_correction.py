@@ -1,0 +1,91 @@
+"""What the age prior correction does to a trained model: per tau, overall and per-group accuracy on its own
+held-out fold, and the tau its validation set would choose (audience.train.prior).
+
+`python -m audience.cli.benchmark prior --checkpoint CKPT [--data ROOT]` rebuilds the checkpoint's split from its
+training settings (`train_config`: data, protocol, fold, validation share, seed), takes the prior from its
+training faces, runs the model once over the validation and test faces (whole images from the training
+cache, as the trainer's test does) without any correction, and prints one row per tau.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from audience.data.cache import CachedFaces
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES
+from audience.model.checkpoint import load_checkpoint_model, read_checkpoint_metadata
+from audience.train.config import TrainConfig
+from audience.train.loop import make_loader, predict_logits, resolve_device
+from audience.train.prepare import build_cache_for, read_data
+from audience.train.prior import TAUS, choose_tau, tau_scores, training_prior
+
+__all__ = ["measure_prior_correction", "prior_lines"]
+
+
+def _per_group(scores: np.ndarray, true: np.ndarray, prior, tau: float) -> list[float | None]:
+    from audience.model.age_years import prior_adjustment
+
+    keep = true >= 0
+    predicted = (scores[keep] - prior_adjustment(prior, tau)).argmax(axis=1)
+    truth = true[keep]
+    return [float(np.mean(predicted[truth == g] == g)) if (truth == g).any() else None
+            for g in range(len(AGE_CLASSES))]
+
+
+def measure_prior_correction(checkpoint: str | Path, data: str | None = None, taus: tuple[float, ...] = TAUS,
+                             device: str = "cpu", batch_size: int = 128) -> dict:
+    """{"checkpoint", "data", "fold", "prior", "choice" (choose_tau on validation), "test" (a row per tau: exact,
+    1-off, balanced exact and per-group exact accuracy on the test fold)}."""
+    metadata = read_checkpoint_metadata(checkpoint)
+    if "age" not in metadata.heads:
+        raise AudienceError(f"{checkpoint}: the model has no age head, so it has no age prior to correct.")
+    recorded = metadata.train_config.as_dict() if metadata.train_config is not None else None
+    if not recorded:
+        raise AudienceError(f"{checkpoint}: it records no training settings (train_config), so its validation "
+                            "and test faces cannot be found again.")
+    config = TrainConfig.from_dict({**recorded, **({"data": str(data)} if data else {})})
+    from audience.data.splits import make_split
+
+    dataset = read_data(config)
+    split = make_split(dataset, config.protocol, int(metadata.fold or 0), config.val_fraction, config.seed,
+                       config.task)
+    cache = build_cache_for(config.replace(image_size=metadata.image_size), dataset, lambda event: None)
+    target = resolve_device(device)
+    model, transform = load_checkpoint_model(checkpoint, metadata, device=target)
+    model.set_age_adjustment(None)  # measured from the plain scores
+    rows = cache.rows_of(dataset.faces["path"].astype(str).tolist())
+    age = dataset.faces["age_class"].to_numpy()
+    gender = dataset.faces["gender_class"].to_numpy()
+    prior = training_prior(age[split.train])
+    scores = {}
+    for name in ("val", "test"):
+        index = getattr(split, name)
+        index = index[rows[index] >= 0]
+        faces = CachedFaces(cache, rows[index], age[index], gender[index], transform)
+        predicted = predict_logits(model, make_loader(faces, batch_size, target, 0, train=False, persistent=False),
+                                   target)
+        scores[name] = (predicted["age"], predicted["age_true"])
+    choice = choose_tau(*scores["val"], prior, taus)
+    test = [{**tau_scores(*scores["test"], prior, tau), "per_group": _per_group(*scores["test"], prior, tau)}
+            for tau in taus]
+    return {"checkpoint": str(checkpoint), "data": config.data, "fold": metadata.fold, "prior": prior,
+            "recorded_tau": metadata.prior_tau, "choice": choice, "test": test}
+
+
+def prior_lines(result: dict) -> list[str]:
+    """The report as text: the prior, the validation's choice, and a row per tau on the test fold."""
+    pct = lambda value: "-" if value is None else f"{100 * value:.1f}"  # noqa: E731
+    lines = [f"{result['checkpoint']}: age prior correction on {result['data']}, fold {result['fold']} "
+             f"(the trainer's test: whole images; image-level folds for UTKFace)",
+             "training prior: " + ", ".join(f"{name} {p:.3f}" for name, p in zip(AGE_CLASSES, result["prior"],
+                                                                                 strict=True)),
+             f"validation chooses tau {result['choice']['tau']:g} ({result['choice']['chosen_on']})",
+             "tau   | exact | 1-off | balanced | " + " | ".join(AGE_CLASSES)]
+    for row in result["test"]:
+        groups = " | ".join(pct(value) for value in row["per_group"])
+        lines.append(f"{row['tau']:<5g} | {pct(row['age_exact'])} | {pct(row['age_one_off'])} | "
+                     f"{pct(row['balanced_age_exact'])} | {groups}")
+    return lines
