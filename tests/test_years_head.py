@@ -243,3 +243,19 @@ def test_a_years_run_records_its_head_and_prior_correction(small_root, tmp_path)
     assert len(metadata.age_prior) == 8 and metadata.prior_choice.chosen_on == "config"
     test = json.loads((run / "fold0" / "test_metrics.json").read_text())
     assert test["age_prior_correction"]["tau"] == 0.5
+
+
+def test_a_utkface_run_learns_from_exact_ages_and_records_the_races(tmp_path, unmeasured_framing):
+    from audience.train.cross_validate import cross_validate
+    from tests.test_group_metrics import _utkface_folder
+
+    folder = _utkface_folder(tmp_path)
+    config = TrainConfig.from_dict({"data": str(folder), "arch": "tiny", "folds": "0", "epochs": 1,
+                                    "batch_size": 8, "image_size": 32, "workers": 0, "max_train_batches": 2,
+                                    "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
+                                    "age_head": "years", "pretrained": False})
+    run = cross_validate(config)
+    test = json.loads((run / "fold0" / "test_metrics.json").read_text())
+    assert set(test["metrics"]["per_race"]) <= {"White", "Black", "Asian", "Indian", "Others"}
+    assert test["metrics"]["per_race"] and "race_gap" in test["metrics"]
+    assert read_checkpoint_metadata(run / "fold0" / "best").age_head == "years"

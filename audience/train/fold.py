@@ -236,7 +236,9 @@ class _FoldTrainer:
 def _calibrate(trainer: _FoldTrainer) -> tuple[dict, dict, dict]:
     val, _, _ = trainer.evaluate("val")
     test, _, _ = trainer.evaluate("test")
-    return calibrate_heads(val, test, trainer.heads, trainer.config.calibrate)
+    faces = trainer.data.faces  # UTKFace's race per test face: the test metrics add the accuracy per race
+    race = faces["race"].to_numpy()[trainer.sets["test"]] if "race" in faces else None
+    return calibrate_heads(val, test, trainer.heads, trainer.config.calibrate, race=race)
 
 
 def _correct_prior(trainer: _FoldTrainer) -> dict | None:
