@@ -259,3 +259,27 @@ def test_a_utkface_run_learns_from_exact_ages_and_records_the_races(tmp_path, un
     assert set(test["metrics"]["per_race"]) <= {"White", "Black", "Asian", "Indian", "Others"}
     assert test["metrics"]["per_race"] and "race_gap" in test["metrics"]
     assert read_checkpoint_metadata(run / "fold0" / "best").age_head == "years"
+
+
+def test_the_prior_benchmark_measures_each_tau_and_writes_the_choice(small_root, tmp_path, monkeypatch):
+    from audience.bench.prior_correction import measure_prior_correction, prior_lines
+    from audience.train import prior as prior_module
+    from audience.train.cross_validate import cross_validate
+
+    config = TrainConfig.from_dict({"data": str(small_root), "arch": "tiny", "folds": "0", "epochs": 1,
+                                    "batch_size": 16, "image_size": 32, "workers": 0, "max_train_batches": 2,
+                                    "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
+    best = cross_validate(config) / "fold0" / "best.json"
+    monkeypatch.setattr(prior_module, "MIN_CHOICE_ROWS", 1)  # the small set's validation may choose a tau
+    result = measure_prior_correction(best, write=True)
+    assert [row["tau"] for row in result["test"]] == list(prior_module.TAUS)
+    plain = result["test"][0]
+    assert plain["age_exact"] == pytest.approx(read_checkpoint_metadata(best).metrics.age_exact)
+    lines = prior_lines(result)
+    assert lines[2].startswith(f"validation chooses tau {result['choice']['tau']:g}") and len(lines) == 4 + 5
+    metadata = read_checkpoint_metadata(best)
+    assert metadata.prior_tau == result["choice"]["tau"] and metadata.age_prior == pytest.approx(result["prior"])
+    assert metadata.prior_choice.chosen_on.endswith("applied after training")
+    chosen = next(row for row in result["test"] if row["tau"] == result["choice"]["tau"])
+    assert metadata.metrics.age_exact == pytest.approx(chosen["age_exact"])
+    assert load_checkpoint(best)[0] is not None  # the weights are untouched: their checksum still holds

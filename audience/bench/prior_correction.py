@@ -4,7 +4,9 @@ held-out fold, and the tau its validation set would choose (audience.train.prior
 `python -m audience.cli.benchmark prior --checkpoint CKPT [--data ROOT]` rebuilds the checkpoint's split from its
 training settings (`train_config`: data, protocol, fold, validation share, seed), takes the prior from its
 training faces, runs the model once over the validation and test faces (whole images from the training
-cache, as the trainer's test does) without any correction, and prints one row per tau.
+cache, as the trainer's test does) without any correction, and prints one row per tau. `--write` stores the
+validation's choice in the checkpoint (`age_prior`, `prior_tau`, `prior_choice`), with its test metrics
+measured again under it (`metrics`), so a model trained before the correction existed gets it too.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import numpy as np
 
 from audience.data.cache import CachedFaces
 from audience.errors import AudienceError
+from audience.files import write_json_atomic
 from audience.labels import AGE_CLASSES
-from audience.model.checkpoint import load_checkpoint_model, read_checkpoint_metadata
+from audience.model.age_years import prior_adjustment
+from audience.model.checkpoint import checkpoint_paths, load_checkpoint_model, read_checkpoint_metadata
+from audience.model.metadata import check_checkpoint_metadata
 from audience.train.config import TrainConfig
 from audience.train.loop import make_loader, predict_logits, resolve_device
 from audience.train.prepare import build_cache_for, read_data
@@ -26,8 +31,6 @@ __all__ = ["measure_prior_correction", "prior_lines"]
 
 
 def _per_group(scores: np.ndarray, true: np.ndarray, prior, tau: float) -> list[float | None]:
-    from audience.model.age_years import prior_adjustment
-
     keep = true >= 0
     predicted = (scores[keep] - prior_adjustment(prior, tau)).argmax(axis=1)
     truth = true[keep]
@@ -36,9 +39,10 @@ def _per_group(scores: np.ndarray, true: np.ndarray, prior, tau: float) -> list[
 
 
 def measure_prior_correction(checkpoint: str | Path, data: str | None = None, taus: tuple[float, ...] = TAUS,
-                             device: str = "cpu", batch_size: int = 128) -> dict:
+                             device: str = "cpu", batch_size: int = 128, write: bool = False) -> dict:
     """{"checkpoint", "data", "fold", "prior", "choice" (choose_tau on validation), "test" (a row per tau: exact,
-    1-off, balanced exact and per-group exact accuracy on the test fold)}."""
+    1-off, balanced exact and per-group exact accuracy on the test fold)}; with `write`, the checkpoint JSON
+    gets the chosen correction and the test metrics under it (`written`: the JSON's path)."""
     metadata = read_checkpoint_metadata(checkpoint)
     if "age" not in metadata.heads:
         raise AudienceError(f"{checkpoint}: the model has no age head, so it has no age prior to correct.")
@@ -60,7 +64,7 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
     age = dataset.faces["age_class"].to_numpy()
     gender = dataset.faces["gender_class"].to_numpy()
     prior = training_prior(age[split.train])
-    scores = {}
+    scores, test_logits = {}, None
     for name in ("val", "test"):
         index = getattr(split, name)
         index = index[rows[index] >= 0]
@@ -68,11 +72,39 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
         predicted = predict_logits(model, make_loader(faces, batch_size, target, 0, train=False, persistent=False),
                                    target)
         scores[name] = (predicted["age"], predicted["age_true"])
+        test_logits = predicted if name == "test" else None
     choice = choose_tau(*scores["val"], prior, taus)
     test = [{**tau_scores(*scores["test"], prior, tau), "per_group": _per_group(*scores["test"], prior, tau)}
             for tau in taus]
-    return {"checkpoint": str(checkpoint), "data": config.data, "fold": metadata.fold, "prior": prior,
-            "recorded_tau": metadata.prior_tau, "choice": choice, "test": test}
+    result = {"checkpoint": str(checkpoint), "data": config.data, "fold": metadata.fold, "prior": prior,
+              "recorded_tau": metadata.prior_tau, "choice": choice, "test": test}
+    if write:
+        index = split.test[rows[split.test] >= 0]
+        race = dataset.faces["race"].to_numpy()[index] if "race" in dataset.faces else None
+        result["written"] = str(write_prior(checkpoint, choice, test_logits, race))
+    return result
+
+
+def write_prior(checkpoint: str | Path, choice: dict, test: dict, race=None) -> Path:
+    """Store `choice` (choose_tau's) in the checkpoint JSON, and its test metrics measured again with it and the
+    checkpoint's temperatures (`test`: the plain predict_logits of its test faces). The weights are untouched."""
+    from audience.train.metrics import compute_metrics, softmax_with_temperature
+
+    path = checkpoint_paths(checkpoint)[1]
+    metadata = read_checkpoint_metadata(path)
+    temperature = metadata.temperatures
+    age = test["age"] - prior_adjustment(choice["prior"], choice["tau"])
+    gender = test.get("gender")
+    metrics = compute_metrics(test["age_true"], softmax_with_temperature(age, temperature["age"]), test["gender_true"],
+                              None if gender is None else softmax_with_temperature(gender, temperature["gender"]),
+                              race=race)
+    updated = metadata.as_json()
+    updated.update({"age_prior": choice["prior"], "prior_tau": choice["tau"], "metrics": metrics,
+                    "prior_choice": {"chosen_on": f"{choice['chosen_on']}, applied after training",
+                                     "table": choice["table"]}})
+    check_checkpoint_metadata(updated, str(path))
+    write_json_atomic(path, updated)
+    return path
 
 
 def prior_lines(result: dict) -> list[str]:

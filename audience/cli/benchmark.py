@@ -156,13 +156,15 @@ def add_prior_parser(subparsers) -> None:
         "prior", help="the age prior correction's effect on a model's held-out fold, per tau and per age group")
     parser.add_argument("--checkpoint", required=True, help="a checkpoint trained by this project (its train_config)")
     parser.add_argument("--data", help="its data root, when it has moved since training (default: as recorded)")
+    parser.add_argument("--write", action="store_true",
+                        help="store the validation's choice in the checkpoint JSON, with its test metrics under it")
     parser.set_defaults(run=run_prior)
 
 
 def run_prior(args: argparse.Namespace) -> dict:
     from audience.bench.prior_correction import measure_prior_correction, prior_lines
 
-    result = measure_prior_correction(args.checkpoint, args.data)
+    result = measure_prior_correction(args.checkpoint, args.data, write=args.write)
     for line in prior_lines(result):
         print(line, flush=True)
     return result
