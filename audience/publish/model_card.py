@@ -169,9 +169,32 @@ def _model_facts(metadata: CheckpointMetadata, summary: dict | None) -> list[str
         if isinstance(flops, int | float) else "- FLOPs per face: not recorded",
         f"- input: RGB face crop resized to {metadata.image_size} px, mean {metadata.mean}, std {metadata.std}",
         f"- classes: age {metadata.age_classes}, gender {metadata.gender_classes}",
+        *_age_head_lines(metadata),
         f"- epoch selected: {selected}; created {metadata.created}",
         f"- weights sha256: `{sha256}`; versions: {versions or '?'}",
     ]
+
+
+def _age_head_lines(metadata: CheckpointMetadata) -> list[str]:
+    """How the age head answers (groups, or years summed into groups) and its prior correction."""
+    if "age" not in metadata.heads:
+        return []
+    if metadata.age_head == "years":
+        sigma = f", a Gaussian of {metadata.age_sigma:g} years around the exact age" if metadata.age_sigma else ""
+        head = (f"- age head: `years`, one output per year 0-100 (soft targets{sigma}; group labels spread evenly "
+                f"over the group's years); the eight group probabilities are the sums over each group's years, a "
+                f"year between two groups counted by the rule `{metadata.gap_rule}`; the age in years shown is the "
+                "mean of the distribution")
+    else:
+        head = "- age head: `groups`, one output per age group"
+    if metadata.prior_tau:
+        chosen = metadata.prior_choice.chosen_on if metadata.prior_choice is not None else None
+        prior = (f"- age prior correction: the age scores minus {metadata.prior_tau:g} x log(the training faces' "
+                 f"share of each group), against the pull toward the biggest group (tau chosen on "
+                 f"{chosen or 'a setting'})")
+    else:
+        prior = "- age prior correction: none"
+    return [head, prior]
 
 
 def _limits(data_format: str | None) -> str:
