@@ -203,14 +203,15 @@ def _processes(gpus: str | None) -> tuple[int, bool | None]:
     return (1, None) if mode is None or gpu_count() < 2 else (gpu_count(), mode)
 
 
-def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_batches=None, gpus=None, **form):
+def start_training(demo: gr.Blocks, *, image_size=None, workers=None, max_train_batches=None, prior_tau=None,
+                   gpus=None, **form):
     """Start a run from the form's values; API callers may give only the fields they change.
 
     Gradio makes an API argument optional when its component has a value or the handler's parameter
     defaults to None: the number fields that may start empty are therefore named here (a test checks
     that every such field of TrainConfig is); every other field arrives in **form.
     """
-    form.update(image_size=image_size, workers=workers, max_train_batches=max_train_batches)
+    form.update(image_size=image_size, workers=workers, max_train_batches=max_train_batches, prior_tau=prior_tau)
     processes, parallel_folds = _processes(gpus)
     if parallel_folds is not None:
         form["parallel_folds"] = parallel_folds
