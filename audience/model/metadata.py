@@ -35,6 +35,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     WrapValidator,
+    create_model,
 )
 
 from audience.errors import AudienceError, quoted
@@ -86,30 +87,25 @@ class Record(BaseModel):
         return self.model_dump(exclude_unset=True)
 
 
-class Metrics(Record):
-    """The test (or validation, see `metrics_on`) metrics of the checkpoint's fold, keyed as the metric registry
-    (audience.registry) names them; per-group metrics the registry adds pass through as extra keys."""
-
-    age_exact: Number = None
-    age_one_off: Number = None
-    age_f1: Number = None
-    age_ece: Number = None
-    age_n: Count = None
-    age_confusion: Lenient[list[list[StrictInt]]] = None
-    age_per_class: Lenient[list[Number]] = None  # None for a class with no test face
-    gender_acc: Number = None
-    gender_acc_fm: Number = None
-    gender_f1: Number = None
-    gender_ece: Number = None
-    gender_n: Count = None
-    gender_n_fm: Count = None
-    gender_confusion: Lenient[list[list[StrictInt]]] = None
-    gender_per_class: Lenient[list[Number]] = None
-
+class _MetricsRecord(Record):
     def number(self, key: str) -> float | int | None:
         """The metric `key` (a registry key, named here or not) when it is recorded as a number, else None."""
         value = getattr(self, key, None) if key in type(self).model_fields else (self.model_extra or {}).get(key)
         return _number(value)
+
+
+# What each head records (HEAD_f1, HEAD_ece, ...), then what one head alone records.
+_HEAD_METRICS = {"f1": Number, "ece": Number, "n": Count, "confusion": Lenient[list[list[StrictInt]]],
+                 "per_class": Lenient[list[Number]]}  # per_class: None for a class with no test face
+_OWN_METRICS = {"age_exact": Number, "age_one_off": Number, "gender_acc": Number, "gender_acc_fm": Number,
+                "gender_n_fm": Count}
+Metrics = create_model(
+    "Metrics", __base__=_MetricsRecord, __module__=__name__,
+    __doc__="The test (or validation, see `metrics_on`) metrics of the checkpoint's fold, keyed as the metric "
+            "registry (audience.registry) names them; per-group metrics the registry adds pass through as extra keys.",
+    **{f"{head}_{name}": (kind, None) for head in ("age", "gender") for name, kind in _HEAD_METRICS.items()},
+    **{name: (kind, None) for name, kind in _OWN_METRICS.items()},
+)
 
 
 class TrainingInfo(Record):
