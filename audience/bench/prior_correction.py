@@ -64,44 +64,46 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
     age = dataset.faces["age_class"].to_numpy()
     gender = dataset.faces["gender_class"].to_numpy()
     prior = training_prior(age[split.train])
-    scores, test_logits = {}, None
-    for name in ("val", "test"):
+    def predict(name: str) -> dict:
         index = getattr(split, name)
         index = index[rows[index] >= 0]
         faces = CachedFaces(cache, rows[index], age[index], gender[index], transform)
-        predicted = predict_logits(model, make_loader(faces, batch_size, target, 0, train=False, persistent=False),
-                                   target)
-        scores[name] = (predicted["age"], predicted["age_true"])
-        test_logits = predicted if name == "test" else None
+        return predict_logits(model, make_loader(faces, batch_size, target, 0, train=False, persistent=False), target)
+
+    scores = {name: (predicted["age"], predicted["age_true"]) for name in ("val", "test")
+              for predicted in (predict(name),)}
     choice = choose_tau(*scores["val"], prior, taus)
     test = [{**tau_scores(*scores["test"], prior, tau), "per_group": _per_group(*scores["test"], prior, tau)}
             for tau in taus]
     result = {"checkpoint": str(checkpoint), "data": config.data, "fold": metadata.fold, "prior": prior,
               "recorded_tau": metadata.prior_tau, "choice": choice, "test": test}
     if write:
+        # the test faces again through the network with the correction, as every path that serves it runs it
+        model.set_age_adjustment(prior_adjustment(choice["prior"], choice["tau"]) if choice["tau"] else None)
         index = split.test[rows[split.test] >= 0]
         race = dataset.faces["race"].to_numpy()[index] if "race" in dataset.faces else None
-        result["written"] = str(write_prior(checkpoint, choice, test_logits, race))
+        result["written"] = str(write_prior(checkpoint, choice, predict("test"), race))
     return result
 
 
 def write_prior(checkpoint: str | Path, choice: dict, test: dict, race=None) -> Path:
     """Store `choice` (choose_tau's) in the checkpoint JSON, and its test metrics measured again with it and the
-    checkpoint's temperatures (`test`: the plain predict_logits of its test faces). The weights are untouched."""
+    checkpoint's temperatures (`test`: predict_logits of its test faces by the network with the correction set).
+    The weights are untouched. A checkpoint that recorded no correction says it was applied after training."""
     from audience.train.metrics import compute_metrics, softmax_with_temperature
 
     path = checkpoint_paths(checkpoint)[1]
     metadata = read_checkpoint_metadata(path)
     temperature = metadata.temperatures
-    age = test["age"] - prior_adjustment(choice["prior"], choice["tau"])
     gender = test.get("gender")
-    metrics = compute_metrics(test["age_true"], softmax_with_temperature(age, temperature["age"]), test["gender_true"],
+    metrics = compute_metrics(test["age_true"], softmax_with_temperature(test["age"], temperature["age"]),
+                              test["gender_true"],
                               None if gender is None else softmax_with_temperature(gender, temperature["gender"]),
                               race=race)
     updated = metadata.as_json()
+    after = "" if metadata.prior_tau is not None else ", applied after training"
     updated.update({"age_prior": choice["prior"], "prior_tau": choice["tau"], "metrics": metrics,
-                    "prior_choice": {"chosen_on": f"{choice['chosen_on']}, applied after training",
-                                     "table": choice["table"]}})
+                    "prior_choice": {"chosen_on": f"{choice['chosen_on']}{after}", "table": choice["table"]}})
     check_checkpoint_metadata(updated, str(path))
     write_json_atomic(path, updated)
     return path
