@@ -89,3 +89,19 @@ def test_the_app_starts_without_torch_timm_or_sklearn(tmp_path, demo_root):
     assert done.returncode == 0, done.stderr[-3000:]
     imported = json.loads(done.stdout.strip().splitlines()[-1])
     assert imported == {}, "imported at the app's start:\n" + "\n".join(f"{k}: {v}" for k, v in imported.items())
+
+
+def test_the_demo_data_are_made_on_first_use_not_before_the_first_page(tmp_path, monkeypatch):
+    """A fresh AUDIENCE_HOME: the app's start only names the demo folder (making it took about 2 s of the cold
+    start); the EDA tab's first load, which opens that folder, makes it."""
+    from pathlib import Path
+
+    import app
+    from audience.ui.eda import run_eda
+
+    monkeypatch.setenv("AUDIENCE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AUDIENCE_DATA", raising=False)
+    root = Path(app.default_data_root())
+    assert root == tmp_path / "home" / "demo-data" and not root.exists()
+    summary = run_eda(str(root), "bins", "auto")[0]
+    assert (root / "fold_0_data.txt").is_file() and "demo" in summary.lower(), summary
