@@ -2,7 +2,7 @@
 
 `demo` is built at import (Hugging Face Spaces and the tests import it); `launch()` runs only under
 `__main__`. With no AUDIENCE_DATA set, the EDA and Train tabs open the built-in synthetic demo
-dataset, made on first start.
+dataset, made on first use.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from audience import settings
-from audience.data.demo import ensure_demo_dataset
+from audience.data.demo import check_demo_folder
 from audience.errors import AudienceError
 from audience.ui.choice_errors import bound_choice_errors
 from audience.ui.compare import build_compare_tab
@@ -34,12 +34,15 @@ and try a model on your own photos or webcam."""
 
 
 def default_data_root() -> str:
-    """AUDIENCE_DATA when set, else the synthetic demo dataset (made here on first start)."""
+    """AUDIENCE_DATA when set, else the synthetic demo dataset's folder. The demo data are made on first use
+    (the EDA tab's first load, a training run: about 2 s), not before the first page; a folder there that
+    holds something else stops the app here."""
     configured = settings.configured_data_root()
     if configured is not None:
         return str(configured)
     try:
-        return str(ensure_demo_dataset())
+        check_demo_folder(settings.demo_root())
+        return str(settings.demo_root())
     except AudienceError as exc:  # e.g. the demo folder holds something else: a sentence, not a traceback
         raise SystemExit(f"Audience cannot start: {exc} The demo folder is AUDIENCE_HOME/demo-data: "
                          "set AUDIENCE_HOME to another folder, or AUDIENCE_DATA to a dataset.") from None

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from audience import settings
 from audience.files import read_json, write_json_atomic
@@ -48,6 +47,8 @@ def cached_latency(arch: str, image_size: int) -> dict | None:
 
 def measure_cpu_latency(arch: str, image_size: int, repeats: int = 10, refresh: bool = False) -> dict:
     """Median CPU milliseconds per face (batch 1, random-init `arch` at `image_size`), cached."""
+    import torch
+
     from audience.model.network import build_model
     from audience.train.config import check_setting
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset
 
 from audience import settings
 from audience.data.images import IMAGE_ERRORS, check_pixel_count, unreadable_reason
@@ -252,8 +251,11 @@ def describe_unreadable(cache: ImageCache, examples: int = 3) -> str | None:
             f"(all are listed under 'failed' in {cache.array_path.with_suffix('.json')})")
 
 
-class CachedFaces(Dataset):
+class CachedFaces:
     """Faces read from the cache's memmap, transformed, with their age and gender class (-1 = none).
+
+    A map-style dataset for torch's DataLoader (`__len__` and `__getitem__` are all it asks for); it does not
+    subclass torch's Dataset, so that importing this module (the app does, at start) does not import torch.
 
     An item is an index, or an (index, seed) pair from a seeded sampler: the augmentation RNG of
     that one sample then starts from `seed`, so the augmentations of an epoch depend only on the

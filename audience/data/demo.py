@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,13 +222,9 @@ def make_demo_dataset(out: str | Path, seed: int = 0, n_subjects: int = DEFAULT_
     wanted = {"generator": GENERATOR, "version": DEMO_VERSION, "seed": int(seed), "n_subjects": int(n_subjects),
               "images_per_subject": list(per_subject), "image_size": image_size}
     if out.exists():
-        if not out.is_dir():
-            raise AudienceError(f"{out}: is a file, not a folder; choose another place for the demo dataset.")
+        check_demo_folder(out)
         if not overwrite and _is_finished_demo(out, wanted):
             return out.resolve()
-        if any(out.iterdir()) and (read_demo_marker(out) or {}).get("generator") != GENERATOR:
-            raise AudienceError(f"{out}: the folder is not empty and holds no demo dataset; "
-                                "choose an empty or new folder (nothing there was changed).")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -260,6 +257,24 @@ def _move_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_demo_folder(out: str | Path) -> None:
+    """AudienceError when `out` exists and cannot hold the demo dataset: a file, or a non-empty folder holding
+    something else (never overwritten). Cheap: the app checks it at start and makes the data on first use."""
+    out = Path(out).expanduser().absolute()
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise AudienceError(f"{out}: is a file, not a folder; choose another place for the demo dataset.")
+    if any(out.iterdir()) and (read_demo_marker(out) or {}).get("generator") != GENERATOR:
+        raise AudienceError(f"{out}: the folder is not empty and holds no demo dataset; "
+                            "choose an empty or new folder (nothing there was changed).")
+
+
+# One maker at a time in this process: the EDA tab's page load and a training job may both ask for it first.
+_making = threading.Lock()
+
+
 def ensure_demo_dataset(root: str | Path | None = None) -> Path:
     """The demo dataset at `root` (default: settings.demo_root()), made on first use."""
-    return make_demo_dataset(settings.demo_root() if root is None else root)
+    with _making:
+        return make_demo_dataset(settings.demo_root() if root is None else root)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from audience import settings
 from audience.data.contained import is_symlink_loop, missing_reason
 from audience.data.demo import ensure_demo_dataset
 from audience.errors import AudienceError, shorten
@@ -53,6 +54,8 @@ def resolve_data_root(text: str | Path, allowed: Iterable[str | Path] | None = N
             raise AudienceError(f"Data root {typed} is not under a folder the app may open on this server; its "
                                 "operator can allow folders with AUDIENCE_DATA or AUDIENCE_DATA_DIRS. Type 'demo' "
                                 "for the built-in demo set.")
+    if path == Path(os.path.realpath(settings.demo_root())):  # the demo set's folder typed out (the EDA tab's
+        return ensure_demo_dataset()  # default root): made on first use too, not at the app's start
     if not path.is_dir():
         if is_symlink_loop(path):
             raise AudienceError(f"{typed}: data root not found: it is {missing_reason(path)}.")

@@ -9,21 +9,25 @@ transform is seeded from `seed` (default: torch.initial_seed(), so torch.manual_
 building it is enough); inside a DataLoader worker it reseeds itself once per worker iterator from
 the worker's torch seed, which differs per worker and per epoch yet follows the loader's seed.
 `transform(image, seed=s)` instead starts that one call from `s` (per-sample seeding).
+
+albumentations (with scipy) and torch are imported where a pipeline is built or run, not with this module:
+the app imports its constants at start and must not wait for torch (issue 19's cold start).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import cv2
 import numpy as np
-import torch
-from albumentations.pytorch import ToTensorV2
-from torch.utils.data import get_worker_info
 
 from audience.errors import AudienceError
+
+if TYPE_CHECKING:
+    import albumentations as A
+    import torch
 
 AUGMENT_STRENGTHS: tuple[str, ...] = ("none", "light", "default")
 
@@ -42,6 +46,8 @@ class ImageTransform:
 
     def set_seed(self, seed: int | None) -> None:
         """Restart the augmentation RNG; None takes torch.initial_seed() so torch.manual_seed governs it."""
+        import torch
+
         self.seed = int(torch.initial_seed() if seed is None else seed) % 2**32
         self._restart_rng(self.seed)
 
@@ -54,6 +60,8 @@ class ImageTransform:
     def _reseed_in_worker(self) -> None:
         # Forked workers share the parent's RNG state: without this every worker (and every epoch
         # without persistent workers) would repeat the same augmentations.
+        from torch.utils.data import get_worker_info
+
         info = get_worker_info()
         if info is None:
             return
@@ -90,6 +98,8 @@ def _check_size(image_size: int) -> int:
 
 def _square(size: int) -> list:
     """Longest side to `size`, then pad to size x size with black (keeps the face's aspect ratio)."""
+    import albumentations as A
+
     return [
         A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_LINEAR, area_for_downscale="image"),
         A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),
@@ -97,10 +107,15 @@ def _square(size: int) -> list:
 
 
 def _finish(mean: Sequence[float], std: Sequence[float]) -> list:
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
     return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
 
 
 def _augmentations(size: int, strength: str) -> list:
+    import albumentations as A
+
     crop = A.RandomResizedCrop(size=(size, size), scale=(0.7, 1.0), ratio=(0.9, 1.1), area_for_downscale="image")
     flip = A.HorizontalFlip(p=0.5)  # never vertical: faces are upright
     if strength == "light":
@@ -150,10 +165,14 @@ def build_train_transform(
     if strength not in AUGMENT_STRENGTHS:
         raise AudienceError(f"Unknown augmentation strength {strength!r}: use one of {', '.join(AUGMENT_STRENGTHS)}.")
     steps = _square(size) if strength == "none" else _augmentations(size, strength)
+    import albumentations as A
+
     return ImageTransform(A.Compose([*steps, *_finish(mean, std)], strict=True), size, seed)
 
 
 def build_eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> ImageTransform:
     """Deterministic pipeline for validation, test and the predictor: aspect-keeping resize and pad, normalise."""
     size = _check_size(image_size)
+    import albumentations as A
+
     return ImageTransform(A.Compose([*_square(size), *_finish(mean, std)], strict=True), size, seed=0)

@@ -10,16 +10,21 @@ The groups leave gaps (7, 14, 21, 33, 44, 54): a year in a gap belongs to no gro
 given to its neighbours by `GAP_RULES` (default `split`: half to the group below, half to the group
 above); the checkpoint names the rule it was trained and served with. Ages over 100 count as 100.
 
-Pure torch and numpy functions, tested in tests/test_age_years.py; no I/O.
+Pure torch and numpy functions, tested in tests/test_age_years.py; no I/O. torch is imported inside the
+functions that use it: the app reads the constants at start without it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from audience.errors import AudienceError
 from audience.labels import AGE_RANGES
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_YEAR = 100
 YEARS = np.arange(MAX_YEAR + 1)  # one output per year, 0 to 100
@@ -62,6 +67,8 @@ def year_to_group_matrix(gap_rule: str = DEFAULT_GAP_RULE) -> np.ndarray:
 
 def group_probabilities(year_probs: torch.Tensor, gap_rule: str = DEFAULT_GAP_RULE) -> torch.Tensor:
     """(N, 8) group probabilities from (N, N_YEARS) year probabilities: sums over each group's years."""
+    import torch
+
     matrix = torch.as_tensor(year_to_group_matrix(gap_rule), dtype=year_probs.dtype, device=year_probs.device)
     return year_probs @ matrix
 
@@ -69,6 +76,8 @@ def group_probabilities(year_probs: torch.Tensor, gap_rule: str = DEFAULT_GAP_RU
 def gaussian_targets(ages: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
     """(N, N_YEARS) soft targets: a Gaussian of `sigma` years around each exact age, cut to 0-100 and
     normalised to sum to 1 (ages over 100 count as 100)."""
+    import torch
+
     if not sigma > 0:
         raise AudienceError(f"the age target's sigma must be above 0 years, not {sigma}.")
     ages = ages.to(torch.float64).clamp(0, MAX_YEAR).unsqueeze(1)
@@ -79,6 +88,8 @@ def gaussian_targets(ages: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> torch.
 
 def uniform_group_targets(groups: torch.Tensor) -> torch.Tensor:
     """(N, N_YEARS) targets for group labels: the mass spread evenly over the group's years (for Adience)."""
+    import torch
+
     table = torch.zeros(len(AGE_RANGES), N_YEARS, dtype=torch.float32)
     for index, (low, high) in enumerate(AGE_RANGES):
         high = min(high, MAX_YEAR)
@@ -88,11 +99,15 @@ def uniform_group_targets(groups: torch.Tensor) -> torch.Tensor:
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of -sum(target * log_softmax(logits)): cross entropy against a distribution."""
+    import torch
+
     return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
 def expected_age(year_probs: torch.Tensor) -> torch.Tensor:
     """The mean of each row's distribution over years (an age in years to show beside the group)."""
+    import torch
+
     years = torch.as_tensor(YEARS, dtype=year_probs.dtype, device=year_probs.device)
     return year_probs @ years
 
@@ -110,6 +125,8 @@ def years_targets(ages: torch.Tensor, groups: torch.Tensor, sigma: float = DEFAU
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(targets (N, N_YEARS), labelled (N,) bool) for a batch: a Gaussian around the exact age where there is one
     (`ages` >= 0), else the group's years evenly (`groups` >= 0, Adience), else no target (a zero row)."""
+    import torch
+
     exact = ages >= 0
     grouped = ~exact & (groups >= 0)
     targets = torch.zeros(len(ages), N_YEARS, dtype=torch.float32, device=ages.device)
@@ -126,6 +143,8 @@ def prior_adjusted(log_probs: torch.Tensor, prior: torch.Tensor, tau: float = 1.
     With tau 0 it is the plain answer; with tau 1 the answer a balanced test set would reward. The
     result is renormalised to log probabilities.
     """
+    import torch
+
     prior = torch.as_tensor(prior, dtype=log_probs.dtype, device=log_probs.device)
     if prior.ndim != 1 or prior.numel() != log_probs.shape[1] or not torch.all(prior > 0):
         raise AudienceError(f"a class prior needs {log_probs.shape[1]} positive numbers, got {prior.tolist()}.")

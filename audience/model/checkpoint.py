@@ -12,23 +12,27 @@ import hashlib
 import importlib.metadata
 import json
 import math
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import safetensors
-import safetensors.torch
-import torch
 
 import audience
 from audience.data.transforms import build_eval_transform
 from audience.errors import AudienceError, quoted
 from audience.files import JsonFileError, read_json, replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
+from audience.model.archs import ARCHS
 from audience.model.metadata import CheckpointMetadata, check_checkpoint_metadata
-from audience.model.network import ARCHS, AgeGenderNet, build_model, model_data_config
 from audience.model.state import load_state_strictly
+
+if TYPE_CHECKING:  # torch, safetensors and the network are imported where weights are saved or loaded: the app
+    import torch  # reads checkpoint metadata at start without them (issue 19's cold start)
+
+    from audience.model.network import AgeGenderNet
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
@@ -57,7 +61,8 @@ def _plain(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor | np.ndarray):
+    torch = sys.modules.get("torch")  # a tensor can only be here once torch was imported
+    if isinstance(value, np.ndarray) or (torch is not None and isinstance(value, torch.Tensor)):
         return _plain(value.tolist())
     if isinstance(value, np.generic):
         return _plain(value.item())
@@ -69,6 +74,10 @@ def _plain(value):
 
 
 def _complete_metadata(model: AgeGenderNet, metadata: dict) -> dict:
+    import torch
+
+    from audience.model.network import model_data_config
+
     data_config = model_data_config(model.arch)
     heads = HEADS_OF_TASK[model.task]
     defaults = {
@@ -109,6 +118,8 @@ def save_checkpoint(stem: str | Path, model: AgeGenderNet, metadata: dict) -> Pa
     versions (torch, timm, audience), format_version, created (UTC ISO time) and weights ({"file",
     "bytes", "sha256"}). Keys of the model (arch, task, ...) override the same keys in `metadata`.
     """
+    import safetensors.torch
+
     weights_path, json_path = checkpoint_paths(stem)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
@@ -176,6 +187,9 @@ def _check_weights_file(weights_path: Path, json_path: Path, metadata: Checkpoin
 
 
 def _load_state(model: AgeGenderNet, weights_path: Path, metadata: CheckpointMetadata) -> None:
+    import safetensors
+    import safetensors.torch
+
     try:
         state = safetensors.torch.load_file(str(weights_path))
     except (safetensors.SafetensorError, OSError, ValueError) as error:
@@ -201,6 +215,8 @@ def load_checkpoint_model(path: str | Path, metadata: CheckpointMetadata, device
                           ) -> tuple[AgeGenderNet, Callable]:
     """(model in eval mode on `device`, its eval transform) of the checkpoint at `path` whose metadata was read
     already (read_checkpoint_metadata); its weights are checked against that metadata as load_checkpoint does."""
+    from audience.model.network import build_model
+
     weights_path, json_path = checkpoint_paths(path)
     _check_weights_file(weights_path, json_path, metadata)
     model = build_model(metadata.arch, metadata.task, pretrained=False, age_head=metadata.age_head,

@@ -1,6 +1,6 @@
-"""The model allow-list and the two-head age/gender network over a timm backbone.
+"""The two-head age/gender network over a timm backbone (the allow-list `ARCHS`: audience.model.archs).
 
-`ARCHS` is the one list that CLI choices, the UI dropdown and the checks read. A model is a
+A model is a
 shared timm backbone (pooled features, no classifier) with a linear age head and a linear gender head
 (3 classes: f, m, u); a task that lacks a head does not build it.
 
@@ -25,40 +25,11 @@ from torch import nn
 from audience.errors import AudienceError, quoted
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, check_task
 from audience.model.age_years import DEFAULT_GAP_RULE, N_YEARS, year_to_group_matrix
+
+# The allow-list and the head names live in the torch-free archs module (the app reads them at start); they
+# are importable from here as before.
+from audience.model.archs import AGE_HEADS, ARCHS, YEARS_OUTPUT, check_arch  # noqa: F401
 from audience.model.pretrained import create_pretrained_backbone, load_imagenet_weights
-
-ARCHS: dict[str, dict] = {
-    "mobilenetv3_large_100": {
-        "timm_name": "mobilenetv3_large_100",
-        "label": "MobileNetV3 (4.2 M params)",
-        "image_size": 224,
-        "pretrained": True,
-    },
-    "resnet50": {
-        "timm_name": "resnet50",
-        "label": "ResNet-50 (23.5 M params)",
-        "image_size": 224,
-        "pretrained": True,
-    },
-    # A real but tiny timm model, for tests and smoke runs on CPU; it has no pretrained weights.
-    "tiny": {
-        "timm_name": "test_efficientnet",
-        "label": "Tiny test net (smoke runs)",
-        "image_size": 64,
-        "pretrained": False,
-    },
-}
-
-
-AGE_HEADS: tuple[str, ...] = ("groups", "years")
-YEARS_OUTPUT = "age_years"  # the extra output of a years head: (N, N_YEARS) logits over the years 0-100
-
-
-def check_arch(arch: str) -> dict:
-    """The ARCHS entry of `arch`, or AudienceError naming the allowed values."""
-    if arch not in ARCHS:
-        raise AudienceError(f"Unknown architecture {quoted(arch)}: use one of {', '.join(ARCHS)}.")
-    return ARCHS[arch]
 
 
 def _pooled_width(backbone: nn.Module) -> int:

@@ -7,10 +7,12 @@ needs one sentence with counts and an example. Used for checkpoints and for Imag
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from audience.errors import AudienceError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def load_state_strictly(module: nn.Module, state: Mapping, what: str) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from audience.data.images import read_image
 from audience.errors import AudienceError
@@ -23,10 +22,9 @@ from audience.faces.crop_geometry import DEFAULT_GEOMETRY
 from audience.faces.detector import Face, FaceDetector, reading_order
 from audience.labels import CLASSES_OF_HEAD, HEADS
 from audience.model.age_years import expected_age
+from audience.model.archs import YEARS_OUTPUT
 from audience.model.checkpoint import load_checkpoint
 from audience.model.metadata import CheckpointMetadata
-from audience.model.network import YEARS_OUTPUT
-from audience.model.runtime import onnx_forward
 
 __all__ = ["FacePrediction", "Predictor", "Timings", "with_probs"]
 
@@ -210,6 +208,8 @@ class Predictor:
         self.max_faces = max_faces
         self.model, self.transform, self.metadata = (None, None, None)
         if self.checkpoint is not None:
+            import torch  # here, with the model: the app builds its pages without torch (issue 19's cold start)
+
             self.model, self.transform, self.metadata = load_checkpoint(self.checkpoint)
             # channels_last suits the CPU convolution kernels (oneDNN) better than NCHW.
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -237,6 +237,8 @@ class Predictor:
         self._lock = threading.Lock()
 
     def _start_onnx_runtime(self, threads: int) -> None:
+        from audience.model.runtime import onnx_forward
+
         try:
             forward = onnx_forward(self.model, self.metadata.heads, int(self.metadata.image_size), threads=threads)
             if forward is not None:
@@ -344,6 +346,8 @@ class Predictor:
         size = int(self.metadata.image_size or 224)
         chunk = max(1, MAX_FORWARD_PIXELS // (size * size))
         forward = self._forward
+        import torch
+
         parts = []
         for start in range(0, len(views), chunk):
             batch = torch.stack([self.transform(np.ascontiguousarray(view)) for view in views[start:start + chunk]])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audience.labels import HEADS
-from audience.model.network import YEARS_OUTPUT
+from audience.model.archs import YEARS_OUTPUT
 from audience.predict.predictor import FacePrediction, with_probs
 
 

@@ -28,7 +28,7 @@ from audience.errors import AudienceError, quoted, shorten
 from audience.inputs import check_path, name_slug
 from audience.labels import POLICIES, TASKS
 from audience.model.age_years import DEFAULT_GAP_RULE, DEFAULT_SIGMA, GAP_RULES
-from audience.model.network import AGE_HEADS, ARCHS
+from audience.model.archs import AGE_HEADS, ARCHS
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
 SWITCHES: tuple[str, ...] = ("auto", "on", "off")  # a GPU path: auto = on with CUDA

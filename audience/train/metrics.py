@@ -9,9 +9,9 @@ Class index -1 (labels.NO_CLASS) means "no label" and is ignored by each head se
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
-import torch
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 from audience.registry import SUMMARY_KEYS, keys_of_head
@@ -25,8 +25,13 @@ TEMPERATURE_RANGE = (0.5, 5.0)
 MIN_CALIBRATION_ROWS = 100
 
 
+def _is_tensor(values) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only once torch was imported: the app starts without it
+    return torch is not None and isinstance(values, torch.Tensor)
+
+
 def _as_numpy(values) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    if _is_tensor(values):
         return values.detach().cpu().numpy()
     return np.asarray(values)
 
@@ -222,7 +227,9 @@ def softmax_with_temperature(logits, temperature: float):
     """softmax(logits / T) over the last axis; a torch tensor in gives a tensor out, else a numpy array."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    if isinstance(logits, torch.Tensor):
+    if _is_tensor(logits):
+        import torch
+
         return torch.softmax(logits / temperature, dim=-1)
     from scipy.special import softmax
 

@@ -13,7 +13,7 @@ from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
 from audience.files import read_json
 from audience.inputs import check_path
-from audience.model.network import ARCHS, model_data_config
+from audience.model.archs import ARCHS
 from audience.train.config import TrainConfig
 
 
@@ -24,6 +24,8 @@ def read_data(config: TrainConfig) -> AdienceData:
 
 def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
     """The config with its automatic settings decided: image size from the arch, pretrained from the data."""
+    from audience.model.network import model_data_config  # torch and timm: not at the app's start
+
     image_size = config.image_size or model_data_config(config.arch)["image_size"]
     pretrained = config.pretrained
     if pretrained is None:

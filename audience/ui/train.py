@@ -15,16 +15,16 @@ or bad input is a sentence in the message (and a toast in the browser).
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import torch
 
 from audience.data.cache import describe_bytes
 from audience.errors import AudienceError
 from audience.figures import plot_job_curves
-from audience.model.network import ARCHS
+from audience.model.archs import ARCHS
 from audience.settings import allowed_data_dirs, public_deployment
 from audience.train import job as jobs
 from audience.train.config import DEMO_RECIPE, SETTINGS, Setting, TrainConfig
@@ -193,7 +193,16 @@ def check_permission(demo: gr.Blocks):
     return text, gr.Button(interactive=allowed), gr.Button(interactive=allowed)
 
 
+# Where a Linux GPU driver shows itself (NVIDIA, AMD ROCm): without one torch counts no GPU, and the tab is built
+# without importing torch (several seconds of the app's start on a small CPU box; issue 19's cold start).
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia/gpus", "/dev/kfd")
+
+
 def gpu_count() -> int:
+    if sys.platform == "linux" and not any(Path(path).exists() for path in GPU_DRIVER_PATHS):
+        return 0
+    import torch
+
     return torch.cuda.device_count()
 
 
