@@ -10,9 +10,9 @@ means "no label" and is left out.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
-import torch
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 
@@ -20,8 +20,15 @@ from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 FM_CLASSES = (GENDER_CLASSES.index("f"), GENDER_CLASSES.index("m"))
 
 
-def _as_numpy(values) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+def is_tensor(values) -> bool:
+    """A torch tensor: one exists only once torch was imported, so this never imports it (the app starts without)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(values, torch.Tensor)
+
+
+def as_numpy(values) -> np.ndarray:
+    """`values` (a tensor, array or list) as a numpy array."""
+    if is_tensor(values):
         return values.detach().cpu().numpy()
     return np.asarray(values)
 
@@ -37,8 +44,8 @@ def age_group_scores(true, pred) -> dict:
     their means over the groups that have faces, balanced_age_exact and balanced_age_one_off. A group
     without a face has n 0 and None accuracies; all accuracies None when no row is labelled.
     """
-    true = _as_numpy(true).astype(np.int64).reshape(-1)
-    pred = _as_numpy(pred).astype(np.int64).reshape(-1)
+    true = as_numpy(true).astype(np.int64).reshape(-1)
+    pred = as_numpy(pred).astype(np.int64).reshape(-1)
     keep = true != NO_CLASS
     true, pred = true[keep], pred[keep]
     n = [int((true == group).sum()) for group in range(len(AGE_CLASSES))]
@@ -52,8 +59,8 @@ def gender_group_scores(true, pred) -> dict:
     """Gender accuracy of women and of men (rows labelled f, resp. m; other rows left out) from hard f/m
     predictions: gender_acc_female, gender_acc_male (None without such a face), gender_n_female, gender_n_male.
     """
-    true = _as_numpy(true).astype(np.int64).reshape(-1)
-    pred = _as_numpy(pred).astype(np.int64).reshape(-1)
+    true = as_numpy(true).astype(np.int64).reshape(-1)
+    pred = as_numpy(pred).astype(np.int64).reshape(-1)
     scores = {}
     for name, code in (("female", GENDER_CLASSES.index("f")), ("male", GENDER_CLASSES.index("m"))):
         rows = true == code
@@ -91,11 +98,11 @@ def race_scores(race, age_true, age_pred, gender_true, gender_pred) -> dict:
     without a race (None, "" or NaN) are left out; both None when no row has one.
     """
     names = np.array(["" if r is None or (isinstance(r, float) and math.isnan(r)) else str(r)
-                      for r in _as_numpy(race).reshape(-1).tolist()], dtype=object)
-    age_true = _as_numpy(age_true).astype(np.int64).reshape(-1)
-    gender_true = _as_numpy(gender_true).astype(np.int64).reshape(-1)
-    age_pred = None if age_pred is None else _as_numpy(age_pred).astype(np.int64).reshape(-1)
-    gender_pred = None if gender_pred is None else _as_numpy(gender_pred).astype(np.int64).reshape(-1)
+                      for r in as_numpy(race).reshape(-1).tolist()], dtype=object)
+    age_true = as_numpy(age_true).astype(np.int64).reshape(-1)
+    gender_true = as_numpy(gender_true).astype(np.int64).reshape(-1)
+    age_pred = None if age_pred is None else as_numpy(age_pred).astype(np.int64).reshape(-1)
+    gender_pred = None if gender_pred is None else as_numpy(gender_pred).astype(np.int64).reshape(-1)
     races = sorted({name for name in names if name})
     if not races:
         return {"per_race": None, "race_gap": None}
@@ -123,10 +130,10 @@ def score_predictions(age_true, age_pred, gender_true, gender_pred, race=None) -
     (gender predictions are f or m), n_gender, the per-group keys of age_group_scores and
     gender_group_scores, and per_race / race_gap (race_scores) only when `race` is given.
     """
-    age_true = _as_numpy(age_true).astype(np.int64).reshape(-1)
-    age_pred = _as_numpy(age_pred).astype(np.int64).reshape(-1)
-    gender_true = _as_numpy(gender_true).astype(np.int64).reshape(-1)
-    gender_pred = _as_numpy(gender_pred).astype(np.int64).reshape(-1)
+    age_true = as_numpy(age_true).astype(np.int64).reshape(-1)
+    age_pred = as_numpy(age_pred).astype(np.int64).reshape(-1)
+    gender_true = as_numpy(gender_true).astype(np.int64).reshape(-1)
+    gender_pred = as_numpy(gender_pred).astype(np.int64).reshape(-1)
     ages = age_true != NO_CLASS
     diff = np.abs(age_pred[ages] - age_true[ages])
     fm = np.isin(gender_true, FM_CLASSES)

@@ -9,13 +9,19 @@ Class index -1 (labels.NO_CLASS) means "no label" and is ignored by each head se
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, NO_CLASS
 from audience.registry import SUMMARY_KEYS, keys_of_head
-from audience.train.group_metrics import FM_CLASSES, age_group_scores, gender_group_scores, race_scores
+from audience.train.group_metrics import (
+    FM_CLASSES,
+    age_group_scores,
+    as_numpy,
+    gender_group_scores,
+    is_tensor,
+    race_scores,
+)
 
 # A temperature outside this range fits noise or a broken model, not miscalibration (a 1-epoch demo run
 # fitted 0.11 on 40 validation images and doubled the test ECE); fits beyond it are clamped to it.
@@ -23,17 +29,6 @@ TEMPERATURE_RANGE = (0.5, 5.0)
 # One scalar fitted on fewer labelled validation rows than this overfits them (and the validation set
 # also chose the epoch, which makes the model look more accurate there than it is): calibration is skipped.
 MIN_CALIBRATION_ROWS = 100
-
-
-def _is_tensor(values) -> bool:
-    torch = sys.modules.get("torch")  # a tensor exists only once torch was imported: the app starts without it
-    return torch is not None and isinstance(values, torch.Tensor)
-
-
-def _as_numpy(values) -> np.ndarray:
-    if _is_tensor(values):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
 
 
 def _as_probabilities(scores: np.ndarray) -> np.ndarray:
@@ -46,8 +41,8 @@ def _as_probabilities(scores: np.ndarray) -> np.ndarray:
 
 
 def _labelled(true, scores) -> tuple[np.ndarray, np.ndarray]:
-    true = _as_numpy(true).astype(np.int64).reshape(-1)
-    scores = _as_numpy(scores)
+    true = as_numpy(true).astype(np.int64).reshape(-1)
+    scores = as_numpy(scores)
     if scores.ndim != 2 or scores.shape[0] != true.shape[0]:
         raise ValueError(f"scores of shape {scores.shape} do not match {true.shape[0]} labels")
     keep = true != NO_CLASS
@@ -138,11 +133,11 @@ def compute_metrics(age_true, age_prob, gender_true, gender_prob, race=None) -> 
     """
     metrics = {**_age_keys(age_true, age_prob), **_gender_keys(gender_true, gender_prob)}
     if race is not None:
-        age_pred = _as_numpy(age_prob).argmax(axis=1) if age_prob is not None else None
+        age_pred = as_numpy(age_prob).argmax(axis=1) if age_prob is not None else None
         gender_pred = None
         if gender_prob is not None:
             columns = list(FM_CLASSES)
-            gender_pred = np.asarray(columns)[_as_numpy(gender_prob)[:, columns].argmax(axis=1)]
+            gender_pred = np.asarray(columns)[as_numpy(gender_prob)[:, columns].argmax(axis=1)]
         metrics.update(race_scores(race, age_true, age_pred, gender_true, gender_pred))
     return metrics
 
@@ -227,7 +222,7 @@ def softmax_with_temperature(logits, temperature: float):
     """softmax(logits / T) over the last axis; a torch tensor in gives a tensor out, else a numpy array."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    if _is_tensor(logits):
+    if is_tensor(logits):
         import torch
 
         return torch.softmax(logits / temperature, dim=-1)
