@@ -5,6 +5,10 @@ with the documented `.venv/bin/python` run as this interpreter, ROOT as the buil
 and the other placeholders as temporary paths. Only flags that make a command quick are appended
 (a tiny network, one epoch of two batches, one timed batch); a later flag overrides an earlier one,
 so each command is otherwise the README's. A traceback or a non-zero exit fails the test.
+
+The lines run one after another in one Python process (tests/fixtures/command_runner.py), each as its script's
+`__main__` with the line's arguments, as the interpreter runs `python scripts/X.py ...`: a fresh interpreter per
+line imported torch and the package again each time, half of the test's CPU time.
 """
 
 from __future__ import annotations
@@ -12,15 +16,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.waiting import HANG_S
 from PIL import Image
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -100,21 +105,68 @@ def test_every_readme_command_runs_without_a_traceback(places):
            "AUDIENCE_RUNS": str(tmp / "runs"), "AUDIENCE_CHECKPOINTS": str(tmp / "checkpoints"),
            "AUDIENCE_MODELS": str(tmp / "models"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     run_dir = None
-    for command in readme_commands():
-        argv = _substitute(command, places, run_dir)
-        start = time.perf_counter()
-        done = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, env=env, timeout=600)
-        print(f"{time.perf_counter() - start:5.1f} s  {command}")
-        assert "Traceback" not in done.stderr + done.stdout, f"{command}\n{done.stderr[-3000:]}"
-        assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
-        if argv[1].endswith("train.py") and "--clear-cache" in argv:
-            assert done.stdout.startswith("freed "), command
-        elif argv[1].endswith("train.py"):
-            last = done.stdout.strip().splitlines()[-1]
-            assert last.startswith("run folder: "), command
-            run_dir = Path(last.removeprefix("run folder: "))
-        if argv[1].endswith("predict.py"):
-            records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]  # JSON Lines
-            assert len(records) == 2 and all("faces" in record for record in records)
+    with CommandRunner(env, tmp / "outputs") as runner:
+        for command in readme_commands():
+            argv = _substitute(command, places, run_dir)
+            done = runner.run(argv)
+            print(f"{done.seconds:5.1f} s  {command}")
+            run_dir = _check(command, argv, done, run_dir)
     assert np.asarray(Image.open(next((tmp / "annotated").iterdir()))).ndim == 3
     assert (tmp / "models" / "NAME.onnx").is_file()  # export_onnx.py writes into the models folder
+
+
+class CommandRunner:
+    """tests/fixtures/command_runner.py in a subprocess: runs `[python, script, *args]` lines in turn."""
+
+    def __init__(self, env: dict, outputs: Path):
+        self.env, self.outputs, self.count = env, outputs, 0
+
+    def __enter__(self) -> CommandRunner:
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        runner = Path(__file__).resolve().parent / "fixtures" / "command_runner.py"
+        self.process = subprocess.Popen([sys.executable, str(runner)], cwd=PROJECT, env=self.env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return self
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        assert argv[0] == sys.executable
+        self.count += 1
+        out, err = self.outputs / f"{self.count}.out", self.outputs / f"{self.count}.err"
+        self.process.stdin.write(json.dumps({"argv": argv[1:], "stdout": str(out), "stderr": str(err)}) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], HANG_S)
+        answer = self.process.stdout.readline() if ready else ""
+        if not answer:
+            said = err.read_text(errors="replace")[-3000:] if err.exists() else ""
+            raise AssertionError(f"{' '.join(argv[1:])}: no answer within {HANG_S} s (a hang), or the runner ended "
+                                 f"(exit {self.process.poll()}):\n{said}")
+        answer = json.loads(answer)
+        done = subprocess.CompletedProcess(argv, answer["returncode"], out.read_text(errors="replace"),
+                                           err.read_text(errors="replace"))
+        done.seconds = answer["seconds"]
+        return done
+
+    def __exit__(self, *exc_info) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=HANG_S)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+def _check(command: str, argv: list[str], done: subprocess.CompletedProcess, run_dir: Path | None) -> Path | None:
+    """The line's exit and output as the README promises them; the run folder a training line made, if any."""
+    assert "Traceback" not in done.stderr + done.stdout, f"{command}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
+    if argv[1].endswith("train.py") and "--clear-cache" in argv:
+        assert done.stdout.startswith("freed "), command
+    elif argv[1].endswith("train.py"):
+        last = done.stdout.strip().splitlines()[-1]
+        assert last.startswith("run folder: "), command
+        run_dir = Path(last.removeprefix("run folder: "))
+    if argv[1].endswith("predict.py"):
+        records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]  # JSON Lines
+        assert len(records) == 2 and all("faces" in record for record in records)
+    return run_dir
