@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.waiting import HANG_S
+from fixtures.command_runner import CommandRunner
 from PIL import Image
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -105,7 +104,7 @@ def test_every_readme_command_runs_without_a_traceback(places):
            "AUDIENCE_RUNS": str(tmp / "runs"), "AUDIENCE_CHECKPOINTS": str(tmp / "checkpoints"),
            "AUDIENCE_MODELS": str(tmp / "models"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     run_dir = None
-    with CommandRunner(env, tmp / "outputs") as runner:
+    with CommandRunner(env, tmp / "outputs", PROJECT) as runner:
         for command in readme_commands():
             argv = _substitute(command, places, run_dir)
             done = runner.run(argv)
@@ -113,47 +112,6 @@ def test_every_readme_command_runs_without_a_traceback(places):
             run_dir = _check(command, argv, done, run_dir)
     assert np.asarray(Image.open(next((tmp / "annotated").iterdir()))).ndim == 3
     assert (tmp / "models" / "NAME.onnx").is_file()  # export_onnx.py writes into the models folder
-
-
-class CommandRunner:
-    """tests/fixtures/command_runner.py in a subprocess: runs `[python, script, *args]` lines in turn."""
-
-    def __init__(self, env: dict, outputs: Path):
-        self.env, self.outputs, self.count = env, outputs, 0
-
-    def __enter__(self) -> CommandRunner:
-        self.outputs.mkdir(parents=True, exist_ok=True)
-        runner = Path(__file__).resolve().parent / "fixtures" / "command_runner.py"
-        self.process = subprocess.Popen([sys.executable, str(runner)], cwd=PROJECT, env=self.env, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        return self
-
-    def run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        assert argv[0] == sys.executable
-        self.count += 1
-        out, err = self.outputs / f"{self.count}.out", self.outputs / f"{self.count}.err"
-        self.process.stdin.write(json.dumps({"argv": argv[1:], "stdout": str(out), "stderr": str(err)}) + "\n")
-        self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], HANG_S)
-        answer = self.process.stdout.readline() if ready else ""
-        if not answer:
-            said = err.read_text(errors="replace")[-3000:] if err.exists() else ""
-            raise AssertionError(f"{' '.join(argv[1:])}: no answer within {HANG_S} s (a hang), or the runner ended "
-                                 f"(exit {self.process.poll()}):\n{said}")
-        answer = json.loads(answer)
-        done = subprocess.CompletedProcess(argv, answer["returncode"], out.read_text(errors="replace"),
-                                           err.read_text(errors="replace"))
-        done.seconds = answer["seconds"]
-        return done
-
-    def __exit__(self, *exc_info) -> None:
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=HANG_S)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
 
 
 def _check(command: str, argv: list[str], done: subprocess.CompletedProcess, run_dir: Path | None) -> Path | None:
