@@ -359,7 +359,7 @@ def cli_runner(tmp_path: Path, env: dict | None = None) -> CommandRunner:
 @pytest.mark.slow
 def test_train_cli_applies_the_same_rules(tmp_path):
     env = {"AUDIENCE_HOME": str(tmp_path / "home"), "AUDIENCE_RUNS": str(tmp_path / "runs")}
-    cases = {  # started together: each pays the import of torch once
+    cases = {
         ("--epochs", "1.5"): "error: epochs must be int; got 1.5.",
         ("--image-size", "1000000"): "error: image_size must be at most 1,024; got 1,000,000.",
         ("--run-name", "n" * 300): f"error: run_name is too long: at most {NAME_LIMIT} characters",
