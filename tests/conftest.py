@@ -109,6 +109,18 @@ def _session_models_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ["AUDIENCE_MODELS"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _app_servers_ended():
+    """The app servers that modules left ending in the background (AppServer.stop_soon) have ended by the session's
+    end."""
+    yield
+    try:
+        from fixtures.app_server import stop_the_ending_servers
+    except ImportError:  # this conftest copied elsewhere (tests/test_tiers.py): no app servers there
+        return
+    stop_the_ending_servers()
+
+
 @pytest.fixture(autouse=True)
 def _own_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Each test its own models folder (not made until used): a model promoted or a default chosen by one test

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from fixtures.app_server import PROJECT_ROOT, reset_served_checkpoints, save_tiny_checkpoint, shared_app_server
+from fixtures.command_runner import CommandRunner
 from fixtures.waiting import HANG_S
 from PIL import Image
 from test_bad_inputs import call_raw, sse_data
@@ -347,20 +348,29 @@ def finished(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, err
 
 
+SCRIPTS = PROJECT_ROOT / "scripts"
+
+
+def cli_runner(tmp_path: Path, env: dict | None = None) -> CommandRunner:
+    """Command lines run in one process, each as `python scripts/X.py ...` (tests/fixtures/command_runner.py)."""
+    return CommandRunner({**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, tmp_path / "cli-outputs", PROJECT_ROOT)
+
+
 @pytest.mark.slow
 def test_train_cli_applies_the_same_rules(tmp_path):
     env = {"AUDIENCE_HOME": str(tmp_path / "home"), "AUDIENCE_RUNS": str(tmp_path / "runs")}
-    cases = {  # started together: each pays the import of torch once
+    cases = {
         ("--epochs", "1.5"): "error: epochs must be int; got 1.5.",
         ("--image-size", "1000000"): "error: image_size must be at most 1,024; got 1,000,000.",
         ("--run-name", "n" * 300): f"error: run_name is too long: at most {NAME_LIMIT} characters",
     }
-    started = {args: run_cli("train.py", "--data", "demo", "--arch", "tiny", *args, env=env) for args in cases}
-    resume = run_cli("train.py", "--resume", "r" * 5000, env=env)
-    for args, sentence in cases.items():
-        code, err = finished(started[args])
-        assert code == 2 and err.strip().startswith(sentence) and "Traceback" not in err, (args, err)
-    code, err = finished(resume)
+    with cli_runner(tmp_path, env) as runner:  # one process for the four lines: each paid torch's import
+        for args, sentence in cases.items():
+            done = runner.run([sys.executable, SCRIPTS / "train.py", "--data", "demo", "--arch", "tiny", *args])
+            code, err = done.returncode, done.stderr
+            assert code == 2 and err.strip().startswith(sentence) and "Traceback" not in err, (args, err)
+        done = runner.run([sys.executable, SCRIPTS / "train.py", "--resume", "r" * 5000])
+    code, err = done.returncode, done.stderr
     assert code == 2 and err.startswith("error: The run folder is too long") and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -376,10 +386,11 @@ def test_predict_cli_out_that_cannot_be_a_folder_is_refused(tmp_path):
             existing: f"The output folder {existing} is an existing file, not a folder",
             existing / "sub": f"Cannot create the output folder {existing / 'sub'} for the annotated images "
                               "(a part of the path is a file)"}
-    started = {out: run_cli("predict.py", photo, "--checkpoint", checkpoint, "--out", out) for out in outs}
-    for out, sentence in outs.items():
-        code, err = finished(started[out])
-        assert code == 2 and f"error: {sentence}" in err and "Traceback" not in err, (out, err)
+    with cli_runner(tmp_path) as runner:  # one process for the three lines: each paid torch's import
+        for out, sentence in outs.items():
+            done = runner.run([sys.executable, SCRIPTS / "predict.py", photo, "--checkpoint", checkpoint, "--out", out])
+            code, err = done.returncode, done.stderr
+            assert code == 2 and f"error: {sentence}" in err and "Traceback" not in err, (out, err)
     assert existing.read_text() == "keep me\n"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from fixtures.bad_inputs import (
     write_root_missing_column,
     write_root_unreadable_images,
 )
+from fixtures.command_runner import CommandRunner
 from fixtures.waiting import HANG_S, patient_client, wait_until
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -59,9 +59,8 @@ def corpus(tmp_path_factory, demo_root) -> dict:
 # --- command lines ----------------------------------------------------------------------------------
 
 
-def start_cli(script: str, *args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "scripts" / script), *map(str, args)],
-                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def cli(script: str, *args) -> list:
+    return [sys.executable, PROJECT_ROOT / "scripts" / script, *args]
 
 
 @pytest.mark.slow
@@ -74,22 +73,25 @@ def test_command_lines_give_one_sentence_and_keep_every_file(corpus, demo_root, 
     env = {**os.environ, "AUDIENCE_HOME": str(tmp_path / "home"), "AUDIENCE_RUNS": str(runs),
            "AUDIENCE_CHECKPOINTS": str(checkpoints), "HF_HUB_OFFLINE": "1"}
     images, broken = corpus["images"], corpus["checkpoints"]
-    # Started together: each pays the import of torch once, and two cores share them.
     cases = {
-        "predict images": (start_cli("predict.py", *images.values(), "--checkpoint", corpus["good"], env=env), 1),
-        "eda": (start_cli("eda.py", "--data", corpus["root_missing"], "--json", env=env), 2),
-        "evaluate": (start_cli("evaluate.py", broken["mismatched"], "--data", demo_root, "--fold", "0", env=env), 2),
-        "train columns": (start_cli("train.py", "--data", corpus["root_missing"], "--arch", "tiny", "--folds", "0",
-                                    "--epochs", "1", "--quiet", env=env), 2),
-        "train images": (start_cli("train.py", "--data", corpus["root_unreadable"], "--arch", "tiny", "--folds", "0",
-                                   "--epochs", "1", "--quiet", "--out", tmp_path / "failed-runs", env=env), 2),
+        "predict images": (cli("predict.py", *images.values(), "--checkpoint", corpus["good"]), 1),
+        "eda": (cli("eda.py", "--data", corpus["root_missing"], "--json"), 2),
+        "evaluate": (cli("evaluate.py", broken["mismatched"], "--data", demo_root, "--fold", "0"), 2),
+        "train columns": (cli("train.py", "--data", corpus["root_missing"], "--arch", "tiny", "--folds", "0",
+                              "--epochs", "1", "--quiet"), 2),
+        "train images": (cli("train.py", "--data", corpus["root_unreadable"], "--arch", "tiny", "--folds", "0",
+                             "--epochs", "1", "--quiet", "--out", tmp_path / "failed-runs"), 2),
     }
     results = {}
-    for name, (process, expected_code) in cases.items():
-        out, err = process.communicate(timeout=HANG_S)
-        results[name] = (process.returncode, out, err)
-        assert "Traceback" not in out + err, f"{name}:\n{err}"
-        assert process.returncode == expected_code, f"{name}: exit {process.returncode}\n{err}"
+    # One process runs the lines in turn, each as `python scripts/X.py ...` (tests/fixtures/command_runner.py):
+    # five fresh interpreters each paid the import of torch.
+    with CommandRunner(env, tmp_path / "cli-outputs", PROJECT_ROOT) as runner:
+        for name, (argv, expected_code) in cases.items():
+            done = runner.run(argv)
+            out, err = done.stdout, done.stderr
+            results[name] = (done.returncode, out, err)
+            assert "Traceback" not in out + err, f"{name}:\n{err}"
+            assert done.returncode == expected_code, f"{name}: exit {done.returncode}\n{err}"
 
     _, out, err = results["predict images"]
     errors = [line for line in out.splitlines() if ": error: " in line]

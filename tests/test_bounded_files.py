@@ -167,7 +167,7 @@ def server(request, tmp_path_factory, demo_root):
     save_nan_checkpoint(checkpoints)
     app = start_app_server(base, demo_root, extra_env={"GRADIO_SERVER_NAME": "0.0.0.0",
                                                        "AUDIENCE_ALLOW_TRAINING": "1"})
-    request.addfinalizer(app.stop)
+    request.addfinalizer(app.stop_soon)
     return app
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fixtures.app_server import CHECKPOINT_NAME, start_app_server
+from fixtures.app_server import CHECKPOINT_NAME, shared_app_server
 from fixtures.heavy_images import jpeg2000, large_png, many_frames_gif, other_formats, rgba16_png
 from PIL import Image
 
@@ -186,11 +186,9 @@ def test_training_memory_estimate_refuses_what_cannot_fit():
 
 
 @pytest.fixture(scope="module")
-def public(tmp_path_factory, demo_root):
-    server = start_app_server(tmp_path_factory.mktemp("public-server"), demo_root,
-                              {"GRADIO_SERVER_NAME": "0.0.0.0", "AUDIENCE_ALLOW_TRAINING": "1"})
-    yield server
-    server.stop()
+def public(request, tmp_path_factory, demo_root):
+    """The session's public deployment (0.0.0.0, training allowed), shared with test_public_paths.py."""
+    return shared_app_server(request, tmp_path_factory, demo_root, public=True)
 
 
 def server_memory(server) -> tuple[int, int]:

@@ -250,6 +250,36 @@ def test_interpreter_exit_with_an_open_detector_is_silent() -> None:
     assert result.stderr == ""
 
 
+def _count_open_detectors(pipe) -> None:
+    pipe.send(len(face_backends.open_detectors))
+
+
+def test_a_forked_child_leaves_the_parents_open_detectors_alone() -> None:
+    # A DataLoader worker is a forked child. It once inherited the parent's open detectors and closed them in its
+    # threading exit hook, where mediapipe waits for worker threads a fork does not copy: each worker hung until
+    # the DataLoader terminated it, 5 s per worker per epoch whenever a detector was open (the app's Predict tab).
+    import multiprocessing
+
+    detector = FaceDetector()
+    try:
+        assert detector in face_backends.open_detectors
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_count_open_detectors, args=(send,))
+        child.start()
+        try:
+            assert receive.poll(HANG_S) and receive.recv() == 0  # the child holds none of the parent's
+            child.join(HANG_S)
+            assert child.exitcode == 0
+        finally:
+            if child.is_alive():
+                child.terminate()
+                child.join()
+        assert detector in face_backends.open_detectors  # the parent's own are still closed at its exit
+    finally:
+        detector.close()
+
+
 @pytest.mark.parametrize(
     ("box", "shape", "margin", "expected"),
     [

@@ -14,19 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures.app_server import PROJECT_ROOT, settle_job, start_app_server
+from fixtures.app_server import PROJECT_ROOT, settle_job, shared_app_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def public_server(tmp_path_factory, demo_root):
-    server = start_app_server(tmp_path_factory.mktemp("public-server"), demo_root,
-                              extra_env={"GRADIO_SERVER_NAME": "0.0.0.0", "AUDIENCE_ALLOW_TRAINING": "1"})
-    try:
-        yield server
-    finally:
-        server.stop()
+def public_server(request, tmp_path_factory, demo_root):
+    """The session's public deployment (0.0.0.0, training allowed), shared with test_budgets.py."""
+    return shared_app_server(request, tmp_path_factory, demo_root, public=True)
 
 
 def call(server, api_name: str, **values) -> list:

@@ -5,6 +5,10 @@ with the documented `.venv/bin/python` run as this interpreter, ROOT as the buil
 and the other placeholders as temporary paths. Only flags that make a command quick are appended
 (a tiny network, one epoch of two batches, one timed batch); a later flag overrides an earlier one,
 so each command is otherwise the README's. A traceback or a non-zero exit fails the test.
+
+The lines run one after another in one Python process (tests/fixtures/command_runner.py), each as its script's
+`__main__` with the line's arguments, as the interpreter runs `python scripts/X.py ...`: a fresh interpreter per
+line imported torch and the package again each time, half of the test's CPU time.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.command_runner import CommandRunner
 from PIL import Image
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -100,21 +104,27 @@ def test_every_readme_command_runs_without_a_traceback(places):
            "AUDIENCE_RUNS": str(tmp / "runs"), "AUDIENCE_CHECKPOINTS": str(tmp / "checkpoints"),
            "AUDIENCE_MODELS": str(tmp / "models"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     run_dir = None
-    for command in readme_commands():
-        argv = _substitute(command, places, run_dir)
-        start = time.perf_counter()
-        done = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, env=env, timeout=600)
-        print(f"{time.perf_counter() - start:5.1f} s  {command}")
-        assert "Traceback" not in done.stderr + done.stdout, f"{command}\n{done.stderr[-3000:]}"
-        assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
-        if argv[1].endswith("train.py") and "--clear-cache" in argv:
-            assert done.stdout.startswith("freed "), command
-        elif argv[1].endswith("train.py"):
-            last = done.stdout.strip().splitlines()[-1]
-            assert last.startswith("run folder: "), command
-            run_dir = Path(last.removeprefix("run folder: "))
-        if argv[1].endswith("predict.py"):
-            records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]  # JSON Lines
-            assert len(records) == 2 and all("faces" in record for record in records)
+    with CommandRunner(env, tmp / "outputs", PROJECT) as runner:
+        for command in readme_commands():
+            argv = _substitute(command, places, run_dir)
+            done = runner.run(argv)
+            print(f"{done.seconds:5.1f} s  {command}")
+            run_dir = _check(command, argv, done, run_dir)
     assert np.asarray(Image.open(next((tmp / "annotated").iterdir()))).ndim == 3
     assert (tmp / "models" / "NAME.onnx").is_file()  # export_onnx.py writes into the models folder
+
+
+def _check(command: str, argv: list[str], done: subprocess.CompletedProcess, run_dir: Path | None) -> Path | None:
+    """The line's exit and output as the README promises them; the run folder a training line made, if any."""
+    assert "Traceback" not in done.stderr + done.stdout, f"{command}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stderr[-3000:]}"
+    if argv[1].endswith("train.py") and "--clear-cache" in argv:
+        assert done.stdout.startswith("freed "), command
+    elif argv[1].endswith("train.py"):
+        last = done.stdout.strip().splitlines()[-1]
+        assert last.startswith("run folder: "), command
+        run_dir = Path(last.removeprefix("run folder: "))
+    if argv[1].endswith("predict.py"):
+        records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]  # JSON Lines
+        assert len(records) == 2 and all("faces" in record for record in records)
+    return run_dir

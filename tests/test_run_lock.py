@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import select
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from fixtures.waiting import HANG_S
 
 from audience.errors import AudienceError
 from audience.train.run_lock import OWNER_FILE, claim_run, release_run, run_owner
@@ -26,11 +29,38 @@ from audience.train.run_lock import OWNER_FILE, claim_run, release_run, run_owne
 PROCESSES, TRIALS = 20, 40
 
 
-def _racer(run_dirs: list[str], barrier, results, handover: bool) -> None:
+RECORD = struct.Struct("=ii?")  # (trial, pid, won): one write under PIPE_BUF, so records never interleave
+
+
+class Gate:
+    """A barrier for PROCESSES forked processes that the test process opens: each process says it is there (one
+    byte on `arrived`), and when all are, the test process writes one byte per process to `open`, which wakes
+    every waiting process at once. multiprocessing.Barrier woke them one by one, each waking a handshake with
+    the last: 80 barriers took about 10 s a test on a loaded 2-core machine, with 1-2 s of CPU time."""
+
+    def __init__(self):
+        self.arrived, self.arrive = os.pipe()
+        self.wait_open, self.open = os.pipe()
+
+    def wait(self) -> None:  # in a racing process
+        os.write(self.arrive, b".")
+        _readable(self.wait_open)
+        assert os.read(self.wait_open, 1) == b"."
+
+    def release_all(self) -> None:  # in the test process, once per wait of the racers
+        received = 0
+        while received < PROCESSES:
+            _readable(self.arrived)
+            received += len(os.read(self.arrived, PROCESSES - received))
+        os.write(self.open, b"." * PROCESSES)
+
+
+def _racer(run_dirs: list[str], gates: tuple[Gate, Gate], results: int, handover: bool) -> None:
     """Claim each folder when all processes are ready; hold it until all have tried; report who won."""
     owned = None
+    start, tried = gates  # two gates in turn: no process passes a gate twice before all have passed it once
     for trial, run_dir in enumerate(run_dirs):
-        barrier.wait()
+        start.wait()
         if handover and owned is not None:
             release_run(owned)  # the last owner lets go while the others claim
             owned = None
@@ -39,8 +69,8 @@ def _racer(run_dirs: list[str], barrier, results, handover: bool) -> None:
             won = True
         except AudienceError:
             won = False
-        results.put((trial, os.getpid(), won))
-        barrier.wait()  # everyone has tried while the winner still holds it
+        os.write(results, RECORD.pack(trial, os.getpid(), won))
+        tried.wait()  # everyone has tried while the winner still holds it
         if won and not handover:
             release_run(run_dir)
         elif won:
@@ -52,20 +82,43 @@ def _racer(run_dirs: list[str], barrier, results, handover: bool) -> None:
 def race(run_dirs: list[Path], handover: bool = False) -> dict[int, list[int]]:
     """trial -> the pids that owned the folder, from PROCESSES processes racing over `run_dirs` in turn."""
     context = multiprocessing.get_context("fork")  # 20 spawned interpreters would take a minute on 2 cores
-    barrier, results = context.Barrier(PROCESSES, timeout=120), context.Queue()
-    workers = [context.Process(target=_racer, args=([str(d) for d in run_dirs], barrier, results, handover))
+    start, tried = Gate(), Gate()
+    read_results, results = os.pipe()
+    workers = [context.Process(target=_racer, args=([str(d) for d in run_dirs], (start, tried), results, handover))
                for _ in range(PROCESSES)]
     for worker in workers:
         worker.start()
     winners: dict[int, list[int]] = {trial: [] for trial in range(len(run_dirs))}
-    for _ in range(PROCESSES * len(run_dirs)):
-        trial, pid, won = results.get(timeout=120)
-        if won:
-            winners[trial].append(pid)
+    with os.fdopen(read_results, "rb", buffering=0) as records:
+        for _ in run_dirs:
+            start.release_all()  # all claim at once
+            tried.release_all()  # all have tried: the winner lets go (or, handing over, at the next claim)
+            for _ in range(PROCESSES):
+                trial, pid, won = RECORD.unpack(_read_exactly(records, RECORD.size))
+                if won:
+                    winners[trial].append(pid)
     for worker in workers:
-        worker.join(timeout=60)
+        worker.join(timeout=HANG_S)
         assert worker.exitcode == 0
+    for fd in (start.arrived, start.arrive, start.wait_open, start.open, tried.arrived, tried.arrive,
+               tried.wait_open, tried.open, results):
+        os.close(fd)
     return winners
+
+
+def _readable(fd: int) -> None:
+    ready, _, _ = select.select([fd], [], [], HANG_S)
+    assert ready, f"the racing processes did not meet within {HANG_S} s (a hang)"
+
+
+def _read_exactly(file, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        _readable(file.fileno())
+        chunk = file.read(size - len(data))
+        assert chunk, "a racing process ended early"
+        data += chunk
+    return data
 
 
 def ended_pid() -> int:

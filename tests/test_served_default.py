@@ -169,7 +169,7 @@ def public_server(tmp_path_factory, demo_root):
     server = start_app_server(tmp_path_factory.mktemp("public-server"), demo_root,
                               extra_env={"GRADIO_SERVER_NAME": "0.0.0.0"})
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.mark.slow

@@ -186,7 +186,7 @@ def quota_server(request, tmp_path_factory, demo_root):
     two_hours_ago = time.time() - 7200
     os.utime(left_old, (two_hours_ago, two_hours_ago))
     server = public_server(base, demo_root, AUDIENCE_UPLOAD_QUOTA_MB=str(QUOTA_MB))
-    request.addfinalizer(server.stop)
+    request.addfinalizer(server.stop_soon)
     server.temp, server.left_old, server.left_new = temp, left_old, left_new
     return server
 

@@ -152,12 +152,20 @@ def _close_open_detectors() -> None:
         detector.close()
 
 
+def _forget_open_detectors() -> None:
+    """In a forked child (a DataLoader worker): the detectors are the parent's, and their worker threads were not
+    forked. A multiprocessing child runs the threading exit hooks when it ends, where closing them waited until
+    its parent gave up and terminated it: 5 s per DataLoader worker per epoch while a detector was open."""
+    open_detectors.clear()
+
+
 def track_open_detector(detector) -> None:
     """Close `detector` at interpreter exit if it is still open then (see the note above)."""
     global _exit_hook_registered
     open_detectors.add(detector)
     if not _exit_hook_registered:
         _exit_hook_registered = True
+        os.register_at_fork(after_in_child=_forget_open_detectors)
         import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 
         register = getattr(threading, "_register_atexit", None)
