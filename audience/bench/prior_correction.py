@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from audience.data.cache import CachedFaces
 from audience.errors import AudienceError
 from audience.files import write_json_atomic
@@ -28,14 +26,6 @@ from audience.train.prepare import build_cache_for, read_data
 from audience.train.prior import TAUS, choose_tau, tau_scores, training_prior
 
 __all__ = ["measure_prior_correction", "prior_lines"]
-
-
-def _per_group(scores: np.ndarray, true: np.ndarray, prior, tau: float) -> list[float | None]:
-    keep = true >= 0
-    predicted = (scores[keep] - prior_adjustment(prior, tau)).argmax(axis=1)
-    truth = true[keep]
-    return [float(np.mean(predicted[truth == g] == g)) if (truth == g).any() else None
-            for g in range(len(AGE_CLASSES))]
 
 
 def measure_prior_correction(checkpoint: str | Path, data: str | None = None, taus: tuple[float, ...] = TAUS,
@@ -73,8 +63,7 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
     scores = {name: (predicted["age"], predicted["age_true"]) for name in ("val", "test")
               for predicted in (predict(name),)}
     choice = choose_tau(*scores["val"], prior, taus)
-    test = [{**tau_scores(*scores["test"], prior, tau), "per_group": _per_group(*scores["test"], prior, tau)}
-            for tau in taus]
+    test = [tau_scores(*scores["test"], prior, tau) for tau in taus]
     result = {"checkpoint": str(checkpoint), "data": config.data, "fold": metadata.fold, "prior": prior,
               "recorded_tau": metadata.prior_tau, "choice": choice, "test": test}
     if write:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from audience.errors import AudienceError
 from audience.labels import HEADS, NO_CLASS
-from audience.model.age_years import years_targets
+from audience.model.age_years import DEFAULT_SIGMA, years_targets
 from audience.model.network import YEARS_OUTPUT
 
 
@@ -157,7 +157,7 @@ def task_loss(outputs: dict, age: torch.Tensor, gender: torch.Tensor, config,
     loss = torch.zeros((), device=age.device)
     if YEARS_OUTPUT in outputs:
         years = years if years is not None else torch.full_like(age, -1)
-        sigma = getattr(config, "age_sigma", None) or 2.0
+        sigma = getattr(config, "age_sigma", None) or DEFAULT_SIGMA
         loss = loss + config.age_weight * years_loss(outputs[YEARS_OUTPUT], years, age, sigma)
     elif "age" in outputs:
         loss = loss + config.age_weight * head_loss(outputs["age"], age, config.label_smoothing)

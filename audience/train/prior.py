@@ -32,19 +32,20 @@ def training_prior(age_classes) -> list[float]:
 
 
 def tau_scores(scores, true, prior, tau: float) -> dict:
-    """Exact, 1-off and balanced exact age accuracy of the scores (N, 8) after the correction with `tau`, over
-    the rows with an age group."""
+    """Exact, 1-off, balanced exact and per-group exact age accuracy (None for a group without faces) of the scores
+    (N, 8) after the correction with `tau`, over the rows with an age group."""
     scores, true = np.asarray(scores, dtype=np.float64), np.asarray(true, dtype=np.int64).reshape(-1)
     keep = true != NO_CLASS
     scores, true = scores[keep], true[keep]
     if not len(true):
-        return {"tau": tau, "n": 0, "age_exact": None, "age_one_off": None, "balanced_age_exact": None}
+        return {"tau": tau, "n": 0, "age_exact": None, "age_one_off": None, "balanced_age_exact": None,
+                "per_group": [None] * len(AGE_CLASSES)}
     predicted = (scores - prior_adjustment(prior, tau)).argmax(axis=1)
-    recalls = [float(np.mean(predicted[true == group] == group)) for group in range(len(AGE_CLASSES))
-               if (true == group).any()]
+    per_group = [float(np.mean(predicted[true == group] == group)) if (true == group).any() else None
+                 for group in range(len(AGE_CLASSES))]
     return {"tau": tau, "n": int(len(true)), "age_exact": float(np.mean(predicted == true)),
             "age_one_off": float(np.mean(np.abs(predicted - true) <= 1)),
-            "balanced_age_exact": float(np.mean(recalls))}
+            "balanced_age_exact": float(np.mean([r for r in per_group if r is not None])), "per_group": per_group}
 
 
 def choose_tau(scores, true, prior, taus: tuple[float, ...] = TAUS) -> dict:
