@@ -223,5 +223,6 @@ def load_checkpoint_model(path: str | Path, metadata: CheckpointMetadata, device
                         gap_rule=metadata.gap_rule)
     _load_state(model, weights_path, metadata)
     model.set_age_adjustment(metadata.age_adjustment)
+    model.set_flip_average(bool(metadata.flip_average))
     model.to(device).eval()
     return model, build_eval_transform(metadata.image_size, metadata.mean, metadata.std)

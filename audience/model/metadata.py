@@ -311,6 +311,8 @@ class CheckpointMetadata(BaseModel):
     age_prior: Annotated[list[Annotated[FiniteFloat, Field(gt=0)]], Field(min_length=8, max_length=8)] | None = None
     prior_tau: Annotated[FiniteFloat, Field(ge=0, le=2)] | None = None
     prior_choice: Lenient[PriorChoice] = None
+    # Mirror averaging (AgeGenderNet.set_flip_average): each face and its mirror image, features averaged.
+    flip_average: StrictBool | None = None
     _json: dict = PrivateAttr(default_factory=dict)
 
     @property

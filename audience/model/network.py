@@ -11,7 +11,9 @@ softmax is the group distribution, so evaluation, calibration and Predict read b
 
 An optional class-prior correction (`set_age_adjustment`, logit adjustment: the checkpoint's `age_prior`
 times `prior_tau`) is subtracted from the "age" scores inside forward, so every path that runs the network
-(the trainer's test, evaluate, Predict, ONNX Runtime) answers with it.
+(the trainer's test, evaluate, Predict, ONNX Runtime) answers with it. Likewise the mirror average
+(`set_flip_average`, the checkpoint's `flip_average`): the features of the face and of its mirror image are
+averaged before the heads, so every output is the mean of the two views' scores.
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class AgeGenderNet(nn.Module):
         matrix = torch.as_tensor(year_to_group_matrix(gap_rule), dtype=torch.float32) if age_head == "years" else None
         self.register_buffer("year_to_group", matrix, persistent=False)
         self.register_buffer("age_adjustment", None, persistent=False)
+        # A marker, not a value used in forward: the ONNX cache name hashes the buffers, so a mirror-averaging copy of
+        # the same weights gets its own export.
+        self.register_buffer("flip_views", None, persistent=False)
+        self.flip_average = False
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -92,8 +98,18 @@ class AgeGenderNet(nn.Module):
         device = self.age.weight.device if self.age is not None else None
         self.age_adjustment = values.to(device)
 
+    def set_flip_average(self, on: bool) -> None:
+        """From now on, average the features of each image and of its mirror image (left-right) before the heads
+        (twice the backbone's compute); False: one view."""
+        self.flip_average = bool(on)
+        device = self.age.weight.device if self.age is not None else None
+        self.flip_views = torch.ones(2, device=device) if self.flip_average else None
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.dropout(self.backbone(x))
+        features = self.backbone(x)
+        if self.flip_average:
+            features = (features + self.backbone(torch.flip(x, dims=(3,)))) / 2
+        features = self.dropout(features)
         logits = {}
         if self.age is not None:
             scores = self.age(features)

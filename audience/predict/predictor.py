@@ -334,17 +334,20 @@ class Predictor:
         MAX_FORWARD_PIXELS input pixels (one pass for the shipped model's 20 faces).
 
         With tta_flip the mirrored crops join the same batch and each face's probabilities are the
-        mean of its two views (averaging probabilities, not logits, keeps the calibration of each view).
+        mean of its two views (averaging probabilities, not logits, keeps the calibration of each view). A model
+        that averages the mirror image itself (the checkpoint's `flip_average`) ignores tta_flip.
         """
         if self.model is None:
             raise RuntimeError("classify_crops needs a checkpoint; this Predictor is detection-only")
+        mirrored_inside = bool(self.metadata.flip_average)
+        tta_flip = tta_flip and not mirrored_inside
         views = list(crops)
         if tta_flip:
             views += [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
         # In chunks of at most MAX_FORWARD_PIXELS input pixels: 40 views of a 1024 px model in one batch took
         # a request to 8 GB; a chunk's memory no longer grows with the number of faces.
         size = int(self.metadata.image_size or 224)
-        chunk = max(1, MAX_FORWARD_PIXELS // (size * size))
+        chunk = max(1, MAX_FORWARD_PIXELS // (size * size * (2 if mirrored_inside else 1)))
         forward = self._forward
         import torch
 

@@ -176,7 +176,7 @@ def _model_facts(metadata: CheckpointMetadata, summary: dict | None) -> list[str
 
 
 def _age_head_lines(metadata: CheckpointMetadata) -> list[str]:
-    """How the age head answers (groups, or years summed into groups) and its prior correction."""
+    """How the age head answers (groups, or years summed into groups), its prior correction and mirror averaging."""
     if "age" not in metadata.heads:
         return []
     if metadata.age_head == "years":
@@ -194,7 +194,10 @@ def _age_head_lines(metadata: CheckpointMetadata) -> list[str]:
                  f"{chosen or 'a setting'})")
     else:
         prior = "- age prior correction: none"
-    return [head, prior]
+    mirror = ("- mirror averaging: each face is also seen mirrored (left-right) and the two views' features are "
+              "averaged before the heads (twice the compute of one view)" if metadata.flip_average else
+              "- mirror averaging: none (one view per face)")
+    return [head, prior, mirror]
 
 
 def _limits(data_format: str | None) -> str:

@@ -137,7 +137,7 @@ def training_record(run_dir: Path) -> dict:
 
 def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
                        checkpoints_dir: str | Path | None = None, half: bool | None = None,
-                       shipped: bool = False) -> Path:
+                       shipped: bool = False, flip_average: bool | None = None) -> Path:
     """Copy fold `fold`'s best checkpoint of `run_dir` into the user's models folder (settings.models_dir(), or
     `checkpoints_dir`); return the new .json.
 
@@ -146,7 +146,9 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
     refused (check_promoted_name). `half`
     stores the weights in float16; None (default) does so when they exceed HALF_ABOVE_BYTES. The copy's
     JSON records `promoted_from` and `training` (command, time, device); `shipped` marks a model that is
-    committed with the app (the Compare tab shows it so).
+    committed with the app (the Compare tab shows it so). `flip_average` True (or False) records that the model
+    averages each face with its mirror image when it answers (the network's set_flip_average); None keeps the
+    run's setting.
     """
     run_dir = Path(run_dir)
     source_weights, source_meta = checkpoint_paths(run_dir / f"fold{int(fold)}" / "best")
@@ -186,7 +188,8 @@ def promote_checkpoint(run_dir: str | Path, fold: int, name: str | None = None,
             source_json = metadata.as_json()
             promoted = {**source_json, "weights": {**(source_json.get("weights") or {}), **stored},
                         "promoted_from": {"run": run_dir.name, "fold": int(fold), "sha256": sha256},
-                        "training": training_record(run_dir), **({"shipped": True} if shipped else {})}
+                        "training": training_record(run_dir), **({"shipped": True} if shipped else {}),
+                        **({} if flip_average is None else {"flip_average": bool(flip_average)})}
             text = json.dumps(promoted, indent=2) + "\n"
             meta_temp = write_temp_beside(folder / ".promote",
                                               lambda temp, text=text: temp.write_text(text, encoding="utf-8"))
