@@ -30,6 +30,7 @@ import json
 import sys
 from pathlib import Path
 
+from audience.cli.arguments import whole_number
 from audience.errors import AudienceError
 from audience.model.network import ARCHS
 
@@ -176,8 +177,6 @@ def run_prior(args: argparse.Namespace) -> dict:
 
 
 def add_results_parser(subparsers) -> None:
-    from audience.cli.arguments import whole_number
-
     parser = subparsers.add_parser(
         "results", help="a results file of a finished run (metrics, per-group table, params, FLOPs, latency; "
                         "no weights) for the Compare tab")
@@ -197,10 +196,10 @@ def add_results_parser(subparsers) -> None:
 
 def run_results(args: argparse.Namespace) -> dict:
     from audience.compare.results_file import results_dir
-    from audience.compare.results_writer import build_results, write_results
+    from audience.compare.results_writer import build_results, check_out, write_results
     from audience.inputs import name_slug
 
-    out = args.out if args.out is not None else results_dir() / f"{name_slug(args.name, '--name')}.json"
+    out = check_out(args.out if args.out is not None else results_dir() / f"{name_slug(args.name, '--name')}.json")
     results = build_results(args.run_dir, args.name, args.weights_at, note=args.note, fold=args.fold, data=args.data,
                             repeats=args.repeats, say=lambda line: print(line, flush=True))
     path = write_results(out, results)

@@ -159,12 +159,17 @@ def build_results(run_dir: str | Path, name: str, weights_at: str, note: str = "
     return ResultsFile.model_validate(results).as_json()
 
 
-def write_results(out: str | Path, results: dict) -> Path:
-    """Write `results` (build_results) to `out` atomically (its folder made when needed)."""
+def check_out(out: str | Path) -> Path:
+    """`out` as a Path when a results file may be written there (a .json name, a new or regular file)."""
     out = Path(check_path(out, "--out"))
     if out.suffix != ".json":
         raise AudienceError(f"--out {quoted(str(out))} must name a .json file.")
-    check_replaceable(out)
+    return check_replaceable(out)
+
+
+def write_results(out: str | Path, results: dict) -> Path:
+    """Write `results` (build_results) to `out` atomically (its folder made when needed)."""
+    out = check_out(out)
     try:
         return write_json_atomic(out, results)
     except OSError as error:
