@@ -323,3 +323,36 @@ def test_a_results_row_with_a_wrong_file_reads_like_a_problem_row(tmp_path):
     assert row.errors == ["Results file gone.json does not exist."] and row.state == RESULTS_STATE
     fifo = results_run(tmp_path / "results" / "fifo.json")
     assert fifo.errors == ["Results file fifo.json cannot be read (not a regular file)."]  # refused, not blocked on
+
+
+# --- over raw HTTP, against a public deployment that allows promotion (as a Space owner may) ----------------
+
+
+@pytest.mark.slow
+def test_over_http_a_results_row_is_shown_refused_for_serving_and_a_bad_file_is_a_problem(tmp_path, results,
+                                                                                           demo_root):
+    from fixtures.app_server import start_app_server
+    from test_bad_inputs import call_raw, sse_data
+
+    folder = tmp_path / "server" / "checkpoints" / "results"
+    write_results(folder / "utkface-resnet50-64px.json", _as(results, name="utkface-resnet50-64px", arch="resnet50",
+                                                             image_size=64))
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    server = start_app_server(tmp_path / "server", demo_root, extra_env={"GRADIO_SERVER_NAME": "0.0.0.0",
+                                                                        "AUDIENCE_ALLOW_TRAINING": "1"})
+    try:
+        outputs = sse_data(call_raw(server, "compare", [[], None, "all folds", True]))
+        table, groups = outputs[1], outputs[12]
+        rows = {row[0]: dict(zip(table["headers"], row, strict=True)) for row in table["data"]}
+        row = rows[f"{RESULTS_PREFIX}utkface-resnet50-64px"]
+        assert row["state"] == RESULTS_STATE and row["arch"] == "resnet50" and row["problems"] == ""
+        assert "nested deeper than 64 levels" in rows[f"{RESULTS_PREFIX}deep"]["problems"]
+        assert f"{RESULTS_PREFIX}utkface-resnet50-64px" in {line[0] for line in groups["data"]}
+        message = sse_data(call_raw(server, "promote", [f"{RESULTS_PREFIX}utkface-resnet50-64px", "0", ""]))[0]
+        assert message.startswith("**Not promoted:** results:utkface-resnet50-64px is a results-only row"), message
+        assert not (server.models / "utkface-resnet50-64px.json").exists()
+        message = sse_data(call_raw(server, "measure_latency", [True]))[0]
+        assert "results:utkface-resnet50-64px: not measured here" in message, message
+        assert server.alive()
+    finally:
+        server.stop_soon()
