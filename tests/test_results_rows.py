@@ -130,6 +130,27 @@ def test_the_command_writes_the_runs_own_metrics_size_and_a_one_thread_latency(r
     assert results["note"] == "32 px, 3 epochs: a test" and results["source_run"] == RUN_ID
 
 
+@pytest.mark.usefixtures("unmeasured_framing")
+def test_a_real_training_run_gives_a_file_with_its_exact_test_metrics(tmp_path, small_root):
+    """A run of the trainer itself (tiny, 1 epoch of 2 batches): every key its test_metrics.json records is in the
+    format, with the same value (no per_race on Adience-like data: absent, not null)."""
+    from audience.train.config import TrainConfig
+    from audience.train.cross_validate import cross_validate
+
+    config = TrainConfig.from_dict({"data": str(small_root), "arch": "tiny", "folds": "0", "epochs": 1,
+                                    "batch_size": 16, "image_size": 32, "workers": 0, "max_train_batches": 2,
+                                    "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")})
+    run = cross_validate(config)
+    results = build_results(run, "real-tiny", "someone/real-tiny", repeats=1, say=lambda line: None)
+    recorded = json.loads((run / "fold0" / "test_metrics.json").read_text())
+    assert results["folds"][0]["metrics"] == recorded["metrics"] and "per_race" not in recorded["metrics"]
+    assert results["folds"][0]["summary"] == {key: recorded["summary"][key] for key in SUMMARY_KEYS}
+    assert results["params"] == json.loads((run / "cv_summary.json").read_text())["params"]
+    assert results["flops"] == json.loads((run / "cv_summary.json").read_text())["flops"]
+    assert [row["epoch"] for row in results["folds"][0]["curves"]] == [1]
+    assert read_results_file(write_results(tmp_path / "real-tiny.json", results)).as_json() == results
+
+
 def test_the_command_line_writes_the_file_into_checkpoints_results(monkeypatch, tmp_path, run, capsys):
     from audience.cli import benchmark
 

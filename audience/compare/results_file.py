@@ -197,7 +197,9 @@ class ResultsFile(_Strict):
     weights: WeightsRecord
 
     def as_json(self) -> dict:
-        return self.model_dump(mode="json")
+        """The file's JSON object: the keys it was made or read with (a metric the run did not record, such as
+        per_race on Adience, stays absent rather than null)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 def check_repo_id(value: str) -> str:

@@ -94,7 +94,7 @@ def build_results(run_dir: str | Path, name: str, weights_at: str, note: str = "
     every finished fold)."""
     from audience.bench.model_latency import time_model
     from audience.bench.predict_latency import describe_machine
-    from audience.compare.results_file import ResultsFile, check_repo_id
+    from audience.compare.results_file import FORMAT, FORMAT_VERSION, ResultsFile, check_repo_id
     from audience.model.checkpoint import load_checkpoint
     from audience.model.network import count_flops, count_params
 
@@ -137,7 +137,7 @@ def build_results(run_dir: str | Path, name: str, weights_at: str, note: str = "
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise AudienceError(f"Run {run.run_id}: config.json names no number of epochs (found {quoted(epochs)}).")
     results = {
-        "name": name, "arch": metadata.arch, "task": metadata.task,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "arch": metadata.arch, "task": metadata.task,
         "dataset": {"name": (dataset and dataset.name) or str(summary.get("dataset") or "unknown"),
                     "synthetic": bool(metadata.synthetic), "format": dataset and dataset.format,
                     "policy": dataset and dataset.policy, "split_level": split_level,
