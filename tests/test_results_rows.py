@@ -50,31 +50,37 @@ def _metrics(seed: int = 0, n: int = 60, race: bool = True) -> dict:
 
 
 def finished_run(runs: Path, run_id: str = RUN_ID, data: str = "/data/somewhere/utkface", image_size: int = 32,
-                 metrics: dict | None = None) -> Path:
-    """A finished one-fold run in the trainer's layout, with a real (tiny) best checkpoint and recorded test metrics."""
+                 metrics: dict | None = None, folds: tuple[int, ...] = (0,)) -> Path:
+    """A finished run of `folds` in the trainer's layout, each with a real (tiny) best checkpoint and recorded test
+    metrics (fold k: random predictions of seed k, or `metrics`)."""
     run = runs / run_id
-    (run / "fold0").mkdir(parents=True)
-    metrics = metrics or _metrics()
-    config = {"data": data, "arch": "tiny", "task": "age+gender", "protocol": "folds", "folds": "0", "epochs": 3,
-              "batch_size": 16, "lr": 0.002, "image_size": image_size, "pretrained": False, "out": str(runs),
-              "cache_dir": None, "seed": 0}
+    config = {"data": data, "arch": "tiny", "task": "age+gender", "protocol": "folds",
+              "folds": ",".join(map(str, folds)), "epochs": 3, "batch_size": 16, "lr": 0.002, "image_size": image_size,
+              "pretrained": False, "out": str(runs), "cache_dir": None, "seed": 0}
+    run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps(config))
     (run / "status.json").write_text(json.dumps({"state": "finished"}))
     (run / COMMAND_FILE).write_text(f"python scripts/train.py --data {data} --arch tiny --epochs 3\n")
-    summary = {key: metrics.get(key) for key in SUMMARY_KEYS}
-    (run / "fold0" / "test_metrics.json").write_text(json.dumps({
-        "fold": 0, "protocol": "folds", "leaky": False, "best_epoch": 2, "sizes": {"train": 400, "val": 40, "test": 60},
-        "metrics": metrics, "summary": {**summary, "age_ece_uncalibrated": 0.1}}))
-    write_epochs(run / "fold0" / "metrics.csv", [
-        {"epoch": epoch, "train_loss": 2.0 / epoch, "val_loss": 2.2 / epoch, "val_age_exact": 0.2 * epoch,
-         "val_gender_acc": 0.5, "lr": 1e-3, "images_per_s": 50.0, "seconds": 10.0} for epoch in (1, 2, 3)])
+    summaries = {}
+    for fold in folds:
+        folder = run / f"fold{fold}"
+        folder.mkdir()
+        fold_metrics = metrics or _metrics(seed=fold)
+        summaries[fold] = {key: fold_metrics.get(key) for key in SUMMARY_KEYS}
+        (folder / "test_metrics.json").write_text(json.dumps({
+            "fold": fold, "protocol": "folds", "leaky": False, "best_epoch": 2,
+            "sizes": {"train": 400, "val": 40, "test": 60}, "metrics": fold_metrics,
+            "summary": {**summaries[fold], "age_ece_uncalibrated": 0.1}}))
+        write_epochs(folder / "metrics.csv", [
+            {"epoch": epoch, "train_loss": 2.0 / epoch, "val_loss": 2.2 / epoch, "val_age_exact": 0.2 * epoch,
+             "val_gender_acc": 0.5, "lr": 1e-3, "images_per_s": 50.0, "seconds": 10.0} for epoch in (1, 2, 3)])
+        save_tiny_checkpoint(folder, "best", {
+            "image_size": image_size, "protocol": "folds", "leaky": False, "fold": fold, "metrics": fold_metrics,
+            "dataset": DATASET, "split_level": "image", "metrics_on": "test"}, seed=fold)
     (run / "cv_summary.json").write_text(json.dumps({
-        **summarize_folds({0: summary}), "protocol": "folds", "leaky": False, "dataset": "UTKFace",
+        **summarize_folds(summaries), "protocol": "folds", "leaky": False, "dataset": "UTKFace",
         "synthetic": False, "split_level": "image", "arch": "tiny", "params": 1, "flops": 1.0,
-        "train_seconds": 30.0, "folds_done": [0]}))
-    save_tiny_checkpoint(run / "fold0", "best", {
-        "image_size": image_size, "protocol": "folds", "leaky": False, "fold": 0, "metrics": metrics,
-        "dataset": DATASET, "split_level": "image", "metrics_on": "test"})
+        "train_seconds": 30.0, "folds_done": list(folds)}))
     return run
 
 
@@ -149,6 +155,19 @@ def test_a_real_training_run_gives_a_file_with_its_exact_test_metrics(tmp_path, 
     assert results["flops"] == json.loads((run / "cv_summary.json").read_text())["flops"]
     assert [row["epoch"] for row in results["folds"][0]["curves"]] == [1]
     assert read_results_file(write_results(tmp_path / "real-tiny.json", results)).as_json() == results
+
+
+def test_every_finished_fold_by_default_with_mean_and_std_and_each_folds_checksum(tmp_path):
+    run = finished_run(tmp_path / "runs", folds=(0, 1))
+    results = build_results(run, "two-folds", "someone/two-folds", repeats=1, say=lambda line: None)
+    assert [fold["fold"] for fold in results["folds"]] == [0, 1]
+    sums = [json.loads((run / f"fold{k}" / "best.json").read_text())["weights"]["sha256"] for k in (0, 1)]
+    assert [fold["weights_sha256"] for fold in results["folds"]] == sums and sums[0] != sums[1]
+    assert "sha256" not in results["weights"]  # two folds, two weights: each fold names its own
+    row = compare.runs_table([results_run(write_results(tmp_path / "results" / "two-folds.json", results))]).iloc[0]
+    exact = [json.loads((run / f"fold{k}" / "test_metrics.json").read_text())["summary"]["age_exact"] for k in (0, 1)]
+    assert row["folds"] == "2/2"
+    assert row["age exact %"] == f"{100 * np.mean(exact):.1f} ± {100 * np.std(exact, ddof=1):.1f}"
 
 
 def test_the_command_line_writes_the_file_into_checkpoints_results(monkeypatch, tmp_path, run, capsys):

@@ -153,8 +153,8 @@ def build_results(run_dir: str | Path, name: str, weights_at: str, note: str = "
         else None,
         "created": datetime.now().astimezone().isoformat(timespec="seconds"), "source_run": run.run_id,
         "note": note,
-        "weights": {"published_at": weights_at, "file": "best.safetensors" if weights else None,
-                    "bytes": weights and weights.bytes, "sha256": weights and weights.sha256},
+        "weights": {"published_at": weights_at, **({"file": "best.safetensors", "bytes": weights.bytes,
+                                                     "sha256": weights.sha256} if weights else {})},
     }
     return ResultsFile.model_validate(results).as_json()
 
