@@ -209,6 +209,12 @@ def test_the_command_line_refuses_bad_arguments_with_one_sentence(monkeypatch, t
 def test_an_unfinished_or_missing_run_gets_a_sentence(tmp_path, run):
     with pytest.raises(AudienceError, match="does not exist"):
         build_results(tmp_path / "absent", "x", "someone/x")
+    recorded = json.loads((run / "fold0" / "test_metrics.json").read_text())
+    recorded["metrics"]["age_per_class"][0] = 1.5  # an accuracy above 1: the file would not be readable
+    (run / "fold0" / "test_metrics.json").write_text(json.dumps(recorded))
+    with pytest.raises(AudienceError, match=r"does not fit the results format: folds.0.metrics.age_per_class.0: input "
+                                            r"should be less than or equal to 1 \(found 1.5\)\.$"):
+        build_results(run, "x", "someone/x", repeats=1)
     (run / "fold0" / "test_metrics.json").unlink()
     with pytest.raises(AudienceError, match=r"has no finished fold yet"):
         build_results(run, "x", "someone/x")

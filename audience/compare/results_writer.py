@@ -15,9 +15,12 @@ import os
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from pydantic import ValidationError
+
 from audience.errors import AudienceError, quoted, shorten
 from audience.files import check_replaceable, write_json_atomic
 from audience.inputs import check_path, check_text, name_slug
+from audience.model.metadata import first_problem
 from audience.registry import SUMMARY_KEYS, protocol_label
 from audience.train import runs as runs_io
 from audience.train.group_metrics import has_group_data
@@ -156,7 +159,10 @@ def build_results(run_dir: str | Path, name: str, weights_at: str, note: str = "
         "weights": {"published_at": weights_at, **({"file": "best.safetensors", "bytes": weights.bytes,
                                                      "sha256": weights.sha256} if weights else {})},
     }
-    return ResultsFile.model_validate(results).as_json()
+    try:
+        return ResultsFile.model_validate(results).as_json()
+    except ValidationError as error:
+        raise AudienceError(f"Run {run.run_id} does not fit the results format: {first_problem(error)}.") from None
 
 
 def check_out(out: str | Path) -> Path:
