@@ -46,7 +46,7 @@ FORMAT = "audience-results"
 FORMAT_VERSION = 1
 RESULTS_FOLDER = "results"  # inside the checkpoints folder (settings.checkpoints_dir())
 RESULTS_PREFIX = "results:"  # the run id of a results row in the Compare tab
-RESULTS_STATE = "results only (weights not shipped)"
+RESULTS_STATE = "results only"  # the state column (narrow); the tab's message says the weights are not shipped
 # A results file is a few tens of KB (one fold: about 6 KB with its curves); the reader's general 16 MB is
 # far more than one needs.
 RESULTS_MAX_BYTES = 1024 * 1024
@@ -306,11 +306,14 @@ def is_results_row(run_id: str | None) -> bool:
 
 
 def describe_row(run: RunInfo) -> str:
-    """One line for the Compare tab's message: the row, its protocol and image size, its note and where its
-    weights would be published."""
-    summary = run.summary or {}
+    """One line for the Compare tab's message: what the row is (arch, data, protocol, folds, image size, epochs),
+    where its weights would be published, and its note."""
+    summary, config = run.summary or {}, run.config or {}
     label = protocol_label(summary.get("protocol"), bool(summary.get("leaky")), summary.get("split_level"))
-    size = summary.get("image_size")
-    note = f" {summary['note']}" if summary.get("note") else ""
-    return (f"**{run.run_id}**: {summary.get('arch')} on {summary.get('dataset')} ({label}), {size} px.{note} "
-            f"Weights not shipped; they would be published at `{summary.get('weights_at')}`.")
+    folds = ", ".join(str(fold) for fold in summary.get("folds_done") or [])
+    note = str(summary.get("note") or "").strip()
+    if note and not note.endswith((".", "!", "?")):
+        note += "."
+    return (f"**{run.run_id}**: {summary.get('arch')} trained on {summary.get('dataset')}, {label}, test fold "
+            f"{folds}, {summary.get('image_size')} px, {config.get('epochs')} epochs; weights not shipped (they would "
+            f"be published at `{summary.get('weights_at')}`). {note}".rstrip())
