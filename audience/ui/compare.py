@@ -1,5 +1,6 @@
-"""The Compare tab: every run of the runs folder in one table, charts of the chosen runs, the leakage
-view beside published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
+"""The Compare tab: every run of the runs folder in one table (with the served checkpoints and the results-only
+rows of checkpoints/results/, audience.compare.results_file), charts of the chosen runs, the leakage view beside
+published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
 
 A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
