@@ -118,7 +118,8 @@ def test_the_command_writes_the_runs_own_metrics_size_and_a_one_thread_latency(r
     assert fold["summary"] == {key: recorded["summary"][key] for key in SUMMARY_KEYS}
     assert fold["metrics"] == recorded["metrics"]  # every field, per_race and race_gap included
     assert fold["metrics"]["per_race"]["Asian"]["n"] == 12 and fold["metrics_source"] == "recorded by the trainer"
-    assert [row["epoch"] for row in fold["curves"]] == [1, 2, 3]
+    assert [row["epoch"] for row in fold["curves"]] == [1, 2, 3] and isinstance(fold["curves"][0]["epoch"], int)
+    assert fold["curves"][1]["val_loss"] == pytest.approx(1.1)
     from audience.model.checkpoint import load_checkpoint
     from audience.model.network import count_flops, count_params
 

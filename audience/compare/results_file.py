@@ -128,7 +128,7 @@ class FoldResults(_Strict):
     test_faces: Count | None = None
     summary: dict[Literal[SUMMARY_KEYS], Number | None]
     metrics: FoldMetrics
-    curves: Annotated[list[dict[Literal[METRICS_COLUMNS], Number | None]], Field(max_length=1000)] = []
+    curves: Annotated[list[dict[Literal[METRICS_COLUMNS], StrictInt | Number | None]], Field(max_length=1000)] = []
     metrics_source: Text | None = None  # "recorded by the trainer" or "evaluated again (...)"
     weights_bytes: Count | None = None
     weights_sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")] | None = None

@@ -58,8 +58,13 @@ def _curves(run: runs_io.RunInfo, fold: int) -> list[dict]:
     if frame is None:
         return []
     columns = [column for column in runs_io.METRICS_COLUMNS if column in frame.columns]
-    return [{column: _finite(float(row[column])) if row[column] is not None else None for column in columns}
-            for row in frame[columns].to_dict("records")]
+    rows = []
+    for row in frame[columns].to_dict("records"):
+        values = {column: _finite(float(row[column])) if row[column] is not None else None for column in columns}
+        if values.get("epoch") is not None:
+            values["epoch"] = int(values["epoch"])  # a whole number, as metrics.csv has it
+        rows.append(values)
+    return rows
 
 
 def _folds_of(run: runs_io.RunInfo, fold: int | None) -> list[int]:
