@@ -41,6 +41,7 @@ QUICK = {
     ("benchmark.py", "predict"): ["--repeat", "1", "--images", "{folder}"],
     ("benchmark.py", "accuracy"): ["--limit", "8"],
     ("benchmark.py", "stability"): ["--limit", "2"],
+    ("benchmark.py", "results"): ["--repeats", "2"],
 }
 
 

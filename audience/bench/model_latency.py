@@ -45,19 +45,17 @@ def cached_latency(arch: str, image_size: int) -> dict | None:
     return entry if isinstance(entry, dict) and isinstance(entry.get("ms"), int | float) else None
 
 
-def measure_cpu_latency(arch: str, image_size: int, repeats: int = 10, refresh: bool = False) -> dict:
-    """Median CPU milliseconds per face (batch 1, random-init `arch` at `image_size`), cached."""
+def time_model(model, image_size: int, repeats: int = 10, threads: int | None = None) -> dict:
+    """CPU milliseconds per face of `model` (in eval mode, batch 1 at `image_size`): {"ms" (median), "min_ms",
+    "threads", "repeats", "measured", "torch"}, after two warm-up passes; with `threads` torch computes with that
+    many threads for the measurement (its setting is restored after)."""
     import torch
 
-    from audience.model.network import build_model
-    from audience.train.config import check_setting
-
-    check_setting("arch", arch)
-    check_setting("image_size", image_size)  # a run's config.json may say -5 or 10^6
-    if not refresh and (entry := cached_latency(arch, image_size)):
-        return entry
-    with _lock:
-        model = build_model(arch, "age+gender", pretrained=False).eval()
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        model = model.eval()
         image = torch.zeros(1, 3, int(image_size), int(image_size))
         timings = []
         with torch.inference_mode():
@@ -66,11 +64,27 @@ def measure_cpu_latency(arch: str, image_size: int, repeats: int = 10, refresh: 
                 model(image)
                 if index >= 2:  # the first passes pay for allocation and kernel selection
                     timings.append(time.perf_counter() - started)
-        entry = {
-            "ms": float(np.median(timings) * 1000), "min_ms": float(np.min(timings) * 1000),
-            "threads": torch.get_num_threads(), "repeats": repeats,
-            "measured": datetime.now().astimezone().isoformat(timespec="seconds"), "torch": torch.__version__,
-        }
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        "ms": float(np.median(timings) * 1000), "min_ms": float(np.min(timings) * 1000),
+        "threads": used, "repeats": repeats,
+        "measured": datetime.now().astimezone().isoformat(timespec="seconds"), "torch": torch.__version__,
+    }
+
+
+def measure_cpu_latency(arch: str, image_size: int, repeats: int = 10, refresh: bool = False) -> dict:
+    """Median CPU milliseconds per face (batch 1, random-init `arch` at `image_size`), cached."""
+    from audience.model.network import build_model
+    from audience.train.config import check_setting
+
+    check_setting("arch", arch)
+    check_setting("image_size", image_size)  # a run's config.json may say -5 or 10^6
+    if not refresh and (entry := cached_latency(arch, image_size)):
+        return entry
+    with _lock:
+        entry = time_model(build_model(arch, "age+gender", pretrained=False), image_size, repeats)
         cache = _read_cache()
         cache[_key(arch, image_size)] = entry
         write_json_atomic(_cache_path(), cache)

@@ -5,9 +5,14 @@
     python -m audience.cli.benchmark startup [--keep-home]
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
     python -m audience.cli.benchmark prior --checkpoint CKPT [--data DIR]
+    python -m audience.cli.benchmark results --run RUN_DIR [--fold K] --name NAME --weights-at USER/REPO --note TEXT
 
 `prior`: what the age prior correction (tau 0 to 1) does to a trained model's overall and per-group age
 accuracy on its own held-out fold, and the tau its validation set chooses (audience.bench.prior_correction).
+
+`results`: a results file of a finished run (audience.compare.results_file) for a model whose weights are not shipped:
+its recorded test metrics with the per-group fields, parameters, FLOPs and CPU latency per face at one thread with
+its trained weights, written to checkpoints/results/NAME.json (the Compare tab shows it as a row).
 
 `startup`: seconds from starting app.py (as `make run` does) to its first HTTP 200, beside a minimal gradio app
 (one Textbox) started the same way, with the load.
@@ -25,6 +30,7 @@ import json
 import sys
 from pathlib import Path
 
+from audience.cli.arguments import whole_number
 from audience.errors import AudienceError
 from audience.model.network import ARCHS
 
@@ -170,6 +176,43 @@ def run_prior(args: argparse.Namespace) -> dict:
     return result
 
 
+def add_results_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "results", help="a results file of a finished run (metrics, per-group table, params, FLOPs, latency; "
+                        "no weights) for the Compare tab")
+    parser.add_argument("--run", dest="run_dir", required=True, help="the run folder (e.g. runs/<run-id>)")
+    parser.add_argument("--fold", type=whole_number(0, 99), help="the test fold (default: every finished fold)")
+    parser.add_argument("--name", required=True, help="the row's name; the file is NAME.json")
+    parser.add_argument("--weights-at", required=True,
+                        help="the Hub repo id (user/name) where the weights would be published; nothing is uploaded")
+    parser.add_argument("--note", default="", help="a note shown with the row (e.g. why the image size is small)")
+    parser.add_argument("--out", type=Path,
+                        help="the results file (default: results/NAME.json in the checkpoints folder)")
+    parser.add_argument("--data", help="the data root, for a run that recorded no per-group metrics and has moved")
+    parser.add_argument("--repeats", type=whole_number(1, 1000), default=20,
+                        help="timed forward passes for the latency (default: 20)")
+    parser.set_defaults(run=run_results)
+
+
+def run_results(args: argparse.Namespace) -> dict:
+    from audience.compare.results_file import results_dir
+    from audience.compare.results_writer import build_results, check_out, write_results
+    from audience.inputs import name_slug
+
+    out = check_out(args.out if args.out is not None else results_dir() / f"{name_slug(args.name, '--name')}.json")
+    results = build_results(args.run_dir, args.name, args.weights_at, note=args.note, fold=args.fold, data=args.data,
+                            repeats=args.repeats, say=lambda line: print(line, flush=True))
+    path = write_results(out, results)
+    latency = results["latency"]
+    print(f"wrote {path}: {results['arch']} at {results['image_size']}px, {results['params'] / 1e6:.2f} M parameters, "
+          f"{results['flops'] / 1e9:.3f} GFLOPs, {latency['ms']:.1f} ms per face (1 thread, load "
+          f"{latency['load'][0]:.2f})", flush=True)
+    return {"path": str(path), "name": results["name"], "arch": results["arch"], "image_size": results["image_size"],
+            "folds": {str(fold["fold"]): fold["summary"] for fold in results["folds"]}, "params": results["params"],
+            "flops": results["flops"], "cpu_ms": latency["ms"], "threads": latency["threads"],
+            "load": latency["load"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -179,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_startup_parser(subparsers)
     add_stability_parser(subparsers)
     add_prior_parser(subparsers)
+    add_results_parser(subparsers)
     return parser
 
 

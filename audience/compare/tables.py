@@ -130,11 +130,13 @@ def image_size_of(run) -> int | None:
 
 
 def latency_of(run) -> tuple[float | None, str]:
-    """(CPU ms per face, where the number comes from): the run's own, else the per-arch cache."""
+    """(CPU ms per face, where the number comes from): the run's own (a results file's, measured with its trained
+    weights, says where), else the per-arch cache."""
     summary = run.summary or {}
     stored = summary.get("cpu_latency_ms")
     if isinstance(stored, int | float):
-        return float(stored), "stored by the trainer"
+        source = summary.get("cpu_latency_source")
+        return float(stored), source if isinstance(source, str) and source else "stored by the trainer"
     arch, size = _config(run).get("arch"), image_size_of(run)
     cached = cached_latency(arch, size) if arch and size else None
     if cached:
@@ -167,6 +169,7 @@ def runs_frame(runs: list) -> pd.DataFrame:
             "train_seconds": summary.get("train_seconds"),
             "cpu_ms": latency,
             "latency_source": latency_source,
+            "note": summary.get("note") if isinstance(summary.get("note"), str) else "",
             "problems": "; ".join(run.errors),
             # audience.cli.benchmark stability --write: how often an answer survives a small change of the photo
             **{f"{head}_agreement": (summary.get("stability") or {}).get(f"{head}_agreement")
@@ -222,21 +225,33 @@ def runs_table(runs: list) -> pd.DataFrame:
     for key in ECE_KEYS:
         table[column_of(key)] = [format_metric(key, m) for m in frame[f"{key}_mean"]]
     table["latency source"] = [_short_source(source) for source in frame["latency_source"]]
+    table["note"] = frame["note"]
     table["problems"] = frame["problems"]
     return table
 
 
 def default_selection(runs: list) -> list[str]:
-    """ResNet50 beside MobileNetV3 (the newest run of each with results); else the two newest runs."""
+    """ResNet50 beside MobileNetV3 (the newest run of each with results, the MobileNetV3 at the ResNet50's image
+    size and on its data when there is one, so that the two are comparable); else the two newest runs."""
     with_results = [r for r in runs if folds_done(r) > 0]
     chosen = []
     for arch in FEATURED_ARCHS:
-        newest = next((r.run_id for r in with_results if _config(r).get("arch") == arch), None)
+        candidates = [r for r in with_results if _config(r).get("arch") == arch]
+        if chosen:
+            first = _run_of(with_results, chosen[0])
+            alike = [r for r in candidates if (image_size_of(r), dataset_of(r)) == (image_size_of(first),
+                                                                                   dataset_of(first))]
+            candidates = alike or candidates
+        newest = candidates[0].run_id if candidates else None
         if newest:
             chosen.append(newest)
     if not chosen:
         chosen = [r.run_id for r in (with_results or runs)[:2]]
     return chosen
+
+
+def _run_of(runs: list, run_id: str):
+    return next(run for run in runs if run.run_id == run_id)
 
 
 def fold_metric_frame(runs: list, keys=GLANCE_KEYS) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""The Compare tab: every run of the runs folder in one table, charts of the chosen runs, the leakage
-view beside published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
+"""The Compare tab: every run of the runs folder in one table (with the served checkpoints and the results-only
+rows of checkpoints/results/, audience.compare.results_file), charts of the chosen runs, the leakage view beside
+published numbers, and "Use this model" to serve a run's checkpoint in the Predict tab.
 
 A thin adapter over audience.compare (tables, plots, latency) and audience.publish.promote. API: `/compare`
 (chosen run ids, detail run id, fold) -> (message, table, run chooser, detail run chooser, fold
@@ -22,6 +23,7 @@ from audience import settings
 from audience.bench.model_latency import measure_cpu_latency
 from audience.compare import plots
 from audience.compare import tables as compare
+from audience.compare.results_file import RESULTS_PREFIX, describe_row, is_results_row, results_runs
 from audience.compare.served_rows import SHIPPED_PREFIX, checkpoint_runs
 from audience.data.adience import N_FOLDS
 from audience.errors import AudienceError, quoted, shorten
@@ -49,7 +51,7 @@ RUN_COLUMN_WIDTHS = {
     column_of("gender_acc_female"): 84, column_of("gender_acc_male"): 84, "age stable %": 84,
     "gender stable %": 84, "params (M)": 84,
     "GFLOPs": 74, "CPU ms": 62, "train time": 72, column_of("age_ece"): 62, column_of("gender_ece"): 74,
-    "latency source": 110, "problems": 160,
+    "latency source": 110, "note": 220, "problems": 160,
 }
 DEFAULT_RUN_COLUMNS = ("run", "arch", "protocol", "dataset", "state", "folds", column_of(GLANCE_KEYS[0]),
                        column_of("age_one_off"), column_of(GLANCE_KEYS[1]), "age stable %", "gender stable %",
@@ -69,8 +71,9 @@ GROUP_NOTE = ("Test folds pooled, in percent: each age group's exact and 1-off a
 
 
 def _all_runs() -> list:
-    """The runs folder's runs, then the served checkpoints (the shipped model among them) as rows."""
-    return compare.read_runs(settings.runs_dir()) + checkpoint_runs()
+    """The runs folder's runs, then the served checkpoints (the shipped model among them), then the results files
+    of models whose weights are not shipped (checkpoints/results/), as rows."""
+    return compare.read_runs(settings.runs_dir()) + checkpoint_runs() + results_runs()
 
 
 def _runs_table(runs: list, all_columns: bool = False) -> pd.DataFrame:
@@ -95,13 +98,26 @@ def _problems(runs: list) -> str:
     return "Some files could not be read (shown as far as they go):\n" + "\n".join(damaged)
 
 
+def _results_lines(runs: list) -> str:
+    """The results-only rows, each with its note and where its weights would be published."""
+    rows = [run for run in runs if is_results_row(run.run_id) and not run.errors]
+    if not rows:
+        return ""
+    return (f"Rows named `{RESULTS_PREFIX}` are **results only**: models trained on real faces whose weights are too "
+            "large for the repository, shipped as their results file (`checkpoints/results/`); their CPU ms was "
+            "measured with the trained weights at one thread where the file says. They cannot be served here.\n"
+            + "\n".join(f"- {describe_row(run)}" for run in rows))
+
+
 def _message(runs: list) -> str:
-    if not any(not run.run_id.startswith(SHIPPED_PREFIX) for run in runs):
-        return (f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset; "
-                "its time on a CPU is in docs/measurements.md) or run "
-                "`python -m audience.cli.train --preset demo`; it appears here when it ends. Rows named "
-                "`checkpoint:` are served models with the metrics recorded in their JSON (state *shipped*: it came "
-                "with the app).")
+    if not any(not run.run_id.startswith((SHIPPED_PREFIX, RESULTS_PREFIX)) for run in runs):
+        results, problems = _results_lines(runs), _problems(runs)
+        return "\n\n".join(part for part in (
+            f"**No training runs yet** in `{settings.runs_dir()}`. Train one in the Train tab (the demo preset; "
+            "its time on a CPU is in docs/measurements.md) or run "
+            "`python -m audience.cli.train --preset demo`; it appears here when it ends. Rows named "
+            "`checkpoint:` are served models with the metrics recorded in their JSON (state *shipped*: it came "
+            "with the app).", results, problems) if part)
     leaky = any(run.leaky for run in runs)
     parts = [f"{len(runs)} run(s) in `{settings.runs_dir()}`. Accuracies are test-fold means ± std over the folds "
              "done, in percent. *Stable %*: how often a served model's answer stays the same when the photo "
@@ -113,6 +129,9 @@ def _message(runs: list) -> str:
                      "inflated and not comparable with `folds` runs.")
     if any(compare.dataset_of(run) == "synthetic demo" for run in runs):
         parts.append("*Synthetic demo* runs are trained on generated faces, not Adience.")
+    results = _results_lines(runs)
+    if results:
+        parts.append(results)
     problems = _problems(runs)
     return "\n\n".join(parts + ([problems] if problems else []))
 
@@ -186,6 +205,9 @@ def promote(run_id: str | None, fold: str | None, name: str | None = None, demo:
         check_path(run_id, "Run id")
         if str(run_id).startswith(SHIPPED_PREFIX):
             raise AudienceError(f"{shorten(run_id)} is a served checkpoint already; pick it in the Predict tab.")
+        if is_results_row(run_id):
+            raise AudienceError(f"{shorten(run_id)} is a results-only row: its weights are not shipped with the app, "
+                                "so there is no model to serve.")
         run = _run_by_id(compare.read_runs(settings.runs_dir()), run_id)
         if run is None:
             raise AudienceError(f"Run {shorten(run_id)} is not in the runs folder.")
@@ -223,9 +245,10 @@ def measure_latency(all_columns: bool = False, demo: gr.Blocks | None = None):
         gr.Warning(refusal)
         return f"**Not measured:** {refusal}", gr.skip()
     runs = _all_runs()
-    wanted = sorted({(r.config["arch"], compare.image_size_of(r)) for r in runs
-                     if r.config and r.config.get("arch") and compare.image_size_of(r)})
-    lines = []
+    wanted = sorted({(r.config["arch"], compare.image_size_of(r)) for r in runs if r.config and r.config.get("arch")
+                     and compare.image_size_of(r) and not is_results_row(r.run_id)})
+    lines = [f"{run.run_id}: not measured here: its weights are not shipped, so its CPU ms is the one its results file "
+             "records (measured with the trained weights at one thread)." for run in runs if is_results_row(run.run_id)]
     for arch, size in wanted:
         try:
             entry = measure_cpu_latency(arch, size, refresh=True)  # pressed on purpose: measure now
@@ -251,7 +274,7 @@ def build_compare_tab(demo: gr.Blocks, train_events=None) -> CompareTabEvents:
     message = gr.Markdown()
     all_columns = gr.Checkbox(False, label="show all columns",
                               info="also task, gender f/m/u, balanced age, women, men, parameters, GFLOPs, CPU ms, "
-                                   "calibration, problems")
+                                   "calibration, notes, problems")
     table = gr.Dataframe(label="Runs (newest first)", interactive=False, wrap=True,
                          column_widths=[RUN_COLUMN_WIDTHS[name] for name in DEFAULT_RUN_COLUMNS])
     # allow_custom_value on the choosers: the handlers check every id against the runs folder themselves.
