@@ -97,6 +97,21 @@ def read_json(path: str | Path, max_bytes: int = JSON_MAX_BYTES, max_depth: int 
     return value
 
 
+def read_json_object(path: str | Path, label: str, max_bytes: int = JSON_MAX_BYTES) -> dict:
+    """The JSON object of the file `path`, read within read_json's bounds; any problem is an AudienceError of one
+    sentence that starts with `label` (say "Checkpoint metadata x.json"): "... does not exist.", "... cannot be
+    read (REASON).", "... is not a JSON object."."""
+    try:
+        value = read_json(path, max_bytes=max_bytes)
+    except FileNotFoundError:
+        raise AudienceError(f"{label} does not exist.") from None
+    except JsonFileError as error:
+        raise AudienceError(f"{label} cannot be read ({error.reason}).") from None
+    if not isinstance(value, dict):
+        raise AudienceError(f"{label} is not a JSON object.")
+    return value
+
+
 def fsync_folder(folder: str | Path) -> None:
     """Make a rename inside `folder` durable (a no-op where a folder cannot be opened, e.g. Windows)."""
     try:

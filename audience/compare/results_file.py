@@ -34,7 +34,7 @@ from pydantic import (
 
 from audience import settings
 from audience.errors import AudienceError, quoted
-from audience.files import JsonFileError, read_json
+from audience.files import read_json_object
 from audience.labels import AGE_CLASSES, GENDER_CLASSES
 from audience.model.metadata import first_problem
 from audience.registry import SUMMARY_KEYS, protocol_label
@@ -231,16 +231,7 @@ def list_results_files(folder: str | Path | None = None) -> list[Path]:
 def read_results_file(path: str | Path) -> ResultsFile:
     """The typed results file at `path`; AudienceError with one sentence naming the file and the problem."""
     path = Path(path)
-    try:
-        value = read_json(path, max_bytes=RESULTS_MAX_BYTES)
-    except FileNotFoundError:
-        raise AudienceError(f"Results file {path.name} does not exist.") from None
-    except JsonFileError as error:
-        raise AudienceError(f"Results file {path.name} cannot be read ({error.reason}).") from None
-    except OSError as error:
-        raise AudienceError(f"Results file {path.name} cannot be read ({error.strerror or error}).") from None
-    if not isinstance(value, dict):
-        raise AudienceError(f"Results file {path.name} is not a JSON object.")
+    value = read_json_object(path, f"Results file {path.name}", max_bytes=RESULTS_MAX_BYTES)
     if value.get("format") != FORMAT:
         raise AudienceError(f"Results file {path.name} is not an Audience results file (its \"format\" is not "
                             f"{quoted(FORMAT)}).")

@@ -23,7 +23,7 @@ import numpy as np
 import audience
 from audience.data.transforms import build_eval_transform
 from audience.errors import AudienceError, quoted
-from audience.files import JsonFileError, read_json, replace_into, write_temp_beside
+from audience.files import read_json_object, replace_into, write_temp_beside
 from audience.labels import AGE_CLASSES, GENDER_CLASSES, HEADS_OF_TASK
 from audience.model.archs import ARCHS
 from audience.model.metadata import CheckpointMetadata, check_checkpoint_metadata
@@ -146,14 +146,7 @@ def read_checkpoint_metadata(path: str | Path) -> CheckpointMetadata:
     _, json_path = checkpoint_paths(path)
     if not json_path.is_file():
         raise AudienceError(f"Checkpoint metadata {json_path} does not exist.")
-    try:
-        metadata = read_json(json_path)
-    except JsonFileError as error:
-        raise AudienceError(f"Checkpoint metadata {json_path} cannot be read ({error.reason}).") from None
-    except OSError as error:
-        raise AudienceError(f"Checkpoint metadata {json_path} cannot be read ({error.strerror}).") from None
-    if not isinstance(metadata, dict):
-        raise AudienceError(f"Checkpoint metadata {json_path} is not a JSON object.")
+    metadata = read_json_object(json_path, f"Checkpoint metadata {json_path}")
     missing = [key for key in ("arch", "task", "image_size", "mean", "std", "format_version") if key not in metadata]
     if missing:
         raise AudienceError(f"Checkpoint metadata {json_path} lacks the key(s) {', '.join(missing)}.")
