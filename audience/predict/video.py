@@ -69,18 +69,36 @@ class VideoInfo:
         return math.ceil(self.declared_s * rate)
 
 
-def _audio_only(path: Path) -> bool:
-    """Whether the file is an audio container (WAV, MP3, FLAC, Ogg without video, an MP4/M4A whose only
-    tracks are sound): OpenCV opens none of them, and the sentence should say why."""
+def _head_and_tail(path: Path) -> tuple[bytes, bytes]:
     try:
         with open(path, "rb") as file:
             head = file.read(SNIFF_BYTES)
             file.seek(0, 2)
             size = file.tell()
             file.seek(max(0, size - SNIFF_BYTES))
-            tail = file.read(SNIFF_BYTES)
+            return head, file.read(SNIFF_BYTES)
     except OSError:
-        return False
+        return b"", b""
+
+
+MATROSKA = b"\x1a\x45\xdf\xa3"  # the EBML header of Matroska and WebM
+MATROSKA_CLUSTER = b"\x1f\x43\xb6\x75"  # a Cluster: where Matroska keeps its frames
+
+
+def _no_frames(head: bytes, tail: bytes) -> bool:
+    """Whether a container OpenCV could not open is whole but holds no frame: an MP4/MOV with its index (moov)
+    and a video track or no track at all, or a WebM/MKV with a video codec and no cluster of frames."""
+    both = head + tail
+    if head[4:8] == b"ftyp":
+        return b"moov" in both and (b"vide" in both or b"trak" not in both)
+    if head[:4] == MATROSKA:
+        return b"V_" in head and MATROSKA_CLUSTER not in both
+    return False
+
+
+def _audio_only(head: bytes, tail: bytes) -> bool:
+    """Whether the file is an audio container (WAV, MP3, FLAC, Ogg without video, an MP4/M4A whose only
+    tracks are sound): OpenCV opens none of them, and the sentence should say why."""
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE" or head[:4] in (b"fLaC", b"ID3\x03", b"ID3\x04"):
         return True
     if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):  # an MPEG audio frame's sync word (MP3 without ID3)
@@ -104,10 +122,13 @@ def open_video(path: str | Path, limits: VideoLimits = LOCAL_LIMITS, name: str |
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():
         capture.release()
-        if _audio_only(path):
+        head, tail = _head_and_tail(path)
+        if _audio_only(head, tail):
             raise AudienceError(f"{quoted(name)} holds only sound, no video picture: give a video ({ACCEPTED_VIDEOS}).")
-        raise AudienceError(f"{quoted(name)} could not be read as a video: it is damaged or cut short, or not "
-                            f"{ACCEPTED_VIDEOS}.")
+        if _no_frames(head, tail):
+            raise AudienceError(f"{quoted(name)} holds no video frame to analyse: it is empty or cut short.")
+        raise AudienceError(f"{quoted(name)} could not be read as a video: it is damaged or cut short (its index "
+                            f"is missing), or not {ACCEPTED_VIDEOS}.")
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0)
