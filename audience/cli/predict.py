@@ -86,7 +86,7 @@ def predict_video_file(path: str, predictor: Predictor, args: argparse.Namespace
         if annotated is not None:
             args.out.mkdir(parents=True, exist_ok=True)
         printed = 0
-        for _ in analyse_video(path, predictor, rate, annotated=annotated, name=path, result=result):
+        for _ in analyse_video(path, predictor, rate, annotated=annotated, name=Path(path).name, result=result):
             if args.json:  # each analysed frame as soon as it is done
                 for frame in result.frames[printed:]:
                     faces = [{"track": face.track, **face.shown.to_dict()} for face in frame.faces]
