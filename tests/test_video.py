@@ -360,3 +360,54 @@ def test_predict_cli_prints_one_line_per_track_and_json_lines(clips, tmp_path, c
     with pytest.raises(SystemExit) as usage:
         main([str(clips["two"]), "--fps", "fast"])
     assert usage.value.code == 2 and "--fps: must be 0 (every frame) or a positive number" in capsys.readouterr().err
+
+
+# --- over raw HTTP: /gradio_api/upload, then /gradio_api/call/predict_video -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory, demo_root):
+    from fixtures.app_server import shared_app_server
+
+    return shared_app_server(request, tmp_path_factory, demo_root)
+
+
+def upload(server, path: Path) -> dict:
+    import httpx
+
+    answer = httpx.post(server.url + "gradio_api/upload", files={"files": (path.name, path.read_bytes())},
+                        timeout=HANG_S)
+    answer.raise_for_status()
+    return {"path": answer.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def finished(stream: str) -> list:
+    """The outputs of a raw call's `complete` event (a generator sends `generating` events and heartbeats first)."""
+    assert "Traceback" not in stream and "\nevent: complete\n" in f"\n{stream}", stream
+    return json.loads(f"\n{stream}".split("\nevent: complete\ndata:", 1)[1].split("\n", 1)[0])
+
+
+def test_raw_http_calls_get_a_sentence_per_bad_file_and_a_playable_answer_for_a_clip(server, bad, clips):
+    from test_bad_inputs import call_raw
+
+    sse_data = finished
+
+    for what, (path, sentence) in bad.items():
+        outputs = sse_data(call_raw(server, "predict_video", [upload(server, path), "e2e-tiny.json", 5]))
+        assert outputs[0] is None and outputs[4].startswith(f"**Error:** {sentence}"), (what, outputs)
+    for payload, sentence in (("/etc/passwd", "The image must be uploaded through the app"),
+                              ({"url": "data:video/mp4;base64,AAAA"}, "The video arrived without a file"),
+                              (12, "The video arrived without a file")):
+        stream = call_raw(server, "predict_video", [payload, "e2e-tiny.json", 5])
+        assert "event: complete" in stream, (payload, stream, server.log_tail())
+        outputs = sse_data(stream)
+        assert outputs[4].startswith(f"**Error:** {sentence}"), (payload, outputs)
+    outputs = sse_data(call_raw(server, "predict_video", [upload(server, clips["two"]), "e2e-tiny.json", 2]))
+    video, table, _, files, status = outputs
+    assert status.startswith("2 tracks in 6 frames analysed (2 frames/s) of 'two-people.mp4'"), status
+    assert video["path"].endswith(".webm") and [Path(f["path"]).suffix for f in files] == [".csv", ".json"]
+    assert [row[0] for row in table["data"]] == [1, 2] and [row[3] for row in table["data"]] == [6, 6]
+    import httpx
+
+    webm = httpx.get(video["url"], timeout=HANG_S)
+    assert webm.status_code == 200 and webm.content[:4] == b"\x1a\x45\xdf\xa3"

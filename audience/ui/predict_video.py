@@ -15,6 +15,8 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio.data_classes import FileData
+from pydantic import model_validator
 
 from audience.errors import AudienceError, quoted
 from audience.settings import public_deployment
@@ -27,6 +29,23 @@ MAX_RATE = 60  # frames/s a request may ask for (above any usual video's own rat
 VIDEO_TYPES = [".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi", ".gif"]
 STATUS_EVERY = 10  # frames between two status lines while the analysis runs
 NO_VIDEO = "Upload a video (MP4, WebM, MOV, MKV, AVI or GIF)."
+
+
+class VideoPayload(FileData):
+    """gradio's FileData, also taking a plain string (the path it names) and any other JSON value (a payload
+    without a file), so that a raw request's odd value gets the handler's sentence, not gradio's bare error."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_json(cls, value):
+        if isinstance(value, FileData):
+            return value
+        if not isinstance(value, dict):
+            value = {"path": value if isinstance(value, str) else ""}
+        # gradio checked the upload folder before this validation for a payload carrying `meta`; one without it
+        # is checked by the handler (uploads.uploaded_file), so it may pass as FileData here
+        return {**value, "path": value["path"] if isinstance(value.get("path"), str) else "",
+                "meta": {"_type": "gradio.FileData"}}
 
 
 def _empty_table() -> pd.DataFrame:
@@ -144,6 +163,7 @@ def build_video_view(model: gr.Dropdown, demo: gr.Blocks) -> None:
         with gr.Column():
             video_in = gr.File(label="Video (MP4, WebM, MOV, MKV, AVI or GIF)", file_types=VIDEO_TYPES,
                                elem_id="predict-video-file")
+            video_in.data_model = VideoPayload  # a raw request's plain string or number gets the status sentence
             rate = gr.Dropdown(RATE_CHOICES, value=DEFAULT_RATE, label="Frames analysed",
                                info="Fewer frames per second: faster; every frame: the steadiest tracks.")
             with gr.Row():
