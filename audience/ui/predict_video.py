@@ -168,7 +168,7 @@ def build_video_view(model: gr.Dropdown, demo: gr.Blocks) -> None:
                                info="Fewer frames per second: faster; every frame: the steadiest tracks.")
             with gr.Row():
                 run = gr.Button("Analyse video", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
+                stop = gr.Button("Stop", variant="secondary")
         with gr.Column():
             annotated = gr.Video(label="Tracked faces", interactive=False, elem_id="predict-video-out")
             status = gr.Markdown()
