@@ -64,7 +64,8 @@ def face(box, age=0, gender=0) -> FacePrediction:
 
 
 def features_of(vectors):
-    return lambda wanted: [np.asarray(vectors[i], dtype=np.float64) for i in wanted]
+    """(crops, embed) for VideoTracker.update where each face's "crop" is its feature vector already."""
+    return (lambda wanted: [np.asarray(vectors[i], dtype=np.float64) for i in wanted]), (lambda crops: crops)
 
 
 def test_iou_continues_a_moving_face_and_a_new_place_starts_a_track():
@@ -78,25 +79,25 @@ def test_iou_continues_a_moving_face_and_a_new_place_starts_a_track():
 def test_a_face_back_after_leaving_is_relinked_by_its_features_and_counted_as_a_return():
     tracker = VideoTracker(max_missed=2)
     alice, bob = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
-    tracker.update(0, [face((10, 10, 50, 50)), face((200, 10, 50, 50))], features_of([alice, bob]))
+    tracker.update(0, [face((10, 10, 50, 50)), face((200, 10, 50, 50))], *features_of([alice, bob]))
     for frame in range(1, 6):  # bob gone for 5 frames (more than max_missed)
-        tracker.update(frame, [face((10 + frame, 10, 50, 50))], features_of([alice]))
+        tracker.update(frame, [face((10 + frame, 10, 50, 50))], *features_of([alice]))
     # bob back at a place no box of his overlaps; a stranger arrives too
     stranger = [0.0, 0.0, 1.0]
     ids = [t for t, _ in tracker.update(6, [face((16, 10, 50, 50)), face((100, 200, 50, 50)),
                                             face((300, 200, 50, 50))],
-                                        features_of([alice, [0.1, 0.99, 0.0], stranger]))]
+                                        *features_of([alice, [0.1, 0.99, 0.0], stranger]))]
     assert ids == [1, 2, 3]
     assert [(t.id, t.returns, t.frames) for t in tracker.tracks] == [(1, 0, 7), (2, 1, 2), (3, 0, 1)]
 
 
 def test_without_features_or_relinking_a_return_is_a_new_track():
-    for tracker, features in ((VideoTracker(max_missed=1), None),
+    for tracker, features in ((VideoTracker(max_missed=1), (None, None)),
                               (VideoTracker(max_missed=1, relink_threshold=None), features_of([[1, 0]] * 2))):
-        tracker.update(0, [face((10, 10, 50, 50))], features)
-        tracker.update(1, [], features)
-        tracker.update(2, [], features)
-        assert [t for t, _ in tracker.update(3, [face((200, 200, 50, 50))], features)] == [2]
+        tracker.update(0, [face((10, 10, 50, 50))], *features)
+        tracker.update(1, [], *features)
+        tracker.update(2, [], *features)
+        assert [t for t, _ in tracker.update(3, [face((200, 200, 50, 50))], *features)] == [2]
 
 
 def test_each_track_is_smoothed_as_the_webcam_smooths():

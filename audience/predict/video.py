@@ -232,18 +232,15 @@ class VideoResult:
     seconds: float = 0.0  # wall time of the analysis
 
 
-def crop_features(predictor: Predictor, frame: np.ndarray, predictions: list[FacePrediction], indices) -> list:
-    """The model's face features of predictions[i] for i in `indices` (crops cut at their crop boxes); None
-    for each without a model (detection only: faces that return start new tracks)."""
-    if predictor.model is None or not indices:
-        return [None] * len(indices)
+def face_crops(frame: np.ndarray, predictions: list[FacePrediction], indices) -> list[np.ndarray]:
+    """Copies of predictions[i]'s crop box (the square the classifier saw) for i in `indices`."""
     height, width = frame.shape[:2]
     crops = []
     for i in indices:
         x, y, w, h = predictions[i].crop_box
         x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-        crops.append(frame[y0:y1, x0:x1] if x1 > x0 and y1 > y0 else frame)
-    return list(predictor.face_features(crops))
+        crops.append(frame[y0:y1, x0:x1].copy() if x1 > x0 and y1 > y0 else frame.copy())
+    return crops
 
 
 class AnnotatedWriter:
@@ -293,11 +290,13 @@ def analyse_video(path: str | Path, predictor: Predictor, rate: float | None = D
         result.info, result.rate = info, rate
         expected = info.analysed_frames(rate)
         tracker = VideoTracker(alpha=0.35 if smooth else 1.0, uncertain_below=predictor.uncertain_below)
+        # the model's own face features re-link a face that comes back (none without a model: a new track)
+        embed = None if predictor.model is None else (lambda crops: list(predictor.face_features(crops)))
         started = time.perf_counter()
         for index, seconds, frame in sample_frames(capture, info, rate, limits):
             predictions = predictor.predict(frame)
-            tracked = tracker.update(index, predictions,
-                                     lambda wanted, f=frame, p=predictions: crop_features(predictor, f, p, wanted))
+            crops = lambda wanted, f=frame, p=predictions: face_crops(f, p, wanted)  # noqa: E731
+            tracked = tracker.update(index, predictions, crops, embed)
             faces = [TrackedFace(track, raw, shown) for (track, shown), raw in zip(tracked, predictions, strict=True)]
             result.frames.append(FrameResult(index, seconds, faces))
             if annotated is not None:
