@@ -330,7 +330,11 @@ def test_the_video_view_answers_bad_files_and_public_bounds_with_a_status_senten
         assert outputs[0] is None and outputs[4].startswith(f"**Error:** {sentence}"), (what, outputs[4])
     wide = tiny_video(bad["truncated"][0].parent / "wide.mp4", 3, size=(2560, 1440))
     assert answer(str(wide), demo=public)[4].startswith("**Error:** 'wide.mp4' is 2,560 x 1,440 pixels")
-    assert answer(str(wide), demo=local)[4].startswith("0 tracks in 2 frames analysed (5 frames/s) of 'wide.mp4'")
+    outputs = answer(str(wide), demo=local)
+    assert outputs[4].startswith("0 tracks in 2 frames analysed (5 frames/s) of 'wide.mp4'")
+    capture = cv2.VideoCapture(outputs[0])  # the annotated copy is scaled down to OUTPUT_MAX_SIDE
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (854, 480)
+    capture.release()
     outside = tiny_video(tmp_path / "outside.mp4", 3)
     assert answer(str(outside))[4] == f"**Error:** {uploads.REFUSED}"
     assert answer(str(wide), rate="fast")[4].startswith("**Error:** The rate must be a number of frames per second")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,9 @@ from audience.predict.tracking import VideoTracker
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi", ".gif")
 ACCEPTED_VIDEOS = "MP4, WebM, MOV, MKV, AVI or GIF"
 DEFAULT_RATE = 5.0  # frames analysed per second of video: the webcam's rate (what a CPU classifies in time)
-OUTPUT_MAX_SIDE = 1280  # the annotated video's longest side (larger frames are scaled down for it)
+# the annotated video's longest side: larger frames are scaled down, then drawn on (labels stay legible). VP8
+# encoding is the analysis' costliest step: 0.65 s a 720p frame of the benchmark's noisy clip, ~5x the rest.
+OUTPUT_MAX_SIDE = 854
 OUTPUT_FOURCC = "VP80"  # VP8 in WebM: plays in every browser; OpenCV's bundled FFmpeg has no H.264 encoder
 TRUNCATED_SHARE = 0.9  # decoding ending before this share of the declared frames: the file says it is cut short
 SNIFF_BYTES = 1 << 20  # the head and tail of a file searched for an audio-only container's marks
@@ -256,12 +258,20 @@ class AnnotatedWriter:
         if not self.writer.isOpened():
             raise AudienceError("The annotated video could not be written (OpenCV has no VP8 encoder here).")
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, faces: list[TrackedFace]) -> None:
+        """The frame scaled to the output size, each face's box and steady label drawn, numbered by its track."""
         import cv2
 
+        from audience.predict.drawing import draw_predictions
+
+        shown = [face.shown for face in faces]
         if (rgb.shape[1], rgb.shape[0]) != self.size:
+            sx, sy = self.size[0] / rgb.shape[1], self.size[1] / rgb.shape[0]
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            shown = [replace(p, box=(round(p.box[0] * sx), round(p.box[1] * sy), max(1, round(p.box[2] * sx)),
+                                     max(1, round(p.box[3] * sy)))) for p in shown]
+        drawn = draw_predictions(rgb, shown, numbers=[face.track for face in faces])
+        self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         self.writer.release()
@@ -277,8 +287,6 @@ def analyse_video(path: str | Path, predictor: Predictor, rate: float | None = D
     rate: frames analysed per second of video (None: every frame). smooth=False keeps each frame's own labels
     (alpha 1: the comparison the measurements make). annotated: where to write the annotated WebM.
     """
-    from audience.predict.drawing import draw_predictions
-
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise AudienceError(f"The frame rate to analyse must be a positive number of frames per second, not {rate}.")
     capture, info = open_video(path, limits, name)
@@ -303,8 +311,7 @@ def analyse_video(path: str | Path, predictor: Predictor, rate: float | None = D
                 if writer is None:
                     out_fps = rate if rate is not None else (info.fps or DEFAULT_RATE)
                     writer = AnnotatedWriter(Path(annotated), out_fps, frame.shape[1], frame.shape[0])
-                writer.write(draw_predictions(frame, [face.shown for face in faces],
-                                              numbers=[face.track for face in faces]))
+                writer.write(frame, faces)
             result.returns = {track.id: track.returns for track in tracker.tracks}
             result.seconds = time.perf_counter() - started
             yield len(result.frames), max(expected, len(result.frames))
