@@ -28,7 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi", ".gif")
 ACCEPTED_VIDEOS = "MP4, WebM, MOV, MKV, AVI or GIF"
 DEFAULT_RATE = 5.0  # frames analysed per second of video: the webcam's rate (what a CPU classifies in time)
 # the annotated video's longest side: larger frames are scaled down, then drawn on (labels stay legible). VP8
-# encoding is the analysis' costliest step: 0.65 s a 720p frame of the benchmark's noisy clip, ~5x the rest.
+# encoding is the analysis' costliest step: about 0.6 s a 720p frame of the benchmark's noisy clip, ~5x the rest.
 OUTPUT_MAX_SIDE = 854
 OUTPUT_FOURCC = "VP80"  # VP8 in WebM: plays in every browser; OpenCV's bundled FFmpeg has no H.264 encoder
 TRUNCATED_SHARE = 0.9  # decoding ending before this share of the declared frames: the file says it is cut short
