@@ -416,3 +416,22 @@ def test_raw_http_calls_get_a_sentence_per_bad_file_and_a_playable_answer_for_a_
 
     webm = httpx.get(video["url"], timeout=HANG_S)
     assert webm.status_code == 200 and webm.content[:4] == b"\x1a\x45\xdf\xa3"
+
+
+def test_stopping_an_analysis_between_frames_releases_the_file_and_keeps_a_playable_video(clips, tmp_path):
+    """Stop (gradio cancels the generator) closes analyse_video between two frames: the decoder and the writer are
+    released in its `finally`, and the annotated WebM holds the frames done so far."""
+    out = tmp_path / "stopped.webm"
+    detection_only = Predictor(None)
+    try:
+        analysis = analyse_video(clips["two"], detection_only, annotated=out)
+        assert [next(analysis) for _ in range(3)][-1] == (3, 15)
+        analysis.close()
+    finally:
+        detection_only.close()
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 3

