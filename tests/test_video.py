@@ -362,6 +362,9 @@ def test_predict_cli_prints_one_line_per_track_and_json_lines(clips, tmp_path, c
     assert [(t["track"], t["frames"]) for t in last["tracks"]] == [(1, 6), (2, 6)]
     assert main([str(tmp_path / "missing.mp4"), "--checkpoint", str(SHIPPED)]) == 1
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'missing.mp4'}: error: 'missing.mp4': no such video file.")
+    assert main([str(tmp_path / "missing.mp4"), "--checkpoint", str(SHIPPED), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"video": str(tmp_path / "missing.mp4"),
+                                                   "error": "'missing.mp4': no such video file."}
     with pytest.raises(SystemExit) as usage:
         main([str(clips["two"]), "--fps", "fast"])
     assert usage.value.code == 2 and "--fps: must be 0 (every frame) or a positive number" in capsys.readouterr().err
@@ -435,3 +438,26 @@ def test_stopping_an_analysis_between_frames_releases_the_file_and_keeps_a_playa
         frames += 1
     capture.release()
     assert frames == 3
+
+
+def test_the_summary_averages_each_tracks_own_probabilities_and_years():
+    """A track's age is the class of the highest MEAN probability over its frames (not the most frequent label),
+    its years the mean of its frames' years; first/last times and frames come from its rows."""
+    from audience.predict.video import FrameResult, TrackedFace
+
+    def frame_face(age_probs, years, gender=0):
+        prediction = face((10, 10, 50, 50), gender=gender)
+        prediction.age_probs, prediction.age_years = age_probs, years
+        prediction.age_label = AGE_CLASSES[int(np.argmax(age_probs))]
+        return TrackedFace(1, prediction, prediction)
+
+    narrow = [0, 0, 0, 0.4, 0.35, 0.25, 0, 0]  # 22-32 wins this frame by a little
+    sure = [0, 0, 0, 0.05, 0.9, 0.05, 0, 0]  # 34-43 with 0.9
+    result = VideoResult(VideoInfo("x.mp4", 64, 48, 10, 30, 3), 5)
+    result.frames = [FrameResult(i * 2, i * 0.2, [frame_face(p, y)]) for i, (p, y) in
+                     enumerate([(narrow, 30.0), (narrow, 31.0), (sure, 38.0)])]
+    (summary,) = track_summary(result)
+    assert [r["age"] for r in frame_rows(result)] == [AGE_CLASSES[3], AGE_CLASSES[3], AGE_CLASSES[4]]
+    assert summary["age"] == AGE_CLASSES[4] and summary["p_age"] == pytest.approx((0.35 * 2 + 0.9) / 3, abs=1e-4)
+    assert summary["age_years"] == 33.0 and (summary["first_s"], summary["last_s"], summary["frames"]) == (0, 0.4, 3)
+    assert summary["gender"] == "f" and summary["p_gender"] == pytest.approx(0.9)

@@ -94,7 +94,10 @@ def predict_video_file(path: str, predictor: Predictor, args: argparse.Namespace
                                       "faces": faces}, allow_nan=False), flush=True)
                 printed = len(result.frames)
     except (AudienceError, OSError) as error:
-        print(f"{path}: error: {error}", file=sys.stderr if args.json else sys.stdout)
+        if args.json:  # as a photo that cannot be read: a record with its error
+            print(json.dumps({"video": path, "error": str(error)}), flush=True)
+        else:
+            print(f"{path}: error: {error}")
         return False
     summary = track_summary(result)
     if args.json:
