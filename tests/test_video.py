@@ -461,3 +461,27 @@ def test_the_summary_averages_each_tracks_own_probabilities_and_years():
     assert summary["age"] == AGE_CLASSES[4] and summary["p_age"] == pytest.approx((0.35 * 2 + 0.9) / 3, abs=1e-4)
     assert summary["age_years"] == 33.0 and (summary["first_s"], summary["last_s"], summary["frames"]) == (0, 0.4, 3)
     assert summary["gender"] == "f" and summary["p_gender"] == pytest.approx(0.9)
+
+
+@pytest.fixture(scope="module")
+def public_server(request, tmp_path_factory, demo_root):
+    from fixtures.app_server import shared_app_server
+
+    return shared_app_server(request, tmp_path_factory, demo_root, public=True)
+
+
+def test_a_public_server_bounds_each_video_with_one_sentence_over_raw_http(public_server, tmp_path):
+    """GRADIO_SERVER_NAME=0.0.0.0: the public bounds (PUBLIC_LIMITS) answer over /gradio_api/call/predict_video."""
+    from test_bad_inputs import call_raw
+
+    long = tiny_video(tmp_path / "ninety-seconds.mp4", 90, fps=1)
+    wide = tiny_video(tmp_path / "wide.mp4", 1, size=(2560, 1440))
+    busy = tiny_video(tmp_path / "busy.mp4", 400, fps=30)  # 13.3 s: 400 frames when every frame is analysed
+    for path, rate, sentence in (
+            (long, 5, "'ninety-seconds.mp4' says it lasts 1 min 30 s, longer than the 1 min 0 s this app analyses"),
+            (wide, 5, "'wide.mp4' is 2,560 x 1,440 pixels, more than the 2,073,600 pixels a frame"),
+            (busy, 0, "'busy.mp4' needs 400 frames analysed at every frame, more than the 300 per video")):
+        outputs = finished(call_raw(public_server, "predict_video", [upload(public_server, path), None, rate]))
+        assert outputs[0] is None and outputs[4].startswith(f"**Error:** {sentence}"), outputs[4]
+    outputs = finished(call_raw(public_server, "predict_video", [upload(public_server, busy), None, 2]))
+    assert outputs[4].startswith("0 tracks in 27 frames analysed (2 frames/s) of 'busy.mp4'"), outputs[4]

@@ -113,8 +113,10 @@ def _audio_only(head: bytes, tail: bytes) -> bool:
     return False
 
 
-def open_video(path: str | Path, limits: VideoLimits = LOCAL_LIMITS, name: str | None = None):
-    """(cv2.VideoCapture, VideoInfo) of a readable video within `limits`, else AudienceError (one sentence)."""
+def open_video(path: str | Path, limits: VideoLimits = LOCAL_LIMITS, name: str | None = None,
+               rate: float | None = None):
+    """(cv2.VideoCapture, VideoInfo) of a readable video within `limits` when sampled at `rate` frames/s (None:
+    every frame), else AudienceError (one sentence)."""
     import cv2
 
     path = Path(path)
@@ -139,7 +141,7 @@ def open_video(path: str | Path, limits: VideoLimits = LOCAL_LIMITS, name: str |
     count = int(count) if math.isfinite(count) and count > 0 else 0
     info = VideoInfo(name, width, height, fps, count, count / fps if fps and count else 0.0)
     try:
-        check_info(info, limits)
+        check_info(info, limits, rate)
     except AudienceError:
         capture.release()
         raise
@@ -289,10 +291,9 @@ def analyse_video(path: str | Path, predictor: Predictor, rate: float | None = D
     """
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise AudienceError(f"The frame rate to analyse must be a positive number of frames per second, not {rate}.")
-    capture, info = open_video(path, limits, name)
+    capture, info = open_video(path, limits, name, rate)
     writer = None
     try:
-        check_info(info, limits, rate)
         if result is None:
             result = VideoResult(info, rate)
         result.info, result.rate = info, rate
