@@ -13,7 +13,8 @@ A video file named on the command line (MP4, WebM, MOV, MKV, AVI; a GIF stays a 
 analysed at --fps frames per second (0: every frame): faces are tracked through it and each track's labels
 smoothed (audience.predict.video). It prints one line per track; with --json, one JSON object per analysed frame
 ({"video", "frame", "time_s", "faces": [{"track", ...the photo's face fields}]}) and then one with the video's
-"tracks" (the per-track summary). --out writes its annotated video (VP8 WebM) there.
+"tracks" (the per-track summary), or one {"video", "error"} when it cannot be read. --out writes its annotated
+video (VP8 WebM) there.
 """
 
 from __future__ import annotations

@@ -32,8 +32,11 @@ NO_VIDEO = "Upload a video (MP4, WebM, MOV, MKV, AVI or GIF)."
 
 
 class VideoPayload(FileData):
-    """gradio's FileData, also taking a plain string (the path it names) and any other JSON value (a payload
-    without a file), so that a raw request's odd value gets the handler's sentence, not gradio's bare error."""
+    """A video file uploaded through /gradio_api/upload: {"path": what the upload answered, "meta": {"_type":
+    "gradio.FileData"}, "orig_name": its name}."""
+
+    # Also a plain string (the path it names) or any other JSON value (a payload without a file): a raw request's
+    # odd value then gets the handler's sentence, not gradio's bare error.
 
     @model_validator(mode="before")
     @classmethod
