@@ -485,3 +485,18 @@ def test_a_public_server_bounds_each_video_with_one_sentence_over_raw_http(publi
         assert outputs[0] is None and outputs[4].startswith(f"**Error:** {sentence}"), outputs[4]
     outputs = finished(call_raw(public_server, "predict_video", [upload(public_server, busy), None, 2]))
     assert outputs[4].startswith("0 tracks in 27 frames analysed (2 frames/s) of 'busy.mp4'"), outputs[4]
+
+
+@pytest.mark.slow
+def test_the_video_benchmark_measures_each_thread_count_with_and_without_the_webm():
+    import torch
+
+    from audience.bench.video_speed import video_benchmark
+
+    threads = torch.get_num_threads()
+    lines = []
+    report = video_benchmark(SHIPPED, None, threads=(1,), rate=5.0, seconds=0.6, log=lines.append)
+    assert [(r["threads"], r["smooth"], r["annotated"], r["frames"]) for r in report["runs"]] == [
+        (1, True, True, 3), (1, True, False, 3), (1, False, False, 3)]
+    assert all(r["frames_per_s"] > 0 and r["tracks"] == 2 for r in report["runs"]) and len(lines) == 3
+    assert torch.get_num_threads() == threads
