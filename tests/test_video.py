@@ -500,3 +500,21 @@ def test_the_video_benchmark_measures_each_thread_count_with_and_without_the_web
         (1, True, True, 3), (1, True, False, 3), (1, False, False, 3)]
     assert all(r["frames_per_s"] > 0 and r["tracks"] == 2 for r in report["runs"]) and len(lines) == 3
     assert torch.get_num_threads() == threads
+
+
+def test_a_webm_cut_short_is_analysed_up_to_its_cut_and_says_so(tmp_path):
+    """A WebM keeps its index at the start: cut short, it still opens, and the frames before the cut are
+    analysed, with one sentence saying the file ended before its declared length."""
+    whole = tiny_video(tmp_path / "whole.webm", 40, fourcc="VP80", size=(160, 120)).read_bytes()
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(whole[: len(whole) * 6 // 10])
+    detection_only = Predictor(None)
+    try:
+        result = VideoResult(None, None)
+        for _ in analyse_video(cut, detection_only, None, result=result):
+            pass
+    finally:
+        detection_only.close()
+    assert 0 < len(result.frames) < 40
+    assert result.note == (f"The video ended after {result.frames[-1].time_s:.1f} s of the 4.0 s it declares (the "
+                           "file may be cut short); the frames before were analysed.")
