@@ -518,3 +518,18 @@ def test_a_webm_cut_short_is_analysed_up_to_its_cut_and_says_so(tmp_path):
     assert 0 < len(result.frames) < 40
     assert result.note == (f"The video ended after {result.frames[-1].time_s:.1f} s of the 4.0 s it declares (the "
                            "file may be cut short); the frames before were analysed.")
+
+
+def iso_box(kind: bytes, payload: bytes = b"") -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def test_an_mp4_holding_only_sound_says_so(tmp_path):
+    """An M4A-like MP4 whose one track has a sound handler (boxes as ISO BMFF lays them out; no video track)."""
+    handler = iso_box(b"hdlr", bytes(8) + b"soun" + bytes(12) + b"SoundHandler\x00")
+    track = iso_box(b"trak", iso_box(b"tkhd", bytes(84)) + iso_box(b"mdia", iso_box(b"mdhd", bytes(24)) + handler))
+    sound = tmp_path / "interview.m4a"
+    movie = iso_box(b"moov", iso_box(b"mvhd", bytes(100)) + track)
+    sound.write_bytes(iso_box(b"ftyp", b"M4A \x00\x00\x02\x00isomM4A ") + movie + iso_box(b"mdat", bytes(64)))
+    with pytest.raises(AudienceError, match=r"^'interview.m4a' holds only sound, no video picture"):
+        open_video(sound)
