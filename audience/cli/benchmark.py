@@ -6,6 +6,11 @@
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
     python -m audience.cli.benchmark prior --checkpoint CKPT [--data DIR]
     python -m audience.cli.benchmark results --run RUN_DIR [--fold K] --name NAME --weights-at USER/REPO --note TEXT
+    python -m audience.cli.benchmark video [--checkpoint CKPT] [--faces DIR] [--threads 1 2] [--fps R]
+
+`video`: frames per second the video analysis (audience.predict.video) takes for a 720p clip of two faces
+moving, per number of threads, and each track's label changes with and without smoothing
+(audience.bench.video_speed).
 
 `prior`: what the age prior correction (tau 0 to 1) does to a trained model's overall and per-group age
 accuracy on its own held-out fold, and the tau its validation set chooses (audience.bench.prior_correction).
@@ -213,6 +218,27 @@ def run_results(args: argparse.Namespace) -> dict:
             "load": latency["load"]}
 
 
+def add_video_parser(subparsers) -> None:
+    parser = subparsers.add_parser("video", help="frames/s of the video analysis on a 720p clip, per thread count")
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint .json (default: the served default model)")
+    parser.add_argument("--faces", type=Path, help="a UTKFace folder to take the clip's two faces from "
+                                                   "(default: the app's example photo)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    parser.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video (0: every frame)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="the clip's length (default: 8)")
+    parser.set_defaults(run=run_video)
+
+
+def run_video(args: argparse.Namespace) -> dict:
+    from audience.bench.video_speed import video_benchmark
+
+    checkpoint = args.checkpoint or served_checkpoint()
+    if checkpoint is None:
+        raise AudienceError("No checkpoint to benchmark: pass --checkpoint.")
+    return video_benchmark(checkpoint, args.faces, tuple(args.threads), None if args.fps == 0 else args.fps,
+                           args.seconds, log=lambda line: print(line, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmarks of the Audience pipelines (the last line is JSON).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -223,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stability_parser(subparsers)
     add_prior_parser(subparsers)
     add_results_parser(subparsers)
+    add_video_parser(subparsers)
     return parser
 
 

@@ -92,19 +92,22 @@ def label_position(
     return min(max(0, x0), max(0, width - text_w)), min(max(0, top), max(0, height - text_h))
 
 
-def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction]) -> np.ndarray:
+def draw_predictions(image: np.ndarray, predictions: Sequence[FacePrediction],
+                     numbers: Sequence[int] | None = None) -> np.ndarray:
     """An annotated RGB uint8 copy of `image` (same size): one box and a numbered label per face.
 
     Faces are numbered #1, #2, ... in the order given (the Predictor's reading order, the rows of
-    the UI table and the CLI). Line width and font size scale with the image, so labels stay
-    legible on a 100 px crop and on a 6000 px photo alike; labels are placed by `label_position`.
+    the UI table and the CLI), or by `numbers` (a video's track ids). Line width and font size scale with
+    the image, so labels stay legible on a 100 px crop and on a 6000 px photo alike; labels are placed by
+    `label_position`.
     """
     canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=False), mode="RGB")
     draw = ImageDraw.Draw(canvas)
     height, width = image.shape[:2]
     short_side = min(height, width)
     line_width = max(1, round(short_side / 250))
-    texts = [f"{face_number(number)} {label_of(p)}" for number, p in enumerate(predictions, 1)]
+    numbers = range(1, len(predictions) + 1) if numbers is None else numbers
+    texts = [f"{face_number(number)} {label_of(p)}" for number, p in zip(numbers, predictions, strict=True)]
     font = _fitting_font(draw, texts, max(READABLE_FONT_SIZE, round(short_side * FONT_PER_SHORT_SIDE)), width)
     for prediction, text in zip(predictions, texts, strict=True):
         x, y, w, h = prediction.box

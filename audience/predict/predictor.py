@@ -328,6 +328,20 @@ class Predictor:
         timings.faces = len(predictions)
         return predictions, timings
 
+    def face_features(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The model's own features of N face crops (its backbone's pooled output, the heads' input), L2-normalised
+        rows [N, width]: two crops of one person lie close (the video tracker re-links a returning face with them).
+        Always PyTorch (the ONNX model gives the heads' outputs only); one forward, under the predict lock."""
+        if self.model is None:
+            raise RuntimeError("face_features needs a checkpoint; this Predictor is detection-only")
+        import torch
+
+        batch = torch.stack([self.transform(np.ascontiguousarray(crop)) for crop in crops])
+        with self._lock, torch.inference_mode():
+            features = self.model.backbone(batch.contiguous(memory_format=torch.channels_last)).float().numpy()
+        features = features.reshape(len(crops), -1).astype(np.float64)
+        return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
     def classify_crops(self, crops: list[np.ndarray], tta_flip: bool = False) -> dict[str, np.ndarray]:
         """Calibrated probabilities (head -> array [N, classes]) of N face crops, and for a years age head each
         face's age in years ("age_years" -> array [N]), in forward passes of at most

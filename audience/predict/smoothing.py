@@ -27,6 +27,24 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     return float(inter / union) if union > 0 else 0.0
 
 
+def probs_of_prediction(prediction: FacePrediction) -> dict[str, np.ndarray]:
+    """A prediction's probabilities per head (and its age in years, smoothed like them), as float64 arrays."""
+    current = {head: np.asarray(p, dtype=np.float64) for head in HEADS if (p := prediction.probs_of(head))}
+    if prediction.age_years is not None:
+        current[YEARS_OUTPUT] = np.asarray(prediction.age_years, dtype=np.float64)
+    return current
+
+
+def ema_update(previous: dict[str, np.ndarray], current: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+    """The exponential moving average after one more frame: previous + alpha * (current - previous) per head
+    (a head new in `current` starts at its value; a head missing from it keeps its average)."""
+    updated = dict(previous)
+    for head, values in current.items():
+        old = previous.get(head)
+        updated[head] = values if old is None else old + alpha * (values - old)
+    return updated
+
+
 @dataclass
 class Track:
     box: tuple[int, int, int, int]
@@ -79,16 +97,11 @@ class FaceTracker:
         seen: set[int] = set()
         new_tracks: list[Track] = []
         for i, prediction in enumerate(predictions):
-            current = {head: np.asarray(p, dtype=np.float64) for head in HEADS if (p := prediction.probs_of(head))}
-            if prediction.age_years is not None:  # the age in years is smoothed like the probabilities
-                current[YEARS_OUTPUT] = np.asarray(prediction.age_years, dtype=np.float64)
+            current = probs_of_prediction(prediction)
             if i in matched:
                 track = self.tracks[matched[i]]
                 seen.add(matched[i])
-                for head, values in current.items():
-                    previous = track.probs.get(head)
-                    smoothed_values = values if previous is None else previous + self.alpha * (values - previous)
-                    track.probs[head] = smoothed_values
+                track.probs = ema_update(track.probs, current, self.alpha)
                 track.box, track.missed, track.frames = prediction.box, 0, track.frames + 1
             else:
                 track = Track(box=prediction.box, probs=dict(current))

@@ -2,7 +2,8 @@
 webcam, see every face boxed with its age group and gender, a table, a probability chart and JSON.
 
 API: `/predict` (image, model name, whole_image, tta) -> (annotated image, faces table, chart,
-JSON, status). Bad input never raises: the status says what is wrong in one sentence. `/make_default`
+JSON, status); `/predict_video` (video file, model name, frames/s) in the Video view
+(audience/ui/predict_video.py). Bad input never raises: the status says what is wrong in one sentence. `/make_default`
 (model name) -> (model list, banner) stores the model served when none is named (refused on a public
 deployment unless AUDIENCE_ALLOW_TRAINING=1).
 """
@@ -25,6 +26,7 @@ from audience.predict.predictor import capped_note, classes_seen
 from audience.predict.smoothing import FaceTracker
 from audience.train import job as jobs
 from audience.ui.payloads import ImagePayload
+from audience.ui.predict_video import build_video_view
 from audience.ui.predict_view import (
     MORE_FACES,
     NO_MODEL,
@@ -203,6 +205,8 @@ def build_predict_tab(demo: gr.Blocks, compare_events=None) -> None:
             live = gr.Image(label="Live faces", interactive=False, format="jpeg")
         live_status = gr.Markdown()
         session = gr.State(None)
+    with gr.Tab("Video"):
+        build_video_view(model, demo)
 
     gr.on(
         # .input fires on a user's change only, so refreshing the model list does not re-run a prediction
