@@ -7,6 +7,7 @@ features re-link a return, the smoothing is the webcam's."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def test_smoothing_steadies_each_tracks_labels(analysed):
         values: dict[int, list[float]] = {}
         for row in rows:
             values.setdefault(row["track"], []).append(float(row[column]))
-        return np.mean([abs(b - a) for track in values.values() for a, b in zip(track, track[1:])])
+        return np.mean([abs(b - a) for track in values.values() for a, b in itertools.pairwise(track)])
 
     for column in ("p_age", "p_gender") + (("age_years",) if raw[0]["age_years"] is not None else ()):
         assert mean_step(smoothed, column) < mean_step(raw, column), column
