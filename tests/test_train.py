@@ -373,6 +373,34 @@ def test_a_full_disk_fails_the_run_with_a_sentence(small_root, tmp_path, monkeyp
     assert load_checkpoint(run_dir / "fold0" / "last")[2].epoch == 1  # the last completed epoch stays valid
 
 
+def test_a_sigterm_during_the_failure_record_does_not_leave_the_run_running(small_root, tmp_path, monkeypatch):
+    """Under torchrun, the SIGTERM that follows another rank's death could arrive while this rank was marking its
+    run failed: the handler's exception cut that short and status.json stayed 'running' (seen once in CI)."""
+    import signal
+
+    from audience.train import cross_validate as cv_module
+    from audience.train import distributed
+    from audience.train import fold as fold_module
+
+    monkeypatch.setattr(distributed, "_terminated", [])
+
+    def broken(path, rows):
+        raise AudienceError("a bad input met while training")
+
+    real_record = cv_module._record_failure
+
+    def signal_arrives_first(emit, run_dir, message):
+        distributed.terminated(signal.SIGTERM, None)  # what the installed handler does when the signal comes
+        real_record(emit, run_dir, message)
+
+    monkeypatch.setattr(fold_module, "write_epochs", broken)
+    monkeypatch.setattr(cv_module, "_record_failure", signal_arrives_first)
+    with pytest.raises(AudienceError, match="a bad input met while training"):
+        cross_validate(tiny_config(small_root, tmp_path, epochs=2))
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
 def test_training_runs_on_data_with_an_unreadable_image(small_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(small_root, root)

@@ -418,6 +418,7 @@ def _cross_validate(config: TrainConfig, on_event, stop, resume, held: list[Path
             torch.set_num_threads(threads)
         summary = _train_folds(config, data, emit, stop, model_size, cache, run_dir, ranks)
     except BaseException as error:
+        distributed.failing()  # a SIGTERM from torchrun must not cut the failure's record short
         failure = distributed.lost_contact(error, ranks) or error
         message = _failure_sentence(failure, config, run_dir) if isinstance(failure, Exception) else None
         if message is None:  # a bug (an OSError other than a full disk is one too)

@@ -135,6 +135,14 @@ def lost_contact(error: BaseException, ranks: Ranks) -> GroupFailure | None:
 _terminated: list[int] = []
 
 
+def failing() -> None:
+    """This process has begun handling its run's failure (marking the run failed, saying how to resume): from now
+    on torchrun's SIGTERM, which it sends once another process has failed, must not interrupt that (it left
+    status.json at "running" when it arrived mid-way); the process ends on its own right after."""
+    if not _terminated:
+        _terminated.append(0)
+
+
 def terminated(signum, frame) -> None:
     """SIGTERM handler for a process under torchrun, which sends it to the others when one fails (once: a
     repeat would interrupt the run's own failure handling)."""
