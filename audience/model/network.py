@@ -75,9 +75,6 @@ class AgeGenderNet(nn.Module):
         matrix = torch.as_tensor(year_to_group_matrix(gap_rule), dtype=torch.float32) if age_head == "years" else None
         self.register_buffer("year_to_group", matrix, persistent=False)
         self.register_buffer("age_adjustment", None, persistent=False)
-        # A marker, not a value used in forward: the ONNX cache name hashes the buffers, so a mirror-averaging copy of
-        # the same weights gets its own export.
-        self.register_buffer("flip_views", None, persistent=False)
         self.flip_average = False
 
     @property
@@ -102,8 +99,6 @@ class AgeGenderNet(nn.Module):
         """From now on, average the features of each image and of its mirror image (left-right) before the heads
         (twice the backbone's compute); False: one view."""
         self.flip_average = bool(on)
-        device = self.age.weight.device if self.age is not None else None
-        self.flip_views = torch.ones(2, device=device) if self.flip_average else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.flip_average:  # one backbone pass over both views (a batch of 2N costs less than two of N)

@@ -78,7 +78,9 @@ def _cache_name(model: torch.nn.Module, heads: tuple[str, ...], image_size: int)
     for name, tensor in (*model.state_dict().items(), *buffers):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(f"{heads}|{image_size}|{torch.__version__}|{onnxruntime.__version__}|{OPSET}".encode())
+    # and the mirror averaging, a switch of forward's rather than a tensor
+    flip = bool(getattr(model, "flip_average", False))
+    digest.update(f"{heads}|{image_size}|{flip}|{torch.__version__}|{onnxruntime.__version__}|{OPSET}".encode())
     return f"{digest.hexdigest()[:24]}.onnx"
 
 
