@@ -121,3 +121,44 @@ def test_evaluate_cuts_faces_for_a_checkpoint_of_another_dataset(tmp_path, demo_
     assert json.loads(capsys.readouterr().out)["crop"].startswith("detected face")
     assert module.main([*args, "--crop", "whole"]) == 0
     assert json.loads(capsys.readouterr().out)["crop"] == "whole image"
+
+
+def test_framing_is_measured_again_for_a_trained_checkpoint_and_written_only_when_asked(
+        tmp_path, astronaut, face_box, capsys):
+    """`benchmark.py framing`: a model's framing measured again with today's detector on the training images its
+    train_config names (a checkpoint trained before the detector's boxes moved records the old one)."""
+    import json
+
+    from audience.cli import benchmark
+    from audience.faces.detector import DETECTOR_NAME
+    from audience.model.checkpoint import file_sha256, load_checkpoint
+
+    folder = tmp_path / "UTKFace"
+    folder.mkdir()
+    for index, path in enumerate(_training_images(tmp_path, astronaut, face_box, 0.05)):  # UTKFace-style names
+        Image.open(path).save(folder / f"{30 + index}_1_0_2017010{index}.jpg.chip.jpg", quality=95)
+    old = {"margin": 0.4, "shift_x": 0.0, "shift_y": 0.0, "measured_on": 6, "sampled": 6,
+           "detector": "mediapipe BlazeFace (audience.faces.detector.FaceDetector)"}
+    path = save_tiny_checkpoint(tmp_path, "trained", {
+        "image_size": 32, "dataset": {"name": "UTKFace", "format": "utkface", "synthetic": False}, "crop": old,
+        "train_config": {"data": str(folder), "arch": "tiny"}})
+    weights = path.with_suffix(".safetensors")
+    sha256, before = file_sha256(weights), path.read_text()
+
+    assert benchmark.main(["framing", "--checkpoint", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("recorded: margin +0.4000") and lines[2].startswith("measured: margin +0.0")
+    measured = json.loads(lines[-1])["measured"]["crop"]
+    assert measured["margin"] == pytest.approx(0.05, abs=0.1) and measured["measured_on"] == 6
+    assert measured["detector"] == DETECTOR_NAME
+    assert path.read_text() == before  # without --write nothing changes
+
+    assert benchmark.main(["framing", "--checkpoint", str(path), "--write"]) == 0
+    stored = json.loads(path.read_text())
+    assert stored["crop"] == measured and stored["train_config"] == {"data": str(folder), "arch": "tiny"}
+    assert file_sha256(weights) == sha256
+    load_checkpoint(path)  # still a valid checkpoint
+
+    untrained = _checkpoint(tmp_path, "untrained", old)
+    assert benchmark.main(["framing", "--checkpoint", str(untrained), "--write"]) == 2
+    assert "records no training settings" in capsys.readouterr().err

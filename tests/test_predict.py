@@ -318,7 +318,10 @@ def test_the_same_face_tiled_four_times_is_cut_the_same_way_wherever_it_sits(pre
     equivariant (its box for a face moves by up to 5 px when the face moves by 1 px against its anchor
     grid), so the close-up of each copy settles a pixel or two apart. On these layouts and 10 single
     placements, 11 of 70 crops were bit-identical to the lone face's; averaging the close-up over 16
-    shifted windows made it 23 of 70 at 4x the detection time (measurements in docs/measurements.md)."""
+    shifted windows made it 23 of 70 at 4x the detection time (measurements in docs/measurements.md). Since
+    issue 19 the first close-up settles a face whose view framed it within 5 % (faces.REFINE_FIRST_SETTLED), which
+    saves a close-up on most faces and lets two of these layouts' copies sit 3 px from the lone face's crop,
+    where the full fixed point kept them within 2 px; the answers are the same."""
     head = astronaut[20:240, 120:340]
     alone = predictor.predict(head)
     assert len(alone) == 1
@@ -332,7 +335,7 @@ def test_the_same_face_tiled_four_times_is_cut_the_same_way_wherever_it_sits(pre
     reference = alone[0].crop_box
     for face, (left, top) in zip(faces, offsets, strict=True):
         x, y, w, h = face.crop_box
-        assert abs(x - left - reference[0]) <= 2 and abs(y - top - reference[1]) <= 2
+        assert abs(x - left - reference[0]) <= 3 and abs(y - top - reference[1]) <= 3
         assert abs(w - reference[2]) <= 0.03 * reference[2] and w == h
         assert (face.age_label, face.gender_label) == (alone[0].age_label, alone[0].gender_label)
         np.testing.assert_allclose(face.age_probs, alone[0].age_probs, atol=1e-3)

@@ -20,9 +20,8 @@ from audience.labels import AGE_CLASSES
 from audience.model.age_years import prior_adjustment
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint_model, read_checkpoint_metadata
 from audience.model.metadata import check_checkpoint_metadata
-from audience.train.config import TrainConfig
 from audience.train.loop import make_loader, predict_logits, resolve_device
-from audience.train.prepare import build_cache_for, read_data
+from audience.train.prepare import build_cache_for, checkpoint_config, read_data
 from audience.train.prior import TAUS, choose_tau, tau_scores, training_prior
 
 __all__ = ["measure_prior_correction", "prior_lines"]
@@ -36,11 +35,7 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
     metadata = read_checkpoint_metadata(checkpoint)
     if "age" not in metadata.heads:
         raise AudienceError(f"{checkpoint}: the model has no age head, so it has no age prior to correct.")
-    recorded = metadata.train_config.as_dict() if metadata.train_config is not None else None
-    if not recorded:
-        raise AudienceError(f"{checkpoint}: it records no training settings (train_config), so its validation "
-                            "and test faces cannot be found again.")
-    config = TrainConfig.from_dict({**recorded, **({"data": str(data)} if data else {})})
+    config = checkpoint_config(checkpoint, metadata, data)
     from audience.data.splits import make_split
 
     dataset = read_data(config)

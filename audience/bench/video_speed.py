@@ -29,7 +29,7 @@ def clip_faces(faces_dir: str | Path | None) -> list[np.ndarray]:
     if faces_dir is not None:
         paths = [sorted(Path(faces_dir).glob(f"{prefix}*.jpg"))[0] for prefix in FACE_PREFIXES]
         images = [read_image(path) for path in paths]
-    else:  # the astronaut's head (her face is at x 173, y 72, 101 px in the 512 px photo), twice
+    else:  # the astronaut's head (her face is at x 174, y 72, 101 px in the 512 px photo), twice
         images = [read_image(EXAMPLE)[20:240, 120:340]] * 2
     return [cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_AREA) for image in images]
 

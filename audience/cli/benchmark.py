@@ -5,6 +5,7 @@
     python -m audience.cli.benchmark startup [--keep-home]
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
     python -m audience.cli.benchmark prior --checkpoint CKPT [--data DIR]
+    python -m audience.cli.benchmark framing --checkpoint CKPT [--data DIR] [--write]
     python -m audience.cli.benchmark results --run RUN_DIR [--fold K] --name NAME --weights-at USER/REPO --note TEXT
     python -m audience.cli.benchmark video [--checkpoint CKPT] [--faces DIR] [--threads 1 2] [--fps R]
 
@@ -14,6 +15,10 @@ moving, per number of threads, and each track's label changes with and without s
 
 `prior`: what the age prior correction (tau 0 to 1) does to a trained model's overall and per-group age
 accuracy on its own held-out fold, and the tau its validation set chooses (audience.bench.prior_correction).
+
+`framing`: a trained model's framing (where its training faces sit in the face detector's box, and whether they are
+level) measured again with today's detector, beside what the checkpoint records; `--write` stores it
+(audience.bench.framing). Run it for a model trained before the detector's boxes moved.
 
 `results`: a results file of a finished run (audience.compare.results_file) for a model whose weights are not shipped:
 its recorded test metrics with the per-group fields, parameters, FLOPs and CPU latency per face at one thread with
@@ -162,23 +167,39 @@ def run_stability(args: argparse.Namespace) -> dict:
                                write=args.write, log=lambda line: print(line, flush=True))
 
 
-def add_prior_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "prior", help="the age prior correction's effect on a model's held-out fold, per tau and per age group")
+def _add_trained_checkpoint_parser(subparsers, name: str, help: str, write_help: str, measure: str,
+                                   lines: str) -> None:
+    """A subcommand measuring a checkpoint this project trained (found again from its train_config):
+    `audience.bench.<measure>(checkpoint, data, write=...)`, its report printed by `<lines>(result)`."""
+    parser = subparsers.add_parser(name, help=help)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint trained by this project (its train_config)")
     parser.add_argument("--data", help="its data root, when it has moved since training (default: as recorded)")
-    parser.add_argument("--write", action="store_true",
-                        help="store the validation's choice in the checkpoint JSON, with its test metrics under it")
-    parser.set_defaults(run=run_prior)
+    parser.add_argument("--write", action="store_true", help=write_help)
+
+    def run(args: argparse.Namespace) -> dict:
+        import importlib
+
+        module_name, function = measure.rsplit(".", 1)
+        module = importlib.import_module(f"audience.bench.{module_name}")  # torch and timm: only when it runs
+        result = getattr(module, function)(args.checkpoint, args.data, write=args.write)
+        for line in getattr(module, lines)(result):
+            print(line, flush=True)
+        return result
+
+    parser.set_defaults(run=run)
 
 
-def run_prior(args: argparse.Namespace) -> dict:
-    from audience.bench.prior_correction import measure_prior_correction, prior_lines
+def add_prior_parser(subparsers) -> None:
+    _add_trained_checkpoint_parser(
+        subparsers, "prior", "the age prior correction's effect on a model's held-out fold, per tau and per age group",
+        "store the validation's choice in the checkpoint JSON, with its test metrics under it",
+        "prior_correction.measure_prior_correction", "prior_lines")
 
-    result = measure_prior_correction(args.checkpoint, args.data, write=args.write)
-    for line in prior_lines(result):
-        print(line, flush=True)
-    return result
+
+def add_framing_parser(subparsers) -> None:
+    _add_trained_checkpoint_parser(
+        subparsers, "framing", "a model's framing (crop geometry, alignment) measured again with today's face detector",
+        "store the measured framing in the checkpoint JSON", "framing.measure_checkpoint_framing", "framing_lines")
 
 
 def add_results_parser(subparsers) -> None:
@@ -248,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_startup_parser(subparsers)
     add_stability_parser(subparsers)
     add_prior_parser(subparsers)
+    add_framing_parser(subparsers)
     add_results_parser(subparsers)
     add_video_parser(subparsers)
     return parser

@@ -32,7 +32,7 @@ from audience.faces.crop_geometry import (
     detect_on_border,
     sample_paths,
 )
-from audience.faces.detector import Face, FaceDetector, expand_box
+from audience.faces.detector import DETECTOR_NAME, Face, FaceDetector, expand_box
 
 # Training images whose median |head_roll| is under this count as aligned (level). Measured: UTKFace chips
 # 1.45 degrees (200 sampled), Adience's coarse-tilt-aligned faces 2.64 (the 19 in ../shared), the demo set,
@@ -196,7 +196,7 @@ def _alignment_of_detections(detections: list, sampled: int) -> dict:
         ys.append(middle[1] / height)
         angles.append(abs(head_roll(faces[0])))
     record: dict = {"method": "eyes", "measured_on": len(xs), "sampled": sampled,
-                    "detector": "mediapipe BlazeFace keypoints (audience.faces.detector.FaceDetector)"}
+                    "detector": f"keypoints of {DETECTOR_NAME}"}
     if not xs:
         return {**record, "level": False}
     median_angle = float(np.median(angles))

@@ -23,7 +23,7 @@ import numpy as np
 
 from audience.data.images import read_image
 from audience.errors import AudienceError, quoted
-from audience.faces.detector import CROP_MARGIN, FaceDetector
+from audience.faces.detector import CROP_MARGIN, DETECTOR_NAME, FaceDetector
 
 CROP_SAMPLE = 200  # images measured: the medians are stable to about 0.01 from here on
 MAX_MARGIN = 2.0  # a larger measured margin means the detector found something other than the face
@@ -40,7 +40,7 @@ class CropGeometry:
 
     def as_metadata(self, measured_on: int, sampled: int) -> dict:
         return {**{k: round(v, 4) for k, v in asdict(self).items()}, "measured_on": measured_on, "sampled": sampled,
-                "detector": "mediapipe BlazeFace (audience.faces.detector.FaceDetector)"}
+                "detector": DETECTOR_NAME}
 
 
 DEFAULT_GEOMETRY = CropGeometry()

@@ -53,14 +53,21 @@ WORK_SHORT_SIDE = 768  # larger images are shrunk to at most this short side fir
 # model (full-range boxes are ~10 % larger), so one face tiled four times got boxes of 93-106 px, and
 # different crops and answers. Every face is therefore measured again by the short-range model (the
 # one CROP_MARGIN was measured with) in a square window of REFINE_SCALE x its size, centred on it,
-# until the box moves by less than REFINE_SETTLED box sizes (BlazeFace's own jitter from one window
-# to the next; iterating further only walked the box by a pixel or two at a time), returns to a box
-# seen before, or after REFINE_STEPS times; window sides come from a ladder of four steps per
-# octave, so a pixel's difference in the first box does not change the window.
+# until the box moves by less than REFINE_SETTLED box sizes (BlazeFace's own jitter from one window to
+# the next: windows 3 px to 2.5 % apart on the pinned images' faces moved the box by a median 1.5 %, p90
+# 2.8 %), returns to a box seen before, or after REFINE_STEPS times; window sides come from a ladder of
+# four steps per octave, so a pixel's difference in the first box does not change the window. The first
+# close-up settles a candidate within REFINE_FIRST_SETTLED of the view's box: a view's box comes from
+# another scale (or model) and differs from a close-up's by more than the jitter even when it framed the
+# face well, and a second close-up for those faces cost a third of the detection time (issue 19).
 REFINE_SCALE = 2.0
 REFINE_STEPS = 6
 REFINE_SETTLED = 0.03
-REFINE_INPUT = 128  # the short-range model's input side
+REFINE_FIRST_SETTLED = 0.05
+# What the checkpoints' framing records (crop geometry, alignment) name as the detector that measured it. The
+# close-ups changed on 2026-12-07 (the window goes to mediapipe at its own size, see `_detect_in_window`): a box
+# sits about 1 % of its size elsewhere than before, so a framing measured before says so by its older name.
+DETECTOR_NAME = "mediapipe BlazeFace, close-ups at the window's own size (audience.faces.detector.FaceDetector)"
 # The full-range views look for faces smaller than the short-range model sees (under ~13 % of the
 # longest side). They are skipped when the short-range views already found a face of at least this
 # fraction of the longest side (a portrait, a selfie: the full-range model's call is the dearest of
@@ -285,14 +292,14 @@ class FaceDetector:
         x, y, w, h = (v / factor for v in face.box)
         box, seen, found_there = (x, y, w, h), [], []
         memo = {} if memo is None else memo
-        for _ in range(REFINE_STEPS):
+        for step in range(REFINE_STEPS):
             window = _window_of(box)
             if window not in memo:
                 memo[window] = _detect_in_window(self._engines["short"], work, window)
             found, score, keypoints = memo[window]
             if found is None:
                 break
-            settled = _change(box, found) <= REFINE_SETTLED
+            settled = _change(box, found) <= (REFINE_SETTLED if step else REFINE_FIRST_SETTLED)
             box = found
             key = tuple(_round_half_up(v) for v in box)
             if settled and key not in seen:  # moved less than BlazeFace's own jitter: this is the box
@@ -393,8 +400,10 @@ def _detect_in_window(engine, work: np.ndarray, window: tuple[int, int, int]) ->
     """The most confident face the engine finds in `window` (`_window_of`), its score and keypoints, or
     (None, 0.0, ()).
 
-    The window is grey beyond the image and resized to REFINE_INPUT pixels; the box comes back in
-    `work` pixels.
+    The window is grey beyond the image; it goes to mediapipe at its own size (mediapipe scales it to the
+    model's 128 px input itself, at no measurable cost, where OpenCV's area resampling here cost 0.6-1.0 ms a
+    close-up, and mediapipe's box then comes in the window's pixels rather than in steps of side/128). The box
+    comes back in `work` pixels.
     """
     x0, y0, side = window
     height, width = work.shape[:2]
@@ -403,11 +412,10 @@ def _detect_in_window(engine, work: np.ndarray, window: tuple[int, int, int]) ->
     if sx1 <= sx0 or sy1 <= sy0:
         return None, 0.0, ()
     window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = work[sy0:sy1, sx0:sx1]
-    found = engine.detect(cv2.resize(window, (REFINE_INPUT, REFINE_INPUT), interpolation=cv2.INTER_AREA))
+    found = engine.detect(window)
     if not found:
         return None, 0.0, ()
     best = max(found, key=lambda f: f.score)
     fx, fy, fw, fh = best.box
-    scale = side / REFINE_INPUT
-    keypoints = tuple((x0 + kx * scale, y0 + ky * scale) for kx, ky in best.keypoints)
-    return (x0 + fx * scale, y0 + fy * scale, fw * scale, fh * scale), float(best.score), keypoints
+    keypoints = tuple((x0 + kx, y0 + ky) for kx, ky in best.keypoints)
+    return (x0 + fx, y0 + fy, fw, fh), float(best.score), keypoints

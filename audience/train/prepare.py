@@ -22,6 +22,16 @@ def read_data(config: TrainConfig) -> AdienceData:
     return read_dataset(resolve_data_root(config.data), policy=config.policy, images=config.images)
 
 
+def checkpoint_config(checkpoint, metadata, data: str | Path | None = None) -> TrainConfig:
+    """The TrainConfig a checkpoint recorded (`train_config`), with `data` (a data root that moved since) replacing
+    its data; AudienceError when it recorded none (its training images cannot be found again)."""
+    recorded = metadata.train_config.as_dict() if metadata.train_config is not None else None
+    if not recorded:
+        raise AudienceError(f"{checkpoint}: it records no training settings (train_config), so its training, "
+                            "validation and test faces cannot be found again.")
+    return TrainConfig.from_dict({**recorded, **({"data": str(data)} if data else {})})
+
+
 def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
     """The config with its automatic settings decided: image size from the arch, pretrained from the data."""
     from audience.model.network import model_data_config  # torch and timm: not at the app's start
