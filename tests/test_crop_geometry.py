@@ -162,3 +162,24 @@ def test_framing_is_measured_again_for_a_trained_checkpoint_and_written_only_whe
     untrained = _checkpoint(tmp_path, "untrained", old)
     assert benchmark.main(["framing", "--checkpoint", str(untrained), "--write"]) == 2
     assert "records no training settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("detector, noted", [
+    ("mediapipe BlazeFace (audience.faces.detector.FaceDetector)", True),  # the name before 2026-12-07
+    (None, False), ("a detector of another project", False)])
+def test_a_framing_measured_by_an_earlier_detector_is_noted(tmp_path, astronaut, detector, noted):
+    from audience.faces.detector import DETECTOR_NAME
+
+    crop = {"margin": 0.05, "shift_x": 0.0, "shift_y": 0.0, **({"detector": detector} if detector else {})}
+
+    def trained(name: str, crop: dict):  # on real faces: a synthetic-data model's own note comes first
+        return save_tiny_checkpoint(tmp_path, name, {"image_size": 32, "crop": crop,
+                                                     "dataset": {"name": "UTKFace", "synthetic": False}})
+
+    with Predictor(trained("old", crop)) as predictor:
+        note = predictor.note
+        assert ("measured with an earlier version of the face detector" in note and "framing" in note
+                and "old.json" in note) if noted else note is None
+        assert predictor.predict(astronaut)  # the framing is still used
+    with Predictor(trained("new", {**crop, "detector": DETECTOR_NAME})) as predictor:
+        assert predictor.note is None

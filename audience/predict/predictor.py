@@ -19,7 +19,7 @@ from audience.data.images import read_image
 from audience.errors import AudienceError
 from audience.faces.align import cut_face
 from audience.faces.crop_geometry import DEFAULT_GEOMETRY
-from audience.faces.detector import Face, FaceDetector, reading_order
+from audience.faces.detector import DETECTOR_NAME, Face, FaceDetector, reading_order
 from audience.labels import CLASSES_OF_HEAD, HEADS
 from audience.model.age_years import expected_age
 from audience.model.archs import YEARS_OUTPUT
@@ -33,6 +33,9 @@ DETECTION_ONLY_NOTE = (
     "No trained model: faces are detected but not classified (train one in the Train tab or with audience.cli.train)."
 )
 SYNTHETIC_NOTE = "Trained on synthetic demo data: predictions on real photos are meaningless."
+EARLIER_FRAMING_NOTE = ("Its face framing was measured with an earlier version of the face detector, so faces may be "
+                        "cut a little differently from its training faces; `python -m audience.cli.benchmark "
+                        "framing --checkpoint {name} --write` measures it again.")
 NON_FINITE = ("Model {name} gave no usable probabilities (NaN or infinity) for this photo: its weights or "
               "normalisation are broken; pick another model.")
 RUNTIMES = ("auto", "torch")
@@ -262,10 +265,17 @@ class Predictor:
 
     @property
     def note(self) -> str | None:
-        """What a user must know before trusting the output (no model, or a synthetic-data model)."""
+        """What a user must know before trusting the output (no model, a synthetic-data model, or a framing
+        measured by this project's detector before its boxes moved: see audience.bench.framing)."""
         if self.detection_only:
             return DETECTION_ONLY_NOTE
-        return SYNTHETIC_NOTE if self.synthetic else None
+        if self.synthetic:
+            return SYNTHETIC_NOTE
+        crop = self.metadata.crop if self.metadata is not None else None
+        measured_by = crop.detector if crop is not None else None
+        if measured_by and measured_by.startswith("mediapipe BlazeFace") and measured_by != DETECTOR_NAME:
+            return EARLIER_FRAMING_NOTE.format(name=self.checkpoint.name)
+        return None
 
     def close(self) -> None:
         if self._owns_detector:
