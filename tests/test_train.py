@@ -553,3 +553,32 @@ def test_every_bad_setting_is_one_short_sentence_naming_the_field():
         "epochs must be at least 1; got 0."
     assert str(pytest.raises(AudienceError, TrainConfig, data="demo", lr="20").value) == \
         "lr must be at most 10.0; got 20.0."
+
+
+# ---------------------------------------------------------------- balanced sampling (issue 18's long tail)
+
+
+def test_the_balanced_sampler_draws_each_group_equally_often_and_is_seeded():
+    labels = ["22-32"] * 900 + ["45-53"] * 100 + [None] * 50  # a row without a label is a group of its own
+    sampler = loop.BalancedSampler(labels)
+    sampler.set_seed(3)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == 1050
+    groups = np.array([0 if i < 900 else 1 if i < 1000 else 2 for i, _ in drawn])
+    assert np.allclose(np.bincount(groups) / len(groups), 1 / 3, atol=0.05)  # 86 % / 10 % / 5 % of the rows
+    assert drawn == list(sampler)  # the same epoch seed, the same draw
+    sampler.set_seed(4)
+    assert [i for i, _ in list(sampler)] != [i for i, _ in drawn]
+
+
+def test_a_balanced_run_trains_and_records_its_balance(small_root, tmp_path):
+    run_dir = cross_validate(tiny_config(small_root, tmp_path, epochs=1, balance="age"))
+    assert json.loads((run_dir / "config.json").read_text())["balance"] == "age"
+    _, metadata = load_checkpoint(run_dir / "fold0" / "best.json")[1:]
+    assert metadata.train_config.as_dict()["balance"] == "age"
+
+
+def test_race_balance_needs_races_in_the_data(small_root, tmp_path):
+    with pytest.raises(AudienceError, match="balance race draws each race equally often, but .* records no race"):
+        cross_validate(tiny_config(small_root, tmp_path, balance="race"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -286,3 +286,26 @@ def test_the_prior_benchmark_measures_each_tau_and_writes_the_choice(small_root,
     chosen = next(row for row in result["test"] if row["tau"] == result["choice"]["tau"])
     assert metadata.metrics.age_exact == pytest.approx(chosen["age_exact"])
     assert load_checkpoint(best)[0] is not None  # the weights are untouched: their checksum still holds
+
+
+def test_a_race_balanced_utkface_run_draws_its_training_faces_by_race(tmp_path, unmeasured_framing, monkeypatch):
+    from audience.train import fold, loop
+    from audience.train.cross_validate import cross_validate
+    from tests.test_group_metrics import _utkface_folder
+
+    seen = []
+
+    class Recording(loop.BalancedSampler):
+        def __init__(self, labels):
+            seen.append(list(labels))
+            super().__init__(labels)
+
+    monkeypatch.setattr(fold, "BalancedSampler", Recording)
+    config = TrainConfig.from_dict({"data": str(_utkface_folder(tmp_path)), "arch": "tiny", "folds": "0", "epochs": 1,
+                                    "batch_size": 8, "image_size": 32, "workers": 0, "max_train_batches": 2,
+                                    "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
+                                    "balance": "race", "pretrained": False})
+    run = cross_validate(config)
+    assert len(seen) == 1 and seen[0] and set(seen[0]) <= {"White", "Black", "Asian", "Indian", "Others", None}
+    assert len(set(seen[0])) >= 2
+    assert json.loads((run / "config.json").read_text())["balance"] == "race"

@@ -31,6 +31,7 @@ from audience.model.age_years import DEFAULT_GAP_RULE, DEFAULT_SIGMA, GAP_RULES
 from audience.model.archs import AGE_HEADS, ARCHS
 
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine")
+BALANCES: tuple[str, ...] = ("none", "age", "race")  # how the training faces are drawn
 SWITCHES: tuple[str, ...] = ("auto", "on", "off")  # a GPU path: auto = on with CUDA
 # The demo recipe (the Train tab's demo preset and the learnability test): chosen because it clearly
 # learns fold 0 of the default demo data in seconds on a CPU; the numbers are in docs/measurements.md.
@@ -50,6 +51,7 @@ Augment = Literal[AUGMENT_STRENGTHS]
 Switch = Literal[SWITCHES]
 AgeHead = Literal[AGE_HEADS]
 GapRule = Literal[GAP_RULES]
+Balance = Literal[BALANCES]
 
 
 def _setting(default, help: str, flags: tuple[str, ...] = (), minimum=None, maximum=None):
@@ -99,6 +101,9 @@ class TrainConfig(BaseModel):
     gender_weight: float = _setting(1.0, "weight of the gender loss", minimum=0.0, maximum=100.0)
     drop_rate: float = _setting(0.2, "dropout before the heads", minimum=0.0)
     augment: Augment = _setting("default", "training augmentation strength")
+    balance: Balance = _setting("none", "how training faces are drawn each epoch: none (each once), age (with "
+                                "replacement, each age group equally often) or race (each race equally often; "
+                                "UTKFace)")
     image_size: int | None = _setting(None, "input size in pixels (default: the architecture's)", minimum=8,
                                       maximum=1024)
     pretrained: bool | None = _setting(None, "start from ImageNet weights (default: yes for real data, "

@@ -40,6 +40,7 @@ from audience.train.distributed import (
 )
 from audience.train.evaluation import calibrate_heads, calibration_line
 from audience.train.loop import (
+    BalancedSampler,
     LossNotFinite,
     build_scheduler,
     epoch_seed,
@@ -149,7 +150,13 @@ class _FoldTrainer:
                                   transforms["train" if name == "train" else "eval"],
                                   None if years is None else years[index])
             sampler = None
-            if ranks.data_parallel:
+            if name == "train" and config.balance != "none":
+                if ranks.data_parallel:
+                    raise AudienceError(f"balance {config.balance} is not available with several processes sharing "
+                                        "a fold (data parallel); run it on one GPU or with parallel folds.")
+                labels = age[index] if config.balance == "age" else data.faces["race"].to_numpy()[index]
+                sampler = BalancedSampler(labels)
+            elif ranks.data_parallel:
                 sampler = (SeededDistributedSampler(len(dataset), ranks) if name == "train"
                            else eval_sampler(len(dataset), ranks))
                 self.shares[name] = list(sampler)

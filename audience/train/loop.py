@@ -69,6 +69,26 @@ class SeededSampler(Sampler):
         return self.n
 
 
+class BalancedSampler(SeededSampler):
+    """SeededSampler's (index, augmentation seed) pairs, as many per epoch, drawn with replacement so that each
+    label (an age group, a race; rows without one form a group of their own) comes up equally often on average:
+    the training faces' class balance for `--balance` (a rare group's faces are seen several times an epoch, a
+    common group's not all)."""
+
+    def __init__(self, labels):
+        names = np.array(["" if label is None or label != label else str(label) for label in labels], dtype=object)
+        _, group, counts = np.unique(names.astype(str), return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[group]
+        self.p = weights / weights.sum()
+        super().__init__(len(names))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng(self.seed)
+        order = rng.choice(self.n, size=self.n, replace=True, p=self.p)
+        seeds = rng.integers(0, 2**63 - 1, size=self.n)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
 def _init_worker(_: int) -> None:
     # Ctrl-C is the main process's business (it sets the stop flag); workers must not die of it.
     # (No cv2.setNumThreads here: in a forked worker it waits forever for the parent's pool threads.)

@@ -40,6 +40,9 @@ def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
     pretrained = config.pretrained
     if pretrained is None:
         pretrained = not data.synthetic and ARCHS[config.arch].get("pretrained", True) and not config.weights_file
+    if config.balance == "race" and ("race" not in data.faces or data.faces["race"].isna().all()):
+        raise AudienceError(f"balance race draws each race equally often, but {data.name} records no race "
+                            "(UTKFace's file names do); choose balance none or age.")
     return config.replace(image_size=image_size, pretrained=pretrained)
 
 
