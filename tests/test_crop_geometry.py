@@ -139,16 +139,19 @@ def test_framing_is_measured_again_for_a_trained_checkpoint_and_written_only_whe
         Image.open(path).save(folder / f"{30 + index}_1_0_2017010{index}.jpg.chip.jpg", quality=95)
     old = {"margin": 0.4, "shift_x": 0.0, "shift_y": 0.0, "measured_on": 6, "sampled": 6,
            "detector": "mediapipe BlazeFace (audience.faces.detector.FaceDetector)"}
+    level = {"method": "level", "measured_on": 6, "sampled": 6}
     path = save_tiny_checkpoint(tmp_path, "trained", {
         "image_size": 32, "dataset": {"name": "UTKFace", "format": "utkface", "synthetic": False}, "crop": old,
-        "train_config": {"data": str(folder), "arch": "tiny"}})
+        "alignment": level, "train_config": {"data": str(folder), "arch": "tiny"}})
     weights = path.with_suffix(".safetensors")
     sha256, before = file_sha256(weights), path.read_text()
 
     assert benchmark.main(["framing", "--checkpoint", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("recorded: margin +0.4000") and lines[2].startswith("measured: margin +0.0")
-    measured = json.loads(lines[-1])["measured"]["crop"]
+    report = json.loads(lines[-1])
+    assert report["recorded"] == {"crop": old, "alignment": level}
+    measured = report["measured"]["crop"]
     assert measured["margin"] == pytest.approx(0.05, abs=0.1) and measured["measured_on"] == 6
     assert measured["detector"] == DETECTOR_NAME
     assert path.read_text() == before  # without --write nothing changes

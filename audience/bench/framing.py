@@ -34,14 +34,15 @@ def measure_checkpoint_framing(checkpoint: str | Path, data: str | Path | None =
     config = checkpoint_config(checkpoint, metadata, data)
     dataset = read_data(config)
     measured = measure_framing(dataset.faces["path"].dropna().astype(str).tolist())
-    recorded = metadata.as_json()
-    result = {"checkpoint": str(checkpoint), "data": config.data,
-              "recorded": {key: recorded.get(key) for key in ("crop", "alignment")}, "measured": measured}
+    recorded = {"crop": metadata.crop, "alignment": metadata.alignment}
+    result = {"checkpoint": str(checkpoint), "data": config.data, "measured": measured,
+              "recorded": {key: None if block is None else block.as_dict() for key, block in recorded.items()}}
     if write:
         if measured["crop"] is None:
             raise AudienceError(f"No face was found in the sampled training images of {config.data}, so the "
                                 f"framing of {path.name} was left as it is.")
-        updated = {**recorded, "crop": measured["crop"], "alignment": measured["alignment"]}  # keys keep their places
+        # the JSON as read, with these two blocks replaced (the other keys keep their places)
+        updated = {**metadata.as_json(), "crop": measured["crop"], "alignment": measured["alignment"]}
         if measured["alignment"] is None:  # faces no longer level: Predict must not turn them
             del updated["alignment"]
         check_checkpoint_metadata(updated, str(path))

@@ -167,39 +167,44 @@ def run_stability(args: argparse.Namespace) -> dict:
                                write=args.write, log=lambda line: print(line, flush=True))
 
 
-def _add_trained_checkpoint_parser(subparsers, name: str, help: str, write_help: str, measure: str,
-                                   lines: str) -> None:
-    """A subcommand measuring a checkpoint this project trained (found again from its train_config):
-    `audience.bench.<measure>(checkpoint, data, write=...)`, its report printed by `<lines>(result)`."""
+def _add_trained_checkpoint_parser(subparsers, name: str, help: str, write_help: str, run) -> None:
+    """A subcommand measuring a checkpoint this project trained (its data found again from its train_config)."""
     parser = subparsers.add_parser(name, help=help)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint trained by this project (its train_config)")
     parser.add_argument("--data", help="its data root, when it has moved since training (default: as recorded)")
     parser.add_argument("--write", action="store_true", help=write_help)
-
-    def run(args: argparse.Namespace) -> dict:
-        import importlib
-
-        module_name, function = measure.rsplit(".", 1)
-        module = importlib.import_module(f"audience.bench.{module_name}")  # torch and timm: only when it runs
-        result = getattr(module, function)(args.checkpoint, args.data, write=args.write)
-        for line in getattr(module, lines)(result):
-            print(line, flush=True)
-        return result
-
     parser.set_defaults(run=run)
+
+
+def _printed(result: dict, lines) -> dict:
+    """`result`, after printing its report `lines(result)` line by line."""
+    for line in lines(result):
+        print(line, flush=True)
+    return result
 
 
 def add_prior_parser(subparsers) -> None:
     _add_trained_checkpoint_parser(
         subparsers, "prior", "the age prior correction's effect on a model's held-out fold, per tau and per age group",
-        "store the validation's choice in the checkpoint JSON, with its test metrics under it",
-        "prior_correction.measure_prior_correction", "prior_lines")
+        "store the validation's choice in the checkpoint JSON, with its test metrics under it", run_prior)
+
+
+def run_prior(args: argparse.Namespace) -> dict:
+    from audience.bench.prior_correction import measure_prior_correction, prior_lines
+
+    return _printed(measure_prior_correction(args.checkpoint, args.data, write=args.write), prior_lines)
 
 
 def add_framing_parser(subparsers) -> None:
     _add_trained_checkpoint_parser(
         subparsers, "framing", "a model's framing (crop geometry, alignment) measured again with today's face detector",
-        "store the measured framing in the checkpoint JSON", "framing.measure_checkpoint_framing", "framing_lines")
+        "store the measured framing in the checkpoint JSON", run_framing)
+
+
+def run_framing(args: argparse.Namespace) -> dict:
+    from audience.bench.framing import framing_lines, measure_checkpoint_framing
+
+    return _printed(measure_checkpoint_framing(args.checkpoint, args.data, write=args.write), framing_lines)
 
 
 def add_results_parser(subparsers) -> None:

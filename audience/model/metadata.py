@@ -216,11 +216,10 @@ class WeightsInfo(BaseModel):
     sha256: StrictStr | None = None
 
 
-class AlignmentInfo(BaseModel):
+class AlignmentInfo(Record):
     """How the training images were aligned (audience.faces.align): eyes level, their midpoint here ("eyes"),
     or eyes level in the crop geometry's framing ("level")."""
 
-    model_config = ConfigDict(extra="allow")
     method: Literal["eyes", "level"]
     eye_x: Fraction | None = None  # required by "eyes" (audience.faces.align.alignment_of says so)
     eye_y: Fraction | None = None
