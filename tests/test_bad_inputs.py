@@ -258,6 +258,19 @@ def test_predict_refuses_server_paths_outside_the_upload_folder(server):
     assert predict_status(patient_client(server.url), handle_file(str(secret)))[1].startswith("1 face found")
 
 
+def test_a_call_with_too_few_values_gets_a_sentence_not_null(server):
+    """gradio refuses a data list shorter than the endpoint's inputs with a ValueError, which a public server
+    shows as `null`; the app answers it with how many values came and which ones the endpoint takes."""
+    for values in ([], [{"path": None}]):
+        stream = call_raw(server, "predict", values)
+        assert stream.startswith("event: error"), stream
+        error = json.loads(stream.split("data:", 1)[1])["error"]
+        assert error.startswith(f"The request's data list has {len(values)} value") and "/predict takes 4" in error
+    stream = call_raw(server, "eda", ["x"])
+    assert "/eda takes 3" in json.loads(stream.split("data:", 1)[1])["error"], stream
+    assert server.alive()
+
+
 def sse_data(stream: str) -> list:
     """The `data:` line of a finished raw call, parsed."""
     lines = [line for line in stream.splitlines() if line.startswith("data:")]

@@ -9,7 +9,10 @@ answers what it refuses with a bare `event: error` and `null`, or a 500:
   `install_upload_refusal` makes that refusal a gradio Error carrying REFUSED (the app's sentence for
   any server path, the same whatever the path is), which gradio shows on a public server too;
 - an upload whose form part has an empty file name is a form field to starlette, and gradio's upload
-  route fails on it (500): `UploadFormCheck` answers 400 with a sentence instead.
+  route fails on it (500): `UploadFormCheck` answers 400 with a sentence instead;
+- a call whose `data` list has fewer values than the endpoint takes fails gradio's input check with a
+  ValueError (a bare `null` on a public server): `install_upload_refusal` makes it a gradio Error that
+  says how many values came and which the endpoint takes (TOO_FEW_VALUES). Extra values gradio ignores.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pydantic import model_validator
 from audience.ui.uploads import REFUSED
 
 NO_FILE_NAME = "The upload has no file name; send the image as a file (a multipart part with a filename)."
+TOO_FEW_VALUES = ("The request's data list has {got} value{s}; /{api} takes {needed}, in this order: {names}. Send "
+                  "one value for each (GET /gradio_api/info lists them).")
 PATCHED_GRADIO = "6.31.0"
 
 
@@ -55,15 +60,30 @@ def _check_allowed(path, check_in_upload_folder: bool):
         raise gradio.Error(REFUSED, print_exception=False) from None
 
 
+_original_validate_inputs = gradio.Blocks.validate_inputs
+
+
+def _validate_inputs(self, block_fn, inputs):
+    needed = list(block_fn.inputs)
+    if len(inputs) < len(needed):
+        names = ", ".join(getattr(block, "label", None) or type(block).__name__ for block in needed)
+        raise gradio.Error(TOO_FEW_VALUES.format(got=len(inputs), s="" if len(inputs) == 1 else "s",
+                                                 api=block_fn.api_name or block_fn.name, needed=len(needed),
+                                                 names=names), print_exception=False)
+    return _original_validate_inputs(self, block_fn, inputs)
+
+
 def install_upload_refusal() -> bool:
-    """A request's file outside gradio's uploads gets REFUSED instead of `null` (idempotent); False (not
-    installed) on another gradio than the one this was written for, whose check may differ."""
+    """A request's file outside gradio's uploads gets REFUSED, and a call with too few values TOO_FEW_VALUES,
+    instead of `null` (idempotent); False (not installed) on another gradio than the one this was written for,
+    whose checks may differ."""
     if gradio.__version__ != PATCHED_GRADIO:
-        warnings.warn(f"gradio {gradio.__version__} is not {PATCHED_GRADIO}: the upload refusal sentence is not "
-                      "installed (a server path in a request is refused with gradio's bare error).",
+        warnings.warn(f"gradio {gradio.__version__} is not {PATCHED_GRADIO}: the request sentences are not "
+                      "installed (a server path or too few values in a request get gradio's bare error).",
                       RuntimeWarning, stacklevel=2)
         return False
     processing_utils._check_allowed = _check_allowed
+    gradio.Blocks.validate_inputs = _validate_inputs
     return True
 
 
