@@ -65,9 +65,11 @@ def test_it_answers_the_astronaut_with_an_age_group_and_a_gender(path):
 @pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
 def test_it_gives_one_face_the_same_answer_wherever_it_sits(path):
     """Four copies of one head in a grid, with even and uneven gaps, and the head alone: the same answer. The crops
-    differ by a pixel or three (see test_predict's tiled test) and the probabilities with them, by up to ~0.16; so a
-    copy may tip to another age group only where the model is torn between the two for this face (the model shipped
-    2026-12-07 puts the astronaut at 22-32 0.49 against 34-43 0.36 alone, and one copy of 16 at 0.41 against 0.42)."""
+    differ by a pixel or three (see test_predict's tiled test) and the probabilities with them: on 297 held-out
+    UTKFace faces moved by 1-6 px, a group's probability moves by 0.16-0.17 at the 95th percentile (the models
+    shipped 2026-12-07, docs/measurements.md), so 0.2 here. A copy may tip to another age group only where the model
+    is torn between the two for this face (the shipped model puts the astronaut at 22-32 0.47 against 34-43 0.34
+    alone, and one copy of 16 at 0.31 against 0.31)."""
     data = pytest.importorskip("skimage.data")
     head = data.astronaut()[20:240, 120:340]
     copies = 0
@@ -81,7 +83,7 @@ def test_it_gives_one_face_the_same_answer_wherever_it_sits(path):
             assert len(faces) == 4, (gap_x, gap_y)
             for face in faces:
                 assert face.gender_label == alone.gender_label, (gap_x, gap_y)
-                assert np.abs(np.subtract(face.age_probs, alone.age_probs)).max() <= 0.16, (gap_x, gap_y)
+                assert np.abs(np.subtract(face.age_probs, alone.age_probs)).max() <= 0.2, (gap_x, gap_y)
                 same_group = AGE_CLASSES.index(alone.age_label)
                 # another group only on a near tie: the lone face's group within 0.05 of the copy's top probability
                 assert face.age_label == alone.age_label or face.age_probs[same_group] >= max(face.age_probs) - 0.05
