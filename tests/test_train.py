@@ -571,6 +571,20 @@ def test_the_balanced_sampler_draws_each_group_equally_often_and_is_seeded():
     assert [i for i, _ in list(sampler)] != [i for i, _ in drawn]
 
 
+def test_a_partial_balance_draws_each_group_by_a_power_of_its_size():
+    labels = ["22-32"] * 900 + ["45-53"] * 100
+    shares = {}
+    for power in (0.0, 0.5, 1.0):
+        sampler = loop.BalancedSampler(labels, power=power)
+        sampler.set_seed(0)
+        shares[power] = np.mean([i < 900 for i, _ in sampler])
+    # a group's share is its size^(1 - power), normalised: 0.9, 30 / (30 + 10) = 0.75, 0.5
+    assert shares[0.0] == pytest.approx(0.9, abs=0.03) and shares[0.5] == pytest.approx(0.75, abs=0.03)
+    assert shares[1.0] == pytest.approx(0.5, abs=0.03)
+    assert str(pytest.raises(AudienceError, TrainConfig, data="demo", balance_power=1.5).value) == \
+        "balance_power must be at most 1.0; got 1.5."
+
+
 def test_a_balanced_run_trains_and_records_its_balance(small_root, tmp_path):
     run_dir = cross_validate(tiny_config(small_root, tmp_path, epochs=1, balance="age"))
     assert json.loads((run_dir / "config.json").read_text())["balance"] == "age"

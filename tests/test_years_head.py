@@ -296,9 +296,9 @@ def test_a_race_balanced_utkface_run_draws_its_training_faces_by_race(tmp_path, 
     seen = []
 
     class Recording(loop.BalancedSampler):
-        def __init__(self, labels):
+        def __init__(self, labels, power=1.0):
             seen.append(list(labels))
-            super().__init__(labels)
+            super().__init__(labels, power=power)
 
     monkeypatch.setattr(fold, "BalancedSampler", Recording)
     config = TrainConfig.from_dict({"data": str(_utkface_folder(tmp_path)), "arch": "tiny", "folds": "0", "epochs": 1,

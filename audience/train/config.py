@@ -104,6 +104,9 @@ class TrainConfig(BaseModel):
     balance: Balance = _setting("none", "how training faces are drawn each epoch: none (each once), age (with "
                                 "replacement, each age group equally often) or race (each race equally often; "
                                 "UTKFace)")
+    balance_power: float = _setting(1.0, "how far --balance evens the groups out: a face is drawn with weight (its "
+                                    "group's size)^-power, so 1 draws each group equally often and 0.5 by the "
+                                    "square root of its size", minimum=0.0, maximum=1.0)
     image_size: int | None = _setting(None, "input size in pixels (default: the architecture's)", minimum=8,
                                       maximum=1024)
     pretrained: bool | None = _setting(None, "start from ImageNet weights (default: yes for real data, "

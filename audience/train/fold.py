@@ -155,7 +155,7 @@ class _FoldTrainer:
                     raise AudienceError(f"balance {config.balance} is not available with several processes sharing "
                                         "a fold (data parallel); run it on one GPU or with parallel folds.")
                 labels = age[index] if config.balance == "age" else data.faces["race"].to_numpy()[index]
-                sampler = BalancedSampler(labels)
+                sampler = BalancedSampler(labels, power=config.balance_power)
             elif ranks.data_parallel:
                 sampler = (SeededDistributedSampler(len(dataset), ranks) if name == "train"
                            else eval_sampler(len(dataset), ranks))

@@ -73,12 +73,13 @@ class BalancedSampler(SeededSampler):
     """SeededSampler's (index, augmentation seed) pairs, as many per epoch, drawn with replacement so that each
     label (an age group, a race; rows without one form a group of their own) comes up equally often on average:
     the training faces' class balance for `--balance` (a rare group's faces are seen several times an epoch, a
-    common group's not all)."""
+    common group's not all). With `power` under 1 (`--balance-power`) the groups are only partly evened out: a
+    face's weight is its group's size to the -power, so a group comes up in proportion to its size^(1 - power)."""
 
-    def __init__(self, labels):
+    def __init__(self, labels, power: float = 1.0):
         names = np.array(["" if label is None or label != label else str(label) for label in labels], dtype=object)
         _, group, counts = np.unique(names.astype(str), return_inverse=True, return_counts=True)
-        weights = 1.0 / counts[group]
+        weights = counts[group].astype(float) ** -power
         self.p = weights / weights.sum()
         super().__init__(len(names))
 
