@@ -17,7 +17,7 @@ from audience.ui.choice_errors import bound_choice_errors
 from audience.ui.compare import build_compare_tab
 from audience.ui.eda import build_eda_tab
 from audience.ui.gradio_cache import install_atomic_image_cache
-from audience.ui.payloads import UploadFormCheck, install_upload_refusal
+from audience.ui.payloads import UploadFormCheck, install_request_sentences
 from audience.ui.predict import build_predict_tab
 from audience.ui.request_limit import REQUEST_LIMIT_BYTES, RequestSizeLimit, UploadQuota
 from audience.ui.shutdown import install_sigterm, shut_down
@@ -69,7 +69,7 @@ def build_demo() -> gr.Blocks:
 
 
 install_atomic_image_cache()
-install_upload_refusal()
+install_request_sentences()
 demo = build_demo()
 
 

@@ -6,12 +6,12 @@ answers what it refuses with a bare `event: error` and `null`, or a 500:
   `ImagePayload` (the Predict image's data model) takes a string as the path it names and anything
   else as a payload without a file, so the app's own checks (audience/ui/uploads.py) answer them;
 - a `{path, meta}` payload naming a file gradio did not receive fails gradio's upload-folder check:
-  `install_upload_refusal` makes that refusal a gradio Error carrying REFUSED (the app's sentence for
+  `install_request_sentences` makes that refusal a gradio Error carrying REFUSED (the app's sentence for
   any server path, the same whatever the path is), which gradio shows on a public server too;
 - an upload whose form part has an empty file name is a form field to starlette, and gradio's upload
   route fails on it (500): `UploadFormCheck` answers 400 with a sentence instead;
 - a call whose `data` list has fewer values than the endpoint takes fails gradio's input check with a
-  ValueError (a bare `null` on a public server): `install_upload_refusal` makes it a gradio Error that
+  ValueError (a bare `null` on a public server): `install_request_sentences` makes it a gradio Error that
   says how many values came and which the endpoint takes (TOO_FEW_VALUES). Extra values gradio ignores.
 """
 
@@ -73,7 +73,7 @@ def _validate_inputs(self, block_fn, inputs):
     return _original_validate_inputs(self, block_fn, inputs)
 
 
-def install_upload_refusal() -> bool:
+def install_request_sentences() -> bool:
     """A request's file outside gradio's uploads gets REFUSED, and a call with too few values TOO_FEW_VALUES,
     instead of `null` (idempotent); False (not installed) on another gradio than the one this was written for,
     whose checks may differ."""
