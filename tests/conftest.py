@@ -219,6 +219,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                            "mark it @pytest.mark.slow (--cpu-budget 0 switches this check off).")
 
 
+# gradio_client (2.x, Endpoint._download_file) downloads each result file into <tempdir>/<40 hex digits>/ and
+# moves it on, leaving that folder behind empty: about a hundred folders a run, none ever removed. The session
+# removes the empty ones made while it ran (rmdir leaves alone a folder that holds anything).
+_SESSION_STARTED = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import re
+    import tempfile
+
+    for folder in Path(tempfile.gettempdir()).iterdir():
+        try:
+            if re.fullmatch("[0-9a-f]{40}", folder.name) and folder.stat().st_mtime >= _SESSION_STARTED:
+                folder.rmdir()
+        except OSError:  # not empty, not a folder, or gone
+            pass
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     if not _cpu_used:
         return
