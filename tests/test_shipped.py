@@ -65,11 +65,13 @@ def test_it_answers_the_astronaut_with_an_age_group_and_a_gender(path):
 @pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
 def test_it_gives_one_face_the_same_answer_wherever_it_sits(path):
     """Four copies of one head in a grid, with even and uneven gaps, and the head alone: the same answer. The crops
-    differ by a pixel or three (see test_predict's tiled test) and the probabilities with them: on 297 held-out
-    UTKFace faces moved by 1-6 px, a group's probability moves by 0.16-0.17 at the 95th percentile (the models
-    shipped 2026-12-07, docs/measurements.md), so 0.2 here. A copy may tip to another age group only where the model
-    is torn between the two for this face (the shipped model puts the astronaut at 22-32 0.47 against 34-43 0.34
-    alone, and one copy of 16 at 0.31 against 0.31)."""
+    differ by a pixel or three in place and up to 2 % in size (see test_predict's tiled test), and the probabilities
+    with them: on 297 held-out UTKFace faces moved by 1-3 px and scaled by 0.98 or 1.02, a group's probability
+    moves by 0.17-0.18 at the 95th percentile and 0.30-0.31 at the 99th (both models shipped 2026-12-07,
+    docs/measurements.md), so 0.3 here, and the age answer changes in 9-10 % of the moves. A copy may tip to
+    another age group, but no more than one of the 16, and the lone face's group must stay its second choice (the
+    model shipped with 35 epochs puts the astronaut at 22-32 0.47 against 34-43 0.27 alone, and its one copy cut
+    2 px larger at 15-20 0.39 against 22-32 0.32)."""
     data = pytest.importorskip("skimage.data")
     head = data.astronaut()[20:240, 120:340]
     copies = 0
@@ -83,12 +85,12 @@ def test_it_gives_one_face_the_same_answer_wherever_it_sits(path):
             assert len(faces) == 4, (gap_x, gap_y)
             for face in faces:
                 assert face.gender_label == alone.gender_label, (gap_x, gap_y)
-                assert np.abs(np.subtract(face.age_probs, alone.age_probs)).max() <= 0.2, (gap_x, gap_y)
-                same_group = AGE_CLASSES.index(alone.age_label)
-                # another group only on a near tie: the lone face's group within 0.05 of the copy's top probability
-                assert face.age_label == alone.age_label or face.age_probs[same_group] >= max(face.age_probs) - 0.05
+                assert np.abs(np.subtract(face.age_probs, alone.age_probs)).max() <= 0.3, (gap_x, gap_y)
+                # another group only as the copy's first choice over the lone face's group as its second
+                second = sorted(face.age_probs)[-2]
+                assert face.age_probs[AGE_CLASSES.index(alone.age_label)] >= second, (gap_x, gap_y)
                 copies += face.age_label == alone.age_label
-    assert copies >= 14  # of 16
+    assert copies >= 15  # of 16
 
 
 @pytest.mark.parametrize("path", shipped(), ids=lambda path: path.stem)
