@@ -88,6 +88,12 @@ def _race_row(age_true, age_pred, gender_true, gender_pred) -> dict:
     return row
 
 
+def _race_names(race) -> np.ndarray:
+    """One race name per row as strings, "" where the row has none (None, "" or NaN)."""
+    return np.array(["" if r is None or (isinstance(r, float) and math.isnan(r)) else str(r)
+                     for r in as_numpy(race).reshape(-1).tolist()], dtype=object)
+
+
 def race_scores(race, age_true, age_pred, gender_true, gender_pred) -> dict:
     """Accuracy per race from hard predictions (age class indices; gender f/m indices, the f/m protocol),
     either head's predictions None when the task has no such head.
@@ -97,8 +103,7 @@ def race_scores(race, age_true, age_pred, gender_true, gender_pred) -> dict:
     {key: best minus worst race, for each RACE_GAP_KEYS accuracy that two or more races have}}; rows
     without a race (None, "" or NaN) are left out; both None when no row has one.
     """
-    names = np.array(["" if r is None or (isinstance(r, float) and math.isnan(r)) else str(r)
-                      for r in as_numpy(race).reshape(-1).tolist()], dtype=object)
+    names = _race_names(race)
     age_true = as_numpy(age_true).astype(np.int64).reshape(-1)
     gender_true = as_numpy(gender_true).astype(np.int64).reshape(-1)
     age_pred = None if age_pred is None else as_numpy(age_pred).astype(np.int64).reshape(-1)
@@ -131,8 +136,7 @@ def race_gap_at_age_mix(race, age_true, age_pred) -> float | None:
     race's faces are spread over easy and hard age groups (UTKFace's Asian faces are 19 % babies, its Black
     faces 1 %); this one asks whether the same age is read as well on every race. None with fewer than two
     races."""
-    names = np.array(["" if r is None or (isinstance(r, float) and math.isnan(r)) else str(r)
-                      for r in as_numpy(race).reshape(-1).tolist()], dtype=object)
+    names = _race_names(race)
     age_true = as_numpy(age_true).astype(np.int64).reshape(-1)
     age_pred = as_numpy(age_pred).astype(np.int64).reshape(-1)
     labelled = (age_true != NO_CLASS) & (names != "")
@@ -142,11 +146,10 @@ def race_gap_at_age_mix(race, age_true, age_pred) -> float | None:
     accuracies = []
     for name in sorted(set(names[labelled])):
         rows = labelled & (names == name)
-        hits = np.bincount(age_true[rows], weights=(age_pred[rows] == age_true[rows]).astype(float),
-                           minlength=len(AGE_CLASSES))
-        counts = np.bincount(age_true[rows], minlength=len(AGE_CLASSES))
-        present = counts > 0
-        accuracies.append(float(np.sum(weights[present] * hits[present] / counts[present]) / weights[present].sum()))
+        per_group = age_group_scores(age_true[rows], age_pred[rows])["age_per_class"]
+        present = np.array([value is not None for value in per_group])
+        exact = np.array([value or 0.0 for value in per_group])
+        accuracies.append(float(np.sum(weights[present] * exact[present]) / weights[present].sum()))
     return float(max(accuracies) - min(accuracies)) if len(accuracies) > 1 else None
 
 
