@@ -40,6 +40,7 @@ QUICK = {
                                 "--batch-size", "8", "--full-size", "64"],
     ("benchmark.py", "predict"): ["--repeat", "1", "--images", "{folder}"],
     ("benchmark.py", "accuracy"): ["--limit", "8"],
+    ("benchmark.py", "exposure"): ["--limit", "8"],
     ("benchmark.py", "stability"): ["--limit", "2"],
     ("benchmark.py", "results"): ["--repeats", "2"],
 }

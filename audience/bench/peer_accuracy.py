@@ -77,9 +77,9 @@ def _run(paths: list[str], predict_one: Callable[[str], tuple[int, int]]) -> tup
     return np.array(ages), np.array(genders), (time.perf_counter() - started) / max(1, len(paths)) * 1000
 
 
-def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
-                       limit: int | None = None, log: Callable[[str], None] = print) -> dict:
-    """Both systems on the same faces; returns {"data", "split", "fold", "images", "audience", "peer"}."""
+def benchmark_faces(data_root: str | Path, split: str = "fold", fold: int | None = 0, limit: int | None = None):
+    """The faces both systems are scored on: (dataset, rows, paths), the held-out fold's (or every labelled
+    image's) rows, at most `limit` of them (a fixed sample, the same on every machine)."""
     data = read_dataset(resolve_data_root(data_root), policy="bins", images="auto")
     rows = evaluation_rows(data, split, fold, "age+gender")
     paths = data.faces["path"].astype(str).to_numpy()[rows]
@@ -87,6 +87,13 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
         keep = set(sample_paths(paths.tolist(), limit))
         chosen = np.array([path in keep for path in paths])
         rows, paths = rows[chosen], paths[chosen]
+    return data, rows, paths
+
+
+def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
+                       limit: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Both systems on the same faces; returns {"data", "split", "fold", "images", "audience", "peer"}."""
+    data, rows, paths = benchmark_faces(data_root, split, fold, limit)
     age_true = data.faces["age_class"].to_numpy()[rows]
     gender_true = data.faces["gender_class"].to_numpy()[rows]
     race = data.faces["race"].to_numpy()[rows] if "race" in data.faces.columns else None

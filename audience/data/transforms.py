@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     import albumentations as A
     import torch
 
-AUGMENT_STRENGTHS: tuple[str, ...] = ("none", "light", "default")
+# "exposure": "default" plus over- and under-exposed, flat and hazy photos (see _exposure).
+AUGMENT_STRENGTHS: tuple[str, ...] = ("none", "light", "default", "exposure")
 
 # Train crops come from a square slightly larger than the input, as ImageNet-style training does (224 of 256).
 TRAIN_MARGIN = 256 / 224
@@ -120,7 +121,7 @@ def _augmentations(size: int, strength: str) -> list:
     flip = A.HorizontalFlip(p=0.5)  # never vertical: faces are upright
     if strength == "light":
         return [*_square(round(size * TRAIN_MARGIN)), crop, flip]
-    return [
+    steps = [
         *_square(round(size * TRAIN_MARGIN)),
         crop,
         flip,
@@ -147,6 +148,24 @@ def _augmentations(size: int, strength: str) -> list:
             num_holes_range=(1, 4), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15), fill=0, p=0.3
         ),
     ]
+    if strength == "exposure":
+        at = steps.index(flip) + 1
+        steps[at:at] = _exposure()
+    return steps
+
+
+def _exposure() -> list:
+    """Exposure as users' photos have it and UTKFace's mostly lack it: lifted toward white and flattened (flash,
+    backlight, haze, a photo of a screen), or the mid-tones lightened, darkened or bent by a tone curve. Without it
+    a young face washed out toward white is read as 55-100 (docs/measurements.md, "Washed-out photos")."""
+    import albumentations as A
+
+    return [
+        # washed out: every pixel scaled by 0.4-0.8, then 10-50 % of the range added (flat and light)
+        A.RandomBrightnessContrast(brightness_limit=(0.1, 0.5), contrast_limit=(-0.6, -0.2), p=0.2),
+        # over- and underexposed mid-tones
+        A.OneOf([A.RandomGamma(gamma_limit=(50, 200)), A.RandomToneCurve(scale=0.2)], p=0.3),
+    ]
 
 
 def build_train_transform(
@@ -157,7 +176,8 @@ def build_train_transform(
     seed: int | None = None,
 ) -> ImageTransform:
     """Training pipeline for face crops: random resized crop, horizontal flip, and for "default" mild
-    affine, colour jitter, occasional gray, blur/noise, JPEG compression and small cut-outs.
+    affine, colour jitter, occasional gray, blur/noise, JPEG compression and small cut-outs; "exposure" adds
+    bright, flat, dark and tone-curved versions of the photo (half the crops) to "default".
 
     `strength` is one of AUGMENT_STRENGTHS ("none" is the eval pipeline). `seed`: see the module docstring.
     """

