@@ -69,3 +69,179 @@ def test_the_exposure_command_names_a_bad_limit_and_a_model_without_both_heads(t
     code = benchmark.main(["exposure", "--checkpoint", str(tmp_path / "missing.json"), "--data", str(folder)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "missing" in err and "Traceback" not in err
+
+
+def _gradient(size: int = 48, offset: int = 0) -> np.ndarray:
+    rows, cols = np.mgrid[0:size, 0:size]
+    return np.stack([rows * 4 + offset, cols * 4 + offset, (rows + cols) * 2 + offset], axis=-1).clip(0, 255).astype(
+        np.uint8)
+
+
+def test_standardising_undoes_a_washed_out_or_flat_exposure():
+    from audience.data.exposure import standardize_exposure
+
+    image = _gradient()
+    plain = standardize_exposure(image, 120.0, 55.0)
+    assert plain.dtype == np.uint8 and plain.shape == image.shape
+    assert plain.astype(float).mean() == pytest.approx(120.0, abs=1.0)
+    assert plain.astype(float).std() == pytest.approx(55.0, rel=0.03)
+    for changed in (washed_out(image, 0.5, 0.4), washed_out(image, 0.6, 0.0)):  # no pixel clipped by either
+        assert np.abs(changed.astype(int) - image).max() > 30
+        # the same face after standardising, up to the rounding of the changed photo's pixels
+        assert np.abs(standardize_exposure(changed, 120.0, 55.0).astype(int) - plain).max() <= 4
+    # colour is kept: all channels move alike, so the channels' order of brightness stays
+    assert np.array_equal(np.argsort(plain.reshape(-1, 3).mean(0)), np.argsort(image.reshape(-1, 3).mean(0)))
+    blank = np.full((8, 8, 3), 200, np.uint8)
+    assert standardize_exposure(blank, 120.0, 55.0) is blank  # nothing to scale: left as it is
+
+
+def test_exposure_statistics_are_the_mean_brightness_and_spread_of_the_images():
+    from audience.data.exposure import exposure_statistics
+    from audience.errors import AudienceError
+
+    dark, light = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 200, np.uint8)
+    light[:2] = 100  # spread 50
+    stats = exposure_statistics([dark, light])
+    assert stats == {"mean": 75.0, "std": 25.0, "images": 2}
+    with pytest.raises(AudienceError, match="No readable image"):
+        exposure_statistics([])
+
+
+def test_the_eval_transform_standardises_only_when_the_checkpoint_records_a_reference():
+    from audience.data.transforms import build_eval_transform
+
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    image, washed = _gradient(), washed_out(_gradient(), 0.5, 0.4)
+    plain = build_eval_transform(32, mean, std)
+    assert (plain(image) - plain(washed)).abs().max() > 0.5
+    standardised = build_eval_transform(32, mean, std, exposure=(120.0, 55.0))
+    assert (standardised(image) - standardised(washed)).abs().max() < 0.1
+    # the padding added after standardising stays black (the face's shape is not standardised)
+    tall = standardised(_gradient()[:, :24].copy())
+    assert float(tall[0, 0, 0]) == pytest.approx((0 - 0.5) / 0.25)
+
+
+def test_a_reference_out_of_range_is_refused_in_one_sentence(tmp_path):
+    import json
+
+    from fixtures.checkpoints import save_tiny_checkpoint
+
+    from audience.errors import AudienceError
+    from audience.model.checkpoint import load_checkpoint
+
+    path = save_tiny_checkpoint(tmp_path, "bad", {"image_size": 32, "exposure": {"mean": 120.0, "std": 0.5}})
+    with pytest.raises(AudienceError, match=r"exposure\.std") as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+    record = json.loads(path.read_text())
+    record["exposure"] = {"mean": 120.0, "std": 55.0, "images": 9}
+    path.write_text(json.dumps(record))
+    assert load_checkpoint(path)[2].exposure.reference == (120.0, 55.0)
+
+
+def test_the_predictor_answers_a_washed_out_face_as_the_face_once_standardised(tmp_path):
+    import json
+
+    from fixtures.checkpoints import save_tiny_checkpoint
+
+    from audience.predict.predictor import Predictor
+
+    path = save_tiny_checkpoint(tmp_path, "tiny", {"image_size": 32})
+    image, washed = _gradient(64), washed_out(_gradient(64), 0.5, 0.4)
+
+    def probabilities() -> np.ndarray:
+        with Predictor(path) as predictor:
+            return np.array([predictor.predict(face, whole_image=True)[0].age_probs for face in (image, washed)])
+
+    before = probabilities()
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "exposure": {"mean": 120.0, "std": 55.0}}))
+    after = probabilities()
+    assert np.abs(before[0] - before[1]).max() > 3 * np.abs(after[0] - after[1]).max()
+
+
+def test_the_exposure_reference_is_measured_on_the_training_faces_and_written_only_when_asked(tmp_path, capsys):
+    import json
+
+    from fixtures.checkpoints import save_tiny_checkpoint
+    from PIL import Image
+
+    from audience.cli import benchmark
+    from audience.model.checkpoint import file_sha256, load_checkpoint
+
+    folder = tmp_path / "UTKFace"
+    folder.mkdir()
+    for index in range(30):
+        Image.fromarray(_gradient(40, offset=index * 3)).save(
+            folder / f"{20 + index}_{index % 2}_0_2017{index:09d}.jpg.chip.jpg", quality=95)
+    path = save_tiny_checkpoint(tmp_path, "trained", {
+        "image_size": 32, "fold": 0, "dataset": {"name": "UTKFace", "format": "utkface", "synthetic": False},
+        "train_config": {"data": str(folder), "arch": "tiny"}})
+    weights_sha256, before = file_sha256(path.with_suffix(".safetensors")), path.read_text()
+
+    assert benchmark.main(["exposure-reference", "--checkpoint", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "recorded: none (crops are not standardised)" and lines[2].startswith("measured: mean ")
+    measured = json.loads(lines[-1])["measured"]
+    assert 0 < measured["images"] < 30  # the training faces only: the held-out fold and validation are left out
+    assert 60 < measured["mean"] < 160 and 20 < measured["std"] < 80
+    assert path.read_text() == before
+
+    assert benchmark.main(["exposure-reference", "--checkpoint", str(path), "--write"]) == 0
+    assert json.loads(path.read_text())["exposure"] == measured
+    assert file_sha256(path.with_suffix(".safetensors")) == weights_sha256
+    assert load_checkpoint(path)[2].exposure.reference == (measured["mean"], measured["std"])
+
+    for index, image in enumerate(folder.iterdir()):  # blank training faces: nothing to standardise to
+        Image.fromarray(np.full((40, 40, 3), 90 + index, np.uint8)).save(image, quality=95)
+    assert benchmark.main(["exposure-reference", "--checkpoint", str(path), "--write"]) == 2
+    err = capsys.readouterr().err
+    assert "almost uniform" in err and "Traceback" not in err
+    assert json.loads(path.read_text())["exposure"] == measured  # the recorded reference is kept
+    untrained = save_tiny_checkpoint(tmp_path, "untrained", {"image_size": 32})
+    assert benchmark.main(["exposure-reference", "--checkpoint", str(untrained)]) == 2
+    assert "records no training settings" in capsys.readouterr().err
+
+
+def test_a_run_trained_with_standardized_exposure_records_its_reference_and_serves_it(small_root, tmp_path):
+    from audience.data.splits import make_split
+    from audience.model.checkpoint import load_checkpoint, read_checkpoint_metadata
+    from audience.train.config import TrainConfig
+    from audience.train.cross_validate import cross_validate
+    from audience.train.prepare import exposure_reference, read_data
+
+    settings = {"data": str(small_root), "arch": "tiny", "folds": "0", "epochs": 1, "batch_size": 16,
+                "image_size": 32, "workers": 0, "max_train_batches": 2, "out": str(tmp_path / "runs"),
+                "cache_dir": str(tmp_path / "cache")}
+    config = TrainConfig.from_dict({**settings, "standardize_exposure": True})
+    run = cross_validate(config)
+    metadata = read_checkpoint_metadata(run / "fold0" / "best")
+    # the reference of the training faces alone (the held-out fold and validation left out)
+    split = make_split(read_data(config), "folds", 0, config.val_fraction, config.seed, config.task)
+    expected = exposure_reference(read_data(config).faces["path"].to_numpy()[split.train])
+    assert metadata.exposure.reference == (expected["mean"], expected["std"])
+    assert metadata.exposure.images == expected["images"] and metadata.exposure.data == str(small_root)
+    names = [getattr(step, "name", None) for step in load_checkpoint(run / "fold0" / "best")[1].pipeline]
+    assert names[0] == "standardize_exposure"
+    plain = cross_validate(TrainConfig.from_dict({**settings, "out": str(tmp_path / "plain")}))
+    assert read_checkpoint_metadata(plain / "fold0" / "best").exposure is None
+
+
+def test_the_model_card_says_whether_and_how_crops_are_standardised(tmp_path):
+    import json
+
+    from fixtures.checkpoints import save_tiny_checkpoint
+
+    from audience.model.checkpoint import read_checkpoint_metadata
+    from audience.publish.model_card import build_model_card
+
+    path = save_tiny_checkpoint(tmp_path, "tiny", {"image_size": 32})
+    assert "- exposure: each crop as the photo has it" in build_model_card(read_checkpoint_metadata(path), None, "u/m")
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "exposure": {"mean": 123.5, "std": 56.9, "images": 2000}}))
+    card = build_model_card(read_checkpoint_metadata(path), None, "u/m")
+    assert "pixel mean 123.5, spread 56.9 on 0-255, from 2000 of them" in card
+    assert "added after training" in card
+    path.write_text(json.dumps({**record, "exposure": {"mean": 123.5, "std": 56.9},
+                                "train_config": {"standardize_exposure": True}}))
+    assert "the model was trained so" in build_model_card(read_checkpoint_metadata(path), None, "u/m")

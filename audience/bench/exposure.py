@@ -7,6 +7,10 @@ randomness), by Audience's Predictor in whole-image mode and by the `age-and-gen
 two on the same pixels. Besides age exact and gender (f/m), `young_said_old` is the fraction of faces of 32 or
 younger (the groups up to 22-32) answered 55-100: the error a washed-out photo provokes, since light, flat skin
 and hair read as grey and old.
+
+`measure_exposure_reference` (`python -m audience.cli.benchmark exposure-reference --checkpoint C [--write]`)
+measures the brightness and contrast of a checkpoint's training faces, which Predict then standardises every
+face crop to (audience.data.exposure), and with `--write` records them in the checkpoint JSON (`exposure`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from audience.bench.peer_accuracy import (
     peer_crop_answers,
     score,
 )
+from audience.data.exposure import REFERENCE_SAMPLE, STD_RANGE
 from audience.data.images import read_image
+from audience.errors import AudienceError
+from audience.files import write_json_atomic
 from audience.labels import AGE_CLASSES
 from audience.predict.predictor import Predictor
 from audience.registry import format_percent
@@ -110,3 +117,51 @@ def exposure_lines(entries: list[dict]) -> list[str]:
     return ["accuracy by exposure, ours beside the peer (the same pixels for both)"] + [
         "  " + line[0].ljust(widths[0]) + "  " + line[1].ljust(widths[1])
         + "".join(cell.rjust(widths[i] + 2) for i, cell in enumerate(line) if i > 1) for line in [header, *cells]]
+
+
+def measure_exposure_reference(checkpoint: str | Path, data: str | Path | None = None, write: bool = False,
+                               limit: int = REFERENCE_SAMPLE) -> dict:
+    """{"checkpoint", "data", "recorded": the checkpoint's `exposure` or None, "measured": exposure_statistics of a
+    fixed sample of `limit` of its training faces (its split rebuilt from its train_config, the held-out and
+    validation faces left out)}; with `write` the checkpoint JSON gets the measured one (`written`: its path),
+    so Predict standardises every crop to it. The weights are untouched."""
+    from audience.data.splits import make_split
+    from audience.model.checkpoint import checkpoint_paths, read_checkpoint_metadata
+    from audience.model.metadata import check_checkpoint_metadata
+    from audience.train.prepare import checkpoint_config, exposure_reference, read_data
+
+    path = checkpoint_paths(checkpoint)[1]
+    metadata = read_checkpoint_metadata(path)
+    config = checkpoint_config(checkpoint, metadata, data)
+    dataset = read_data(config)
+    split = make_split(dataset, config.protocol, int(metadata.fold or 0), config.val_fraction, config.seed,
+                       config.task)
+    measured = {**exposure_reference(dataset.faces["path"].to_numpy()[split.train], limit), "data": str(config.data)}
+    recorded = metadata.exposure
+    result = {"checkpoint": str(checkpoint), "data": str(config.data), "measured": measured,
+              "recorded": None if recorded is None else recorded.as_dict()}
+    if write:
+        low, high = STD_RANGE
+        if not low <= measured["std"] <= high:
+            raise AudienceError(f"The training faces of {config.data} have a pixel spread of {measured['std']:.1f} on "
+                                f"average, outside {low:.0f}-{high:.0f} (almost uniform images?), so no exposure "
+                                f"reference was written to {path.name}.")
+        updated = {**metadata.as_json(), "exposure": measured}
+        check_checkpoint_metadata(updated, str(path))
+        write_json_atomic(path, updated)
+        result["written"] = str(path)
+    return result
+
+
+def exposure_reference_lines(result: dict) -> list[str]:
+    """The report as text: the reference recorded and the one measured now."""
+    def describe(reference: dict | None) -> str:
+        if not reference:
+            return "none (crops are not standardised)"
+        return f"mean {reference['mean']:.2f}, std {reference['std']:.2f} (on {reference.get('images')} images)"
+
+    lines = [f"{result['checkpoint']}: brightness and contrast of its training faces ({result['data']})",
+             f"recorded: {describe(result['recorded'])}", f"measured: {describe(result['measured'])}"]
+    if "written" in result:
+        lines.append(f"written to {result['written']}: Predict now standardises every face crop to it")
+    return lines

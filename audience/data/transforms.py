@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import cv2
@@ -174,12 +175,14 @@ def build_train_transform(
     std: Sequence[float],
     strength: str = "default",
     seed: int | None = None,
+    exposure: tuple[float, float] | None = None,
 ) -> ImageTransform:
     """Training pipeline for face crops: random resized crop, horizontal flip, and for "default" mild
     affine, colour jitter, occasional gray, blur/noise, JPEG compression and small cut-outs; "exposure" adds
     bright, flat, dark and tone-curved versions of the photo (44 % of the crops: 1 - 0.8 x 0.7) to "default".
 
     `strength` is one of AUGMENT_STRENGTHS ("none" is the eval pipeline). `seed`: see the module docstring.
+    `exposure`: as build_eval_transform's, the crop standardised first (the augmentations then vary it).
     """
     size = _check_size(image_size)
     if strength not in AUGMENT_STRENGTHS:
@@ -187,12 +190,29 @@ def build_train_transform(
     steps = _square(size) if strength == "none" else _augmentations(size, strength)
     import albumentations as A
 
-    return ImageTransform(A.Compose([*steps, *_finish(mean, std)], strict=True), size, seed)
+    return ImageTransform(A.Compose([*_standardize(exposure), *steps, *_finish(mean, std)], strict=True), size, seed)
 
 
-def build_eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> ImageTransform:
-    """Deterministic pipeline for validation, test and the predictor: aspect-keeping resize and pad, normalise."""
+def build_eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float],
+                         exposure: tuple[float, float] | None = None) -> ImageTransform:
+    """Deterministic pipeline for validation, test and the predictor: aspect-keeping resize and pad, normalise.
+    With `exposure` (a checkpoint's reference mean and std, 0-255 scale) it first standardises the crop's
+    brightness and contrast to them (audience.data.exposure), before the black padding."""
     size = _check_size(image_size)
     import albumentations as A
 
-    return ImageTransform(A.Compose([*_square(size), *_finish(mean, std)], strict=True), size, seed=0)
+    steps = [*_standardize(exposure), *_square(size), *_finish(mean, std)]
+    return ImageTransform(A.Compose(steps, strict=True), size, seed=0)
+
+
+def _standardize(exposure: tuple[float, float] | None) -> list:
+    """With a reference (mean, std): the step that sets a crop's brightness and contrast to it, first in a pipeline
+    (on the crop as cut, before any padding or augmentation); none without one."""
+    if exposure is None:
+        return []
+    import albumentations as A
+
+    from audience.data.exposure import standardize_exposure
+
+    reference = {"mean": float(exposure[0]), "std": float(exposure[1])}
+    return [A.Lambda(name="standardize_exposure", image=partial(standardize_exposure, **reference))]

@@ -218,4 +218,5 @@ def load_checkpoint_model(path: str | Path, metadata: CheckpointMetadata, device
     model.set_age_adjustment(metadata.age_adjustment)
     model.set_flip_average(bool(metadata.flip_average))
     model.to(device).eval()
-    return model, build_eval_transform(metadata.image_size, metadata.mean, metadata.std)
+    exposure = None if metadata.exposure is None else metadata.exposure.reference
+    return model, build_eval_transform(metadata.image_size, metadata.mean, metadata.std, exposure=exposure)

@@ -38,6 +38,8 @@ from pydantic import (
     create_model,
 )
 
+from audience.data.exposure import MEAN_RANGE as EXPOSURE_MEAN_RANGE
+from audience.data.exposure import STD_RANGE as EXPOSURE_STD_RANGE
 from audience.errors import AudienceError, quoted
 from audience.faces.align import Alignment, alignment_of
 from audience.faces.crop_geometry import CropGeometry, crop_geometry_of
@@ -161,6 +163,21 @@ class CropInfo(Record):
     measured_on: Count = None
     sampled: Count = None
     detector: Lenient[StrictStr] = None
+
+
+class ExposureInfo(Record):
+    """The exposure reference Predict standardises each face crop to (audience.data.exposure): the training faces'
+    mean pixel and spread on the 0-255 scale (checked: the transform relies on them), and what they were
+    measured on (shown only)."""
+
+    mean: Annotated[FiniteFloat, Field(ge=EXPOSURE_MEAN_RANGE[0], le=EXPOSURE_MEAN_RANGE[1])]
+    std: Annotated[FiniteFloat, Field(ge=EXPOSURE_STD_RANGE[0], le=EXPOSURE_STD_RANGE[1])]
+    images: Count = None
+    data: Lenient[StrictStr] = None
+
+    @property
+    def reference(self) -> tuple[float, float]:
+        return float(self.mean), float(self.std)
 
 
 class PromotedFrom(Record):
@@ -312,6 +329,8 @@ class CheckpointMetadata(BaseModel):
     prior_choice: Lenient[PriorChoice] = None
     # Mirror averaging (AgeGenderNet.set_flip_average): each face and its mirror image, features averaged.
     flip_average: StrictBool | None = None
+    # Exposure standardisation (audience.data.exposure): each crop's brightness and contrast set to these first.
+    exposure: ExposureInfo | None = None
     _json: dict = PrivateAttr(default_factory=dict)
 
     @property

@@ -168,11 +168,24 @@ def _model_facts(metadata: CheckpointMetadata, summary: dict | None) -> list[str
         f"- FLOPs per face: {flops / 1e9:.3f} G (2 × MACs, at {metadata.image_size} px)"
         if isinstance(flops, int | float) else "- FLOPs per face: not recorded",
         f"- input: RGB face crop resized to {metadata.image_size} px, mean {metadata.mean}, std {metadata.std}",
+        _exposure_line(metadata),
         f"- classes: age {metadata.age_classes}, gender {metadata.gender_classes}",
         *_age_head_lines(metadata),
         f"- epoch selected: {selected}; created {metadata.created}",
         f"- weights sha256: `{sha256}`; versions: {versions or '?'}",
     ]
+
+
+def _exposure_line(metadata: CheckpointMetadata) -> str:
+    """Whether each crop's brightness and contrast are standardised first (audience.data.exposure), and to what."""
+    exposure = metadata.exposure
+    if exposure is None:
+        return "- exposure: each crop as the photo has it (not standardised)"
+    trained = metadata.train_config is not None and bool(getattr(metadata.train_config, "standardize_exposure", False))
+    return (f"- exposure: each crop's brightness and contrast are first set to its training faces' average (pixel mean "
+            f"{exposure.mean:g}, spread {exposure.std:g} on 0-255, from {exposure.images or '?'} of them), so a washed-"
+            f"out, flat or dim photo is read like a well-lit one; "
+            + ("the model was trained so" if trained else "added after training (the model was trained without it)"))
 
 
 def _age_head_lines(metadata: CheckpointMetadata) -> list[str]:

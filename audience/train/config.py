@@ -101,6 +101,9 @@ class TrainConfig(BaseModel):
     gender_weight: float = _setting(1.0, "weight of the gender loss", minimum=0.0, maximum=100.0)
     drop_rate: float = _setting(0.2, "dropout before the heads", minimum=0.0)
     augment: Augment = _setting("default", "training augmentation strength")
+    standardize_exposure: bool = _setting(False, "set each face crop's brightness and contrast to the training "
+                                          "faces' average before the model sees it, in training and in Predict "
+                                          "(a washed-out, flat or dim photo then reads like a well-lit one)")
     balance: Balance = _setting("none", "how training faces are drawn each epoch: none (each once), age (with "
                                 "replacement, each age group equally often) or race (each race equally often; "
                                 "UTKFace)")

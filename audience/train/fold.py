@@ -52,7 +52,7 @@ from audience.train.loop import (
     train_epoch,
 )
 from audience.train.metrics import compute_metrics
-from audience.train.prepare import build_cache_for, resolve_config
+from audience.train.prepare import build_cache_for, exposure_reference, resolve_config
 from audience.train.prior import age_head_metadata, choose_tau, prior_adjustment, prior_metadata, training_prior
 from audience.train.runs import read_epochs, write_epochs
 
@@ -131,8 +131,7 @@ class _FoldTrainer:
         self.sets = {name: self._usable(name, getattr(split, name), rows) for name in ("train", "val", "test")}
         workers = config.default_workers(self.device.type)
         size = config.image_size
-        transforms = {"train": build_train_transform(size, self.mean, self.std, strength=config.augment),
-                      "eval": build_eval_transform(size, self.mean, self.std)}
+        transforms = self._transforms(size)
         age, gender = data.faces["age_class"].to_numpy(), data.faces["gender_class"].to_numpy()
         if "age" not in self.heads:
             age = np.full_like(age, -1)
@@ -199,6 +198,16 @@ class _FoldTrainer:
             )
         return kept
 
+    def _transforms(self, size: int) -> dict:
+        """The train and eval pipelines; with --standardize-exposure both start by standardising the crop to the
+        training faces' reference (`self.exposure`: a fixed sample of them, so the same again on resuming)."""
+        config, train = self.config, self.split.train
+        self.exposure = ({**exposure_reference(self.data.faces["path"].to_numpy()[train]), "data": config.data}
+                         if config.standardize_exposure else None)
+        reference = None if self.exposure is None else (self.exposure["mean"], self.exposure["std"])
+        return {"train": build_train_transform(size, self.mean, self.std, strength=config.augment, exposure=reference),
+                "eval": build_eval_transform(size, self.mean, self.std, exposure=reference)}
+
     def metadata(self, epoch: int, metrics: dict, temperature: dict | None = None, **extra) -> dict:
         data = self.data
         return {
@@ -208,7 +217,8 @@ class _FoldTrainer:
             **({"alignment": data.alignment} if data.alignment else {}),
             "protocol": self.split.protocol, "leaky": self.split.leaky, "fold": self.fold, "epoch": epoch,
             "metrics": metrics, "flops": self.flops, "train_config": self.config.to_dict(),
-            **(age_head_metadata(self.model, self.config) if "age" in self.heads else {}), **extra,
+            **(age_head_metadata(self.model, self.config) if "age" in self.heads else {}),
+            **({"exposure": self.exposure} if self.exposure else {}), **extra,
         }
 
     def evaluate(self, name: str) -> tuple[dict, dict, float]:

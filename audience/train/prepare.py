@@ -1,16 +1,20 @@
 """What a run trains on, from its TrainConfig: the face table, the automatic settings decided for that
-data and the decoded-image cache of every face; and the TrainConfig a run folder saved (to resume it)."""
+data and the decoded-image cache of every face; the exposure reference of its training faces
+(--standardize-exposure); and the TrainConfig a run folder saved (to resume it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from audience.data.adience import AdienceData
 from audience.data.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
+from audience.data.exposure import REFERENCE_SAMPLE, exposure_statistics
 from audience.data.formats import read_dataset
+from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
 from audience.errors import AudienceError
+from audience.faces.crop_geometry import sample_paths
 from audience.files import read_json
 from audience.inputs import check_path
 from audience.model.archs import ARCHS
@@ -79,3 +83,16 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     if not isinstance(values, dict):
         raise AudienceError(f"{path}: not a JSON object, so the run cannot be resumed.")
     return TrainConfig.from_dict(values)
+
+
+def exposure_reference(paths: Sequence[str], limit: int = REFERENCE_SAMPLE) -> dict:
+    """exposure_statistics of a fixed sample of `limit` of the image files `paths` (the same sample on every
+    machine; an unreadable image is left out). AudienceError when none can be read."""
+    def readable():
+        for path in sample_paths([str(path) for path in paths if isinstance(path, str) and path], limit):
+            try:
+                yield read_image(path)
+            except AudienceError:
+                continue
+
+    return exposure_statistics(readable())
