@@ -227,6 +227,21 @@ def test_a_run_trained_with_standardized_exposure_records_its_reference_and_serv
     assert read_checkpoint_metadata(plain / "fold0" / "best").exposure is None
 
 
+def test_training_on_uniform_faces_with_standardized_exposure_stops_with_one_sentence(tmp_path):
+    from audience.errors import AudienceError
+    from audience.train.config import TrainConfig
+    from audience.train.cross_validate import cross_validate
+
+    folder = _utkface_folder(tmp_path)  # every face one flat grey: no spread to standardise to
+    config = TrainConfig.from_dict({"data": str(folder), "arch": "tiny", "folds": "0", "epochs": 1, "batch_size": 8,
+                                    "image_size": 32, "workers": 0, "max_train_batches": 1, "pretrained": False,
+                                    "out": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
+                                    "standardize_exposure": True})
+    with pytest.raises(AudienceError, match="almost uniform") as error:
+        cross_validate(config)
+    assert "\n" not in str(error.value)
+
+
 def test_the_model_card_says_whether_and_how_crops_are_standardised(tmp_path):
     import json
 

@@ -21,7 +21,7 @@ from audience.model.age_years import prior_adjustment
 from audience.model.checkpoint import checkpoint_paths, load_checkpoint_model, read_checkpoint_metadata
 from audience.model.metadata import check_checkpoint_metadata
 from audience.train.loop import make_loader, predict_logits, resolve_device
-from audience.train.prepare import build_cache_for, checkpoint_config, read_data
+from audience.train.prepare import build_cache_for, checkpoint_split
 from audience.train.prior import TAUS, choose_tau, tau_scores, training_prior
 
 __all__ = ["measure_prior_correction", "prior_lines"]
@@ -35,12 +35,7 @@ def measure_prior_correction(checkpoint: str | Path, data: str | None = None, ta
     metadata = read_checkpoint_metadata(checkpoint)
     if "age" not in metadata.heads:
         raise AudienceError(f"{checkpoint}: the model has no age head, so it has no age prior to correct.")
-    config = checkpoint_config(checkpoint, metadata, data)
-    from audience.data.splits import make_split
-
-    dataset = read_data(config)
-    split = make_split(dataset, config.protocol, int(metadata.fold or 0), config.val_fraction, config.seed,
-                       config.task)
+    config, dataset, split = checkpoint_split(checkpoint, metadata, data)
     cache = build_cache_for(config.replace(image_size=metadata.image_size), dataset, lambda event: None)
     target = resolve_device(device)
     model, transform = load_checkpoint_model(checkpoint, metadata, device=target)

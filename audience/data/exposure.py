@@ -39,7 +39,7 @@ def standardize_exposure(image: np.ndarray, mean: float, std: float, **_) -> np.
     (`**_`: albumentations' Lambda passes its parameters along.)
 
     One table of 256 values applied to every pixel (cv2.LUT) after OpenCV's per-channel mean and spread: about
-    0.1 ms for a 400 px crop, where the same in float32 numpy took 3-4 ms."""
+    0.26 ms for a 400 px crop, where the same in float32 numpy took 3.7 ms (2-core box, under load)."""
     channel_means, channel_stds = (values.ravel() for values in cv2.meanStdDev(np.ascontiguousarray(image)))
     own_mean = float(channel_means.mean())
     own_std = math.sqrt(max(0.0, float(np.mean(channel_stds ** 2 + channel_means ** 2)) - own_mean ** 2))
@@ -62,4 +62,3 @@ def exposure_statistics(images: Iterable[np.ndarray]) -> dict:
     if not means:
         raise AudienceError("No readable image to measure the exposure of.")
     return {"mean": round(float(np.mean(means)), 2), "std": round(float(np.mean(stds)), 2), "images": len(means)}
-

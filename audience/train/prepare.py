@@ -9,10 +9,11 @@ from pathlib import Path
 
 from audience.data.adience import AdienceData
 from audience.data.cache import ImageCache, build_image_cache, cache_size_for, describe_unreadable
-from audience.data.exposure import REFERENCE_SAMPLE, exposure_statistics
+from audience.data.exposure import REFERENCE_SAMPLE, STD_RANGE, exposure_statistics
 from audience.data.formats import read_dataset
 from audience.data.images import read_image
 from audience.data.roots import resolve_data_root
+from audience.data.splits import Split, make_split
 from audience.errors import AudienceError
 from audience.faces.crop_geometry import sample_paths
 from audience.files import read_json
@@ -34,6 +35,16 @@ def checkpoint_config(checkpoint, metadata, data: str | Path | None = None) -> T
         raise AudienceError(f"{checkpoint}: it records no training settings (train_config), so its training, "
                             "validation and test faces cannot be found again.")
     return TrainConfig.from_dict({**recorded, **({"data": str(data)} if data else {})})
+
+
+def checkpoint_split(checkpoint, metadata, data: str | Path | None = None) -> tuple[TrainConfig, AdienceData, Split]:
+    """(its TrainConfig, its face table, its split) of a checkpoint this project trained: the training, validation
+    and test faces of its fold rebuilt from its `train_config` (checkpoint_config; `data` as there)."""
+    config = checkpoint_config(checkpoint, metadata, data)
+    dataset = read_data(config)
+    split = make_split(dataset, config.protocol, int(metadata.fold or 0), config.val_fraction, config.seed,
+                       config.task)
+    return config, dataset, split
 
 
 def resolve_config(config: TrainConfig, data: AdienceData) -> TrainConfig:
@@ -87,7 +98,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
 
 def exposure_reference(paths: Sequence[str], limit: int = REFERENCE_SAMPLE) -> dict:
     """exposure_statistics of a fixed sample of `limit` of the image files `paths` (the same sample on every
-    machine; an unreadable image is left out). AudienceError when none can be read."""
+    machine; an unreadable image is left out). AudienceError when none can be read or their spread is out of
+    STD_RANGE (the trainer with --standardize-exposure stops before its first epoch)."""
     def readable():
         for path in sample_paths([str(path) for path in paths if isinstance(path, str) and path], limit):
             try:
@@ -95,4 +107,10 @@ def exposure_reference(paths: Sequence[str], limit: int = REFERENCE_SAMPLE) -> d
             except AudienceError:
                 continue
 
-    return exposure_statistics(readable())
+    reference = exposure_statistics(readable())
+    low, high = STD_RANGE
+    if not low <= reference["std"] <= high:
+        raise AudienceError(f"The training faces have a pixel spread of {reference['std']:.1f} on average, outside "
+                            f"{low:.0f}-{high:.0f} (almost uniform images?), so there is no exposure to standardise "
+                            "to.")
+    return reference
